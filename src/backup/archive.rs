@@ -1,0 +1,763 @@
+//! The archive format on disk: writing (tar entries into a multithreaded zstd frame, the
+//! `.steward/` trailer in a frame of its own, a skippable frame pointing at the trailer) and
+//! reading back (full verification against sidecar and manifest; trailer-only reads).
+//!
+//! Layout of `<set>-<stamp>.tar.zst`:
+//! ```text
+//! [zstd frame: tar entries of the data]
+//! [zstd frame: .steward/MANIFEST.sha256, .steward/backup.json, tar end-of-archive]
+//! [zstd skippable frame 0x184D2A5E: "STEWARD1" + u64 LE offset of the trailer frame]
+//! ```
+//! Concatenated frames are one stream to `zstd -d` and `tar --zstd`, and skippable frames
+//! are ignored by them, so plain tools restore it; steward seeks to the trailer to read
+//! `backup.json` without decompressing the data.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tar::{EntryType, Header};
+
+use super::manifest;
+
+/// Archive paths of the trailer entries.
+pub const MANIFEST_PATH: &str = ".steward/MANIFEST.sha256";
+pub const META_PATH: &str = ".steward/backup.json";
+
+const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
+const TRAILER_TAG: &[u8; 8] = b"STEWARD1";
+const TRAILER_FRAME_LEN: usize = 24;
+const IO_CHUNK: usize = 1 << 20;
+
+/// Errors reading or writing an archive; each names the archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+impl ArchiveError {
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
+        move |source| ArchiveError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    fn corrupt(path: &Path, message: impl Into<String>) -> ArchiveError {
+        ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+/// `.steward/backup.json`: what an archive holds, readable without steward's catalog.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackupMeta {
+    pub format: u32,
+    pub id: String,
+    pub set: String,
+    pub host: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub created_unix: i64,
+    pub tool: String,
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub skipped: u64,
+    /// Bytes of file content archived (before compression).
+    pub bytes: u64,
+    pub sqlite: Vec<SqliteSnapshot>,
+    pub fingerprint: String,
+    pub compression_level: i32,
+    pub warnings: Vec<String>,
+    pub warnings_total: u64,
+}
+
+/// A SQLite database that was archived from an online-backup snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SqliteSnapshot {
+    pub path: String,
+    pub bytes: u64,
+}
+
+// ------------------------------------------------------------------ writing
+
+/// Counts and hashes what reaches the file, for the sidecar.
+struct HashCount<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for HashCount<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type Sink = HashCount<BufWriter<File>>;
+
+/// The tar builder's writer: the data frame's encoder, then the trailer frame's.
+struct Frames {
+    encoder: Option<zstd::stream::write::Encoder<'static, Sink>>,
+    trailer_offset: u64,
+}
+
+impl Frames {
+    fn encoder(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
+        self.encoder
+            .as_mut()
+            .ok_or_else(|| io::Error::other("archive encoder already finished"))
+    }
+
+    /// Ends the data frame (checking `finish()`) and opens the trailer frame.
+    fn start_trailer(&mut self) -> io::Result<()> {
+        let sink = self.encoder.take().expect("encoder present").finish()?;
+        self.trailer_offset = sink.count;
+        let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
+        enc.include_checksum(true)?;
+        self.encoder = Some(enc);
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<Sink> {
+        let mut sink = self.encoder.take().expect("encoder present").finish()?;
+        let mut frame = Vec::with_capacity(TRAILER_FRAME_LEN);
+        frame.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+        frame.extend_from_slice(&16u32.to_le_bytes());
+        frame.extend_from_slice(TRAILER_TAG);
+        frame.extend_from_slice(&self.trailer_offset.to_le_bytes());
+        sink.write_all(&frame)?;
+        sink.flush()?;
+        Ok(sink)
+    }
+}
+
+impl Write for Frames {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.encoder()?.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.encoder()?.flush()
+    }
+}
+
+/// What writing one file's content found.
+#[derive(Debug, Default)]
+pub struct FileOutcome {
+    pub digest: [u8; 32],
+    /// The file ended before the size in its header: the rest was padded with zeros.
+    pub shrank: bool,
+    /// The file had more bytes than its header's size: they were left out.
+    pub grew: bool,
+}
+
+/// The finished archive, as written.
+#[derive(Debug)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub manifest_sha256: [u8; 32],
+    pub files: u64,
+}
+
+/// Streams entries into a `.partial` archive file.
+pub struct ArchiveWriter {
+    path: PathBuf,
+    builder: tar::Builder<Frames>,
+    manifest_path: PathBuf,
+    manifest: BufWriter<File>,
+    manifest_hasher: Sha256,
+    manifest_len: u64,
+    files: u64,
+}
+
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn base_header(meta: &std::fs::Metadata, kind: EntryType) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(meta.mode() & 0o7777);
+    h.set_uid(u64::from(meta.uid()));
+    h.set_gid(u64::from(meta.gid()));
+    h.set_mtime(meta.mtime().max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+impl ArchiveWriter {
+    /// Creates `path` (which must not exist) and the manifest spool beside it.
+    pub fn create(
+        path: &Path,
+        manifest_spool: &Path,
+        level: i32,
+        threads: u32,
+    ) -> Result<Self, ArchiveError> {
+        let file = create_private(path).map_err(ArchiveError::io(path))?;
+        let sink = HashCount {
+            inner: BufWriter::with_capacity(IO_CHUNK, file),
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let mut enc =
+            zstd::stream::write::Encoder::new(sink, level).map_err(ArchiveError::io(path))?;
+        enc.include_checksum(true).map_err(ArchiveError::io(path))?;
+        if threads > 0 {
+            enc.multithread(threads).map_err(ArchiveError::io(path))?;
+        }
+        let mut builder = tar::Builder::new(Frames {
+            encoder: Some(enc),
+            trailer_offset: 0,
+        });
+        builder.mode(tar::HeaderMode::Complete);
+        let mf = create_private(manifest_spool).map_err(ArchiveError::io(manifest_spool))?;
+        Ok(ArchiveWriter {
+            path: path.to_path_buf(),
+            builder,
+            manifest_path: manifest_spool.to_path_buf(),
+            manifest: BufWriter::new(mf),
+            manifest_hasher: Sha256::new(),
+            manifest_len: 0,
+            files: 0,
+        })
+    }
+
+    fn err(&self) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
+        ArchiveError::io(&self.path)
+    }
+
+    pub fn append_dir(
+        &mut self,
+        name: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<(), ArchiveError> {
+        let mut h = base_header(meta, EntryType::Directory);
+        let r = self.builder.append_data(&mut h, name, io::empty());
+        r.map_err(self.err())
+    }
+
+    pub fn append_symlink(
+        &mut self,
+        name: &Path,
+        meta: &std::fs::Metadata,
+        target: &Path,
+    ) -> Result<(), ArchiveError> {
+        let mut h = base_header(meta, EntryType::Symlink);
+        let r = self.builder.append_link(&mut h, name, target);
+        r.map_err(self.err())
+    }
+
+    /// A hard link to `target`, an archive path already written.
+    pub fn append_hardlink(
+        &mut self,
+        name: &Path,
+        meta: &std::fs::Metadata,
+        target: &Path,
+    ) -> Result<(), ArchiveError> {
+        let mut h = base_header(meta, EntryType::Link);
+        let r = self.builder.append_link(&mut h, name, target);
+        r.map_err(self.err())
+    }
+
+    /// Archives exactly `size` bytes read from `data` (padding with zeros if it ends early,
+    /// leaving out what goes beyond), hashing them on the way into the manifest.
+    pub fn append_file(
+        &mut self,
+        name: &Path,
+        meta: &std::fs::Metadata,
+        size: u64,
+        data: impl Read,
+        on_bytes: &mut dyn FnMut(u64),
+    ) -> Result<FileOutcome, ArchiveError> {
+        let mut h = base_header(meta, EntryType::Regular);
+        h.set_size(size);
+        let mut reader = ExactReader {
+            inner: data,
+            remaining: size,
+            hasher: Sha256::new(),
+            shrank: false,
+            on_bytes,
+        };
+        let r = self.builder.append_data(&mut h, name, &mut reader);
+        r.map_err(ArchiveError::io(&self.path))?;
+        let mut probe = [0u8; 1];
+        let grew = matches!(reader.inner.read(&mut probe), Ok(n) if n > 0);
+        let shrank = reader.shrank;
+        let digest: [u8; 32] = reader.hasher.finalize().into();
+        let line = manifest::format_line(&digest, name.as_os_str().as_bytes());
+        self.manifest_hasher.update(&line);
+        self.manifest_len += line.len() as u64;
+        let r = self.manifest.write_all(&line);
+        r.map_err(ArchiveError::io(&self.manifest_path))?;
+        self.files += 1;
+        Ok(FileOutcome {
+            digest,
+            shrank,
+            grew,
+        })
+    }
+
+    /// Writes the trailer (manifest and `meta`), ends the stream and fsyncs the file.
+    pub fn finish(mut self, meta: &BackupMeta) -> Result<Written, ArchiveError> {
+        let mpath = self.manifest_path.clone();
+        let mfile = self
+            .manifest
+            .into_inner()
+            .map_err(|e| ArchiveError::io(&mpath)(e.into_error()))?;
+        drop(mfile);
+        let manifest_sha256: [u8; 32] = self.manifest_hasher.finalize().into();
+        let path = self.path.clone();
+        let io = ArchiveError::io(&path);
+        let result = (|| -> io::Result<Sink> {
+            self.builder.get_mut().start_trailer()?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_mtime(now);
+            h.set_size(self.manifest_len);
+            let spool = File::open(&mpath)?;
+            self.builder.append_data(&mut h, MANIFEST_PATH, spool)?;
+            let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+            let mut h = Header::new_gnu();
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o600);
+            h.set_mtime(now);
+            h.set_size(json.len() as u64);
+            self.builder
+                .append_data(&mut h, META_PATH, json.as_slice())?;
+            let frames = self.builder.into_inner()?;
+            let sink = frames.finish()?;
+            Ok(sink)
+        })();
+        let _ = std::fs::remove_file(&mpath);
+        let sink = result.map_err(io)?;
+        let HashCount {
+            inner,
+            hasher,
+            count,
+        } = sink;
+        let file = inner
+            .into_inner()
+            .map_err(|e| ArchiveError::io(&path)(e.into_error()))?;
+        file.sync_all().map_err(ArchiveError::io(&path))?;
+        drop_from_cache(&file);
+        Ok(Written {
+            size: count,
+            sha256: hasher.finalize().into(),
+            manifest_sha256,
+            files: self.files,
+        })
+    }
+}
+
+/// Asks the kernel to forget the file's cached pages, so that the verification that
+/// follows reads what is on the disk rather than what is still in memory.
+fn drop_from_cache(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain advisory syscall on a descriptor we own.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
+struct ExactReader<'a, R> {
+    inner: R,
+    remaining: u64,
+    hasher: Sha256,
+    shrank: bool,
+    on_bytes: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for ExactReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = if self.shrank {
+            0
+        } else {
+            loop {
+                match self.inner.read(&mut buf[..want]) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            }
+        };
+        let n = if n == 0 {
+            // The file shrank while being read: keep the header's promise with zeros.
+            self.shrank = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
+// ------------------------------------------------------------------ reading
+
+/// Feeds file chunks read (and hashed) by another thread to the decompressor, so reading
+/// with the sidecar hash and decompressing with the manifest hashes use two cores.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.buf.len() && !self.done {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.buf = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => self.done = true,
+            }
+        }
+        Ok(&self.buf[self.pos.min(self.buf.len())..])
+    }
+    fn consume(&mut self, amt: usize) {
+        self.pos += amt;
+    }
+}
+
+/// What a full verification found.
+#[derive(Debug)]
+pub struct Verified {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub files: u64,
+    pub meta: BackupMeta,
+}
+
+/// The sidecar path of an archive.
+pub fn sidecar_path(archive: &Path) -> PathBuf {
+    let mut s = archive.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+/// Reads `<archive>.sha256` and returns its digest.
+pub fn read_sidecar(archive: &Path) -> Result<[u8; 32], ArchiveError> {
+    let sc = sidecar_path(archive);
+    let text = std::fs::read(&sc).map_err(ArchiveError::io(&sc))?;
+    let line = text.strip_suffix(b"\n").unwrap_or(&text);
+    let (digest, name) = manifest::parse_line(line)
+        .ok_or_else(|| ArchiveError::corrupt(&sc, "not a sha256sum line"))?;
+    let expected_name = archive
+        .file_name()
+        .map(|n| n.as_bytes())
+        .unwrap_or_default();
+    if name != expected_name {
+        return Err(ArchiveError::corrupt(
+            &sc,
+            format!(
+                "names {:?}, not {:?}",
+                String::from_utf8_lossy(&name),
+                String::from_utf8_lossy(expected_name)
+            ),
+        ));
+    }
+    Ok(digest)
+}
+
+/// Writes the sidecar for `archive` (at `dest`, which may be a partial name).
+pub fn write_sidecar(dest: &Path, archive_name: &str, digest: &[u8; 32]) -> io::Result<()> {
+    let mut f = create_private(dest)?;
+    f.write_all(&manifest::format_line(digest, archive_name.as_bytes()))?;
+    f.sync_all()
+}
+
+fn entry_key(path: &[u8], digest: &[u8; 32]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(path);
+    h.update([0]);
+    h.update(digest);
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
+}
+
+fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Reads the whole archive: its bytes against `expected_sha256` (or the sidecar when
+/// `None`), every zstd frame checksum, every file's content against the manifest, and
+/// `backup.json` against what was found. Memory stays small: 16 bytes per file.
+pub fn verify(
+    path: &Path,
+    expected_sha256: Option<[u8; 32]>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let expected = match expected_sha256 {
+        Some(d) => d,
+        None => read_sidecar(path)?,
+    };
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    let reader = std::thread::spawn(move || -> (u64, [u8; 32]) {
+        let mut file = file;
+        let mut h = Sha256::new();
+        let mut total = 0u64;
+        loop {
+            let mut chunk = vec![0u8; IO_CHUNK];
+            match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    chunk.truncate(n);
+                    h.update(&chunk);
+                    total += n as u64;
+                    if tx.send(Ok(chunk)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        }
+        (total, h.finalize().into())
+    });
+    let channel = ChannelReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+        done: false,
+    };
+    let content = verify_stream(path, channel, on_bytes);
+    let (size, sha256) = reader
+        .join()
+        .map_err(|_| ArchiveError::corrupt(path, "reader thread failed"))?;
+    let (files, meta) = content?;
+    if sha256 != expected {
+        return Err(ArchiveError::corrupt(
+            path,
+            format!(
+                "sha256 {} does not match the sidecar's {}",
+                hex::encode(sha256),
+                hex::encode(expected)
+            ),
+        ));
+    }
+    Ok(Verified {
+        size,
+        sha256,
+        files,
+        meta,
+    })
+}
+
+fn verify_stream(
+    path: &Path,
+    input: ChannelReader,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<(u64, BackupMeta), ArchiveError> {
+    let mut decoder =
+        zstd::stream::read::Decoder::with_buffer(input).map_err(ArchiveError::io(path))?;
+    decoder.window_log_max(31).map_err(ArchiveError::io(path))?;
+    let mut keys: Vec<[u8; 16]> = Vec::new();
+    let mut checked = 0usize;
+    let mut meta: Option<BackupMeta> = None;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut current = String::from("(archive start)");
+    let at = |current: &str, e: io::Error| {
+        ArchiveError::corrupt(path, format!("reading entry {current}: {e}"))
+    };
+    {
+        let mut archive = tar::Archive::new(&mut decoder);
+        let entries = archive.entries().map_err(|e| at(&current, e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| at(&current, e))?;
+            let name = entry.path_bytes().into_owned();
+            current = String::from_utf8_lossy(&name).into_owned();
+            let kind = entry.header().entry_type();
+            on_bytes(entry.size() + 512);
+            if name == MANIFEST_PATH.as_bytes() {
+                let r = BufReader::new(&mut entry);
+                for line in r.split(b'\n') {
+                    let line = line.map_err(|e| at(&current, e))?;
+                    let (digest, file) = manifest::parse_line(&line).ok_or_else(|| {
+                        ArchiveError::corrupt(
+                            path,
+                            format!("manifest line {} is malformed", checked + 1),
+                        )
+                    })?;
+                    let shown = String::from_utf8_lossy(&file);
+                    match keys.get(checked) {
+                        Some(k) if *k == entry_key(&file, &digest) => {}
+                        Some(_) => {
+                            return Err(ArchiveError::corrupt(
+                                path,
+                                format!("file {shown}: content does not match the manifest"),
+                            ));
+                        }
+                        None => {
+                            return Err(ArchiveError::corrupt(
+                                path,
+                                format!("file {shown}: in the manifest but not in the archive"),
+                            ));
+                        }
+                    }
+                    checked += 1;
+                }
+                if checked != keys.len() {
+                    return Err(ArchiveError::corrupt(
+                        path,
+                        format!(
+                            "the archive holds {} files but the manifest lists {checked}",
+                            keys.len()
+                        ),
+                    ));
+                }
+            } else if name == META_PATH.as_bytes() {
+                let mut json = Vec::new();
+                entry.read_to_end(&mut json).map_err(|e| at(&current, e))?;
+                let m: BackupMeta = serde_json::from_slice(&json).map_err(|e| {
+                    ArchiveError::corrupt(path, format!("{META_PATH} is not valid: {e}"))
+                })?;
+                meta = Some(m);
+            } else if matches!(kind, EntryType::Regular | EntryType::Continuous) {
+                let digest = hash_entry(&mut entry, &mut buf).map_err(|e| at(&current, e))?;
+                keys.push(entry_key(&name, &digest));
+            }
+        }
+    }
+    // Drain to the end so the trailer frame's checksum is checked too.
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| at("(end of archive)", e))?;
+    let meta =
+        meta.ok_or_else(|| ArchiveError::corrupt(path, format!("{META_PATH} is missing")))?;
+    if checked == 0 && !keys.is_empty() {
+        return Err(ArchiveError::corrupt(
+            path,
+            format!("{MANIFEST_PATH} is missing"),
+        ));
+    }
+    if meta.files != keys.len() as u64 {
+        return Err(ArchiveError::corrupt(
+            path,
+            format!(
+                "{META_PATH} says {} files, the archive holds {}",
+                meta.files,
+                keys.len()
+            ),
+        ));
+    }
+    Ok((keys.len() as u64, meta))
+}
+
+/// Reads `backup.json` from the trailer frame without decompressing the data.
+pub fn read_meta(path: &Path) -> Result<BackupMeta, ArchiveError> {
+    let mut f = File::open(path).map_err(ArchiveError::io(path))?;
+    let len = f.metadata().map_err(ArchiveError::io(path))?.len();
+    if len < TRAILER_FRAME_LEN as u64 {
+        return Err(ArchiveError::corrupt(
+            path,
+            "too short to be a steward archive",
+        ));
+    }
+    f.seek(SeekFrom::Start(len - TRAILER_FRAME_LEN as u64))
+        .map_err(ArchiveError::io(path))?;
+    let mut frame = [0u8; TRAILER_FRAME_LEN];
+    f.read_exact(&mut frame).map_err(ArchiveError::io(path))?;
+    let magic = u32::from_le_bytes(frame[0..4].try_into().expect("4 bytes"));
+    if magic != SKIPPABLE_MAGIC || &frame[8..16] != TRAILER_TAG {
+        return Err(ArchiveError::corrupt(
+            path,
+            "no steward trailer at the end (truncated, or not written by steward)",
+        ));
+    }
+    let offset = u64::from_le_bytes(frame[16..24].try_into().expect("8 bytes"));
+    if offset >= len {
+        return Err(ArchiveError::corrupt(
+            path,
+            "trailer offset is past the end",
+        ));
+    }
+    f.seek(SeekFrom::Start(offset))
+        .map_err(ArchiveError::io(path))?;
+    let dec = zstd::stream::read::Decoder::new(f)
+        .map_err(ArchiveError::io(path))?
+        .single_frame();
+    let mut archive = tar::Archive::new(dec);
+    let bad = |e: io::Error| ArchiveError::corrupt(path, format!("reading the trailer: {e}"));
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.path_bytes().as_ref() == META_PATH.as_bytes() {
+            let mut json = Vec::new();
+            entry.read_to_end(&mut json).map_err(bad)?;
+            return serde_json::from_slice(&json).map_err(|e| {
+                ArchiveError::corrupt(path, format!("{META_PATH} is not valid: {e}"))
+            });
+        }
+    }
+    Err(ArchiveError::corrupt(
+        path,
+        format!("{META_PATH} is missing"),
+    ))
+}

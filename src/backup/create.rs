@@ -1,0 +1,431 @@
+//! Taking one set's backup: survey, skip when unchanged, archive in one pass (hashing while
+//! writing), read the partial back in full, then publish it atomically and record it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::archive::{self, ArchiveWriter, BackupMeta, SqliteSnapshot};
+use super::walk::{self, Fingerprint, Kind};
+use super::{BackupError, Progress};
+use crate::catalog::{BackupRecord, BackupStatus, Catalog};
+use crate::config::{BackupSet, Config};
+
+/// How many warnings `backup.json` lists by name; the rest are counted.
+const MAX_LISTED_WARNINGS: usize = 100;
+
+/// Options of one backup run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackupOptions {
+    /// Write a new archive even when the set is unchanged.
+    pub force: bool,
+}
+
+/// A set's result.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "result")]
+pub enum SetOutcome {
+    /// A new archive was written and verified.
+    Created(BackupSummary),
+    /// Nothing changed since `newest`; no archive was written.
+    Unchanged { set: String, newest: String },
+}
+
+/// What a new backup holds and cost.
+#[derive(Debug, Serialize)]
+pub struct BackupSummary {
+    pub id: String,
+    pub set: String,
+    pub path: PathBuf,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub skipped: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub seconds: f64,
+    pub verified: bool,
+    pub sqlite: Vec<SqliteSnapshot>,
+    pub warnings: Vec<String>,
+}
+
+/// The archive name for `set` at `when`: `<set>-<YYYYMMDDTHHMMSSZ>`.
+pub fn archive_id(set: &str, when: OffsetDateTime) -> String {
+    let t = when.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{set}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Removes `.partial` files a crashed run left in a set's folder. Called with the backup
+/// lock held, so no running backup owns them.
+fn remove_partials(dir: &Path, progress: &dyn Progress) -> Result<(), BackupError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BackupError::io(dir)(e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(BackupError::io(dir))?;
+        let name = ent.file_name();
+        let b = name.as_bytes();
+        if b.starts_with(b".") && b.ends_with(b".partial") {
+            std::fs::remove_file(ent.path()).map_err(BackupError::io(&ent.path()))?;
+            progress.note(&format!(
+                "removed {} left by an interrupted run",
+                ent.path().display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Backs up one set. The caller holds the backup job lock.
+pub fn backup_set(
+    config: &Config,
+    catalog: &Catalog,
+    set: &BackupSet,
+    options: BackupOptions,
+    progress: &dyn Progress,
+) -> Result<SetOutcome, BackupError> {
+    let started = Instant::now();
+    let dir = config.backup.destination.join(&set.name);
+    crate::fsutil::create_private_dir(&dir).map_err(BackupError::io(&dir))?;
+    remove_partials(&dir, progress)?;
+
+    if config.backup.min_free_space > 0 {
+        let free = crate::fsutil::free_space(&dir).map_err(BackupError::io(&dir))?;
+        if free < config.backup.min_free_space {
+            return Err(BackupError::NoSpace {
+                path: dir,
+                free: bytesize::ByteSize(free),
+                needed: bytesize::ByteSize(config.backup.min_free_space),
+            });
+        }
+    }
+
+    progress.phase(&format!("surveying {}", set.name), 0);
+    let (fingerprint, _files, total_bytes) = walk::survey(set)?;
+    if !options.force
+        && let Some(newest) = catalog.newest_verified(&set.name)?
+        && newest.fingerprint == fingerprint
+        && newest.path.is_file()
+    {
+        return Ok(SetOutcome::Unchanged {
+            set: set.name.clone(),
+            newest: newest.id,
+        });
+    }
+
+    let mut when = OffsetDateTime::now_utc();
+    let mut id = archive_id(&set.name, when);
+    // Two runs in one second (a forced re-run): the next free second keeps names unique
+    // and sortable; backup.json keeps the true time.
+    while dir.join(format!("{id}.tar.zst")).exists() || catalog.backup(&id)?.is_some() {
+        when += Duration::from_secs(1);
+        id = archive_id(&set.name, when);
+    }
+    let name = format!("{id}.tar.zst");
+    let final_path = dir.join(&name);
+    let partial = dir.join(format!(".{name}.partial"));
+    let spool = dir.join(format!(".{id}.manifest.partial"));
+    let snapshot_tmp = dir.join(format!(".{id}.sqlite.partial"));
+
+    let result = write_archive(
+        config,
+        set,
+        &id,
+        &partial,
+        &spool,
+        &snapshot_tmp,
+        total_bytes,
+        progress,
+    );
+    let (written, meta) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(&spool);
+            let _ = std::fs::remove_file(&snapshot_tmp);
+            return Err(e);
+        }
+    };
+
+    progress.phase(&format!("verifying {name}"), written.size);
+    let verified = archive::verify(&partial, Some(written.sha256), &mut |n| progress.advance(n))
+        .and_then(|v| {
+            if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
+                Err(archive::ArchiveError::Corrupt {
+                    path: partial.clone(),
+                    message: "read-back differs from what was written".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        });
+    if let Err(source) = verified {
+        let _ = std::fs::remove_file(&partial);
+        return Err(BackupError::VerifyAfterWrite {
+            path: final_path,
+            source,
+        });
+    }
+
+    let sidecar_partial = dir.join(format!(".{name}.sha256.partial"));
+    let publish = || -> std::io::Result<()> {
+        archive::write_sidecar(&sidecar_partial, &name, &written.sha256)?;
+        std::fs::rename(&partial, &final_path)?;
+        std::fs::rename(&sidecar_partial, archive::sidecar_path(&final_path))?;
+        crate::fsutil::sync_dir(&dir)
+    };
+    if let Err(e) = publish() {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(&sidecar_partial);
+        return Err(BackupError::io(&final_path)(e));
+    }
+
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    catalog.put_backup(&BackupRecord {
+        id: id.clone(),
+        set: set.name.clone(),
+        path: final_path.clone(),
+        created_at: meta.created_unix,
+        status: BackupStatus::Verified,
+        verified_at: Some(now),
+        archive_bytes: written.size,
+        source_bytes: meta.bytes,
+        files: meta.files,
+        sha256: hex::encode(written.sha256),
+        fingerprint: meta.fingerprint.clone(),
+        host: meta.host.clone(),
+        note: None,
+    })?;
+
+    Ok(SetOutcome::Created(BackupSummary {
+        id,
+        set: set.name.clone(),
+        path: final_path,
+        files: meta.files,
+        dirs: meta.dirs,
+        symlinks: meta.symlinks,
+        hardlinks: meta.hardlinks,
+        skipped: meta.skipped,
+        bytes_in: meta.bytes,
+        bytes_out: written.size,
+        seconds: started.elapsed().as_secs_f64(),
+        verified: true,
+        sqlite: meta.sqlite,
+        warnings: meta.warnings,
+    }))
+}
+
+/// Counters and notes gathered while archiving.
+#[derive(Default)]
+struct Tally {
+    meta_files: u64,
+    dirs: u64,
+    symlinks: u64,
+    hardlinks: u64,
+    skipped: u64,
+    bytes: u64,
+    sqlite: Vec<SqliteSnapshot>,
+    warnings: Vec<String>,
+    warnings_total: u64,
+}
+
+impl Tally {
+    fn warn(&mut self, progress: &dyn Progress, message: String) {
+        progress.note(&message);
+        self.warnings_total += 1;
+        if self.warnings.len() < MAX_LISTED_WARNINGS {
+            self.warnings.push(message);
+        }
+    }
+}
+
+fn archive_name(path: &Path) -> Option<PathBuf> {
+    let rel = path.strip_prefix("/").ok()?;
+    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_archive(
+    config: &Config,
+    set: &BackupSet,
+    id: &str,
+    partial: &Path,
+    spool: &Path,
+    snapshot_tmp: &Path,
+    total_bytes: u64,
+    progress: &dyn Progress,
+) -> Result<(archive::Written, BackupMeta), BackupError> {
+    let threads = match config.backup.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        n => n,
+    };
+    let created = OffsetDateTime::now_utc();
+    let mut writer =
+        ArchiveWriter::create(partial, spool, config.backup.compression_level, threads)?;
+    let mut fp = Fingerprint::default();
+    let mut tally = Tally::default();
+    // (dev, inode) of multiply-linked files already archived, to store the others as links.
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    progress.phase(&format!("archiving {}", set.name), total_bytes);
+
+    walk::walk_set(set, |e| {
+        fp.add(&e);
+        if e.sqlite_side_file {
+            return Ok(());
+        }
+        let Some(name) = archive_name(&e.path) else {
+            return Ok(());
+        };
+        match &e.kind {
+            Kind::Dir => {
+                writer.append_dir(&name, &e.meta)?;
+                tally.dirs += 1;
+            }
+            Kind::Symlink(target) => {
+                writer.append_symlink(&name, &e.meta, target)?;
+                tally.symlinks += 1;
+            }
+            Kind::Special(what) => {
+                tally.skipped += 1;
+                progress.note(&format!("skipped {what} {}", e.path.display()));
+            }
+            Kind::File => {
+                let key = (e.meta.dev(), e.meta.ino());
+                if e.meta.nlink() > 1
+                    && let Some(first) = links.get(&key)
+                {
+                    writer.append_hardlink(&name, &e.meta, first)?;
+                    tally.hardlinks += 1;
+                    return Ok(());
+                }
+                let archived = if walk::is_sqlite(&e.path) {
+                    archive_sqlite(&mut writer, &e, &name, snapshot_tmp, &mut tally, progress)?
+                } else {
+                    archive_file(&mut writer, &e, &name, &mut tally, progress)?
+                };
+                if archived && e.meta.nlink() > 1 {
+                    links.insert(key, name);
+                }
+            }
+        }
+        Ok(())
+    })?;
+
+    let meta = BackupMeta {
+        format: 1,
+        id: id.to_string(),
+        set: set.name.clone(),
+        host: crate::fsutil::hostname(),
+        created: created
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        created_unix: created.unix_timestamp(),
+        tool: format!("steward {}", env!("CARGO_PKG_VERSION")),
+        paths: set
+            .paths
+            .iter()
+            .map(|p| p.value.to_string_lossy().into_owned())
+            .collect(),
+        exclude: set.exclude.clone(),
+        files: tally.meta_files,
+        dirs: tally.dirs,
+        symlinks: tally.symlinks,
+        hardlinks: tally.hardlinks,
+        skipped: tally.skipped,
+        bytes: tally.bytes,
+        sqlite: tally.sqlite,
+        fingerprint: fp.finish(set),
+        compression_level: config.backup.compression_level,
+        warnings: tally.warnings,
+        warnings_total: tally.warnings_total,
+    };
+    let written = writer.finish(&meta)?;
+    Ok((written, meta))
+}
+
+/// Archives a regular file; returns false when it vanished or could not be opened.
+fn archive_file(
+    writer: &mut ArchiveWriter,
+    e: &walk::Entry,
+    name: &Path,
+    tally: &mut Tally,
+    progress: &dyn Progress,
+) -> Result<bool, BackupError> {
+    let file = match File::open(&e.path) {
+        Ok(f) => f,
+        Err(err) => {
+            tally.warn(
+                progress,
+                format!("{}: not archived, cannot open: {err}", e.path.display()),
+            );
+            return Ok(false);
+        }
+    };
+    let size = e.meta.size();
+    let reader = BufReader::with_capacity(1 << 20, file);
+    let out = writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
+    tally.meta_files += 1;
+    tally.bytes += size;
+    if out.shrank || out.grew {
+        tally.warn(
+            progress,
+            format!(
+                "{}: changed size while being read; archived {size} bytes ({})",
+                e.path.display(),
+                if out.grew {
+                    "the rest was left out"
+                } else {
+                    "padded with zeros"
+                }
+            ),
+        );
+    }
+    Ok(true)
+}
+
+/// Archives a consistent snapshot of a SQLite database under the live file's name.
+fn archive_sqlite(
+    writer: &mut ArchiveWriter,
+    e: &walk::Entry,
+    name: &Path,
+    tmp: &Path,
+    tally: &mut Tally,
+    progress: &dyn Progress,
+) -> Result<bool, BackupError> {
+    let _ = std::fs::remove_file(tmp);
+    let taken = super::sqlite::snapshot(&e.path, tmp, Duration::from_secs(60));
+    let result = taken.map_err(BackupError::from).and_then(|()| {
+        let f = File::open(tmp).map_err(BackupError::io(tmp))?;
+        let size = f.metadata().map_err(BackupError::io(tmp))?.len();
+        let reader = BufReader::with_capacity(1 << 20, f);
+        writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
+        Ok(size)
+    });
+    let _ = std::fs::remove_file(tmp);
+    let size = result?;
+    tally.meta_files += 1;
+    tally.bytes += size;
+    tally.sqlite.push(SqliteSnapshot {
+        path: e.path.to_string_lossy().into_owned(),
+        bytes: size,
+    });
+    Ok(true)
+}

@@ -1,0 +1,76 @@
+//! Backups: taking a set's archive (`create`), checking archives (`verify`), and
+//! rebuilding the catalog from the backup disk (`reindex`).
+//!
+//! Nothing here prints: progress and notes go through [`Progress`], results are returned.
+
+pub mod archive;
+mod create;
+pub mod manifest;
+mod sqlite;
+mod verify;
+pub mod walk;
+
+use std::path::{Path, PathBuf};
+
+pub use create::{BackupOptions, BackupSummary, SetOutcome, backup_set};
+pub use verify::{ReindexReport, VerifyOutcome, reindex, verify_backup};
+
+/// Failures of a backup, verify or reindex, each naming the set, file or archive.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Walk(#[from] walk::WalkError),
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error(transparent)]
+    Sqlite(#[from] sqlite::SnapshotError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("destination {path} has {free} free, less than backup.min-free-space ({needed})")]
+    NoSpace {
+        path: PathBuf,
+        free: bytesize::ByteSize,
+        needed: bytesize::ByteSize,
+    },
+    #[error("{path}: verification after writing failed; the archive was discarded")]
+    VerifyAfterWrite {
+        path: PathBuf,
+        #[source]
+        source: archive::ArchiveError,
+    },
+}
+
+impl BackupError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+        move |source| BackupError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Where long work reports how far it is. Implemented by the command layer (a progress
+/// bar on a terminal, plain log lines otherwise); core code never prints.
+pub trait Progress {
+    /// A new phase begins (`archiving databases`, `verifying ...`) with `total` bytes of work.
+    fn phase(&self, name: &str, total: u64);
+    /// `n` more bytes of the current phase are done.
+    fn advance(&self, n: u64);
+    /// Something worth telling that is not an error (a skipped socket, a changed file).
+    fn note(&self, message: &str);
+}
+
+/// A [`Progress`] that reports nothing, for tests and `--json` runs.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn phase(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn note(&self, _: &str) {}
+}

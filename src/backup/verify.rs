@@ -1,0 +1,217 @@
+//! Checking archives that exist (`verify`) and rebuilding the catalog from the archives'
+//! own `backup.json` (`reindex`).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::archive;
+use super::{BackupError, Progress};
+use crate::catalog::{BackupRecord, BackupStatus, Catalog};
+use crate::config::Config;
+
+/// One archive's verification result.
+#[derive(Debug, Serialize)]
+pub struct VerifyOutcome {
+    pub id: String,
+    pub path: PathBuf,
+    pub ok: bool,
+    pub files: u64,
+    pub bytes: u64,
+    /// Why it failed, naming the archive and the file.
+    pub error: Option<String>,
+}
+
+/// Reads `record`'s archive in full, checks it against sidecar and manifest, and records
+/// the result in the catalog.
+pub fn verify_backup(
+    catalog: &Catalog,
+    record: &BackupRecord,
+    progress: &dyn Progress,
+) -> Result<VerifyOutcome, BackupError> {
+    let size = std::fs::metadata(&record.path)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    progress.phase(&format!("verifying {}", record.id), size);
+    let result = archive::verify(&record.path, None, &mut |n| progress.advance(n)).and_then(|v| {
+        // The catalog also knows the hash: a sidecar replaced along with the archive still
+        // fails.
+        if hex::encode(v.sha256) != record.sha256 {
+            Err(archive::ArchiveError::Corrupt {
+                path: record.path.clone(),
+                message: format!(
+                    "sha256 {} differs from the catalog's {}",
+                    hex::encode(v.sha256),
+                    record.sha256
+                ),
+            })
+        } else {
+            Ok(v)
+        }
+    });
+    let outcome = match result {
+        Ok(v) => {
+            catalog.set_status(&record.id, BackupStatus::Verified, None)?;
+            VerifyOutcome {
+                id: record.id.clone(),
+                path: record.path.clone(),
+                ok: true,
+                files: v.files,
+                bytes: v.size,
+                error: None,
+            }
+        }
+        Err(e) => {
+            let message = format!("{e:#}");
+            catalog.set_status(&record.id, BackupStatus::Failed, Some(&message))?;
+            VerifyOutcome {
+                id: record.id.clone(),
+                path: record.path.clone(),
+                ok: false,
+                files: 0,
+                bytes: 0,
+                error: Some(message),
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+/// What `reindex` found.
+#[derive(Debug, Default, Serialize)]
+pub struct ReindexReport {
+    pub archives: usize,
+    pub verified: usize,
+    pub added: Vec<String>,
+    pub dropped: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+fn sha256_file(path: &Path, progress: &dyn Progress) -> std::io::Result<[u8; 32]> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+        progress.advance(n as u64);
+    }
+}
+
+/// Rebuilds the catalog's backup table from the archives under the destination. An archive
+/// counts as verified when its bytes match its sidecar (already-known archives with the
+/// same hash keep their state without being re-read).
+pub fn reindex(
+    config: &Config,
+    catalog: &mut Catalog,
+    progress: &dyn Progress,
+) -> Result<ReindexReport, BackupError> {
+    let dest = &config.backup.destination;
+    let known: std::collections::HashMap<String, BackupRecord> = catalog
+        .backups(None)?
+        .into_iter()
+        .map(|b| (b.id.clone(), b))
+        .collect();
+    let mut report = ReindexReport::default();
+    let mut records = Vec::new();
+    let sets = match std::fs::read_dir(dest) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            catalog.replace_backups(&[])?;
+            report.dropped = known.keys().cloned().collect();
+            return Ok(report);
+        }
+        Err(e) => return Err(BackupError::io(dest)(e)),
+    };
+    for set_dir in sets {
+        let set_dir = set_dir.map_err(BackupError::io(dest))?.path();
+        if !set_dir.is_dir() {
+            continue;
+        }
+        let entries = std::fs::read_dir(&set_dir).map_err(BackupError::io(&set_dir))?;
+        let mut archives: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                n.ends_with(b".tar.zst") && !n.starts_with(b".")
+            })
+            .collect();
+        archives.sort();
+        for path in archives {
+            report.archives += 1;
+            let meta = match archive::read_meta(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.problems.push(format!("{e:#}"));
+                    continue;
+                }
+            };
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let (status, sha, note) = match archive::read_sidecar(&path) {
+                Err(e) => (
+                    BackupStatus::Unverified,
+                    String::new(),
+                    Some(format!("no usable sidecar: {e:#}")),
+                ),
+                Ok(digest) => {
+                    let digest = hex::encode(digest);
+                    match known.get(&meta.id) {
+                        Some(k) if k.sha256 == digest && k.archive_bytes == size => {
+                            (k.status, digest, k.note.clone())
+                        }
+                        _ => {
+                            progress.phase(&format!("hashing {}", meta.id), size);
+                            let actual =
+                                sha256_file(&path, progress).map_err(BackupError::io(&path))?;
+                            if hex::encode(actual) == digest {
+                                (BackupStatus::Verified, digest, None)
+                            } else {
+                                let msg = format!("{}: does not match its sidecar", path.display());
+                                report.problems.push(msg.clone());
+                                (BackupStatus::Failed, hex::encode(actual), Some(msg))
+                            }
+                        }
+                    }
+                }
+            };
+            if status == BackupStatus::Verified {
+                report.verified += 1;
+            }
+            if !known.contains_key(&meta.id) {
+                report.added.push(meta.id.clone());
+            }
+            records.push(BackupRecord {
+                id: meta.id.clone(),
+                set: meta.set.clone(),
+                path: path.clone(),
+                created_at: meta.created_unix,
+                status,
+                verified_at: known.get(&meta.id).and_then(|k| k.verified_at),
+                archive_bytes: size,
+                source_bytes: meta.bytes,
+                files: meta.files,
+                sha256: sha,
+                fingerprint: meta.fingerprint.clone(),
+                host: meta.host.clone(),
+                note,
+            });
+        }
+    }
+    let found: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    report.dropped = known
+        .keys()
+        .filter(|k| !found.contains(k.as_str()))
+        .cloned()
+        .collect();
+    report.dropped.sort();
+    catalog.replace_backups(&records)?;
+    Ok(report)
+}

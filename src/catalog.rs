@@ -1,0 +1,424 @@
+//! The state catalog (`<state>/state.db`): backups and run history. It is a cache of what
+//! is on the backup disk; `backups reindex` rebuilds the backup table from the archives.
+//!
+//! WAL with a busy timeout so that the daemon, timers and manual runs can share it; the
+//! schema version lives in `PRAGMA user_version` and migrations run in one transaction.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+/// Catalog errors, naming the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {path}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "catalog {path} has schema version {found}, newer than this steward knows ({known}); upgrade steward"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot create state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Each entry upgrades the schema by one version.
+const MIGRATIONS: &[&str] = &[
+    // 1: backups and runs.
+    "CREATE TABLE backups (
+        id TEXT PRIMARY KEY,
+        set_name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        verified_at INTEGER,
+        archive_bytes INTEGER NOT NULL,
+        source_bytes INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        host TEXT NOT NULL,
+        note TEXT
+     );
+     CREATE INDEX backups_by_set ON backups (set_name, created_at);
+     CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL,
+        target TEXT,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        status TEXT NOT NULL,
+        summary TEXT
+     );
+     CREATE INDEX runs_by_job ON runs (job, started_at);",
+];
+
+/// The state of a backup in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackupStatus {
+    /// Read back in full and matched its sidecar and manifest.
+    Verified,
+    /// Known, not (yet) verified: e.g. reindexed without a sidecar.
+    Unverified,
+    /// A verification failed.
+    Failed,
+}
+
+impl BackupStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            BackupStatus::Verified => "verified",
+            BackupStatus::Unverified => "unverified",
+            BackupStatus::Failed => "failed",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "verified" => BackupStatus::Verified,
+            "failed" => BackupStatus::Failed,
+            _ => BackupStatus::Unverified,
+        }
+    }
+}
+
+/// One backup archive as the catalog knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRecord {
+    pub id: String,
+    pub set: String,
+    pub path: PathBuf,
+    /// Unix seconds, UTC.
+    pub created_at: i64,
+    pub status: BackupStatus,
+    pub verified_at: Option<i64>,
+    pub archive_bytes: u64,
+    pub source_bytes: u64,
+    pub files: u64,
+    pub sha256: String,
+    pub fingerprint: String,
+    pub host: String,
+    pub note: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Running,
+    Ok,
+    Unchanged,
+    Warning,
+    Failed,
+}
+
+impl RunStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Unchanged => "unchanged",
+            RunStatus::Warning => "warning",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One recorded run of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub job: String,
+    pub target: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub status: String,
+    pub summary: Option<String>,
+}
+
+/// An open catalog.
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Catalog {
+    /// Opens (creating if needed) `<state_dir>/state.db` and brings its schema up to date.
+    pub fn open(state_dir: &Path) -> Result<Self, CatalogError> {
+        crate::fsutil::create_private_dir(state_dir).map_err(|source| CatalogError::StateDir {
+            path: state_dir.to_path_buf(),
+            source,
+        })?;
+        let path = state_dir.join("state.db");
+        let sq = |source| CatalogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(sq)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sq)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sq)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sq)?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(CatalogError::TooNew {
+                path,
+                found: version,
+                known,
+            });
+        }
+        if version < known {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(sq)?;
+            // Re-read inside the write lock: another process may have migrated meanwhile.
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(sq)?;
+            for m in &MIGRATIONS[version.clamp(0, known) as usize..] {
+                tx.execute_batch(m).map_err(sq)?;
+            }
+            tx.pragma_update(None, "user_version", known).map_err(sq)?;
+            tx.commit().map_err(sq)?;
+        }
+        Ok(Catalog { conn, path })
+    }
+
+    /// The schema version this catalog is at.
+    pub fn schema_version(&self) -> Result<i64, CatalogError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CatalogError {
+        CatalogError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Adds or replaces a backup.
+    pub fn put_backup(&self, b: &BackupRecord) -> Result<(), CatalogError> {
+        put_backup(&self.conn, b).map_err(|e| self.err(e))
+    }
+
+    /// Backups, newest first, optionally of one set.
+    pub fn backups(&self, set: Option<&str>) -> Result<Vec<BackupRecord>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT * FROM backups WHERE (?1 IS NULL OR set_name = ?1)
+                 ORDER BY created_at DESC, id DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![set], backup_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// One backup by id.
+    pub fn backup(&self, id: &str) -> Result<Option<BackupRecord>, CatalogError> {
+        self.conn
+            .query_row("SELECT * FROM backups WHERE id = ?1", [id], backup_from_row)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest verified backup of `set`.
+    pub fn newest_verified(&self, set: &str) -> Result<Option<BackupRecord>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM backups WHERE set_name = ?1 AND status = 'verified'
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                [set],
+                backup_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the result of a verification.
+    pub fn set_status(
+        &self,
+        id: &str,
+        status: BackupStatus,
+        note: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        let verified_at = (status == BackupStatus::Verified).then(now);
+        self.conn
+            .execute(
+                "UPDATE backups SET status = ?2, verified_at = COALESCE(?3, verified_at), note = ?4
+                 WHERE id = ?1",
+                params![id, status.as_str(), verified_at, note],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Replaces every backup row with `records`, in one transaction.
+    pub fn replace_backups(&mut self, records: &[BackupRecord]) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let sq = |source| CatalogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sq)?;
+        tx.execute("DELETE FROM backups", []).map_err(sq)?;
+        for r in records {
+            put_backup(&tx, r).map_err(sq)?;
+        }
+        tx.commit().map_err(sq)
+    }
+
+    /// Starts a run of `job` and returns its id.
+    pub fn start_run(&self, job: &str, target: Option<&str>) -> Result<i64, CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (job, target, started_at, status) VALUES (?1, ?2, ?3, 'running')",
+                params![job, target, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Ends a run.
+    pub fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        summary: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, summary = ?4 WHERE id = ?1",
+                params![id, now(), status.as_str(), summary],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Recent runs, newest first.
+    pub fn runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, job, target, started_at, finished_at, status, summary FROM runs
+                 WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![job, limit], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    job: r.get(1)?,
+                    target: r.get(2)?,
+                    started_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    status: r.get(5)?,
+                    summary: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+fn put_backup(conn: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO backups (id, set_name, path, created_at, status, verified_at,
+            archive_bytes, source_bytes, files, sha256, fingerprint, host, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            b.id,
+            b.set,
+            b.path.to_string_lossy(),
+            b.created_at,
+            b.status.as_str(),
+            b.verified_at,
+            b.archive_bytes as i64,
+            b.source_bytes as i64,
+            b.files as i64,
+            b.sha256,
+            b.fingerprint,
+            b.host,
+            b.note,
+        ],
+    )
+    .map(|_| ())
+}
+
+fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
+    Ok(BackupRecord {
+        id: r.get("id")?,
+        set: r.get("set_name")?,
+        path: PathBuf::from(r.get::<_, String>("path")?),
+        created_at: r.get("created_at")?,
+        status: BackupStatus::parse(&r.get::<_, String>("status")?),
+        verified_at: r.get("verified_at")?,
+        archive_bytes: r.get::<_, i64>("archive_bytes")? as u64,
+        source_bytes: r.get::<_, i64>("source_bytes")? as u64,
+        files: r.get::<_, i64>("files")? as u64,
+        sha256: r.get("sha256")?,
+        fingerprint: r.get("fingerprint")?,
+        host: r.get("host")?,
+        note: r.get("note")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_set_version_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let mode: String = c
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        drop(c);
+        // Reopening is a no-op.
+        let c = Catalog::open(dir.path()).unwrap();
+        assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Catalog::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let e = Catalog::open(dir.path()).err().unwrap();
+        assert!(
+            e.to_string().contains("newer than this steward knows"),
+            "{e}"
+        );
+    }
+}

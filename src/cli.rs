@@ -1,0 +1,95 @@
+//! The command line (clap types only); `commands/` turns each subcommand into work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// steward keeps a small self-hosted server healthy and recoverable: checks, maintenance,
+/// verified compressed backups and incident restores.
+#[derive(Debug, Parser)]
+#[command(name = "steward", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: $STEWARD_CONFIG, /etc/steward/steward.toml,
+    /// ~/.config/steward/steward.toml, else the embedded default).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up the configured sets (all, or those named), verify each archive, record it.
+    Backup(BackupArgs),
+    /// List or rebuild the catalog of backups.
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+    /// Read archives back in full and check them against their sidecar and manifest.
+    Verify(VerifyArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Sets to back up (default: every configured set).
+    #[arg(value_name = "SET")]
+    pub sets: Vec<String>,
+    /// Write a new archive even when nothing changed since the newest verified one.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Backups in the catalog, newest first.
+    List {
+        /// Only this set.
+        #[arg(long, value_name = "SET")]
+        set: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the catalog from the archives' own backup.json (a host rebuilt from the
+    /// backup disk).
+    Reindex {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The backup to verify (an id from `steward backups list`).
+    #[arg(value_name = "ID", conflicts_with_all = ["latest", "all"])]
+    pub id: Option<String>,
+    /// The newest backup of each set (or of --set).
+    #[arg(long, conflicts_with = "all")]
+    pub latest: bool,
+    /// Every backup in the catalog (or of --set).
+    #[arg(long)]
+    pub all: bool,
+    /// Only backups of this set.
+    #[arg(long, value_name = "SET")]
+    pub set: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values.
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,128 @@
+//! `steward backup [SET...]`: back up each set under the backup lock, record each run,
+//! print a summary per set; exit 2 when any set failed.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::backup::{BackupOptions, SetOutcome};
+use crate::catalog::RunStatus;
+use crate::cli::BackupArgs;
+use crate::config::Config;
+
+pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
+    for name in &args.sets {
+        if cfg.set(name).is_none() {
+            let known: Vec<_> = cfg.backup.sets.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "no backup set {name:?} in {} (configured: {})",
+                cfg.origin,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        }
+    }
+    let sets: Vec<_> = cfg
+        .backup
+        .sets
+        .iter()
+        .filter(|s| args.sets.is_empty() || args.sets.contains(&s.name))
+        .collect();
+    cfg.check_set_paths(&sets)?;
+    let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
+    let catalog = super::open_catalog(cfg)?;
+    if sets.is_empty() {
+        if args.json {
+            super::print_json(&Vec::<SetOutcome>::new())?;
+        } else {
+            println!(
+                "no backup sets configured in {}; add a [[backup.set]] to back something up",
+                cfg.origin
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let progress = super::progress::for_stderr();
+    let options = BackupOptions { force: args.force };
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for set in sets {
+        let run_id = catalog.start_run("backup", Some(&set.name))?;
+        let outcome = crate::backup::backup_set(cfg, &catalog, set, options, progress.as_ref())
+            .with_context(|| format!("backup of set {:?} failed", set.name));
+        match outcome {
+            Ok(o) => {
+                let (status, summary) = match &o {
+                    SetOutcome::Created(s) if s.warnings.is_empty() => {
+                        (RunStatus::Ok, format!("{} written", s.id))
+                    }
+                    SetOutcome::Created(s) => (
+                        RunStatus::Warning,
+                        format!("{} written with {} warnings", s.id, s.warnings.len()),
+                    ),
+                    SetOutcome::Unchanged { newest, .. } => {
+                        (RunStatus::Unchanged, format!("unchanged since {newest}"))
+                    }
+                };
+                catalog.finish_run(run_id, status, &summary)?;
+                results.push(o);
+            }
+            Err(e) => {
+                catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
+                failures.push(e);
+            }
+        }
+    }
+    drop(progress);
+    if args.json {
+        super::print_json(&results)?;
+    } else {
+        for o in &results {
+            print_outcome(o);
+        }
+    }
+    for e in &failures {
+        eprintln!("steward: error: {e:#}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::FAILED)
+    })
+}
+
+fn print_outcome(o: &SetOutcome) {
+    match o {
+        SetOutcome::Unchanged { set, newest } => {
+            println!("{set}: unchanged since {newest}, no new archive");
+        }
+        SetOutcome::Created(s) => {
+            let ratio = if s.bytes_in > 0 {
+                s.bytes_out as f64 / s.bytes_in as f64
+            } else {
+                0.0
+            };
+            println!(
+                "{}: {} verified: {} files, {} dirs, {} symlinks, {} hard links; {} in, {} out (ratio {:.2}); {:.1} s; {} warnings",
+                s.set,
+                s.id,
+                s.files,
+                s.dirs,
+                s.symlinks,
+                s.hardlinks,
+                super::show_bytes(s.bytes_in),
+                super::show_bytes(s.bytes_out),
+                ratio,
+                s.seconds,
+                s.warnings.len()
+            );
+            println!("  {}", s.path.display());
+            for w in &s.warnings {
+                println!("  warning: {w}");
+            }
+        }
+    }
+}

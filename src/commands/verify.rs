@@ -1,0 +1,64 @@
+//! `steward verify [ID | --latest | --all]`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::catalog::BackupRecord;
+use crate::cli::VerifyArgs;
+use crate::config::Config;
+
+pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let _lock = crate::lock::acquire(&cfg.state_dir, "verify")?;
+    let catalog = super::open_catalog(cfg)?;
+    let all = catalog.backups(args.set.as_deref())?;
+    let chosen: Vec<BackupRecord> = if let Some(id) = &args.id {
+        match all.into_iter().find(|b| &b.id == id) {
+            Some(b) => vec![b],
+            None => bail!("no backup {id:?} in the catalog (see `steward backups list`)"),
+        }
+    } else if args.all {
+        all
+    } else {
+        // --latest, and the default: the newest backup of each set.
+        let mut seen = std::collections::HashSet::new();
+        all.into_iter()
+            .filter(|b| seen.insert(b.set.clone()))
+            .collect()
+    };
+    if chosen.is_empty() {
+        bail!("no backups to verify");
+    }
+    let progress = super::progress::for_stderr();
+    let mut outcomes = Vec::new();
+    for b in &chosen {
+        let o = crate::backup::verify_backup(&catalog, b, progress.as_ref())
+            .with_context(|| format!("verifying {}", b.id))?;
+        outcomes.push(o);
+    }
+    drop(progress);
+    let failed = outcomes.iter().filter(|o| !o.ok).count();
+    if args.json {
+        super::print_json(&outcomes)?;
+    } else {
+        for o in &outcomes {
+            match &o.error {
+                None => println!(
+                    "ok      {}  {} files, {}",
+                    o.id,
+                    o.files,
+                    super::show_bytes(o.bytes)
+                ),
+                Some(e) => println!("FAILED  {}  {e}", o.id),
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "steward: {failed} of {} backups failed verification",
+            outcomes.len()
+        );
+        return Ok(ExitCode::from(crate::error::FAILED));
+    }
+    Ok(ExitCode::SUCCESS)
+}

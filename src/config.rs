@@ -1,0 +1,656 @@
+//! The configuration: finding the file, parsing TOML into raw serde structs, and validating
+//! it once into the typed [`Config`] every other module uses.
+//!
+//! Errors name the file, the line and column, and the dotted key (`backup.set.paths`), so
+//! `steward config check` points at the exact place to fix.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The configuration used when no file is found: state under `~/.local/state/steward`,
+/// no backup sets, and the seed thresholds for checks (memory 80 %, CPU 80 %, disk 90 %).
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
+
+/// The system-wide configuration file, tried after `--config` and `$STEWARD_CONFIG`.
+pub const SYSTEM_CONFIG: &str = "/etc/steward/steward.toml";
+
+/// A configuration problem, always naming where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {key}{message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        column: usize,
+        /// Dotted key with a trailing `: `, or empty when the error is not about one key.
+        key: String,
+        message: String,
+    },
+}
+
+/// Where the effective configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "path")]
+pub enum Origin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Embedded => f.write_str("<embedded default>"),
+        }
+    }
+}
+
+/// A value with the line it was written on, kept for errors found after parsing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Located<T> {
+    pub value: T,
+    #[serde(skip)]
+    pub line: usize,
+    #[serde(skip)]
+    pub column: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    pub origin: Origin,
+    pub state_dir: PathBuf,
+    pub backup: BackupConfig,
+    pub checks: ChecksConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BackupConfig {
+    pub destination: PathBuf,
+    pub compression_level: i32,
+    /// zstd worker threads; 0 means one per available core.
+    pub threads: u32,
+    /// A backup refuses to start when the destination has less free space than this.
+    pub min_free_space: u64,
+    pub sets: Vec<BackupSet>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BackupSet {
+    pub name: String,
+    pub paths: Vec<Located<PathBuf>>,
+    pub exclude: Vec<String>,
+    /// Newest verified backup older than this is a failed freshness check.
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub max_age: Option<Duration>,
+    pub one_file_system: bool,
+}
+
+/// Seed thresholds; the checks module gives them meaning.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ChecksConfig {
+    pub cpu: Threshold,
+    pub memory: Threshold,
+    pub disk: DiskThreshold,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Threshold {
+    pub warn: f64,
+    pub crit: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DiskThreshold {
+    pub warn: f64,
+    pub crit: f64,
+    pub paths: Vec<PathBuf>,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+// ---------------------------------------------------------------- raw (serde) layer
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    backup: RawBackup,
+    #[serde(default)]
+    checks: RawChecks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawState {
+    dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawBackup {
+    destination: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i32>>,
+    threads: Option<u32>,
+    min_free_space: Option<Size>,
+    #[serde(default)]
+    set: Vec<RawSet>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawSet {
+    name: Spanned<String>,
+    paths: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    max_age: Option<HumanDuration>,
+    #[serde(default)]
+    one_file_system: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawChecks {
+    #[serde(default = "default_cpu")]
+    cpu: Threshold,
+    #[serde(default = "default_memory")]
+    memory: Threshold,
+    #[serde(default)]
+    disk: RawDisk,
+}
+
+impl Default for RawChecks {
+    fn default() -> Self {
+        RawChecks {
+            cpu: default_cpu(),
+            memory: default_memory(),
+            disk: RawDisk::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawDisk {
+    #[serde(default = "default_disk_warn")]
+    warn: f64,
+    #[serde(default = "default_disk_crit")]
+    crit: f64,
+    #[serde(default)]
+    paths: Vec<Spanned<String>>,
+}
+
+impl Default for RawDisk {
+    fn default() -> Self {
+        RawDisk {
+            warn: default_disk_warn(),
+            crit: default_disk_crit(),
+            paths: Vec::new(),
+        }
+    }
+}
+
+fn default_cpu() -> Threshold {
+    Threshold {
+        warn: 80.0,
+        crit: 95.0,
+    }
+}
+fn default_memory() -> Threshold {
+    Threshold {
+        warn: 80.0,
+        crit: 95.0,
+    }
+}
+fn default_disk_warn() -> f64 {
+    90.0
+}
+fn default_disk_crit() -> f64 {
+    95.0
+}
+
+/// A duration written like `26h`, `30d` or `1h 30m`.
+#[derive(Debug, Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `26h`, `30d`, `90s`, `1h 30m` into a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("invalid duration {s:?} ({e}); write it like \"90s\", \"26h\", \"30d\"")
+    })
+}
+
+/// A byte size written like `10GiB`, `500 MB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy)]
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            N(u64),
+            S(String),
+        }
+        match Either::deserialize(d)? {
+            Either::N(n) => Ok(Size(n)),
+            Either::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `10GiB`, `1.5 GB`, `512k` into bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size {s:?} ({e}); write it like \"10GiB\" or \"500MB\""))
+}
+
+// ---------------------------------------------------------------- loading
+
+/// Which file to load: `--config`, else `$STEWARD_CONFIG`, else the system file, else the
+/// user's file, else the embedded default. `home` is `$HOME` as the caller sees it.
+pub fn locate(
+    explicit: Option<&Path>,
+    env_config: Option<&str>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = env_config.filter(|s| !s.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let system = Path::new(SYSTEM_CONFIG);
+    if system.is_file() {
+        return Some(system.to_path_buf());
+    }
+    let user = home?.join(".config/steward/steward.toml");
+    user.is_file().then_some(user)
+}
+
+/// Reads and validates the configuration at `path`, or the embedded default when `None`.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            parse(&text, Origin::File(p.to_path_buf()))
+        }
+        None => parse(EMBEDDED_DEFAULT, Origin::Embedded),
+    }
+}
+
+/// Parses and validates configuration text; `origin` is used in errors.
+pub fn parse(text: &str, origin: Origin) -> Result<Config, ConfigError> {
+    let v = Validator {
+        text,
+        origin: &origin,
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        v.error_at(offset, None, e.message().to_string())
+    })?;
+    v.validate(raw)
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    origin: &'a Origin,
+}
+
+impl Validator<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    }
+
+    /// The dotted key written at `offset`: the nearest table header above it plus the key
+    /// on that line, so a type error deep in serde still names `backup.set.paths`.
+    fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        let line = &self.text[line_start..line_end];
+        let header = self.text[..line_start]
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('['))
+            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        let key = line
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_string())
+            .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+        match (header, key) {
+            (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+            (None, Some(k)) => Some(k),
+            (Some(h), None) => Some(h),
+            (None, None) => None,
+        }
+    }
+
+    fn error_at(&self, offset: usize, key: Option<&str>, message: String) -> ConfigError {
+        let (line, column) = self.line_col(offset);
+        let key = key.map(str::to_string).or_else(|| self.key_at(offset));
+        ConfigError::Invalid {
+            origin: self.origin.to_string(),
+            line,
+            column,
+            key: key.map(|k| format!("{k}: ")).unwrap_or_default(),
+            message,
+        }
+    }
+
+    fn spanned_err<T>(&self, s: &Spanned<T>, key: &str, message: String) -> ConfigError {
+        self.error_at(s.span().start, Some(key), message)
+    }
+
+    fn path(&self, s: &Spanned<String>, key: &str) -> Result<Located<PathBuf>, ConfigError> {
+        let p = expand_path(s.get_ref()).map_err(|m| self.spanned_err(s, key, m))?;
+        let (line, column) = self.line_col(s.span().start);
+        Ok(Located {
+            value: p,
+            line,
+            column,
+        })
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let state_dir = match &raw.state.dir {
+            Some(s) => self.path(s, "state.dir")?.value,
+            None => expand_path("~/.local/state/steward")
+                .map_err(|m| self.error_at(0, Some("state.dir"), m))?,
+        };
+        let destination = match &raw.backup.destination {
+            Some(s) => self.path(s, "backup.destination")?.value,
+            None => state_dir.join("backups"),
+        };
+        let compression_level = match &raw.backup.compression_level {
+            Some(l) if !(1..=19).contains(l.get_ref()) => {
+                return Err(self.spanned_err(
+                    l,
+                    "backup.compression-level",
+                    format!("{} is out of range; zstd levels 1 to 19", l.get_ref()),
+                ));
+            }
+            Some(l) => *l.get_ref(),
+            None => 3,
+        };
+        let mut sets: Vec<BackupSet> = Vec::new();
+        for s in &raw.backup.set {
+            let name = s.name.get_ref();
+            let valid_name = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && !name.starts_with('-');
+            if !valid_name {
+                return Err(self.spanned_err(
+                    &s.name,
+                    "backup.set.name",
+                    format!("{name:?} is not a valid set name; use letters, digits, '-' and '_'"),
+                ));
+            }
+            if sets.iter().any(|o| &o.name == name) {
+                return Err(self.spanned_err(
+                    &s.name,
+                    "backup.set.name",
+                    format!("set {name:?} is defined twice"),
+                ));
+            }
+            if s.paths.get_ref().is_empty() {
+                return Err(self.spanned_err(
+                    &s.paths,
+                    "backup.set.paths",
+                    format!("set {name:?} has no paths"),
+                ));
+            }
+            let mut paths = Vec::new();
+            for p in s.paths.get_ref() {
+                let lp = self.path(p, "backup.set.paths")?;
+                if lp.value.starts_with(&destination) || destination.starts_with(&lp.value) {
+                    return Err(self.spanned_err(
+                        p,
+                        "backup.set.paths",
+                        format!(
+                            "{} overlaps the backup destination {}; a backup would archive itself",
+                            lp.value.display(),
+                            destination.display()
+                        ),
+                    ));
+                }
+                paths.push(lp);
+            }
+            let mut exclude = Vec::new();
+            for e in &s.exclude {
+                crate::backup::walk::check_pattern(e.get_ref())
+                    .map_err(|m| self.spanned_err(e, "backup.set.exclude", m))?;
+                exclude.push(e.get_ref().clone());
+            }
+            sets.push(BackupSet {
+                name: name.clone(),
+                paths,
+                exclude,
+                max_age: s.max_age.map(|d| d.0),
+                one_file_system: s.one_file_system,
+            });
+        }
+        let checks = ChecksConfig {
+            cpu: self.threshold(raw.checks.cpu, "checks.cpu")?,
+            memory: self.threshold(raw.checks.memory, "checks.memory")?,
+            disk: DiskThreshold {
+                warn: raw.checks.disk.warn,
+                crit: raw.checks.disk.crit,
+                paths: if raw.checks.disk.paths.is_empty() {
+                    vec![PathBuf::from("/")]
+                } else {
+                    raw.checks
+                        .disk
+                        .paths
+                        .iter()
+                        .map(|p| self.path(p, "checks.disk.paths").map(|l| l.value))
+                        .collect::<Result<_, _>>()?
+                },
+            },
+        };
+        self.threshold(
+            Threshold {
+                warn: checks.disk.warn,
+                crit: checks.disk.crit,
+            },
+            "checks.disk",
+        )?;
+        Ok(Config {
+            origin: self.origin.clone(),
+            state_dir,
+            backup: BackupConfig {
+                destination,
+                compression_level,
+                threads: raw.backup.threads.unwrap_or(0),
+                min_free_space: raw.backup.min_free_space.map_or(0, |s| s.0),
+                sets,
+            },
+            checks,
+        })
+    }
+
+    fn threshold(&self, t: Threshold, key: &str) -> Result<Threshold, ConfigError> {
+        let ok = (0.0..=100.0).contains(&t.warn) && (0.0..=100.0).contains(&t.crit);
+        if !ok || t.warn > t.crit {
+            let offset = self.text.find(&format!("[{key}]")).unwrap_or(0);
+            return Err(self.error_at(
+                offset,
+                Some(key),
+                format!(
+                    "warn {} and crit {} must be percentages with warn <= crit",
+                    t.warn, t.crit
+                ),
+            ));
+        }
+        Ok(t)
+    }
+}
+
+/// Expands `~` and `$VAR` and makes the path absolute and free of `.`/`..`.
+pub fn expand_path(s: &str) -> Result<PathBuf, String> {
+    let expanded = shellexpand::full(s).map_err(|e| format!("cannot expand {s:?}: {e}"))?;
+    let p = PathBuf::from(expanded.as_ref());
+    if !p.is_absolute() {
+        return Err(format!(
+            "{s:?} is not an absolute path (start it with '/', '~' or a $VARIABLE)"
+        ));
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// The set with this name, or an error listing the known ones.
+    pub fn set(&self, name: &str) -> Option<&BackupSet> {
+        self.backup.sets.iter().find(|s| s.name == name)
+    }
+
+    /// Checks that every backup path exists; done by the commands that back up, so that a
+    /// missing external volume does not stop unrelated jobs such as checks.
+    pub fn check_set_paths(&self, sets: &[&BackupSet]) -> Result<(), ConfigError> {
+        for set in sets {
+            for p in &set.paths {
+                if let Err(e) = std::fs::symlink_metadata(&p.value) {
+                    return Err(ConfigError::Invalid {
+                        origin: self.origin.to_string(),
+                        line: p.line,
+                        column: p.column,
+                        key: "backup.set.paths: ".into(),
+                        message: format!(
+                            "set {:?}: path {} cannot be read: {e}",
+                            set.name,
+                            p.value.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Origin::File("/x/s.toml".into()))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn embedded_default_parses_with_seed_thresholds() {
+        let c = parse(EMBEDDED_DEFAULT, Origin::Embedded).unwrap();
+        assert!(c.backup.sets.is_empty());
+        assert_eq!(c.checks.memory.warn, 80.0);
+        assert_eq!(c.checks.cpu.warn, 80.0);
+        assert_eq!(c.checks.disk.warn, 90.0);
+        assert!(c.state_dir.ends_with(".local/state/steward"));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = err("[backup]\ndestination = \"/b\"\ncolour = 3\n");
+        assert!(e.starts_with("/x/s.toml:3:"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_dotted_key() {
+        let e = err("[backup]\ncompression-level = \"high\"\n");
+        assert!(e.starts_with("/x/s.toml:2:"), "{e}");
+        assert!(e.contains("backup.compression-level"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_and_size_are_explained() {
+        let e = err(
+            "[backup]\ndestination = \"/b\"\n[[backup.set]]\nname = \"a\"\npaths = [\"/a\"]\nmax-age = \"soon\"\n",
+        );
+        assert!(e.starts_with("/x/s.toml:6:"), "{e}");
+        assert!(e.contains("invalid duration"), "{e}");
+        let e = err("[backup]\nmin-free-space = \"lots\"\n");
+        assert!(e.contains("invalid size"), "{e}");
+    }
+
+    #[test]
+    fn durations_sizes_and_paths_expand() {
+        assert_eq!(
+            parse_duration("26h").unwrap(),
+            Duration::from_secs(26 * 3600)
+        );
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(expand_path("/a/./b/../c").unwrap(), PathBuf::from("/a/c"));
+        assert!(expand_path("relative/x").is_err());
+    }
+
+    #[test]
+    fn set_inside_destination_is_rejected() {
+        let e = err(
+            "[backup]\ndestination = \"/b\"\n[[backup.set]]\nname = \"a\"\npaths = [\"/b/x\"]\n",
+        );
+        assert!(e.contains("overlaps the backup destination"), "{e}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Exit codes, and the mapping from an error chain to one of them.
+
+use std::process::ExitCode;
+
+/// Success; `check`: all OK.
+pub const OK: u8 = 0;
+/// `check`: a warning.
+pub const WARNING: u8 = 1;
+/// `check`: critical; other commands: the job failed (clap uses 2 for usage errors too).
+pub const FAILED: u8 = 2;
+/// Another run holds the job's lock (EX_TEMPFAIL).
+pub const LOCKED: u8 = 75;
+/// The configuration is invalid (EX_CONFIG).
+pub const CONFIG: u8 = 78;
+
+/// A command's failure that is already reported (e.g. a table with failed rows), carrying
+/// only the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    pub message: String,
+}
+
+/// The exit code for an error: the most specific cause in its chain decides.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.is::<crate::config::ConfigError>() {
+            return ExitCode::from(CONFIG);
+        }
+        if let Some(crate::lock::LockError::Held { .. }) = cause.downcast_ref() {
+            return ExitCode::from(LOCKED);
+        }
+    }
+    ExitCode::from(FAILED)
+}

@@ -1,0 +1,18 @@
+//! steward: checks, maintenance, verified compressed backups and incident restores for
+//! small self-hosted servers. `run` dispatches a parsed command line.
+
+pub mod backup;
+pub mod catalog;
+pub mod cli;
+mod commands;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod lock;
+
+use std::process::ExitCode;
+
+/// Runs one parsed command line and returns its exit code.
+pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    commands::dispatch(cli)
+}
