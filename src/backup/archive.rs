@@ -17,13 +17,13 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::manifest;
+use super::pipe::{self, PipeReader, PipeWriter};
 
 /// Archive paths of the trailer entries.
 pub const MANIFEST_PATH: &str = ".steward/MANIFEST.sha256";
@@ -33,6 +33,7 @@ const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const TRAILER_TAG: &[u8; 8] = b"STEWARD1";
 const TRAILER_FRAME_LEN: usize = 24;
 const IO_CHUNK: usize = 1 << 20;
+const JOB_SIZE: u32 = 4 << 20;
 
 /// Errors reading or writing an archive; each names the archive.
 #[derive(Debug, thiserror::Error)]
@@ -98,17 +99,15 @@ pub struct SqliteSnapshot {
 
 // ------------------------------------------------------------------ writing
 
-/// Counts and hashes what reaches the file, for the sidecar.
-struct HashCount<W> {
+/// Counts what reaches the file, for the trailer's offset.
+struct Counting<W> {
     inner: W,
-    hasher: Sha256,
     count: u64,
 }
 
-impl<W: Write> Write for HashCount<W> {
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
         self.count += n as u64;
         Ok(n)
     }
@@ -117,51 +116,42 @@ impl<W: Write> Write for HashCount<W> {
     }
 }
 
-type Sink = HashCount<BufWriter<File>>;
-
-/// The tar builder's writer: the data frame's encoder, then the trailer frame's.
-struct Frames {
-    encoder: Option<zstd::stream::write::Encoder<'static, Sink>>,
-    trailer_offset: u64,
-}
-
-impl Frames {
-    fn encoder(&mut self) -> io::Result<&mut zstd::stream::write::Encoder<'static, Sink>> {
-        self.encoder
-            .as_mut()
-            .ok_or_else(|| io::Error::other("archive encoder already finished"))
+/// The consumer thread: compresses the tar stream into the data frame up to the pipe's
+/// mark, then the trailer frame, then appends the skippable pointer frame.
+fn compress(
+    mut input: PipeReader,
+    file: File,
+    level: i32,
+    threads: u32,
+) -> io::Result<(File, u64)> {
+    let sink = Counting {
+        inner: BufWriter::with_capacity(IO_CHUNK, file),
+        count: 0,
+    };
+    let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
+    enc.include_checksum(true)?;
+    if threads > 0 {
+        enc.multithread(threads)?;
+        // zstd's default job for level 3 is 8 MiB, with several jobs in flight that alone
+        // exceeds the 64 MiB memory budget; 4 MiB jobs cost well under 1 % in ratio.
+        enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
     }
-
-    /// Ends the data frame (checking `finish()`) and opens the trailer frame.
-    fn start_trailer(&mut self) -> io::Result<()> {
-        let sink = self.encoder.take().expect("encoder present").finish()?;
-        self.trailer_offset = sink.count;
-        let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
-        enc.include_checksum(true)?;
-        self.encoder = Some(enc);
-        Ok(())
-    }
-
-    fn finish(mut self) -> io::Result<Sink> {
-        let mut sink = self.encoder.take().expect("encoder present").finish()?;
-        let mut frame = Vec::with_capacity(TRAILER_FRAME_LEN);
-        frame.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
-        frame.extend_from_slice(&16u32.to_le_bytes());
-        frame.extend_from_slice(TRAILER_TAG);
-        frame.extend_from_slice(&self.trailer_offset.to_le_bytes());
-        sink.write_all(&frame)?;
-        sink.flush()?;
-        Ok(sink)
-    }
-}
-
-impl Write for Frames {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.encoder()?.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.encoder()?.flush()
-    }
+    pipe::copy_to_mark(&mut input, &mut enc)?;
+    let sink = enc.finish()?;
+    let trailer_offset = sink.count;
+    let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
+    enc.include_checksum(true)?;
+    pipe::copy_to_mark(&mut input, &mut enc)?;
+    let mut sink = enc.finish()?;
+    let mut frame = Vec::with_capacity(TRAILER_FRAME_LEN);
+    frame.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    frame.extend_from_slice(&16u32.to_le_bytes());
+    frame.extend_from_slice(TRAILER_TAG);
+    frame.extend_from_slice(&trailer_offset.to_le_bytes());
+    sink.write_all(&frame)?;
+    let Counting { inner, count } = sink;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    Ok((file, count))
 }
 
 /// What writing one file's content found.
@@ -174,11 +164,11 @@ pub struct FileOutcome {
     pub grew: bool,
 }
 
-/// The finished archive, as written.
+/// The finished archive, as written; not yet fsynced (see [`Written::sync`]).
 #[derive(Debug)]
 pub struct Written {
+    pub file: File,
     pub size: u64,
-    pub sha256: [u8; 32],
     pub manifest_sha256: [u8; 32],
     pub files: u64,
 }
@@ -186,7 +176,8 @@ pub struct Written {
 /// Streams entries into a `.partial` archive file.
 pub struct ArchiveWriter {
     path: PathBuf,
-    builder: tar::Builder<Frames>,
+    builder: tar::Builder<PipeWriter>,
+    compressor: std::thread::JoinHandle<io::Result<(File, u64)>>,
     manifest_path: PathBuf,
     manifest: BufWriter<File>,
     manifest_hasher: Sha256,
@@ -222,26 +213,18 @@ impl ArchiveWriter {
         threads: u32,
     ) -> Result<Self, ArchiveError> {
         let file = create_private(path).map_err(ArchiveError::io(path))?;
-        let sink = HashCount {
-            inner: BufWriter::with_capacity(IO_CHUNK, file),
-            hasher: Sha256::new(),
-            count: 0,
-        };
-        let mut enc =
-            zstd::stream::write::Encoder::new(sink, level).map_err(ArchiveError::io(path))?;
-        enc.include_checksum(true).map_err(ArchiveError::io(path))?;
-        if threads > 0 {
-            enc.multithread(threads).map_err(ArchiveError::io(path))?;
-        }
-        let mut builder = tar::Builder::new(Frames {
-            encoder: Some(enc),
-            trailer_offset: 0,
-        });
+        let (tx, rx) = pipe::pipe();
+        let compressor = std::thread::Builder::new()
+            .name("steward-zstd".into())
+            .spawn(move || compress(rx, file, level, threads))
+            .map_err(ArchiveError::io(path))?;
+        let mut builder = tar::Builder::new(tx);
         builder.mode(tar::HeaderMode::Complete);
         let mf = create_private(manifest_spool).map_err(ArchiveError::io(manifest_spool))?;
         Ok(ArchiveWriter {
             path: path.to_path_buf(),
             builder,
+            compressor,
             manifest_path: manifest_spool.to_path_buf(),
             manifest: BufWriter::new(mf),
             manifest_hasher: Sha256::new(),
@@ -325,73 +308,59 @@ impl ArchiveWriter {
         })
     }
 
-    /// Writes the trailer (manifest and `meta`), ends the stream and fsyncs the file.
-    pub fn finish(mut self, meta: &BackupMeta) -> Result<Written, ArchiveError> {
-        let mpath = self.manifest_path.clone();
-        let mfile = self
-            .manifest
+    /// Writes the trailer (manifest and `meta`) and ends the stream.
+    pub fn finish(self, meta: &BackupMeta) -> Result<Written, ArchiveError> {
+        let ArchiveWriter {
+            path,
+            mut builder,
+            compressor,
+            manifest_path,
+            manifest,
+            manifest_hasher,
+            manifest_len,
+            files,
+        } = self;
+        let mfile = manifest
             .into_inner()
-            .map_err(|e| ArchiveError::io(&mpath)(e.into_error()))?;
-        drop(mfile);
-        let manifest_sha256: [u8; 32] = self.manifest_hasher.finalize().into();
-        let path = self.path.clone();
-        let io = ArchiveError::io(&path);
-        let result = (|| -> io::Result<Sink> {
-            self.builder.get_mut().start_trailer()?;
-            let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-            let mut h = Header::new_gnu();
-            h.set_entry_type(EntryType::Regular);
-            h.set_mode(0o600);
-            h.set_mtime(now);
-            h.set_size(self.manifest_len);
-            let spool = File::open(&mpath)?;
-            self.builder.append_data(&mut h, MANIFEST_PATH, spool)?;
-            let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-            let mut h = Header::new_gnu();
-            h.set_entry_type(EntryType::Regular);
-            h.set_mode(0o600);
-            h.set_mtime(now);
-            h.set_size(json.len() as u64);
-            self.builder
-                .append_data(&mut h, META_PATH, json.as_slice())?;
-            let frames = self.builder.into_inner()?;
-            let sink = frames.finish()?;
-            Ok(sink)
-        })();
-        let _ = std::fs::remove_file(&mpath);
-        let sink = result.map_err(io)?;
-        let HashCount {
-            inner,
-            hasher,
-            count,
-        } = sink;
-        let file = inner
-            .into_inner()
-            .map_err(|e| ArchiveError::io(&path)(e.into_error()))?;
-        file.sync_all().map_err(ArchiveError::io(&path))?;
-        drop_from_cache(&file);
+            .map_err(|e| ArchiveError::io(&manifest_path)(e.into_error()));
+        let manifest_sha256: [u8; 32] = manifest_hasher.finalize().into();
+        let produced = mfile.and_then(|mfile| {
+            drop(mfile);
+            (|| -> io::Result<()> {
+                builder.get_mut().mark()?;
+                let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+                let mut h = Header::new_gnu();
+                h.set_entry_type(EntryType::Regular);
+                h.set_mode(0o600);
+                h.set_mtime(now);
+                h.set_size(manifest_len);
+                let spool = File::open(&manifest_path)?;
+                builder.append_data(&mut h, MANIFEST_PATH, BufReader::new(spool))?;
+                let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+                h.set_size(json.len() as u64);
+                builder.append_data(&mut h, META_PATH, json.as_slice())?;
+                builder.into_inner()?.close()
+            })()
+            .map_err(ArchiveError::io(&path))
+        });
+        let _ = std::fs::remove_file(&manifest_path);
+        // The compressor's own error (a full disk, say) explains a broken pipe better.
+        let (file, size) = join(compressor, &path)?;
+        produced?;
         Ok(Written {
-            size: count,
-            sha256: hasher.finalize().into(),
+            file,
+            size,
             manifest_sha256,
-            files: self.files,
+            files,
         })
     }
 }
 
-/// Asks the kernel to forget the file's cached pages, so that the verification that
-/// follows reads what is on the disk rather than what is still in memory.
-fn drop_from_cache(file: &File) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: plain advisory syscall on a descriptor we own.
-        unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = file;
+fn join<T>(handle: std::thread::JoinHandle<io::Result<T>>, path: &Path) -> Result<T, ArchiveError> {
+    handle
+        .join()
+        .map_err(|_| ArchiveError::corrupt(path, "the compression thread panicked"))?
+        .map_err(ArchiveError::io(path))
 }
 
 struct ExactReader<'a, R> {
@@ -436,44 +405,6 @@ impl<R: Read> Read for ExactReader<'_, R> {
 }
 
 // ------------------------------------------------------------------ reading
-
-/// Feeds file chunks read (and hashed) by another thread to the decompressor, so reading
-/// with the sidecar hash and decompressing with the manifest hashes use two cores.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-    pos: usize,
-    done: bool,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for ChannelReader {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.pos >= self.buf.len() && !self.done {
-            match self.rx.recv() {
-                Ok(Ok(chunk)) => {
-                    self.buf = chunk;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => self.done = true,
-            }
-        }
-        Ok(&self.buf[self.pos.min(self.buf.len())..])
-    }
-    fn consume(&mut self, amt: usize) {
-        self.pos += amt;
-    }
-}
 
 /// What a full verification found.
 #[derive(Debug)]
@@ -545,57 +476,79 @@ fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// Reads the whole archive: its bytes against `expected_sha256` (or the sidecar when
-/// `None`), every zstd frame checksum, every file's content against the manifest, and
-/// `backup.json` against what was found. Memory stays small: 16 bytes per file.
+/// What the archive's bytes must hash to.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect {
+    /// The digest in `<archive>.sha256`.
+    Sidecar,
+    /// A digest known from elsewhere (the catalog).
+    Digest([u8; 32]),
+    /// Nothing yet: a new archive, whose sidecar is written from this read once the
+    /// content is proven to match the manifest.
+    Nothing,
+}
+
+/// Reads the whole archive: its bytes against the expected digest, every zstd frame
+/// checksum, every file's content against the manifest, and `backup.json` against what
+/// was found. Reading and hashing the file runs on one thread, decompressing and hashing
+/// the content on another. Memory stays small: 16 bytes per file.
 pub fn verify(
     path: &Path,
-    expected_sha256: Option<[u8; 32]>,
+    expect: Expect,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
-    let expected = match expected_sha256 {
-        Some(d) => d,
-        None => read_sidecar(path)?,
+    let expected = match expect {
+        Expect::Sidecar => Some(read_sidecar(path)?),
+        Expect::Digest(d) => Some(d),
+        Expect::Nothing => None,
     };
-    let file = File::open(path).map_err(ArchiveError::io(path))?;
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
-    let reader = std::thread::spawn(move || -> (u64, [u8; 32]) {
-        let mut file = file;
+    let mut file = File::open(path).map_err(ArchiveError::io(path))?;
+    let (mut tx, rx) = pipe::pipe();
+    let reader = std::thread::spawn(move || -> io::Result<(u64, [u8; 32])> {
         let mut h = Sha256::new();
         let mut total = 0u64;
         loop {
-            let mut chunk = vec![0u8; IO_CHUNK];
-            match file.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => {
-                    chunk.truncate(n);
-                    h.update(&chunk);
-                    total += n as u64;
-                    if tx.send(Ok(chunk)).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    break;
-                }
+            let n = tx.fill_from(&mut file)?;
+            if n == 0 {
+                break;
             }
+            let pending = tx.pending();
+            h.update(&pending[pending.len() - n..]);
+            total += n as u64;
         }
-        (total, h.finalize().into())
+        tx.close()?;
+        Ok((total, h.finalize().into()))
     });
-    let channel = ChannelReader {
-        rx,
-        buf: Vec::new(),
-        pos: 0,
-        done: false,
-    };
-    let content = verify_stream(path, channel, on_bytes);
-    let (size, sha256) = reader
+    let (mut plain_tx, plain_rx) = pipe::pipe();
+    let decompressor = std::thread::spawn(move || -> io::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(rx)?;
+        decoder.window_log_max(31)?;
+        while plain_tx.fill_from(&mut decoder)? > 0 {}
+        plain_tx.close()
+    });
+    let content = verify_stream(path, plain_rx, on_bytes);
+    let read = reader
         .join()
-        .map_err(|_| ArchiveError::corrupt(path, "reader thread failed"))?;
+        .map_err(|_| ArchiveError::corrupt(path, "the reader thread panicked"));
+    let decoded = decompressor
+        .join()
+        .map_err(|_| ArchiveError::corrupt(path, "the decompression thread panicked"))?;
+    // A zstd error (bad checksum, truncation) explains a tar error that follows from it.
+    if let Err(e) = decoded {
+        let at = match &content {
+            Err(ArchiveError::Corrupt { message, .. }) => format!(" ({message})"),
+            _ => String::new(),
+        };
+        return Err(ArchiveError::corrupt(
+            path,
+            format!("zstd data is damaged: {e}{at}"),
+        ));
+    }
     let (files, meta) = content?;
-    if sha256 != expected {
+    let (size, sha256) = read?.map_err(ArchiveError::io(path))?;
+    if let Some(expected) = expected
+        && sha256 != expected
+    {
         return Err(ArchiveError::corrupt(
             path,
             format!(
@@ -615,12 +568,9 @@ pub fn verify(
 
 fn verify_stream(
     path: &Path,
-    input: ChannelReader,
+    mut decoder: PipeReader,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<(u64, BackupMeta), ArchiveError> {
-    let mut decoder =
-        zstd::stream::read::Decoder::with_buffer(input).map_err(ArchiveError::io(path))?;
-    decoder.window_log_max(31).map_err(ArchiveError::io(path))?;
     let mut keys: Vec<[u8; 16]> = Vec::new();
     let mut checked = 0usize;
     let mut meta: Option<BackupMeta> = None;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -166,28 +166,49 @@ pub fn backup_set(
     };
 
     progress.phase(&format!("verifying {name}"), written.size);
-    let verified = archive::verify(&partial, Some(written.sha256), &mut |n| progress.advance(n))
-        .and_then(|v| {
-            if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
-                Err(archive::ArchiveError::Corrupt {
-                    path: partial.clone(),
-                    message: "read-back differs from what was written".into(),
-                })
-            } else {
-                Ok(v)
-            }
-        });
-    if let Err(source) = verified {
+    // fsync and the read-back are independent and both must succeed before the archive is
+    // published: running them together hides the flush behind the verification.
+    let syncing = written
+        .file
+        .try_clone()
+        .map(|f| std::thread::spawn(move || f.sync_all()));
+    let verified = archive::verify(&partial, archive::Expect::Nothing, &mut |n| {
+        progress.advance(n)
+    })
+    .and_then(|v| {
+        if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
+            Err(archive::ArchiveError::Corrupt {
+                path: partial.clone(),
+                message: "read-back differs from what was written".into(),
+            })
+        } else {
+            Ok(v)
+        }
+    });
+    let synced = match syncing {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked"))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = synced {
         let _ = std::fs::remove_file(&partial);
-        return Err(BackupError::VerifyAfterWrite {
-            path: final_path,
-            source,
-        });
+        return Err(BackupError::io(&partial)(e));
     }
+    let sha256 = match verified {
+        Ok(v) => v.sha256,
+        Err(source) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(BackupError::VerifyAfterWrite {
+                path: final_path,
+                source,
+            });
+        }
+    };
 
     let sidecar_partial = dir.join(format!(".{name}.sha256.partial"));
     let publish = || -> std::io::Result<()> {
-        archive::write_sidecar(&sidecar_partial, &name, &written.sha256)?;
+        archive::write_sidecar(&sidecar_partial, &name, &sha256)?;
         std::fs::rename(&partial, &final_path)?;
         std::fs::rename(&sidecar_partial, archive::sidecar_path(&final_path))?;
         crate::fsutil::sync_dir(&dir)
@@ -209,7 +230,7 @@ pub fn backup_set(
         archive_bytes: written.size,
         source_bytes: meta.bytes,
         files: meta.files,
-        sha256: hex::encode(written.sha256),
+        sha256: hex::encode(sha256),
         fingerprint: meta.fingerprint.clone(),
         host: meta.host.clone(),
         note: None,
@@ -316,11 +337,8 @@ fn write_archive(
                     tally.hardlinks += 1;
                     return Ok(());
                 }
-                let archived = if walk::is_sqlite(&e.path) {
-                    archive_sqlite(&mut writer, &e, &name, snapshot_tmp, &mut tally, progress)?
-                } else {
-                    archive_file(&mut writer, &e, &name, &mut tally, progress)?
-                };
+                let archived =
+                    archive_file(&mut writer, &e, &name, snapshot_tmp, &mut tally, progress)?;
                 if archived && e.meta.nlink() > 1 {
                     links.insert(key, name);
                 }
@@ -361,15 +379,17 @@ fn write_archive(
     Ok((written, meta))
 }
 
-/// Archives a regular file; returns false when it vanished or could not be opened.
+/// Archives a regular file, or a snapshot of it when it is a SQLite database; returns
+/// false when it vanished or could not be opened.
 fn archive_file(
     writer: &mut ArchiveWriter,
     e: &walk::Entry,
     name: &Path,
+    snapshot_tmp: &Path,
     tally: &mut Tally,
     progress: &dyn Progress,
 ) -> Result<bool, BackupError> {
-    let file = match File::open(&e.path) {
+    let mut file = match File::open(&e.path) {
         Ok(f) => f,
         Err(err) => {
             tally.warn(
@@ -379,8 +399,15 @@ fn archive_file(
             return Ok(false);
         }
     };
+    // The header is read from the handle that is then archived: one open per file.
+    let mut head = Vec::with_capacity(16);
+    let read_head = (&mut file).take(16).read_to_end(&mut head);
+    if read_head.is_ok() && head.as_slice() == walk::SQLITE_HEADER {
+        drop(file);
+        return archive_sqlite(writer, e, name, snapshot_tmp, tally, progress);
+    }
     let size = e.meta.size();
-    let reader = BufReader::with_capacity(1 << 20, file);
+    let reader = std::io::Cursor::new(head).chain(BufReader::with_capacity(1 << 20, file));
     let out = writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
     tally.meta_files += 1;
     tally.bytes += size;
@@ -401,7 +428,7 @@ fn archive_file(
     Ok(true)
 }
 
-/// Archives a consistent snapshot of a SQLite database under the live file's name.
+/// Archives a consistent image of a SQLite database under the live file's name.
 fn archive_sqlite(
     writer: &mut ArchiveWriter,
     e: &walk::Entry,
@@ -411,14 +438,17 @@ fn archive_sqlite(
     progress: &dyn Progress,
 ) -> Result<bool, BackupError> {
     let _ = std::fs::remove_file(tmp);
-    let taken = super::sqlite::snapshot(&e.path, tmp, Duration::from_secs(60));
-    let result = taken.map_err(BackupError::from).and_then(|()| {
-        let f = File::open(tmp).map_err(BackupError::io(tmp))?;
-        let size = f.metadata().map_err(BackupError::io(tmp))?.len();
-        let reader = BufReader::with_capacity(1 << 20, f);
-        writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
-        Ok(size)
-    });
+    let result = super::sqlite::image(&e.path, tmp, Duration::from_secs(60))
+        .map_err(BackupError::from)
+        .and_then(|image| {
+            let (file, size) = match &image {
+                super::sqlite::Image::Live { file, size, .. } => (file, *size),
+                super::sqlite::Image::Copy { file, size } => (file, *size),
+            };
+            let reader = BufReader::with_capacity(1 << 20, file);
+            writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
+            Ok(size)
+        });
     let _ = std::fs::remove_file(tmp);
     let size = result?;
     tally.meta_files += 1;

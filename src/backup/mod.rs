@@ -6,6 +6,7 @@
 pub mod archive;
 mod create;
 pub mod manifest;
+mod pipe;
 mod sqlite;
 mod verify;
 pub mod walk;

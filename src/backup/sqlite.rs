@@ -1,6 +1,14 @@
-//! Consistent copies of live SQLite databases through the online backup API, taken in one
-//! step so that concurrent writers can never leave a torn copy.
+//! Consistent images of live SQLite databases. A writer can never leave a torn copy:
+//!
+//! - Fast path: a read transaction is opened on the database. In rollback-journal mode it
+//!   holds the SHARED lock, which keeps every writer out of the file; in WAL mode with an
+//!   empty `-wal` the reader holds WAL read-slot 0, and SQLite's checkpointer must lock
+//!   that slot exclusively before it copies anything into the file. Either way the file
+//!   itself cannot change while the transaction is open, so it is streamed as it is.
+//! - Otherwise (WAL frames not yet checkpointed): the online backup API copies all pages
+//!   in one step to a temporary file, which is archived and deleted.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,6 +22,70 @@ pub struct SnapshotError {
     pub path: PathBuf,
     #[source]
     pub source: rusqlite::Error,
+}
+
+/// A consistent image of a database, valid while this value lives.
+pub enum Image {
+    /// The live file, frozen by the read transaction on `_guard`.
+    Live {
+        _guard: Connection,
+        file: File,
+        size: u64,
+    },
+    /// A snapshot copy (the caller deletes it).
+    Copy { file: File, size: u64 },
+}
+
+fn wal_is_empty(db: &Path) -> bool {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(PathBuf::from(wal)).map_or(true, |m| m.len() == 0)
+}
+
+/// Opens a consistent image of the database at `src`, snapshotting to `tmp` only when
+/// the live file cannot be frozen.
+pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, SnapshotError> {
+    let err = |source| SnapshotError {
+        path: src.to_path_buf(),
+        source,
+    };
+    let io_err = |e: std::io::Error| {
+        err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some(e.to_string()),
+        ))
+    };
+    let guard = Connection::open_with_flags(
+        src,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(err)?;
+    guard.busy_timeout(patience).map_err(err)?;
+    let mode: String = guard
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .map_err(err)?;
+    guard.execute_batch("BEGIN").map_err(err)?;
+    // The first read takes the locks the module comment relies on.
+    guard
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(err)?;
+    // Checked after the read began: an empty WAL now means the reader holds slot 0.
+    if !mode.eq_ignore_ascii_case("wal") || wal_is_empty(src) {
+        let file = File::open(src).map_err(io_err)?;
+        let size = file.metadata().map_err(io_err)?.len();
+        return Ok(Image::Live {
+            _guard: guard,
+            file,
+            size,
+        });
+    }
+    drop(guard);
+    snapshot(src, tmp, patience)?;
+    let file = File::open(tmp).map_err(io_err)?;
+    let size = file.metadata().map_err(io_err)?.len();
+    Ok(Image::Copy { file, size })
 }
 
 /// Copies the database at `src` to the new file `dst`, retrying while writers hold locks
@@ -30,6 +102,10 @@ pub fn snapshot(src: &Path, dst: &Path, patience: Duration) -> Result<(), Snapsh
     .map_err(err)?;
     from.busy_timeout(patience).map_err(err)?;
     let mut to = Connection::open(dst).map_err(err)?;
+    // The copy is read once into the archive and deleted: it needs no journal and no
+    // fsync, which would otherwise write a large database to disk twice.
+    to.pragma_update(None, "journal_mode", "OFF").map_err(err)?;
+    to.pragma_update(None, "synchronous", "OFF").map_err(err)?;
     let started = Instant::now();
     let backup = Backup::new(&from, &mut to).map_err(err)?;
     loop {

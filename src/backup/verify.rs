@@ -37,7 +37,10 @@ pub fn verify_backup(
         .map(|m| m.len())
         .unwrap_or(0);
     progress.phase(&format!("verifying {}", record.id), size);
-    let result = archive::verify(&record.path, None, &mut |n| progress.advance(n)).and_then(|v| {
+    let result = archive::verify(&record.path, archive::Expect::Sidecar, &mut |n| {
+        progress.advance(n)
+    })
+    .and_then(|v| {
         // The catalog also knows the hash: a sidecar replaced along with the archive still
         // fails.
         if hex::encode(v.sha256) != record.sha256 {

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# steward's backup benchmark: first verified backup, unchanged re-run and full verify,
+# against `tar | zstd -T0 -3`, `zstd -t`, borg (zstd,3) and restic, in one run on one
+# machine, on the shared 2 GB dataset; then peak RSS on a tree of many small files.
+#
+#   bench/run.sh [--work DIR] [--mb 2048] [--reps 3] [--small-files 1000000]
+#
+# Prints a table (wall seconds = median of --reps runs, peak RSS, size) and steward's
+# ratios against the targets. Caches are warm for every tool alike (a read-through of
+# the dataset runs first); every output goes under --work.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+work=/tmp/steward-bench
+mb=2048
+reps=3
+small=1000000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --work) work="$2"; shift 2 ;;
+    --mb) mb="$2"; shift 2 ;;
+    --reps) reps="$2"; shift 2 ;;
+    --small-files) small="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+need() { command -v "$1" >/dev/null 2>&1; }
+missing=()
+need restic || missing+=(restic)
+need borg || missing+=(borgbackup)
+need zstd || missing+=(zstd)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+(cd "$here" && cargo build --release --locked -q)
+steward="$here/target/release/steward"
+data="$work/dataset"
+mkdir -p "$work"
+if [ ! -f "$data/.complete-$mb" ]; then
+  rm -rf "$data"
+  python3 "$here/../shared/bench/make_dataset.py" "$data" --mb "$mb" >&2
+  touch "$data/.complete-$mb"
+fi
+# Warm the page cache for everyone.
+tar -cf - -C "$data" . | cat >/dev/null
+
+results="$work/results.tsv"
+: >"$results"
+
+# measure NAME CMD...: runs CMD --reps times (prep with $PREP before each), records the
+# median wall time and the largest peak RSS.
+measure() {
+  local name="$1"; shift
+  local n="${REPS_OVERRIDE:-$reps}" walls=() rss=0 i
+  for ((i = 0; i < n; i++)); do
+    [ -n "${PREP:-}" ] && eval "$PREP"
+    /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >"$work/out.log" 2>&1 || {
+      echo "$name failed:" >&2; tail -20 "$work/out.log" >&2; exit 1; }
+    read -r wall kb <"$work/time.out"
+    walls+=("$wall")
+    [ "$kb" -gt "$rss" ] && rss=$kb
+  done
+  local median
+  median=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf '%s\t%s\t%s\n' "$name" "$median" "$rss" >>"$results"
+  echo "$name: ${walls[*]} s (median $median), peak RSS $((rss / 1024)) MiB" >&2
+}
+
+# --- tar | zstd (unverified) and zstd -t
+out="$work/tar"
+mkdir -p "$out"
+PREP="rm -f $out/x.tar.zst" measure "tar|zstd -T0 -3" \
+  sh -c "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q -o $out/x.tar.zst"
+PREP="" measure "zstd -t" zstd -t -q "$out/x.tar.zst"
+tar_size=$(stat -c %s "$out/x.tar.zst")
+
+# --- steward
+st="$work/steward"
+cat >"$work/steward.toml" <<TOML
+[state]
+dir = "$st/state"
+[backup]
+destination = "$st/backups"
+compression-level = 3
+[[backup.set]]
+name = "host"
+paths = ["$data"]
+TOML
+PREP="rm -rf $st" measure "steward backup (first, verified)" \
+  "$steward" --config "$work/steward.toml" backup
+steward_size=$(stat -c %s "$st"/backups/host/host-*.tar.zst | head -1)
+PREP="" measure "steward backup (unchanged)" "$steward" --config "$work/steward.toml" backup
+PREP="" measure "steward verify --all" "$steward" --config "$work/steward.toml" verify --all
+
+# --- borg
+export BORG_REPO="$work/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
+  BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$work/borg-home"
+REPS_OVERRIDE=1 PREP="rm -rf $BORG_REPO $BORG_BASE_DIR; borg init -q --encryption none" \
+  measure "borg create (first)" borg create -q --compression zstd,3 ::first "$data"
+borg_size=$(du -sb "$BORG_REPO" | cut -f1)
+PREP="borg delete -q ::again 2>/dev/null || true" measure "borg create (unchanged)" \
+  borg create -q --compression zstd,3 ::again "$data"
+REPS_OVERRIDE=1 PREP="" measure "borg check --verify-data" borg check -q --verify-data
+
+# --- restic
+export RESTIC_REPOSITORY="$work/restic" RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"
+REPS_OVERRIDE=1 PREP="rm -rf $RESTIC_REPOSITORY $RESTIC_CACHE_DIR; restic init -q" \
+  measure "restic backup (first)" restic backup -q --compression auto "$data"
+restic_size=$(du -sb "$RESTIC_REPOSITORY" | cut -f1)
+PREP="" measure "restic backup (unchanged)" restic backup -q "$data"
+REPS_OVERRIDE=1 PREP="" measure "restic check --read-data" restic check -q --read-data
+
+# --- many small files: steward's peak RSS must stay flat
+if [ "$small" -gt 0 ]; then
+  sm="$work/small-$small"
+  if [ ! -f "$sm/.complete" ]; then
+    rm -rf "$sm"
+    python3 - "$sm" "$small" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+per = 1000
+for i in range(n):
+    d = os.path.join(root, f"d{i // per // per:03d}", f"d{i // per % per:03d}")
+    if i % per == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i % per:04d}.json"), "w") as f:
+        f.write('{"id": %d, "text": "message %d"}\n' % (i, i * 7919 % 100003))
+open(os.path.join(root, ".complete"), "w").close()
+PY
+  fi
+  cat >"$work/small.toml" <<TOML
+[state]
+dir = "$work/small-state"
+[backup]
+destination = "$work/small-backups"
+[[backup.set]]
+name = "small"
+paths = ["$sm"]
+exclude = [".complete"]
+TOML
+  REPS_OVERRIDE=1 PREP="rm -rf $work/small-state $work/small-backups" \
+    measure "steward backup ($small small files)" "$steward" --config "$work/small.toml" backup
+  REPS_OVERRIDE=1 PREP="" measure "steward verify ($small small files)" \
+    "$steward" --config "$work/small.toml" verify --all
+fi
+
+# --- report
+python3 - "$results" "$tar_size" "$steward_size" "$borg_size" "$restic_size" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+r = {n: (float(w), int(k)) for n, w, k in rows}
+tar_size, st_size, borg_size, restic_size = map(int, sys.argv[2:6])
+size = {"tar|zstd -T0 -3": tar_size, "steward backup (first, verified)": st_size,
+        "borg create (first)": borg_size, "restic backup (first)": restic_size}
+print(f"{'run':42} {'wall s':>8} {'peak RSS MiB':>13} {'size MiB':>10}")
+for n, (w, k) in r.items():
+    s = f"{size[n] / 2**20:10.1f}" if n in size else f"{'':10}"
+    print(f"{n:42} {w:8.2f} {k / 1024:13.1f} {s}")
+def ratio(a, b):
+    return r[a][0] / r[b][0] if r[b][0] > 0 else float("inf")
+print()
+checks = []
+x = ratio("steward backup (first, verified)", "tar|zstd -T0 -3")
+checks.append(("first verified backup / tar|zstd -T0 -3 wall", x, "<= 1.30", x <= 1.30))
+x = ratio("steward backup (unchanged)", "borg create (unchanged)")
+checks.append(("unchanged re-run / borg unchanged re-run", x, "<= 1.00", x <= 1.00))
+x = ratio("steward backup (unchanged)", "restic backup (unchanged)")
+checks.append(("unchanged re-run / restic unchanged re-run", x, "(info)", True))
+x = ratio("steward verify --all", "zstd -t")
+checks.append(("verify --all / zstd -t wall", x, "(info)", True))
+x = ratio("steward verify --all", "borg check --verify-data")
+checks.append(("verify --all / borg check --verify-data", x, "(info)", True))
+x = ratio("steward verify --all", "restic check --read-data")
+checks.append(("verify --all / restic check --read-data", x, "(info)", True))
+rss = max(k for n, (w, k) in r.items() if n.startswith("steward")) / 1024
+checks.append(("steward peak RSS MiB (all runs)", rss, "<= 64", rss <= 64))
+x = st_size / tar_size
+checks.append(("archive size / tar|zstd -3 size", x, "within 2%", abs(x - 1) <= 0.02))
+print(f"{'target':48} {'value':>8}  {'goal':10} ok")
+for name, v, goal, ok in checks:
+    print(f"{name:48} {v:8.3f}  {goal:10} {'yes' if ok else 'NO'}")
+PY
