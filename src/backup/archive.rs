@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
+use super::follow::{self, Publisher};
 use super::manifest;
 use super::pipe::{self, PipeReader, PipeWriter};
 
@@ -32,8 +33,7 @@ pub const META_PATH: &str = ".steward/backup.json";
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const TRAILER_TAG: &[u8; 8] = b"STEWARD1";
 const TRAILER_FRAME_LEN: usize = 24;
-const IO_CHUNK: usize = 1 << 20;
-const JOB_SIZE: u32 = 4 << 20;
+const JOB_SIZE: u32 = 2 << 20;
 
 /// Errors reading or writing an archive; each names the archive.
 #[derive(Debug, thiserror::Error)]
@@ -99,35 +99,23 @@ pub struct SqliteSnapshot {
 
 // ------------------------------------------------------------------ writing
 
-/// Counts what reaches the file, for the trailer's offset.
-struct Counting<W> {
-    inner: W,
-    count: u64,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The consumer thread: compresses the tar stream into the data frame up to the pipe's
-/// mark, then the trailer frame, then appends the skippable pointer frame.
-fn compress(
+/// mark, then the trailer frame, appends the skippable pointer frame and fsyncs. The
+/// follower sees each byte as it reaches the file, and the end only after the fsync.
+fn compress(input: PipeReader, sink: Publisher, level: i32, threads: u32) -> io::Result<u64> {
+    let sink = compress_into(input, sink, level, threads)?;
+    let len = sink.len();
+    let synced = sink.sync();
+    sink.finish(&synced);
+    synced.map(|()| len)
+}
+
+fn compress_into(
     mut input: PipeReader,
-    file: File,
+    sink: Publisher,
     level: i32,
     threads: u32,
-) -> io::Result<(File, u64)> {
-    let sink = Counting {
-        inner: BufWriter::with_capacity(IO_CHUNK, file),
-        count: 0,
-    };
+) -> io::Result<Publisher> {
     let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
     enc.include_checksum(true)?;
     if threads > 0 {
@@ -138,7 +126,7 @@ fn compress(
     }
     pipe::copy_to_mark(&mut input, &mut enc)?;
     let sink = enc.finish()?;
-    let trailer_offset = sink.count;
+    let trailer_offset = sink.len();
     let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
     enc.include_checksum(true)?;
     pipe::copy_to_mark(&mut input, &mut enc)?;
@@ -149,9 +137,7 @@ fn compress(
     frame.extend_from_slice(TRAILER_TAG);
     frame.extend_from_slice(&trailer_offset.to_le_bytes());
     sink.write_all(&frame)?;
-    let Counting { inner, count } = sink;
-    let file = inner.into_inner().map_err(|e| e.into_error())?;
-    Ok((file, count))
+    Ok(sink)
 }
 
 /// What writing one file's content found.
@@ -164,11 +150,13 @@ pub struct FileOutcome {
     pub grew: bool,
 }
 
-/// The finished archive, as written; not yet fsynced (see [`Written::sync`]).
+/// The finished archive, written, fsynced and read back.
 #[derive(Debug)]
 pub struct Written {
-    pub file: File,
     pub size: u64,
+    /// The read-back that followed the writing: content against the manifest, and the
+    /// digest of the bytes in the file (for the sidecar).
+    pub verified: Result<Verified, ArchiveError>,
     pub manifest_sha256: [u8; 32],
     pub files: u64,
 }
@@ -177,7 +165,8 @@ pub struct Written {
 pub struct ArchiveWriter {
     path: PathBuf,
     builder: tar::Builder<PipeWriter>,
-    compressor: std::thread::JoinHandle<io::Result<(File, u64)>>,
+    compressor: std::thread::JoinHandle<io::Result<u64>>,
+    verifier: std::thread::JoinHandle<Result<Verified, ArchiveError>>,
     manifest_path: PathBuf,
     manifest: BufWriter<File>,
     manifest_hasher: Sha256,
@@ -213,10 +202,17 @@ impl ArchiveWriter {
         threads: u32,
     ) -> Result<Self, ArchiveError> {
         let file = create_private(path).map_err(ArchiveError::io(path))?;
+        let reader = File::open(path).map_err(ArchiveError::io(path))?;
+        let (publisher, follower) = follow::follow(file, reader);
         let (tx, rx) = pipe::pipe();
         let compressor = std::thread::Builder::new()
             .name("steward-zstd".into())
-            .spawn(move || compress(rx, file, level, threads))
+            .spawn(move || compress(rx, publisher, level, threads))
+            .map_err(ArchiveError::io(path))?;
+        let vpath = path.to_path_buf();
+        let verifier = std::thread::Builder::new()
+            .name("steward-verify".into())
+            .spawn(move || verify_from(&vpath, follower, Expect::Nothing, &mut |_| {}))
             .map_err(ArchiveError::io(path))?;
         let mut builder = tar::Builder::new(tx);
         builder.mode(tar::HeaderMode::Complete);
@@ -225,6 +221,7 @@ impl ArchiveWriter {
             path: path.to_path_buf(),
             builder,
             compressor,
+            verifier,
             manifest_path: manifest_spool.to_path_buf(),
             manifest: BufWriter::new(mf),
             manifest_hasher: Sha256::new(),
@@ -314,6 +311,7 @@ impl ArchiveWriter {
             path,
             mut builder,
             compressor,
+            verifier,
             manifest_path,
             manifest,
             manifest_hasher,
@@ -345,11 +343,15 @@ impl ArchiveWriter {
         });
         let _ = std::fs::remove_file(&manifest_path);
         // The compressor's own error (a full disk, say) explains a broken pipe better.
-        let (file, size) = join(compressor, &path)?;
+        let size = join(compressor, &path)?;
         produced?;
+        let verified = verifier
+            .join()
+            .map_err(|_| ArchiveError::corrupt(&path, "the verification thread panicked"))
+            .and_then(|v| v);
         Ok(Written {
-            file,
             size,
+            verified,
             manifest_sha256,
             files,
         })
@@ -497,18 +499,28 @@ pub fn verify(
     expect: Expect,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    verify_from(path, file, expect, on_bytes)
+}
+
+/// [`verify`] over bytes from `source` (the file, or a follower of a file being written).
+fn verify_from(
+    path: &Path,
+    mut source: impl Read + Send + 'static,
+    expect: Expect,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
     let expected = match expect {
         Expect::Sidecar => Some(read_sidecar(path)?),
         Expect::Digest(d) => Some(d),
         Expect::Nothing => None,
     };
-    let mut file = File::open(path).map_err(ArchiveError::io(path))?;
     let (mut tx, rx) = pipe::pipe();
     let reader = std::thread::spawn(move || -> io::Result<(u64, [u8; 32])> {
         let mut h = Sha256::new();
         let mut total = 0u64;
         loop {
-            let n = tx.fill_from(&mut file)?;
+            let n = tx.fill_from(&mut source)?;
             if n == 0 {
                 break;
             }

@@ -165,38 +165,19 @@ pub fn backup_set(
         }
     };
 
-    progress.phase(&format!("verifying {name}"), written.size);
-    // fsync and the read-back are independent and both must succeed before the archive is
-    // published: running them together hides the flush behind the verification.
-    let syncing = written
-        .file
-        .try_clone()
-        .map(|f| std::thread::spawn(move || f.sync_all()));
-    let verified = archive::verify(&partial, archive::Expect::Nothing, &mut |n| {
-        progress.advance(n)
-    })
-    .and_then(|v| {
+    // The read-back ran while the archive was being written (see archive::verify_from);
+    // it is complete only now, after the last byte and the fsync.
+    let sha256 = match written.verified.and_then(|v| {
         if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
             Err(archive::ArchiveError::Corrupt {
                 path: partial.clone(),
                 message: "read-back differs from what was written".into(),
             })
         } else {
-            Ok(v)
+            Ok(v.sha256)
         }
-    });
-    let synced = match syncing {
-        Ok(handle) => handle
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked"))),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = synced {
-        let _ = std::fs::remove_file(&partial);
-        return Err(BackupError::io(&partial)(e));
-    }
-    let sha256 = match verified {
-        Ok(v) => v.sha256,
+    }) {
+        Ok(d) => d,
         Err(source) => {
             let _ = std::fs::remove_file(&partial);
             return Err(BackupError::VerifyAfterWrite {

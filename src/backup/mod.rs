@@ -5,6 +5,7 @@
 
 pub mod archive;
 mod create;
+mod follow;
 pub mod manifest;
 mod pipe;
 mod sqlite;

@@ -7,7 +7,7 @@ use std::io::{self, BufRead, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 const CHUNK: usize = 1 << 20;
-const BUFFERS: usize = 4;
+const BUFFERS: usize = 3;
 
 /// Creates a pipe with a few 1 MiB buffers in flight.
 pub fn pipe() -> (PipeWriter, PipeReader) {
