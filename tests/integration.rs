@@ -1,0 +1,15 @@
+//! steward's integration tests: one binary, each test in its own temp dir with a clean
+//! environment (HOME inside the temp dir, no inherited STEWARD_* variables), driving the
+//! real `steward` binary and real tools (tar, zstd, sha256sum, sqlite).
+
+#[path = "integration/common.rs"]
+mod common;
+
+#[path = "integration/backup.rs"]
+mod backup;
+#[path = "integration/config.rs"]
+mod config;
+#[path = "integration/crash.rs"]
+mod crash;
+#[path = "integration/verify.rs"]
+mod verify;

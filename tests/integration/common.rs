@@ -1,0 +1,172 @@
+//! Test harness: a temp dir per test with its own HOME, config, state and destination.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const STEWARD: &str = env!("CARGO_BIN_EXE_steward");
+
+/// One test's world.
+pub struct Env {
+    _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub state: PathBuf,
+    pub dest: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Canonical, so that paths in archives match what tests compute.
+        let root = tmp.path().canonicalize().expect("canonical tempdir");
+        let home = root.join("home");
+        fs::create_dir_all(&home).unwrap();
+        Env {
+            state: root.join("state"),
+            dest: root.join("backups"),
+            config: root.join("steward.toml"),
+            home,
+            root,
+            _tmp: tmp,
+        }
+    }
+
+    /// Writes a config with the given `[[backup.set]]` blocks (and anything else) after
+    /// the state and destination of this env.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "[state]\ndir = \"{}\"\n\n[backup]\ndestination = \"{}\"\ncompression-level = 3\n\n{extra}",
+            self.state.display(),
+            self.dest.display()
+        );
+        fs::write(&self.config, text).unwrap();
+    }
+
+    /// A config with one set `name` over `paths`.
+    pub fn one_set(&self, name: &str, paths: &[&Path], more: &str) {
+        let list: Vec<String> = paths
+            .iter()
+            .map(|p| format!("\"{}\"", p.display()))
+            .collect();
+        self.write_config(&format!(
+            "[[backup.set]]\nname = \"{name}\"\npaths = [{}]\n{more}\n",
+            list.join(", ")
+        ));
+    }
+
+    /// `steward --config <config> ARGS` with a clean environment.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::from_std(self.std_cmd());
+        c.timeout(Duration::from_secs(120));
+        c
+    }
+
+    /// The same, as a std Command for processes the test controls (spawn, kill).
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(STEWARD);
+        self.clean(&mut c);
+        c.arg("--config").arg(&self.config);
+        c
+    }
+
+    /// `steward` without `--config`, to exercise discovery.
+    pub fn bare_cmd(&self) -> assert_cmd::Command {
+        let mut std = std::process::Command::new(STEWARD);
+        self.clean(&mut std);
+        let mut c = assert_cmd::Command::from_std(std);
+        c.timeout(Duration::from_secs(60));
+        c
+    }
+
+    fn clean(&self, c: &mut std::process::Command) {
+        c.env_clear()
+            .env("HOME", &self.home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LC_ALL", "C")
+            .current_dir(&self.root);
+    }
+
+    /// Archives (not sidecars, not partials) of `set`, sorted.
+    pub fn archives(&self, set: &str) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(self.dest.join(set))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                        n.ends_with(".tar.zst") && !n.starts_with('.')
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Every file name in a set's folder (partials included).
+    pub fn set_dir_names(&self, set: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.dest.join(set))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// Runs a real tool and asserts it succeeded; returns stdout.
+pub fn tool(program: &str, args: &[&std::ffi::OsStr], dir: &Path) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} could not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `cond` holds, polling; fails the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Writes `len` deterministic pseudo-random (incompressible) bytes.
+pub fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.truncate(len);
+    fs::write(path, buf).unwrap();
+}
+
+/// stdout of a finished assert_cmd run.
+pub fn stdout(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+/// stderr of a finished assert_cmd run.
+pub fn stderr(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}

@@ -1,0 +1,126 @@
+//! Configuration errors: exit 78 with file:line and the key; the example configs parse.
+
+use std::fs;
+
+use crate::common::{Env, stderr};
+
+/// Writes `text` as the config and expects exit 78 naming `file:line` and `needle`.
+fn expect_invalid(env: &Env, text: &str, line: usize, needle: &str) {
+    fs::write(&env.config, text).unwrap();
+    let a = env.cmd().args(["config", "check"]).assert().code(78);
+    let err = stderr(&a);
+    let at = format!("{}:{line}:", env.config.display());
+    assert!(err.contains(&at), "expected {at} in: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // Every command refuses the invalid config the same way.
+    env.cmd().arg("backup").assert().code(78);
+}
+
+#[test]
+fn invalid_configs_exit_78_naming_file_line_and_key() {
+    let env = Env::new();
+    expect_invalid(
+        &env,
+        "[backup]\ndestination = \"/b\"\ncolour = \"blue\"\n",
+        3,
+        "colour",
+    );
+    expect_invalid(
+        &env,
+        "[backup]\ncompression-level = \"high\"\n",
+        2,
+        "backup.compression-level",
+    );
+    expect_invalid(
+        &env,
+        "[backup]\ndestination = \"/b\"\n\n[[backup.set]]\nname = \"s\"\npaths = [\"/tmp\"]\nmax-age = \"a while\"\n",
+        7,
+        "invalid duration",
+    );
+    expect_invalid(
+        &env,
+        "[backup]\nmin-free-space = \"plenty\"\n",
+        2,
+        "invalid size",
+    );
+    expect_invalid(&env, "[backup\n", 1, "");
+    expect_invalid(
+        &env,
+        "[backup]\ncompression-level = 40\n",
+        2,
+        "out of range",
+    );
+    expect_invalid(
+        &env,
+        "[backup]\ndestination = \"/b\"\n[[backup.set]]\nname = \"bad name!\"\npaths = [\"/tmp\"]\n",
+        4,
+        "not a valid set name",
+    );
+    expect_invalid(
+        &env,
+        "[backup]\ndestination = \"/b\"\n[[backup.set]]\nname = \"s\"\npaths = [\"relative/dir\"]\n",
+        5,
+        "not an absolute path",
+    );
+}
+
+#[test]
+fn missing_set_path_exits_78_with_its_line() {
+    let env = Env::new();
+    let text = format!(
+        "[state]\ndir = \"{}\"\n[backup]\ndestination = \"{}\"\n\n[[backup.set]]\nname = \"s\"\npaths = [\n  \"{}\",\n  \"{}/nope\",\n]\n",
+        env.state.display(),
+        env.dest.display(),
+        env.home.display(),
+        env.root.display()
+    );
+    fs::write(&env.config, text).unwrap();
+    for args in [&["backup"][..], &["config", "check"]] {
+        let a = env.cmd().args(args).assert().code(78);
+        let err = stderr(&a);
+        assert!(
+            err.contains(&format!("{}:10:", env.config.display())),
+            "{err}"
+        );
+        assert!(err.contains("nope"), "{err}");
+    }
+    // Nothing was half-written: no archive folder for the set.
+    assert!(!env.dest.join("s").exists());
+}
+
+#[test]
+fn unreadable_config_file_is_named() {
+    let env = Env::new();
+    let a = env
+        .bare_cmd()
+        .args(["--config", "/nonexistent/steward.toml", "config", "check"])
+        .assert()
+        .code(78);
+    assert!(
+        stderr(&a).contains("/nonexistent/steward.toml"),
+        "{}",
+        stderr(&a)
+    );
+}
+
+#[test]
+fn every_example_in_schedules_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+    let mut n = 0;
+    for e in fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = fs::read_to_string(&p).unwrap();
+            let cfg = steward::config::parse(&text, steward::config::Origin::File(p.clone()))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert!(
+                !cfg.backup.sets.is_empty(),
+                "{} has no backup sets",
+                p.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "expected the four reference hosts, found {n}");
+}
