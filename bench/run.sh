@@ -58,6 +58,8 @@ measure() {
   local n="${REPS_OVERRIDE:-$reps}" walls=() rss=0 i
   for ((i = 0; i < n; i++)); do
     [ -n "${PREP:-}" ] && eval "$PREP"
+    # Flush what earlier runs left dirty, so no run pays for another's writeback.
+    sync
     /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >"$work/out.log" 2>&1 || {
       echo "$name failed:" >&2; tail -20 "$work/out.log" >&2; exit 1; }
     read -r wall kb <"$work/time.out"
@@ -99,12 +101,12 @@ PREP="" measure "steward verify --all" "$steward" --config "$work/steward.toml" 
 # --- borg
 export BORG_REPO="$work/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
   BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$work/borg-home"
-REPS_OVERRIDE=1 PREP="rm -rf $BORG_REPO $BORG_BASE_DIR; borg init -q --encryption none" \
-  measure "borg create (first)" borg create -q --compression zstd,3 ::first "$data"
+REPS_OVERRIDE=1 PREP="rm -rf $BORG_REPO $BORG_BASE_DIR; borg init --encryption none >/dev/null" \
+  measure "borg create (first)" borg create --compression zstd,3 ::first "$data"
 borg_size=$(du -sb "$BORG_REPO" | cut -f1)
-PREP="borg delete -q ::again 2>/dev/null || true" measure "borg create (unchanged)" \
-  borg create -q --compression zstd,3 ::again "$data"
-REPS_OVERRIDE=1 PREP="" measure "borg check --verify-data" borg check -q --verify-data
+PREP="borg delete ::again >/dev/null 2>&1 || true" measure "borg create (unchanged)" \
+  borg create --compression zstd,3 ::again "$data"
+REPS_OVERRIDE=1 PREP="" measure "borg check --verify-data" borg check --verify-data
 
 # --- restic
 export RESTIC_REPOSITORY="$work/restic" RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache"

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::mpsc;
 use tar::{EntryType, Header};
+use xxhash_rust::xxh3::Xxh3;
 
 use super::follow::{self, Publisher};
 use super::manifest;
@@ -167,6 +169,7 @@ pub struct ArchiveWriter {
     builder: tar::Builder<PipeWriter>,
     compressor: std::thread::JoinHandle<io::Result<u64>>,
     verifier: std::thread::JoinHandle<Result<Verified, ArchiveError>>,
+    records: mpsc::Sender<Record>,
     manifest_path: PathBuf,
     manifest: BufWriter<File>,
     manifest_hasher: Sha256,
@@ -210,9 +213,16 @@ impl ArchiveWriter {
             .spawn(move || compress(rx, publisher, level, threads))
             .map_err(ArchiveError::io(path))?;
         let vpath = path.to_path_buf();
+        let (records, written) = mpsc::channel();
         let verifier = std::thread::Builder::new()
             .name("steward-verify".into())
-            .spawn(move || verify_from(&vpath, follower, Expect::Nothing, &mut |_| {}))
+            .spawn(move || {
+                let checker = Checker::Written {
+                    records: written,
+                    files: 0,
+                };
+                verify_with(&vpath, follower, Expect::Nothing, checker, &mut |_| {})
+            })
             .map_err(ArchiveError::io(path))?;
         let mut builder = tar::Builder::new(tx);
         builder.mode(tar::HeaderMode::Complete);
@@ -222,6 +232,7 @@ impl ArchiveWriter {
             builder,
             compressor,
             verifier,
+            records,
             manifest_path: manifest_spool.to_path_buf(),
             manifest: BufWriter::new(mf),
             manifest_hasher: Sha256::new(),
@@ -244,25 +255,21 @@ impl ArchiveWriter {
         r.map_err(self.err())
     }
 
-    pub fn append_symlink(
+    /// A symlink to `target` (stored as written, never followed), or with `hard`, a hard
+    /// link to `target`, an archive path already written.
+    pub fn append_link(
         &mut self,
         name: &Path,
         meta: &std::fs::Metadata,
         target: &Path,
+        hard: bool,
     ) -> Result<(), ArchiveError> {
-        let mut h = base_header(meta, EntryType::Symlink);
-        let r = self.builder.append_link(&mut h, name, target);
-        r.map_err(self.err())
-    }
-
-    /// A hard link to `target`, an archive path already written.
-    pub fn append_hardlink(
-        &mut self,
-        name: &Path,
-        meta: &std::fs::Metadata,
-        target: &Path,
-    ) -> Result<(), ArchiveError> {
-        let mut h = base_header(meta, EntryType::Link);
+        let kind = if hard {
+            EntryType::Link
+        } else {
+            EntryType::Symlink
+        };
+        let mut h = base_header(meta, kind);
         let r = self.builder.append_link(&mut h, name, target);
         r.map_err(self.err())
     }
@@ -283,6 +290,7 @@ impl ArchiveWriter {
             inner: data,
             remaining: size,
             hasher: Sha256::new(),
+            quick: Xxh3::new(),
             shrank: false,
             on_bytes,
         };
@@ -292,6 +300,12 @@ impl ArchiveWriter {
         let grew = matches!(reader.inner.read(&mut probe), Ok(n) if n > 0);
         let shrank = reader.shrank;
         let digest: [u8; 32] = reader.hasher.finalize().into();
+        let quick = reader.quick.digest128();
+        // The read-back during writing compares against this (see Checker::Written); it
+        // may have finished already when the writer is ahead, so a send error is fine.
+        let _ = self
+            .records
+            .send(Record::File(quick_key(name.as_os_str().as_bytes(), quick)));
         let line = manifest::format_line(&digest, name.as_os_str().as_bytes());
         self.manifest_hasher.update(&line);
         self.manifest_len += line.len() as u64;
@@ -312,6 +326,7 @@ impl ArchiveWriter {
             mut builder,
             compressor,
             verifier,
+            records,
             manifest_path,
             manifest,
             manifest_hasher,
@@ -322,6 +337,8 @@ impl ArchiveWriter {
             .into_inner()
             .map_err(|e| ArchiveError::io(&manifest_path)(e.into_error()));
         let manifest_sha256: [u8; 32] = manifest_hasher.finalize().into();
+        let _ = records.send(Record::Manifest(manifest_sha256));
+        drop(records);
         let produced = mfile.and_then(|mfile| {
             drop(mfile);
             (|| -> io::Result<()> {
@@ -369,6 +386,7 @@ struct ExactReader<'a, R> {
     inner: R,
     remaining: u64,
     hasher: Sha256,
+    quick: Xxh3,
     shrank: bool,
     on_bytes: &'a mut dyn FnMut(u64),
 }
@@ -400,6 +418,7 @@ impl<R: Read> Read for ExactReader<'_, R> {
             n
         };
         self.hasher.update(&buf[..n]);
+        self.quick.update(&buf[..n]);
         self.remaining -= n as u64;
         (self.on_bytes)(n as u64);
         Ok(n)
@@ -503,11 +522,65 @@ pub fn verify(
     verify_from(path, file, expect, on_bytes)
 }
 
-/// [`verify`] over bytes from `source` (the file, or a follower of a file being written).
+/// [`verify`] over bytes from `source`, checking contents against the manifest.
 fn verify_from(
+    path: &Path,
+    source: impl Read + Send + 'static,
+    expect: Expect,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let checker = Checker::Manifest {
+        keys: Vec::new(),
+        checked: 0,
+    };
+    verify_with(path, source, expect, checker, on_bytes)
+}
+
+/// What the writer recorded, in archive order, for the read-back that follows it.
+enum Record {
+    /// [`quick_key`] of a regular file.
+    File(u128),
+    /// SHA-256 of the manifest's bytes.
+    Manifest([u8; 32]),
+}
+
+/// XXH3-128 of a file's archive path and its content digest.
+fn quick_key(path: &[u8], content: u128) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(path);
+    h.update(&[0]);
+    h.update(&content.to_le_bytes());
+    h.digest128()
+}
+
+/// How a read-back checks file contents.
+enum Checker {
+    /// Against the archive's own manifest: SHA-256 of every file, compared when the
+    /// manifest entry arrives (`steward verify`). 16 bytes of memory per file.
+    Manifest { keys: Vec<[u8; 16]>, checked: usize },
+    /// Against what the writer recorded from the very source reads that fed the
+    /// manifest: an XXH3-128 per file (end to end from source to disk, and ten times
+    /// cheaper than SHA-256) and the manifest's own bytes. Used while writing.
+    Written {
+        records: mpsc::Receiver<Record>,
+        files: u64,
+    },
+}
+
+impl Checker {
+    fn files(&self) -> u64 {
+        match self {
+            Checker::Manifest { keys, .. } => keys.len() as u64,
+            Checker::Written { files, .. } => *files,
+        }
+    }
+}
+
+fn verify_with(
     path: &Path,
     mut source: impl Read + Send + 'static,
     expect: Expect,
+    checker: Checker,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
     let expected = match expect {
@@ -538,7 +611,7 @@ fn verify_from(
         while plain_tx.fill_from(&mut decoder)? > 0 {}
         plain_tx.close()
     });
-    let content = verify_stream(path, plain_rx, on_bytes);
+    let content = verify_stream(path, plain_rx, checker, on_bytes);
     let read = reader
         .join()
         .map_err(|_| ArchiveError::corrupt(path, "the reader thread panicked"));
@@ -581,16 +654,17 @@ fn verify_from(
 fn verify_stream(
     path: &Path,
     mut decoder: PipeReader,
+    mut checker: Checker,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<(u64, BackupMeta), ArchiveError> {
-    let mut keys: Vec<[u8; 16]> = Vec::new();
-    let mut checked = 0usize;
     let mut meta: Option<BackupMeta> = None;
+    let mut manifest_seen = false;
     let mut buf = vec![0u8; 256 * 1024];
     let mut current = String::from("(archive start)");
     let at = |current: &str, e: io::Error| {
         ArchiveError::corrupt(path, format!("reading entry {current}: {e}"))
     };
+    let bad = |message: String| ArchiveError::corrupt(path, message);
     {
         let mut archive = tar::Archive::new(&mut decoder);
         let entries = archive.entries().map_err(|e| at(&current, e))?;
@@ -601,76 +675,123 @@ fn verify_stream(
             let kind = entry.header().entry_type();
             on_bytes(entry.size() + 512);
             if name == MANIFEST_PATH.as_bytes() {
-                let r = BufReader::new(&mut entry);
-                for line in r.split(b'\n') {
-                    let line = line.map_err(|e| at(&current, e))?;
-                    let (digest, file) = manifest::parse_line(&line).ok_or_else(|| {
-                        ArchiveError::corrupt(
-                            path,
-                            format!("manifest line {} is malformed", checked + 1),
-                        )
-                    })?;
-                    let shown = String::from_utf8_lossy(&file);
-                    match keys.get(checked) {
-                        Some(k) if *k == entry_key(&file, &digest) => {}
-                        Some(_) => {
-                            return Err(ArchiveError::corrupt(
-                                path,
-                                format!("file {shown}: content does not match the manifest"),
-                            ));
-                        }
-                        None => {
-                            return Err(ArchiveError::corrupt(
-                                path,
-                                format!("file {shown}: in the manifest but not in the archive"),
-                            ));
-                        }
-                    }
-                    checked += 1;
-                }
-                if checked != keys.len() {
-                    return Err(ArchiveError::corrupt(
-                        path,
-                        format!(
-                            "the archive holds {} files but the manifest lists {checked}",
-                            keys.len()
-                        ),
-                    ));
-                }
+                manifest_seen = true;
+                check_manifest(&mut entry, &mut checker, &current, &bad)?;
             } else if name == META_PATH.as_bytes() {
                 let mut json = Vec::new();
                 entry.read_to_end(&mut json).map_err(|e| at(&current, e))?;
-                let m: BackupMeta = serde_json::from_slice(&json).map_err(|e| {
-                    ArchiveError::corrupt(path, format!("{META_PATH} is not valid: {e}"))
-                })?;
+                let m: BackupMeta = serde_json::from_slice(&json)
+                    .map_err(|e| bad(format!("{META_PATH} is not valid: {e}")))?;
                 meta = Some(m);
             } else if matches!(kind, EntryType::Regular | EntryType::Continuous) {
-                let digest = hash_entry(&mut entry, &mut buf).map_err(|e| at(&current, e))?;
-                keys.push(entry_key(&name, &digest));
+                match &mut checker {
+                    Checker::Manifest { keys, .. } => {
+                        let digest =
+                            hash_entry(&mut entry, &mut buf).map_err(|e| at(&current, e))?;
+                        keys.push(entry_key(&name, &digest));
+                    }
+                    Checker::Written { records, files } => {
+                        let digest =
+                            quick_entry(&mut entry, &mut buf).map_err(|e| at(&current, e))?;
+                        match records.recv() {
+                            Ok(Record::File(k)) if k == quick_key(&name, digest) => {}
+                            _ => {
+                                return Err(bad(format!(
+                                    "file {current}: read back differs from what was archived"
+                                )));
+                            }
+                        }
+                        *files += 1;
+                    }
+                }
             }
         }
     }
     // Drain to the end so the trailer frame's checksum is checked too.
     io::copy(&mut decoder, &mut io::sink()).map_err(|e| at("(end of archive)", e))?;
-    let meta =
-        meta.ok_or_else(|| ArchiveError::corrupt(path, format!("{META_PATH} is missing")))?;
-    if checked == 0 && !keys.is_empty() {
-        return Err(ArchiveError::corrupt(
-            path,
-            format!("{MANIFEST_PATH} is missing"),
-        ));
+    let meta = meta.ok_or_else(|| bad(format!("{META_PATH} is missing")))?;
+    if !manifest_seen {
+        return Err(bad(format!("{MANIFEST_PATH} is missing")));
     }
-    if meta.files != keys.len() as u64 {
-        return Err(ArchiveError::corrupt(
-            path,
-            format!(
-                "{META_PATH} says {} files, the archive holds {}",
-                meta.files,
-                keys.len()
-            ),
-        ));
+    let files = checker.files();
+    if meta.files != files {
+        return Err(bad(format!(
+            "{META_PATH} says {} files, the archive holds {files}",
+            meta.files
+        )));
     }
-    Ok((keys.len() as u64, meta))
+    Ok((files, meta))
+}
+
+/// Checks the manifest entry: line by line against the files' SHA-256 (`Manifest`), or
+/// its bytes against what the writer produced (`Written`).
+fn check_manifest(
+    entry: &mut impl Read,
+    checker: &mut Checker,
+    current: &str,
+    bad: &dyn Fn(String) -> ArchiveError,
+) -> Result<(), ArchiveError> {
+    let read_err = |e: io::Error| bad(format!("reading entry {current}: {e}"));
+    match checker {
+        Checker::Written { records, .. } => {
+            let mut h = Sha256::new();
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                let n = entry.read(&mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let digest: [u8; 32] = h.finalize().into();
+            match records.recv() {
+                Ok(Record::Manifest(d)) if d == digest => Ok(()),
+                _ => Err(bad(format!(
+                    "{MANIFEST_PATH}: read back differs from what was written"
+                ))),
+            }
+        }
+        Checker::Manifest { keys, checked } => {
+            for line in BufReader::new(entry).split(b'\n') {
+                let line = line.map_err(read_err)?;
+                let (digest, file) = manifest::parse_line(&line)
+                    .ok_or_else(|| bad(format!("manifest line {} is malformed", *checked + 1)))?;
+                let shown = String::from_utf8_lossy(&file);
+                match keys.get(*checked) {
+                    Some(k) if *k == entry_key(&file, &digest) => {}
+                    Some(_) => {
+                        return Err(bad(format!(
+                            "file {shown}: content does not match the manifest"
+                        )));
+                    }
+                    None => {
+                        return Err(bad(format!(
+                            "file {shown}: in the manifest but not in the archive"
+                        )));
+                    }
+                }
+                *checked += 1;
+            }
+            if *checked != keys.len() {
+                return Err(bad(format!(
+                    "the archive holds {} files but the manifest lists {checked}",
+                    keys.len()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn quick_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u128> {
+    let mut h = Xxh3::new();
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            return Ok(h.digest128());
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// Reads `backup.json` from the trailer frame without decompressing the data.
@@ -722,4 +843,111 @@ pub fn read_meta(path: &Path) -> Result<BackupMeta, ArchiveError> {
         path,
         format!("{META_PATH} is missing"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(files: u64) -> BackupMeta {
+        BackupMeta {
+            format: 1,
+            id: "t-20260101T000000Z".into(),
+            set: "t".into(),
+            host: "h".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            created_unix: 0,
+            tool: "test".into(),
+            paths: vec![],
+            exclude: vec![],
+            files,
+            dirs: 0,
+            symlinks: 0,
+            hardlinks: 0,
+            skipped: 0,
+            bytes: 0,
+            sqlite: vec![],
+            fingerprint: "f".into(),
+            compression_level: 3,
+            warnings: vec![],
+            warnings_total: 0,
+        }
+    }
+
+    #[test]
+    fn a_file_that_changes_size_keeps_its_header_promise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar.zst");
+        let spool = dir.path().join("m");
+        let fmeta = std::fs::metadata(dir.path()).unwrap();
+        let mut w = ArchiveWriter::create(&path, &spool, 3, 2).unwrap();
+        // Header says 10 bytes, the file now has 4: padded with zeros.
+        let shrank = w
+            .append_file(Path::new("x/short"), &fmeta, 10, &b"abcd"[..], &mut |_| {})
+            .unwrap();
+        assert!(shrank.shrank && !shrank.grew);
+        // Header says 3 bytes, the file now has 6: cut at 3.
+        let grew = w
+            .append_file(Path::new("x/long"), &fmeta, 3, &b"abcdef"[..], &mut |_| {})
+            .unwrap();
+        assert!(grew.grew && !grew.shrank);
+        let written = w.finish(&meta(2)).unwrap();
+        let v = written.verified.unwrap();
+        assert_eq!(v.files, 2);
+        // The manifest hashes what was archived, so a later full verify agrees.
+        let again = verify_from(
+            &path,
+            File::open(&path).unwrap(),
+            Expect::Digest(v.sha256),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(again.files, 2);
+        let expected: [u8; 32] = Sha256::digest(b"abcd\0\0\0\0\0\0").into();
+        assert_eq!(shrank.digest, expected);
+        let expected: [u8; 32] = Sha256::digest(b"abc").into();
+        assert_eq!(grew.digest, expected);
+    }
+
+    /// An archive holding one file `f`, finished with a `backup.json` claiming `claimed`
+    /// files.
+    fn one_file_archive(dir: &Path, claimed: u64) -> (PathBuf, Written) {
+        let path = dir.join("a.tar.zst");
+        let fmeta = std::fs::metadata(dir).unwrap();
+        let mut w = ArchiveWriter::create(&path, &dir.join("m"), 3, 1).unwrap();
+        w.append_file(Path::new("f"), &fmeta, 5, &b"hello"[..], &mut |_| {})
+            .unwrap();
+        let written = w.finish(&meta(claimed)).unwrap();
+        (path, written)
+    }
+
+    #[test]
+    fn trailer_is_readable_without_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, written) = one_file_archive(dir.path(), 1);
+        written.verified.unwrap();
+        assert_eq!(read_meta(&path).unwrap(), meta(1));
+        // A truncated file has no trailer: said plainly.
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let e = read_meta(&path).unwrap_err().to_string();
+        assert!(e.contains("no steward trailer"), "{e}");
+    }
+
+    #[test]
+    fn verify_counts_a_manifest_that_disagrees_with_backup_json() {
+        let dir = tempfile::tempdir().unwrap();
+        // backup.json claims two files: the read-back refuses it.
+        let e = one_file_archive(dir.path(), 2)
+            .1
+            .verified
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("says 2 files"), "{e}");
+    }
 }

@@ -59,16 +59,9 @@ pub struct BackupSummary {
 
 /// The archive name for `set` at `when`: `<set>-<YYYYMMDDTHHMMSSZ>`.
 pub fn archive_id(set: &str, when: OffsetDateTime) -> String {
+    let stamp = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
     let t = when.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{set}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    format!("{set}-{}", t.format(stamp).unwrap_or_default())
 }
 
 /// Removes `.partial` files a crashed run left in a set's folder. Called with the backup
@@ -302,7 +295,7 @@ fn write_archive(
                 tally.dirs += 1;
             }
             Kind::Symlink(target) => {
-                writer.append_symlink(&name, &e.meta, target)?;
+                writer.append_link(&name, &e.meta, target, false)?;
                 tally.symlinks += 1;
             }
             Kind::Special(what) => {
@@ -314,7 +307,7 @@ fn write_archive(
                 if e.meta.nlink() > 1
                     && let Some(first) = links.get(&key)
                 {
-                    writer.append_hardlink(&name, &e.meta, first)?;
+                    writer.append_link(&name, &e.meta, first, true)?;
                     tally.hardlinks += 1;
                     return Ok(());
                 }

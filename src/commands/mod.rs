@@ -47,19 +47,11 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// A Unix time as `2026-11-21 03:00:12Z`.
 fn show_time(unix: i64) -> String {
+    let shown = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
     time::OffsetDateTime::from_unix_timestamp(unix)
-        .map(|t| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        })
-        .unwrap_or_else(|_| unix.to_string())
+        .ok()
+        .and_then(|t| t.format(shown).ok())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Bytes in IEC units.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::common::{Env, random_file, stderr, stdout, tool, wait_for};
+use crate::common::{Env, extract, random_file, stderr, stdout, tool, wait_for};
 
 /// Builds a tree with every kind of entry the archive must keep.
 fn odd_tree(root: &Path) -> PathBuf {
@@ -138,18 +138,7 @@ fn round_trip_restores_with_plain_tar_and_sha256sum() {
     );
     // Plain tar extracts it, and sha256sum checks every file against the manifest.
     let out_dir = env.root.join("restored");
-    fs::create_dir(&out_dir).unwrap();
-    tool(
-        "tar",
-        &[
-            "--zstd".as_ref(),
-            "-xf".as_ref(),
-            archive.as_os_str(),
-            "-C".as_ref(),
-            out_dir.as_os_str(),
-        ],
-        &env.root,
-    );
+    extract(archive, &out_dir);
     let listed = tool(
         "sha256sum",
         &[
@@ -260,19 +249,8 @@ fn live_writer_test(journal_mode: &str) {
     );
 
     let out = env.root.join("out");
-    fs::create_dir(&out).unwrap();
     let archive = env.archives("db").pop().unwrap();
-    tool(
-        "tar",
-        &[
-            "--zstd".as_ref(),
-            "-xf".as_ref(),
-            archive.as_os_str(),
-            "-C".as_ref(),
-            out.as_os_str(),
-        ],
-        &env.root,
-    );
+    extract(&archive, &out);
     let copy = out.join(db_path.strip_prefix("/").unwrap());
     // Side files were not archived: the copy stands alone.
     let mut wal = copy.as_os_str().to_owned();
@@ -306,14 +284,20 @@ fn sqlite_rollback_database_with_live_writer_is_copied_consistently() {
     live_writer_test("DELETE");
 }
 
-#[test]
-fn unchanged_rerun_writes_no_new_archive_until_something_changes() {
+/// An env with one set `s` over a folder holding `a.txt`, backed up once.
+fn one_small_backup() -> (Env, PathBuf) {
     let env = Env::new();
     let data = env.root.join("data");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("a.txt"), "one").unwrap();
     env.one_set("s", &[&data], "");
     env.cmd().arg("backup").assert().success();
+    (env, data)
+}
+
+#[test]
+fn unchanged_rerun_writes_no_new_archive_until_something_changes() {
+    let (env, data) = one_small_backup();
     let a = env.cmd().args(["backup", "--json"]).assert().success();
     let json: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
     assert_eq!(json[0]["result"], "unchanged");
@@ -373,12 +357,7 @@ fn excludes_sockets_and_named_sets() {
 
 #[test]
 fn reindex_rebuilds_the_catalog_from_the_backup_disk() {
-    let env = Env::new();
-    let data = env.root.join("data");
-    fs::create_dir_all(&data).unwrap();
-    fs::write(data.join("a.txt"), "one").unwrap();
-    env.one_set("s", &[&data], "");
-    env.cmd().arg("backup").assert().success();
+    let (env, data) = one_small_backup();
     fs::write(data.join("a.txt"), "two").unwrap();
     env.cmd().arg("backup").assert().success();
     let listed = stdout(
@@ -466,4 +445,30 @@ fn embedded_default_runs_without_any_config_file() {
         .assert()
         .success();
     assert!(stdout(&a).contains("via-env"), "{}", stdout(&a));
+}
+
+/// Regression: steward's own read of a WAL database creates an empty `-wal` and a `-shm`
+/// beside it, which used to count as a change, so the second run wrote a new archive.
+#[test]
+fn regression_snapshot_side_files_do_not_defeat_the_unchanged_skip() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let db = Connection::open(data.join("app.db")).unwrap();
+    db.pragma_update(None, "journal_mode", "WAL").unwrap();
+    db.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1);")
+        .unwrap();
+    drop(db); // the last connection checkpoints and removes -wal and -shm
+    assert!(!data.join("app.db-wal").exists());
+    env.one_set("db", &[&data], "");
+    env.cmd().arg("backup").assert().success();
+    let a = env.cmd().args(["backup", "--json"]).assert().success();
+    assert!(stdout(&a).contains("\"unchanged\""), "{}", stdout(&a));
+    assert_eq!(env.archives("db").len(), 1);
+    // A real write is a change.
+    let db = Connection::open(data.join("app.db")).unwrap();
+    db.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    drop(db);
+    env.cmd().arg("backup").assert().success();
+    assert_eq!(env.archives("db").len(), 2);
 }

@@ -170,3 +170,16 @@ pub fn stdout(a: &assert_cmd::assert::Assert) -> String {
 pub fn stderr(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&a.get_output().stderr).into_owned()
 }
+
+/// Extracts `archive` with the real `tar --zstd` into the new folder `into`.
+pub fn extract(archive: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    let args = [
+        "--zstd".as_ref(),
+        "-xf".as_ref(),
+        archive.as_os_str(),
+        "-C".as_ref(),
+        into.as_os_str(),
+    ];
+    tool("tar", &args, into);
+}
