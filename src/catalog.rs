@@ -278,6 +278,14 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Removes one backup's row.
+    pub fn delete_backup(&self, id: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute("DELETE FROM backups WHERE id = ?1", [id])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Replaces every backup row with `records`, in one transaction.
     pub fn replace_backups(&mut self, records: &[BackupRecord]) -> Result<(), CatalogError> {
         let path = self.path.clone();

@@ -27,6 +27,8 @@ pub enum Command {
     Backups(BackupsCommand),
     /// Read archives back in full and check them against their sidecar and manifest.
     Verify(VerifyArgs),
+    /// Apply the retention policy: a table of every backup, KEEP or REMOVE and why.
+    Prune(PruneArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -79,6 +81,19 @@ pub struct VerifyArgs {
     /// Only backups of this set.
     #[arg(long, value_name = "SET")]
     pub set: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only this set.
+    #[arg(long, value_name = "SET")]
+    pub set: Option<String>,
+    /// Show what would be removed, remove nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::retention::KeepPolicy;
+
 /// The configuration used when no file is found: state under `~/.local/state/steward`,
 /// no backup sets, and the seed thresholds for checks (memory 80 %, CPU 80 %, disk 90 %).
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.toml");
@@ -84,6 +86,8 @@ pub struct BackupConfig {
     pub threads: u32,
     /// A backup refuses to start when the destination has less free space than this.
     pub min_free_space: u64,
+    /// Prune each set right after its new backup (default true).
+    pub prune_after_backup: bool,
     pub sets: Vec<BackupSet>,
 }
 
@@ -97,6 +101,8 @@ pub struct BackupSet {
     #[serde(serialize_with = "ser_opt_duration")]
     pub max_age: Option<Duration>,
     pub one_file_system: bool,
+    /// The set's own `[backup.set.keep]`, else `[backup.keep]`; empty keeps everything.
+    pub keep: KeepPolicy,
 }
 
 /// Seed thresholds; the checks module gives them meaning.
@@ -156,8 +162,22 @@ struct RawBackup {
     compression_level: Option<Spanned<i32>>,
     threads: Option<u32>,
     min_free_space: Option<Size>,
+    prune_after_backup: Option<bool>,
+    keep: Option<Spanned<RawKeep>>,
     #[serde(default)]
     set: Vec<RawSet>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawKeep {
+    last: Option<i64>,
+    hourly: Option<i64>,
+    daily: Option<i64>,
+    weekly: Option<i64>,
+    monthly: Option<i64>,
+    yearly: Option<i64>,
+    within: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +190,7 @@ struct RawSet {
     max_age: Option<HumanDuration>,
     #[serde(default)]
     one_file_system: bool,
+    keep: Option<Spanned<RawKeep>>,
 }
 
 #[derive(Deserialize)]
@@ -418,6 +439,10 @@ impl Validator<'_> {
             Some(l) => *l.get_ref(),
             None => 3,
         };
+        let global_keep = match &raw.backup.keep {
+            Some(k) => self.keep(k, "backup.keep")?,
+            None => KeepPolicy::default(),
+        };
         let mut sets: Vec<BackupSet> = Vec::new();
         for s in &raw.backup.set {
             let name = s.name.get_ref();
@@ -476,6 +501,10 @@ impl Validator<'_> {
                 exclude,
                 max_age: s.max_age.map(|d| d.0),
                 one_file_system: s.one_file_system,
+                keep: match &s.keep {
+                    Some(k) => self.keep(k, "backup.set.keep")?,
+                    None => global_keep.clone(),
+                },
             });
         }
         let checks = ChecksConfig {
@@ -511,10 +540,43 @@ impl Validator<'_> {
                 compression_level,
                 threads: raw.backup.threads.unwrap_or(0),
                 min_free_space: raw.backup.min_free_space.map_or(0, |s| s.0),
+                prune_after_backup: raw.backup.prune_after_backup.unwrap_or(true),
                 sets,
             },
             checks,
         })
+    }
+
+    fn keep(&self, k: &Spanned<RawKeep>, key: &str) -> Result<KeepPolicy, ConfigError> {
+        let r = k.get_ref();
+        let policy = KeepPolicy {
+            last: r.last,
+            hourly: r.hourly,
+            daily: r.daily,
+            weekly: r.weekly,
+            monthly: r.monthly,
+            yearly: r.yearly,
+            within: r.within.map(|d| d.0),
+        };
+        for (name, v) in policy.counts() {
+            if let Some(n) = v
+                && n < -1
+            {
+                return Err(self.spanned_err(
+                    k,
+                    &format!("{key}.{name}"),
+                    format!("{n} is not a count; use 0 or more, or -1 for unlimited"),
+                ));
+            }
+        }
+        if policy.within.is_some_and(|d| d.is_zero()) {
+            return Err(self.spanned_err(
+                k,
+                &format!("{key}.within"),
+                "must be longer than zero".into(),
+            ));
+        }
+        Ok(policy)
     }
 
     fn threshold(&self, t: Threshold, key: &str) -> Result<Threshold, ConfigError> {
@@ -644,6 +706,27 @@ mod tests {
         assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
         assert_eq!(expand_path("/a/./b/../c").unwrap(), PathBuf::from("/a/c"));
         assert!(expand_path("relative/x").is_err());
+    }
+
+    #[test]
+    fn set_keep_overrides_the_global_policy() {
+        let c = parse(
+            "[backup]\ndestination = \"/b\"\n[backup.keep]\ndaily = 7\nwithin = \"2d\"\n\
+             [[backup.set]]\nname = \"a\"\npaths = [\"/a\"]\n\
+             [[backup.set]]\nname = \"b\"\npaths = [\"/c\"]\n[backup.set.keep]\nlast = 3\n",
+            Origin::Embedded,
+        )
+        .unwrap();
+        assert_eq!(c.backup.sets[0].keep.daily, Some(7));
+        assert_eq!(
+            c.backup.sets[0].keep.within,
+            Some(Duration::from_secs(2 * 86400))
+        );
+        assert_eq!(c.backup.sets[1].keep.last, Some(3));
+        assert_eq!(c.backup.sets[1].keep.daily, None);
+        assert!(c.backup.prune_after_backup);
+        let e = err("[backup.keep]\ndaily = -5\n");
+        assert!(e.contains("backup.keep.daily"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,10 @@ pub mod cli;
 mod commands;
 pub mod config;
 pub mod error;
+mod fault;
 pub mod fsutil;
 pub mod lock;
+pub mod retention;
 
 use std::process::ExitCode;
 

@@ -11,5 +11,9 @@ mod backup;
 mod config;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/prune.rs"]
+mod prune;
+#[path = "integration/restic.rs"]
+mod restic;
 #[path = "integration/verify.rs"]
 mod verify;

@@ -8,6 +8,7 @@ mod create;
 mod follow;
 pub mod manifest;
 mod pipe;
+mod prune;
 mod sqlite;
 mod verify;
 pub mod walk;
@@ -15,6 +16,7 @@ pub mod walk;
 use std::path::{Path, PathBuf};
 
 pub use create::{BackupOptions, BackupSummary, SetOutcome, backup_set};
+pub use prune::{Action, PruneReport, PruneRow, prune_set};
 pub use verify::{ReindexReport, VerifyOutcome, reindex, verify_backup};
 
 /// Failures of a backup, verify or reindex, each naming the set, file or archive.

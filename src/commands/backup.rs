@@ -47,7 +47,9 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
     }
     let progress = super::progress::for_stderr();
     let options = BackupOptions { force: args.force };
+    let tz = jiff::tz::TimeZone::system();
     let mut results = Vec::new();
+    let mut prunes = Vec::new();
     let mut failures = Vec::new();
     for set in sets {
         let run_id = catalog.start_run("backup", Some(&set.name))?;
@@ -69,6 +71,15 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
                 };
                 catalog.finish_run(run_id, status, &summary)?;
                 results.push(o);
+                if cfg.backup.prune_after_backup && !set.keep.is_empty() {
+                    match crate::backup::prune_set(cfg, &catalog, set, &tz, false) {
+                        Ok(r) => prunes.push(r),
+                        Err(e) => failures.push(
+                            anyhow::Error::new(e)
+                                .context(format!("pruning set {:?} after its backup", set.name)),
+                        ),
+                    }
+                }
             }
             Err(e) => {
                 catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
@@ -82,6 +93,9 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
     } else {
         for o in &results {
             print_outcome(o);
+        }
+        for r in &prunes {
+            super::prune::print_report(r, &tz);
         }
     }
     for e in &failures {

@@ -5,6 +5,7 @@ mod backup;
 mod backups;
 mod config;
 mod progress;
+mod prune;
 mod verify;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(a) => backup::run(&cfg, a),
         Command::Backups(c) => backups::run(&cfg, c),
         Command::Verify(a) => verify::run(&cfg, a),
+        Command::Prune(a) => prune::run(&cfg, a),
         Command::Config(c) => config::run(&cfg, c),
     }
 }

@@ -194,6 +194,8 @@ fn round_trip_restores_with_plain_tar_and_sha256sum() {
     );
     // Archive and sidecar are private.
     assert_eq!(fs::metadata(archive).unwrap().mode() & 0o777, 0o600);
+    let sc = archive.parent().unwrap().join(&sidecar);
+    assert_eq!(fs::metadata(sc).unwrap().mode() & 0o777, 0o600);
 }
 
 /// A writer commits a row every few milliseconds while steward backs the database up.
@@ -360,12 +362,7 @@ fn reindex_rebuilds_the_catalog_from_the_backup_disk() {
     let (env, data) = one_small_backup();
     fs::write(data.join("a.txt"), "two").unwrap();
     env.cmd().arg("backup").assert().success();
-    let listed = stdout(
-        &env.cmd()
-            .args(["backups", "list", "--json"])
-            .assert()
-            .success(),
-    );
+    let listed = env.list_json().to_string();
     let before: serde_json::Value = serde_json::from_str(&listed).unwrap();
     // The host is lost: only the backup disk remains.
     fs::remove_dir_all(&env.state).unwrap();
@@ -377,13 +374,7 @@ fn reindex_rebuilds_the_catalog_from_the_backup_disk() {
     let report: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
     assert_eq!(report["archives"], 2);
     assert_eq!(report["verified"], 2);
-    let after: serde_json::Value = serde_json::from_str(&stdout(
-        &env.cmd()
-            .args(["backups", "list", "--json"])
-            .assert()
-            .success(),
-    ))
-    .unwrap();
+    let after: serde_json::Value = env.list_json();
     let ids = |v: &serde_json::Value| -> Vec<String> {
         v.as_array()
             .unwrap()
@@ -410,13 +401,7 @@ fn reindex_rebuilds_the_catalog_from_the_backup_disk() {
         .success();
     let report: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
     assert_eq!(report["dropped"].as_array().unwrap().len(), 1);
-    let after: serde_json::Value = serde_json::from_str(&stdout(
-        &env.cmd()
-            .args(["backups", "list", "--json"])
-            .assert()
-            .success(),
-    ))
-    .unwrap();
+    let after: serde_json::Value = env.list_json();
     assert_eq!(after.as_array().unwrap().len(), 1);
     assert_eq!(after[0]["status"], "unverified");
 }

@@ -183,3 +183,26 @@ pub fn extract(archive: &Path, into: &Path) {
     ];
     tool("tar", &args, into);
 }
+
+impl Env {
+    /// Adds `line` to the config's `[backup]` table.
+    pub fn backup_option(&self, line: &str) {
+        let text = fs::read_to_string(&self.config).unwrap().replace(
+            "compression-level = 3\n",
+            &format!("compression-level = 3\n{line}\n"),
+        );
+        fs::write(&self.config, text).unwrap();
+    }
+}
+
+impl Env {
+    /// `steward backups list --json`, parsed.
+    pub fn list_json(&self) -> serde_json::Value {
+        let a = self
+            .cmd()
+            .args(["backups", "list", "--json"])
+            .assert()
+            .success();
+        serde_json::from_str(&stdout(&a)).expect("backups list --json is JSON")
+    }
+}

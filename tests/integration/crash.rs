@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::common::{Env, random_file, stderr, stdout, wait_for};
+use crate::common::{Env, random_file, stderr, wait_for};
 
 #[test]
 fn sigkill_mid_backup_leaves_no_archive_and_the_next_run_cleans_up() {
@@ -52,12 +52,7 @@ fn sigkill_mid_backup_leaves_no_archive_and_the_next_run_cleans_up() {
     assert!(!status.success());
 
     // Nothing listed, nothing visible but the hidden partial.
-    let listed = stdout(
-        &env.cmd()
-            .args(["backups", "list", "--json"])
-            .assert()
-            .success(),
-    );
+    let listed = env.list_json().to_string();
     assert_eq!(listed.trim(), "[]");
     assert!(env.archives("s").is_empty());
     assert!(

@@ -70,12 +70,7 @@ fn one_flipped_byte_fails_verify_with_exit_2_naming_the_archive() {
     let out = stdout(&a);
     assert!(out.contains("FAILED"), "{out}");
     assert!(out.contains(&archive.display().to_string()), "{out}");
-    let list = stdout(
-        &env.cmd()
-            .args(["backups", "list", "--json"])
-            .assert()
-            .success(),
-    );
+    let list = env.list_json().to_string();
     assert!(list.contains("\"failed\""), "{list}");
 }
 

@@ -1,0 +1,13 @@
+//! Crash points for tests. In debug builds, `STEWARD_CRASH_AT=<point>` aborts the process
+//! at that point, so a test can pin down what a real crash there leaves behind. Release
+//! builds compile this to nothing.
+
+/// Aborts the process here when `STEWARD_CRASH_AT` names `point` (debug builds only).
+pub fn crash_point(point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("STEWARD_CRASH_AT").is_some_and(|v| v == point) {
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = point;
+}
