@@ -75,6 +75,46 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub backup: BackupConfig,
     pub checks: ChecksConfig,
+    /// Services, in start order (every service after those it names in `after`).
+    pub services: Vec<ServiceConfig>,
+}
+
+/// A service steward can stop and start around work on its data.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ServiceConfig {
+    pub name: String,
+    pub manager: Manager,
+    pub after: Vec<String>,
+    pub health_url: Option<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub stop_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub start_timeout: Duration,
+}
+
+/// How a service is controlled.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Manager {
+    /// `systemctl [--user] stop|start|is-active UNIT`.
+    Systemd { unit: String, user: bool },
+    /// `launchctl bootout|bootstrap|print` in `gui/<uid>` (user) or `system`.
+    Launchd {
+        label: String,
+        user: bool,
+        plist: PathBuf,
+    },
+    /// Shell commands; `status` exits 0 while the service runs.
+    Command {
+        start: String,
+        stop: String,
+        status: String,
+    },
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +143,10 @@ pub struct BackupSet {
     pub one_file_system: bool,
     /// The set's own `[backup.set.keep]`, else `[backup.keep]`; empty keeps everything.
     pub keep: KeepPolicy,
+    /// Services that use this set's data: stopped around a restore (and around the backup
+    /// with `quiesce_on_backup`).
+    pub quiesce: Vec<String>,
+    pub quiesce_on_backup: bool,
 }
 
 /// Seed thresholds; the checks module gives them meaning.
@@ -147,6 +191,27 @@ struct RawConfig {
     backup: RawBackup,
     #[serde(default)]
     checks: RawChecks,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawService {
+    name: Spanned<String>,
+    manager: Spanned<String>,
+    unit: Option<String>,
+    /// "system" or "user" (systemd: `--user`; launchd: `gui/<uid>`).
+    scope: Option<Spanned<String>>,
+    plist: Option<Spanned<String>>,
+    #[serde(default)]
+    after: Vec<Spanned<String>>,
+    health_url: Option<Spanned<String>>,
+    stop_timeout: Option<HumanDuration>,
+    start_timeout: Option<HumanDuration>,
+    start: Option<String>,
+    stop: Option<String>,
+    status: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,6 +256,10 @@ struct RawSet {
     #[serde(default)]
     one_file_system: bool,
     keep: Option<Spanned<RawKeep>>,
+    #[serde(default)]
+    quiesce: Vec<Spanned<String>>,
+    #[serde(default)]
+    quiesce_on_backup: bool,
 }
 
 #[derive(Deserialize)]
@@ -505,6 +574,19 @@ impl Validator<'_> {
                     Some(k) => self.keep(k, "backup.set.keep")?,
                     None => global_keep.clone(),
                 },
+                quiesce: {
+                    for q in &s.quiesce {
+                        if !raw.service.iter().any(|r| r.name.get_ref() == q.get_ref()) {
+                            return Err(self.spanned_err(
+                                q,
+                                "backup.set.quiesce",
+                                format!("no [[service]] named {:?}", q.get_ref()),
+                            ));
+                        }
+                    }
+                    s.quiesce.iter().map(|q| q.get_ref().clone()).collect()
+                },
+                quiesce_on_backup: s.quiesce_on_backup,
             });
         }
         let checks = ChecksConfig {
@@ -532,8 +614,10 @@ impl Validator<'_> {
             },
             "checks.disk",
         )?;
+        let services = self.services(&raw.service)?;
         Ok(Config {
             origin: self.origin.clone(),
+            services,
             state_dir,
             backup: BackupConfig {
                 destination,
@@ -545,6 +629,120 @@ impl Validator<'_> {
             },
             checks,
         })
+    }
+
+    /// Validates `[[service]]` entries and orders them so each starts after its `after`.
+    fn services(&self, raw: &[RawService]) -> Result<Vec<ServiceConfig>, ConfigError> {
+        let mut out: Vec<ServiceConfig> = Vec::new();
+        for r in raw {
+            let name = r.name.get_ref();
+            if name.is_empty() || raw.iter().filter(|o| o.name.get_ref() == name).count() > 1 {
+                return Err(self.spanned_err(
+                    &r.name,
+                    "service.name",
+                    format!("service name {name:?} is empty or defined twice"),
+                ));
+            }
+            let user = match r.scope.as_ref().map(|s| s.get_ref().as_str()) {
+                None => r.manager.get_ref() == "launchd",
+                Some("user") => true,
+                Some("system") => false,
+                Some(other) => {
+                    return Err(self.spanned_err(
+                        r.scope.as_ref().expect("scope present"),
+                        "service.scope",
+                        format!("{other:?} is not \"system\" or \"user\""),
+                    ));
+                }
+            };
+            let need = |v: &Option<String>, key: &str| {
+                v.clone().filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+                    self.spanned_err(
+                        &r.manager,
+                        &format!("service.{key}"),
+                        format!("service {name:?} ({}) needs `{key}`", r.manager.get_ref()),
+                    )
+                })
+            };
+            let manager = match r.manager.get_ref().as_str() {
+                "systemd" => Manager::Systemd {
+                    unit: need(&r.unit, "unit")?,
+                    user,
+                },
+                "launchd" => {
+                    let label = need(&r.unit, "unit")?;
+                    let plist = match &r.plist {
+                        Some(p) => self.path(p, "service.plist")?.value,
+                        None if user => expand_path(&format!("~/Library/LaunchAgents/{label}.plist"))
+                            .map_err(|m| self.spanned_err(&r.manager, "service.plist", m))?,
+                        None => PathBuf::from(format!("/Library/LaunchDaemons/{label}.plist")),
+                    };
+                    Manager::Launchd { label, user, plist }
+                }
+                "command" => Manager::Command {
+                    start: need(&r.start, "start")?,
+                    stop: need(&r.stop, "stop")?,
+                    status: need(&r.status, "status")?,
+                },
+                other => {
+                    return Err(self.spanned_err(
+                        &r.manager,
+                        "service.manager",
+                        format!("{other:?} is not one of \"systemd\", \"launchd\", \"command\""),
+                    ));
+                }
+            };
+            for a in &r.after {
+                if !raw.iter().any(|o| o.name.get_ref() == a.get_ref()) {
+                    return Err(self.spanned_err(
+                        a,
+                        "service.after",
+                        format!("no [[service]] named {:?}", a.get_ref()),
+                    ));
+                }
+            }
+            if let Some(u) = &r.health_url
+                && !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://"))
+            {
+                return Err(self.spanned_err(
+                    u,
+                    "service.health-url",
+                    format!("{:?} is not an http:// or https:// URL", u.get_ref()),
+                ));
+            }
+            out.push(ServiceConfig {
+                name: name.clone(),
+                manager,
+                after: r.after.iter().map(|a| a.get_ref().clone()).collect(),
+                health_url: r.health_url.as_ref().map(|u| u.get_ref().clone()),
+                stop_timeout: r.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
+                start_timeout: r.start_timeout.map_or(Duration::from_secs(60), |d| d.0),
+            });
+        }
+        // Order: each service after everything in its `after` (Kahn's algorithm, stable).
+        let mut ordered: Vec<ServiceConfig> = Vec::new();
+        let mut pending = out;
+        while !pending.is_empty() {
+            let ready = pending
+                .iter()
+                .position(|s| s.after.iter().all(|a| ordered.iter().any(|o| &o.name == a)));
+            match ready {
+                Some(i) => ordered.push(pending.remove(i)),
+                None => {
+                    let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
+                    let first = raw
+                        .iter()
+                        .find(|r| r.name.get_ref() == names[0])
+                        .expect("pending service is configured");
+                    return Err(self.spanned_err(
+                        &first.name,
+                        "service.after",
+                        format!("services {} depend on each other in a cycle", names.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(ordered)
     }
 
     fn keep(&self, k: &Spanned<RawKeep>, key: &str) -> Result<KeepPolicy, ConfigError> {
@@ -727,6 +925,32 @@ mod tests {
         assert!(c.backup.prune_after_backup);
         let e = err("[backup.keep]\ndaily = -5\n");
         assert!(e.contains("backup.keep.daily"), "{e}");
+    }
+
+    #[test]
+    fn services_are_ordered_and_validated() {
+        let c = parse(
+            "[[service]]\nname = \"web\"\nmanager = \"systemd\"\nunit = \"web.service\"\nafter = [\"api\"]\n\
+             [[service]]\nname = \"api\"\nmanager = \"command\"\nstart = \"a\"\nstop = \"b\"\nstatus = \"c\"\n\
+             [[service]]\nname = \"ollama\"\nmanager = \"launchd\"\nunit = \"com.ollama.ollama\"\n",
+            Origin::Embedded,
+        )
+        .unwrap();
+        let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", "web", "ollama"]);
+        assert!(matches!(c.services[2].manager, Manager::Launchd { user: true, .. }));
+        assert!(matches!(c.services[1].manager, Manager::Systemd { user: false, .. }));
+        let e = err("[[service]]\nname = \"a\"\nmanager = \"command\"\nstart = \"x\"\n");
+        assert!(e.contains("needs `stop`"), "{e}");
+        let e = err(
+            "[[service]]\nname = \"a\"\nmanager = \"systemd\"\nunit = \"a\"\nafter = [\"b\"]\n\
+             [[service]]\nname = \"b\"\nmanager = \"systemd\"\nunit = \"b\"\nafter = [\"a\"]\n",
+        );
+        assert!(e.contains("cycle"), "{e}");
+        let e = err(
+            "[backup]\ndestination = \"/b\"\n[[backup.set]]\nname = \"s\"\npaths = [\"/a\"]\nquiesce = [\"ghost\"]\n",
+        );
+        assert!(e.starts_with("/x/s.toml:6:") && e.contains("ghost"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod fault;
 pub mod fsutil;
 pub mod lock;
 pub mod retention;
+pub mod services;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,523 @@
+//! Services: stopping and starting the programs that use the data, through systemd,
+//! launchd or plain commands, and the quiesce guard that always brings them back.
+//!
+//! Every external command goes through a [`Runner`], so tests check the exact `systemctl`
+//! and `launchctl` command lines, and run `command` services as real processes.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{Manager, ServiceConfig};
+
+/// A service that could not be stopped, started or asked about.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("service {name}: `{command}` failed: {detail}")]
+    Command {
+        name: String,
+        command: String,
+        detail: String,
+    },
+    #[error("service {name} did not stop within {timeout:?}")]
+    DidNotStop { name: String, timeout: Duration },
+    #[error("service {name} did not come back within {timeout:?}: {detail}")]
+    DidNotStart {
+        name: String,
+        timeout: Duration,
+        detail: String,
+    },
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub success: bool,
+    /// stdout and stderr, for error messages.
+    pub output: String,
+}
+
+/// Runs external commands: the real one spawns processes; tests record them.
+pub trait Runner: Sync {
+    /// Runs `argv`, waiting at most `timeout`.
+    fn run(&self, argv: &[String], timeout: Duration) -> std::io::Result<Outcome>;
+    /// The user id for launchd's `gui/<uid>` domain.
+    fn uid(&self) -> u32 {
+        // SAFETY: getuid has no preconditions.
+        unsafe { libc::getuid() }
+    }
+}
+
+/// Runs commands as real processes. Output goes to a temporary file rather than a pipe,
+/// because a `start` command that leaves a daemon behind would hold a pipe open forever.
+pub struct SystemRunner;
+
+impl Runner for SystemRunner {
+    fn run(&self, argv: &[String], timeout: Duration) -> std::io::Result<Outcome> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("empty command"))?;
+        let mut out = tempfile::tempfile()?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out.try_clone()?)
+            .spawn()?;
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if started.elapsed() >= timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut output = String::new();
+        use std::io::Seek;
+        out.seek(std::io::SeekFrom::Start(0))?;
+        let _ = out.take(64 * 1024).read_to_string(&mut output);
+        match status {
+            Some(s) => Ok(Outcome {
+                success: s.success(),
+                output,
+            }),
+            None => Ok(Outcome {
+                success: false,
+                output: format!("timed out after {timeout:?}; {output}"),
+            }),
+        }
+    }
+}
+
+/// What to do to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Stop,
+    Start,
+    Status,
+}
+
+/// The command line that does `verb` to `service` (for `command` services, `sh -c ...`).
+pub fn command_line(service: &ServiceConfig, verb: Verb, uid: u32) -> Vec<String> {
+    let s = |x: &str| x.to_string();
+    match &service.manager {
+        Manager::Systemd { unit, user } => {
+            let mut v = vec![s("systemctl")];
+            if *user {
+                v.push(s("--user"));
+            }
+            match verb {
+                Verb::Stop => v.extend([s("stop"), unit.clone()]),
+                Verb::Start => v.extend([s("start"), unit.clone()]),
+                Verb::Status => v.extend([s("is-active"), s("--quiet"), unit.clone()]),
+            }
+            v
+        }
+        Manager::Launchd { label, user, plist } => {
+            let domain = if *user {
+                format!("gui/{uid}")
+            } else {
+                s("system")
+            };
+            match verb {
+                // bootout, not kill: a KeepAlive job that is only killed comes right back.
+                Verb::Stop => vec![s("launchctl"), s("bootout"), format!("{domain}/{label}")],
+                Verb::Start => vec![
+                    s("launchctl"),
+                    s("bootstrap"),
+                    domain,
+                    plist.to_string_lossy().into_owned(),
+                ],
+                Verb::Status => vec![s("launchctl"), s("print"), format!("{domain}/{label}")],
+            }
+        }
+        Manager::Command {
+            start,
+            stop,
+            status,
+        } => {
+            let cmd = match verb {
+                Verb::Stop => stop,
+                Verb::Start => start,
+                Verb::Status => status,
+            };
+            vec![s("sh"), s("-c"), cmd.clone()]
+        }
+    }
+}
+
+/// Controls services through a runner.
+pub struct Controller<'a> {
+    pub runner: &'a dyn Runner,
+}
+
+impl Controller<'_> {
+    fn run(&self, svc: &ServiceConfig, verb: Verb, timeout: Duration) -> Result<Outcome, ServiceError> {
+        let argv = command_line(svc, verb, self.runner.uid());
+        self.runner
+            .run(&argv, timeout)
+            .map_err(|e| ServiceError::Command {
+                name: svc.name.clone(),
+                command: argv.join(" "),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Whether the service runs now.
+    pub fn is_running(&self, svc: &ServiceConfig) -> Result<bool, ServiceError> {
+        let out = self.run(svc, Verb::Status, Duration::from_secs(30))?;
+        Ok(match &svc.manager {
+            // `launchctl print` succeeds for a loaded job; only `state = running` runs.
+            Manager::Launchd { .. } => out.success && out.output.contains("state = running"),
+            _ => out.success,
+        })
+    }
+
+    /// Stops the service and waits until it is down, for at most its stop timeout.
+    pub fn stop(&self, svc: &ServiceConfig) -> Result<(), ServiceError> {
+        let out = self.run(svc, Verb::Stop, svc.stop_timeout)?;
+        if !out.success {
+            return Err(ServiceError::Command {
+                name: svc.name.clone(),
+                command: command_line(svc, Verb::Stop, self.runner.uid()).join(" "),
+                detail: out.output.trim().to_string(),
+            });
+        }
+        let started = Instant::now();
+        while self.is_running(svc)? {
+            if started.elapsed() >= svc.stop_timeout {
+                return Err(ServiceError::DidNotStop {
+                    name: svc.name.clone(),
+                    timeout: svc.stop_timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts the service and waits until it runs and its health URL answers 2xx, for at
+    /// most its start timeout.
+    pub fn start(&self, svc: &ServiceConfig) -> Result<(), ServiceError> {
+        let out = self.run(svc, Verb::Start, svc.start_timeout)?;
+        if !out.success {
+            return Err(ServiceError::Command {
+                name: svc.name.clone(),
+                command: command_line(svc, Verb::Start, self.runner.uid()).join(" "),
+                detail: out.output.trim().to_string(),
+            });
+        }
+        let started = Instant::now();
+        let mut last = String::from("not running");
+        loop {
+            if self.is_running(svc)? {
+                match &svc.health_url {
+                    None => return Ok(()),
+                    Some(url) => match health(url, Duration::from_secs(5)) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last = format!("{url}: {e}"),
+                    },
+                }
+            }
+            if started.elapsed() >= svc.start_timeout {
+                return Err(ServiceError::DidNotStart {
+                    name: svc.name.clone(),
+                    timeout: svc.start_timeout,
+                    detail: last,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// GETs `url`; Ok on a 2xx answer.
+pub fn health(url: &str, timeout: Duration) -> Result<(), String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build(),
+    );
+    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("HTTP {status}"))
+    }
+}
+
+/// Services stopped for some work; started again by [`Quiesced::resume`], or when
+/// dropped, so no early return or panic can leave them down.
+pub struct Quiesced<'a> {
+    controller: Controller<'a>,
+    /// In stop order; restarted in reverse of it.
+    stopped: Vec<ServiceConfig>,
+    done: bool,
+}
+
+impl<'a> Quiesced<'a> {
+    /// Nothing stopped (for `--no-quiesce` and restores elsewhere).
+    pub fn none(runner: &'a dyn Runner) -> Self {
+        Quiesced {
+            controller: Controller { runner },
+            stopped: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Names of the services that were stopped, in stop order.
+    pub fn stopped(&self) -> Vec<String> {
+        self.stopped.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Starts what was stopped, in start order; returns every failure.
+    pub fn resume(mut self) -> Vec<ServiceError> {
+        self.resume_inner()
+    }
+
+    fn resume_inner(&mut self) -> Vec<ServiceError> {
+        self.done = true;
+        let mut errors = Vec::new();
+        while let Some(svc) = self.stopped.pop() {
+            if let Err(e) = self.controller.start(&svc) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Quiesced<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.resume_inner();
+        }
+    }
+}
+
+/// Stops the named services that are running, in reverse start order, each waited for up
+/// to its stop timeout. On failure the ones already stopped are started again and the
+/// error returned. `all` is the configured list, already in start order.
+pub fn quiesce<'a>(
+    all: &[ServiceConfig],
+    names: &[String],
+    runner: &'a dyn Runner,
+    mut note: impl FnMut(&str),
+) -> Result<Quiesced<'a>, ServiceError> {
+    let mut q = Quiesced::none(runner);
+    for svc in all.iter().rev().filter(|s| names.contains(&s.name)) {
+        let running = match q.controller.is_running(svc) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = q.resume_inner();
+                return Err(e);
+            }
+        };
+        if !running {
+            note(&format!("service {} is not running; left as it is", svc.name));
+            continue;
+        }
+        note(&format!("stopping service {}", svc.name));
+        if let Err(e) = q.controller.stop(svc) {
+            // Whatever state it is in, try to bring it back with the others.
+            q.stopped.push(svc.clone());
+            let _ = q.resume_inner();
+            return Err(e);
+        }
+        q.stopped.push(svc.clone());
+    }
+    Ok(q)
+}
+
+/// Starts `names` (a journal's record of what an interrupted run had stopped), in start
+/// order; returns every failure.
+pub fn start_named(all: &[ServiceConfig], names: &[String], runner: &dyn Runner) -> Vec<ServiceError> {
+    let c = Controller { runner };
+    all.iter()
+        .filter(|s| names.contains(&s.name))
+        .filter_map(|s| match c.is_running(s) {
+            Ok(true) => None,
+            _ => c.start(s).err(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+
+    fn svc(name: &str, manager: Manager) -> ServiceConfig {
+        ServiceConfig {
+            name: name.into(),
+            manager,
+            after: vec![],
+            health_url: None,
+            stop_timeout: Duration::from_millis(300),
+            start_timeout: Duration::from_millis(300),
+        }
+    }
+
+    /// Records every command and answers from a script of (prefix, success, output).
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        running: Mutex<std::collections::HashMap<String, bool>>,
+    }
+
+    impl Runner for Recorder {
+        fn run(&self, argv: &[String], _: Duration) -> std::io::Result<Outcome> {
+            let line = argv.join(" ");
+            self.calls.lock().unwrap().push(line.clone());
+            let mut running = self.running.lock().unwrap();
+            let target = argv.last().cloned().unwrap_or_default();
+            let ok = |output: &str| Outcome {
+                success: true,
+                output: output.into(),
+            };
+            Ok(if line.contains(" stop ") || line.contains(" bootout ") {
+                running.insert(target.rsplit('/').next().unwrap().into(), false);
+                ok("")
+            } else if line.contains(" start ") {
+                running.insert(target, true);
+                ok("")
+            } else if line.contains(" bootstrap ") {
+                let label = target.rsplit('/').next().unwrap().trim_end_matches(".plist");
+                running.insert(label.into(), true);
+                ok("")
+            } else {
+                let name = target.rsplit('/').next().unwrap().to_string();
+                let up = *running.get(&name).unwrap_or(&true);
+                if line.starts_with("launchctl print") {
+                    ok(if up { "state = running" } else { "state = waiting" })
+                } else {
+                    Outcome {
+                        success: up,
+                        output: String::new(),
+                    }
+                }
+            })
+        }
+        fn uid(&self) -> u32 {
+            501
+        }
+    }
+
+    #[test]
+    fn systemd_and_launchd_adapters_run_the_exact_commands() {
+        let rec = Recorder {
+            calls: Mutex::new(vec![]),
+            running: Mutex::new(Default::default()),
+        };
+        let all = vec![
+            svc(
+                "api",
+                Manager::Systemd {
+                    unit: "api.service".into(),
+                    user: false,
+                },
+            ),
+            svc(
+                "worker",
+                Manager::Systemd {
+                    unit: "worker.service".into(),
+                    user: true,
+                },
+            ),
+            svc(
+                "ollama",
+                Manager::Launchd {
+                    label: "com.ollama.ollama".into(),
+                    user: true,
+                    plist: PathBuf::from("/Users/me/Library/LaunchAgents/com.ollama.ollama.plist"),
+                },
+            ),
+            svc(
+                "db",
+                Manager::Launchd {
+                    label: "org.db".into(),
+                    user: false,
+                    plist: PathBuf::from("/Library/LaunchDaemons/org.db.plist"),
+                },
+            ),
+        ];
+        let names: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+        let q = quiesce(&all, &names, &rec, |_| {}).unwrap();
+        assert_eq!(q.stopped(), ["db", "ollama", "worker", "api"]);
+        assert!(q.resume().is_empty());
+        let calls = rec.calls.lock().unwrap().clone();
+        let expected = [
+            "launchctl print system/org.db",
+            "launchctl bootout system/org.db",
+            "launchctl print system/org.db",
+            "launchctl print gui/501/com.ollama.ollama",
+            "launchctl bootout gui/501/com.ollama.ollama",
+            "launchctl print gui/501/com.ollama.ollama",
+            "systemctl --user is-active --quiet worker.service",
+            "systemctl --user stop worker.service",
+            "systemctl --user is-active --quiet worker.service",
+            "systemctl is-active --quiet api.service",
+            "systemctl stop api.service",
+            "systemctl is-active --quiet api.service",
+            // Started again in start order.
+            "systemctl start api.service",
+            "systemctl is-active --quiet api.service",
+            "systemctl --user start worker.service",
+            "systemctl --user is-active --quiet worker.service",
+            "launchctl bootstrap gui/501 /Users/me/Library/LaunchAgents/com.ollama.ollama.plist",
+            "launchctl print gui/501/com.ollama.ollama",
+        ];
+        assert_eq!(&calls[..expected.len()], expected);
+        assert!(calls[expected.len()].starts_with("launchctl bootstrap system /Library/LaunchDaemons/org.db.plist"));
+    }
+
+    #[test]
+    fn a_service_that_will_not_stop_restarts_the_ones_already_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("b-up");
+        let a_up = dir.path().join("a-up");
+        std::fs::write(&flag, "").unwrap();
+        std::fs::write(&a_up, "").unwrap();
+        let cmd = |up: &std::path::Path, stop: &str| Manager::Command {
+            start: format!("touch {}", up.display()),
+            stop: stop.to_string(),
+            status: format!("test -e {}", up.display()),
+        };
+        let all = vec![
+            svc("b", cmd(&flag, "true")), // "stops" but stays up
+            svc("a", cmd(&a_up, &format!("rm {}", a_up.display()))),
+        ];
+        let names = vec!["a".to_string(), "b".to_string()];
+        let e = quiesce(&all, &names, &SystemRunner, |_| {}).err().unwrap();
+        assert!(matches!(e, ServiceError::DidNotStop { ref name, .. } if name == "b"), "{e}");
+        assert!(a_up.exists(), "a was stopped and not started again");
+    }
+
+    #[test]
+    fn dropping_the_guard_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = dir.path().join("up");
+        std::fs::write(&up, "").unwrap();
+        let all = vec![svc(
+            "a",
+            Manager::Command {
+                start: format!("touch {}", up.display()),
+                stop: format!("rm {}", up.display()),
+                status: format!("test -e {}", up.display()),
+            },
+        )];
+        {
+            let q = quiesce(&all, &["a".to_string()], &SystemRunner, |_| {}).unwrap();
+            assert!(!up.exists());
+            assert_eq!(q.stopped(), ["a"]);
+        }
+        assert!(up.exists());
+    }
+}
