@@ -29,6 +29,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Apply the retention policy: a table of every backup, KEEP or REMOVE and why.
     Prune(PruneArgs),
+    /// Restore a backup: check it, stop the services using the data, swap it in, start them.
+    Restore(RestoreArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -94,6 +96,47 @@ pub struct PruneArgs {
     /// Show what would be removed, remove nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (an id from `steward backups list`); without it, a picker on a
+    /// terminal.
+    #[arg(value_name = "ID", conflicts_with_all = ["latest", "resume", "cleanup"])]
+    pub id: Option<String>,
+    /// Only backups of this set (for the picker and --latest).
+    #[arg(long, value_name = "SET")]
+    pub set: Option<String>,
+    /// The newest verified backup (of --set).
+    #[arg(long)]
+    pub latest: bool,
+    /// Restore under DIR instead of in place: no services stopped, nothing replaced.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
+    /// Restore only entries whose absolute path matches GLOB (repeatable).
+    #[arg(long = "path", value_name = "GLOB")]
+    pub paths: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the plan and change nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Leave the services running.
+    #[arg(long)]
+    pub no_quiesce: bool,
+    /// Accept symlinks pointing outside the restored paths (recreated, never followed).
+    #[arg(long)]
+    pub allow_external_symlinks: bool,
+    /// Finish a restore that was interrupted (power loss, SIGKILL) and start its services.
+    #[arg(long, conflicts_with_all = ["cleanup", "latest"])]
+    pub resume: bool,
+    /// Remove the copies of replaced data that earlier restores kept.
+    #[arg(long, conflicts_with = "latest")]
+    pub cleanup: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

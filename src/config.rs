@@ -673,8 +673,10 @@ impl Validator<'_> {
                     let label = need(&r.unit, "unit")?;
                     let plist = match &r.plist {
                         Some(p) => self.path(p, "service.plist")?.value,
-                        None if user => expand_path(&format!("~/Library/LaunchAgents/{label}.plist"))
-                            .map_err(|m| self.spanned_err(&r.manager, "service.plist", m))?,
+                        None if user => {
+                            expand_path(&format!("~/Library/LaunchAgents/{label}.plist"))
+                                .map_err(|m| self.spanned_err(&r.manager, "service.plist", m))?
+                        }
                         None => PathBuf::from(format!("/Library/LaunchDaemons/{label}.plist")),
                     };
                     Manager::Launchd { label, user, plist }
@@ -737,7 +739,10 @@ impl Validator<'_> {
                     return Err(self.spanned_err(
                         &first.name,
                         "service.after",
-                        format!("services {} depend on each other in a cycle", names.join(", ")),
+                        format!(
+                            "services {} depend on each other in a cycle",
+                            names.join(", ")
+                        ),
                     ));
                 }
             }
@@ -938,8 +943,14 @@ mod tests {
         .unwrap();
         let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["api", "web", "ollama"]);
-        assert!(matches!(c.services[2].manager, Manager::Launchd { user: true, .. }));
-        assert!(matches!(c.services[1].manager, Manager::Systemd { user: false, .. }));
+        assert!(matches!(
+            c.services[2].manager,
+            Manager::Launchd { user: true, .. }
+        ));
+        assert!(matches!(
+            c.services[1].manager,
+            Manager::Systemd { user: false, .. }
+        ));
         let e = err("[[service]]\nname = \"a\"\nmanager = \"command\"\nstart = \"x\"\n");
         assert!(e.contains("needs `stop`"), "{e}");
         let e = err(

@@ -10,6 +10,7 @@ pub mod error;
 mod fault;
 pub mod fsutil;
 pub mod lock;
+pub mod restore;
 pub mod retention;
 pub mod services;
 

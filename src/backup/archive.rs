@@ -221,7 +221,14 @@ impl ArchiveWriter {
                     records: written,
                     files: 0,
                 };
-                verify_with(&vpath, follower, Expect::Nothing, checker, &mut |_| {})
+                verify_with(
+                    &vpath,
+                    follower,
+                    Expect::Nothing,
+                    checker,
+                    None,
+                    &mut |_| {},
+                )
             })
             .map_err(ArchiveError::io(path))?;
         let mut builder = tar::Builder::new(tx);
@@ -474,7 +481,8 @@ pub fn write_sidecar(dest: &Path, archive_name: &str, digest: &[u8; 32]) -> io::
     f.sync_all()
 }
 
-fn entry_key(path: &[u8], digest: &[u8; 32]) -> [u8; 16] {
+/// The 16-byte key comparing a file's path and SHA-256 with a manifest line.
+pub fn entry_key(path: &[u8], digest: &[u8; 32]) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(path);
     h.update([0]);
@@ -533,7 +541,7 @@ fn verify_from(
         keys: Vec::new(),
         checked: 0,
     };
-    verify_with(path, source, expect, checker, on_bytes)
+    verify_with(path, source, expect, checker, None, on_bytes)
 }
 
 /// What the writer recorded, in archive order, for the read-back that follows it.
@@ -576,11 +584,61 @@ impl Checker {
     }
 }
 
+/// One archive entry as the safety checks of a restore see it.
+pub struct EntryInfo<'a> {
+    pub path: &'a [u8],
+    pub kind: EntryType,
+    pub link: Option<&'a [u8]>,
+    pub mode: u32,
+}
+
+/// An entry check: `Err(reason)` refuses the archive.
+pub type Inspector<'a> = &'a mut dyn FnMut(&EntryInfo<'_>) -> Result<(), String>;
+
+/// [`verify`] that also shows every entry to `inspect` (for the safety checks of a restore,
+/// done in the same read as the verification, before anything is written).
+pub fn verify_inspecting(
+    path: &Path,
+    inspect: Inspector<'_>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let checker = Checker::Manifest {
+        keys: Vec::new(),
+        checked: 0,
+    };
+    verify_with(
+        path,
+        file,
+        Expect::Sidecar,
+        checker,
+        Some(inspect),
+        on_bytes,
+    )
+}
+
+/// The archive's decompressed tar stream, decompressed on another thread; the handle
+/// reports zstd errors (checksums, truncation) once the stream has been read.
+pub fn decompressed(
+    path: &Path,
+) -> Result<(PipeReader, std::thread::JoinHandle<io::Result<()>>), ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let (mut tx, rx) = pipe::pipe();
+    let handle = std::thread::spawn(move || -> io::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::new(file)?;
+        decoder.window_log_max(31)?;
+        while tx.fill_from(&mut decoder)? > 0 {}
+        tx.close()
+    });
+    Ok((rx, handle))
+}
+
 fn verify_with(
     path: &Path,
     mut source: impl Read + Send + 'static,
     expect: Expect,
     checker: Checker,
+    inspect: Option<Inspector<'_>>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
     let expected = match expect {
@@ -611,7 +669,7 @@ fn verify_with(
         while plain_tx.fill_from(&mut decoder)? > 0 {}
         plain_tx.close()
     });
-    let content = verify_stream(path, plain_rx, checker, on_bytes);
+    let content = verify_stream(path, plain_rx, checker, inspect, on_bytes);
     let read = reader
         .join()
         .map_err(|_| ArchiveError::corrupt(path, "the reader thread panicked"));
@@ -655,6 +713,7 @@ fn verify_stream(
     path: &Path,
     mut decoder: PipeReader,
     mut checker: Checker,
+    mut inspect: Option<Inspector<'_>>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<(u64, BackupMeta), ArchiveError> {
     let mut meta: Option<BackupMeta> = None;
@@ -674,6 +733,17 @@ fn verify_stream(
             current = String::from_utf8_lossy(&name).into_owned();
             let kind = entry.header().entry_type();
             on_bytes(entry.size() + 512);
+            if let Some(inspect) = inspect.as_mut() {
+                let link = entry.link_name_bytes().map(|l| l.into_owned());
+                let info = EntryInfo {
+                    path: &name,
+                    kind,
+                    link: link.as_deref(),
+                    mode: entry.header().mode().unwrap_or(0),
+                };
+                inspect(&info)
+                    .map_err(|reason| bad(format!("unsafe entry {current}: {reason}")))?;
+            }
             if name == MANIFEST_PATH.as_bytes() {
                 manifest_seen = true;
                 check_manifest(&mut entry, &mut checker, &current, &bad)?;

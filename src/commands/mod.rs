@@ -6,6 +6,7 @@ mod backups;
 mod config;
 mod progress;
 mod prune;
+mod restore;
 mod verify;
 
 use std::path::PathBuf;
@@ -18,11 +19,19 @@ use crate::cli::{Cli, Command};
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load_config(cli.config.as_deref())?;
+    let restoring = matches!(cli.command, Command::Restore(_));
+    if !restoring && let Ok(Some(j)) = crate::restore::pending(&cfg.state_dir) {
+        eprintln!(
+            "steward: warning: the restore of {} was interrupted; run `steward restore --resume`",
+            j.id
+        );
+    }
     match cli.command {
         Command::Backup(a) => backup::run(&cfg, a),
         Command::Backups(c) => backups::run(&cfg, c),
         Command::Verify(a) => verify::run(&cfg, a),
         Command::Prune(a) => prune::run(&cfg, a),
+        Command::Restore(a) => restore::run(&cfg, a),
         Command::Config(c) => config::run(&cfg, c),
     }
 }

@@ -156,7 +156,12 @@ pub struct Controller<'a> {
 }
 
 impl Controller<'_> {
-    fn run(&self, svc: &ServiceConfig, verb: Verb, timeout: Duration) -> Result<Outcome, ServiceError> {
+    fn run(
+        &self,
+        svc: &ServiceConfig,
+        verb: Verb,
+        timeout: Duration,
+    ) -> Result<Outcome, ServiceError> {
         let argv = command_line(svc, verb, self.runner.uid());
         self.runner
             .run(&argv, timeout)
@@ -321,7 +326,10 @@ pub fn quiesce<'a>(
             }
         };
         if !running {
-            note(&format!("service {} is not running; left as it is", svc.name));
+            note(&format!(
+                "service {} is not running; left as it is",
+                svc.name
+            ));
             continue;
         }
         note(&format!("stopping service {}", svc.name));
@@ -338,7 +346,11 @@ pub fn quiesce<'a>(
 
 /// Starts `names` (a journal's record of what an interrupted run had stopped), in start
 /// order; returns every failure.
-pub fn start_named(all: &[ServiceConfig], names: &[String], runner: &dyn Runner) -> Vec<ServiceError> {
+pub fn start_named(
+    all: &[ServiceConfig],
+    names: &[String],
+    runner: &dyn Runner,
+) -> Vec<ServiceError> {
     let c = Controller { runner };
     all.iter()
         .filter(|s| names.contains(&s.name))
@@ -389,14 +401,22 @@ mod tests {
                 running.insert(target, true);
                 ok("")
             } else if line.contains(" bootstrap ") {
-                let label = target.rsplit('/').next().unwrap().trim_end_matches(".plist");
+                let label = target
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(".plist");
                 running.insert(label.into(), true);
                 ok("")
             } else {
                 let name = target.rsplit('/').next().unwrap().to_string();
                 let up = *running.get(&name).unwrap_or(&true);
                 if line.starts_with("launchctl print") {
-                    ok(if up { "state = running" } else { "state = waiting" })
+                    ok(if up {
+                        "state = running"
+                    } else {
+                        "state = waiting"
+                    })
                 } else {
                     Outcome {
                         success: up,
@@ -475,7 +495,10 @@ mod tests {
             "launchctl print gui/501/com.ollama.ollama",
         ];
         assert_eq!(&calls[..expected.len()], expected);
-        assert!(calls[expected.len()].starts_with("launchctl bootstrap system /Library/LaunchDaemons/org.db.plist"));
+        assert!(
+            calls[expected.len()]
+                .starts_with("launchctl bootstrap system /Library/LaunchDaemons/org.db.plist")
+        );
     }
 
     #[test]
@@ -496,7 +519,10 @@ mod tests {
         ];
         let names = vec!["a".to_string(), "b".to_string()];
         let e = quiesce(&all, &names, &SystemRunner, |_| {}).err().unwrap();
-        assert!(matches!(e, ServiceError::DidNotStop { ref name, .. } if name == "b"), "{e}");
+        assert!(
+            matches!(e, ServiceError::DidNotStop { ref name, .. } if name == "b"),
+            "{e}"
+        );
         assert!(a_up.exists(), "a was stopped and not started again");
     }
 

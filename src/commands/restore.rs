@@ -1,0 +1,277 @@
+//! `steward restore`: choose (picker on a terminal), show the plan, confirm (typing the set
+//! name for an in-place restore), restore; `--resume` and `--cleanup`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+
+use crate::catalog::{BackupRecord, BackupStatus, Catalog, RunStatus};
+use crate::cli::RestoreArgs;
+use crate::config::Config;
+use crate::restore::{self, Plan, RestoreOptions};
+use crate::services::SystemRunner;
+
+/// Prompts go to stderr and answers come from stdin, so both must be a terminal.
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+fn ask(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        bail!("no answer (end of input); nothing was changed");
+    }
+    Ok(line.trim().to_string())
+}
+
+pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let _restore_lock = crate::lock::acquire(&cfg.state_dir, "restore")?;
+    // No backup or prune may change the destination while a restore reads it.
+    let _backup_lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
+    let runner = SystemRunner;
+    if args.cleanup {
+        let removed = restore::cleanup(cfg).context("removing rollback copies")?;
+        if args.json {
+            super::print_json(&removed)?;
+        } else if removed.is_empty() {
+            println!("no rollback copies to remove");
+        } else {
+            for r in removed {
+                println!("removed {}", r.display());
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.resume {
+        match restore::resume(cfg, &runner).context("resuming the interrupted restore")? {
+            None => println!("no interrupted restore to resume"),
+            Some(r) if args.json => super::print_json(&r)?,
+            Some(r) => {
+                println!(
+                    "restore of {} completed: {} units swapped; services started: {}",
+                    r.id,
+                    r.units,
+                    list(&r.started)
+                );
+                for p in r.rollbacks {
+                    println!(
+                        "  previous data kept at {} (steward restore --cleanup removes it)",
+                        p.display()
+                    );
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let catalog = super::open_catalog(cfg)?;
+    let record = choose(cfg, &catalog, &args)?;
+    let opts = RestoreOptions {
+        to: args.to.clone(),
+        paths: args.paths.clone(),
+        no_quiesce: args.no_quiesce,
+        allow_external_symlinks: args.allow_external_symlinks,
+    };
+    let plan = restore::plan(cfg, &record, &opts)
+        .with_context(|| format!("planning the restore of {}", record.id))?;
+    if args.json && args.dry_run {
+        super::print_json(&plan)?;
+    } else {
+        print_plan(&plan, &record);
+    }
+    if args.dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    confirm(&plan, args.yes)?;
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone())
+            .context("installing signal handlers")?;
+    }
+    let run_id = catalog.start_run("restore", Some(&record.id))?;
+    let progress = super::progress::for_stderr();
+    let result = restore::restore(
+        cfg,
+        &record,
+        &plan,
+        &opts,
+        &runner,
+        progress.as_ref(),
+        &interrupted,
+    );
+    drop(progress);
+    match result {
+        Ok(r) => {
+            catalog.finish_run(run_id, RunStatus::Ok, &format!("{} restored", r.id))?;
+            if args.json {
+                super::print_json(&r)?;
+            } else {
+                println!(
+                    "restored {}: {} files, {}; SQLite checked: {}; services stopped and started: {}",
+                    r.id,
+                    r.files,
+                    super::show_bytes(r.bytes),
+                    r.sqlite_checked.len(),
+                    list(&r.stopped)
+                );
+                for p in &r.rollbacks {
+                    println!(
+                        "  previous data kept at {} (steward restore --cleanup removes it)",
+                        p.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
+            Err(anyhow::Error::new(e).context(format!("restore of {} failed", record.id)))
+        }
+    }
+}
+
+fn list(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// The backup to restore: the ID given, the newest verified one with --latest, or the
+/// one picked on a terminal.
+fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result<BackupRecord> {
+    if let Some(id) = &args.id {
+        return catalog.backup(id)?.with_context(|| {
+            format!("no backup {id:?} in the catalog (see `steward backups list`)")
+        });
+    }
+    if let Some(set) = &args.set
+        && cfg.set(set).is_none()
+        && catalog.backups(Some(set))?.is_empty()
+    {
+        bail!("no backup set {set:?}");
+    }
+    let all = catalog.backups(args.set.as_deref())?;
+    if args.latest {
+        let sets: std::collections::BTreeSet<&str> = all.iter().map(|b| b.set.as_str()).collect();
+        if sets.len() > 1 {
+            bail!("--latest needs --set: backups of {} sets exist", sets.len());
+        }
+        return all
+            .into_iter()
+            .find(|b| b.status == BackupStatus::Verified)
+            .context("no verified backup to restore");
+    }
+    if !interactive() {
+        bail!("no backup chosen: give an ID, or --latest with --set (the picker needs a terminal)");
+    }
+    if all.is_empty() {
+        bail!("no backups to restore");
+    }
+    let shown: Vec<&BackupRecord> = all.iter().take(30).collect();
+    eprintln!("Backups, newest first:");
+    for (i, b) in shown.iter().enumerate() {
+        eprintln!(
+            "  {:>2}) {:<14} {}  {:>10}  {:<10} {}",
+            i + 1,
+            b.set,
+            super::show_time(b.created_at),
+            super::show_bytes(b.archive_bytes),
+            status(b.status),
+            b.id
+        );
+    }
+    loop {
+        let answer = ask(&format!(
+            "Restore which backup? [1-{}, Enter = 1, q = quit]: ",
+            shown.len()
+        ))?;
+        if answer == "q" {
+            bail!("cancelled; nothing was changed");
+        }
+        let n: usize = if answer.is_empty() {
+            1
+        } else {
+            answer.parse().unwrap_or(0)
+        };
+        if (1..=shown.len()).contains(&n) {
+            return Ok(shown[n - 1].clone());
+        }
+        eprintln!("Please answer with a number from 1 to {}.", shown.len());
+    }
+}
+
+fn status(s: BackupStatus) -> &'static str {
+    match s {
+        BackupStatus::Verified => "verified",
+        BackupStatus::Unverified => "unverified",
+        BackupStatus::Failed => "FAILED",
+    }
+}
+
+fn print_plan(plan: &Plan, record: &BackupRecord) {
+    println!(
+        "Restore {} (set {}, {}, {} files, {}, {})",
+        plan.id,
+        plan.set,
+        super::show_time(plan.created_at),
+        plan.files,
+        super::show_bytes(plan.bytes),
+        status(record.status)
+    );
+    for t in &plan.targets {
+        if plan.in_place && t.exists {
+            println!(
+                "  replace {}  (current data kept at {})",
+                t.live.display(),
+                t.rollback.display()
+            );
+        } else {
+            println!("  create  {}", t.live.display());
+        }
+    }
+    if !plan.paths.is_empty() {
+        println!("  only paths matching: {}", plan.paths.join(", "));
+    }
+    if plan.stop.is_empty() {
+        println!("  services: none stopped");
+    } else {
+        println!(
+            "  services stopped first, started after: {}",
+            plan.stop.join(", ")
+        );
+    }
+}
+
+fn confirm(plan: &Plan, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !interactive() {
+        bail!(
+            "refusing to restore without confirmation: no terminal; pass --yes (nothing was changed)"
+        );
+    }
+    if plan.in_place {
+        let answer = ask(&format!(
+            "Type the set name ({}) to restore in place: ",
+            plan.set
+        ))?;
+        if answer != plan.set {
+            bail!("not confirmed; nothing was changed");
+        }
+    } else {
+        let answer = ask("Restore into the new folder? [y/N]: ")?;
+        if !matches!(answer.as_str(), "y" | "Y" | "yes") {
+            bail!("not confirmed; nothing was changed");
+        }
+    }
+    Ok(())
+}
