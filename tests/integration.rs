@@ -15,5 +15,7 @@ mod crash;
 mod prune;
 #[path = "integration/restic.rs"]
 mod restic;
+#[path = "integration/restore.rs"]
+mod restore;
 #[path = "integration/verify.rs"]
 mod verify;

@@ -384,8 +384,8 @@ pub fn restore(
         let _ = fs::remove_file(journal_path(&config.state_dir));
         let down = quiesced.resume();
         let cause = match undone {
-            Ok(()) => e.to_string(),
-            Err(r) => format!("{e}; rolling back also failed: {r}"),
+            Ok(()) => chain(&e),
+            Err(r) => format!("{}; rolling back also failed: {r}", chain(&e)),
         };
         return Err(with_services(
             RestoreError::RolledBack {
@@ -412,6 +412,18 @@ pub fn restore(
         rollbacks: rollbacks.into_iter().filter(|r| r.exists()).collect(),
         sqlite_checked: staged.sqlite,
     })
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn join_errors(errors: &[ServiceError]) -> String {
@@ -497,7 +509,10 @@ fn forward(u: &Unit) -> io::Result<()> {
     }
     fs::rename(&u.staged, &u.live)?;
     sync_parent(&u.live)?;
-    sync_parent(&u.rollback)
+    if exists(&u.rollback) {
+        sync_parent(&u.rollback)?;
+    }
+    Ok(())
 }
 
 fn swap(units: &[Unit]) -> Result<(), RestoreError> {

@@ -206,3 +206,12 @@ impl Env {
         serde_json::from_str(&stdout(&a)).expect("backups list --json is JSON")
     }
 }
+
+impl Env {
+    /// `steward --config <config> ARGS` as a std Command (for a pseudo-terminal).
+    pub fn std_cmd_with(&self, args: &[&str]) -> std::process::Command {
+        let mut c = self.std_cmd();
+        c.args(args).env("TERM", "dumb");
+        c
+    }
+}

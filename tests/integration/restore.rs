@@ -1,0 +1,586 @@
+//! Restore end to end with real services: two child processes that keep their data files
+//! open and write to them, stopped before the swap and running after; failures that roll
+//! everything back; a SIGKILL mid-swap finished by --resume; hostile archives refused
+//! before any byte is written; the picker and confirmation on a pseudo-terminal.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::{Env, extract, stderr, stdout, wait_for};
+
+const SERVICE: &str = r#"
+import os, signal, sys, time
+name, data, events, pidfile = sys.argv[1:5]
+def event(what):
+    with open(events, "a") as f:
+        f.write("%.6f %s %s %d\n" % (time.time(), name, what, os.getpid()))
+out = open(data, "a")          # held open for the process's whole life, like a database
+def stop(*_):
+    event("stopping")
+    out.close()
+    os.unlink(pidfile)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+with open(pidfile + ".tmp", "w") as p:
+    p.write(str(os.getpid()))
+os.rename(pidfile + ".tmp", pidfile)
+event("started")
+i = 0
+while True:
+    out.write("%s %d %d\n" % (name, os.getpid(), i))
+    out.flush()
+    i += 1
+    time.sleep(0.01)
+"#;
+
+/// A world with two `command` services (web after api) writing into `data/`, plus a
+/// second set path `more/`.
+struct World {
+    env: Env,
+    data: PathBuf,
+    more: PathBuf,
+    events: PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for name in ["api", "web"] {
+            if let Ok(pid) = fs::read_to_string(self.env.root.join(format!("{name}.pid"))) {
+                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.more)
+            .status();
+    }
+}
+
+fn service_block(root: &Path, data: &Path, name: &str, after: &str) -> String {
+    let pid = root.join(format!("{name}.pid"));
+    format!(
+        "[[service]]\nname = \"{name}\"\nmanager = \"command\"\nafter = [{after}]\n\
+         start = \"setsid python3 {root}/svc.py {name} {data}/{name}.log {root}/events.log {pid} </dev/null >/dev/null 2>&1 &\"\n\
+         stop = \"kill $(cat {pid})\"\n\
+         status = \"test -f {pid} && kill -0 $(cat {pid})\"\n\
+         stop-timeout = \"10s\"\nstart-timeout = \"10s\"\n\n",
+        root = root.display(),
+        data = data.display(),
+        pid = pid.display(),
+    )
+}
+
+impl World {
+    fn new(extra_services: &str, quiesce: &str) -> World {
+        let env = Env::new();
+        let data = env.root.join("data");
+        let more = env.root.join("more");
+        fs::create_dir_all(data.join("static")).unwrap();
+        fs::create_dir_all(&more).unwrap();
+        fs::write(data.join("static/index.html"), "<h1>hello</h1>\n").unwrap();
+        fs::write(more.join("settings.json"), "{\"a\": 1}\n").unwrap();
+        let db = rusqlite::Connection::open(data.join("app.db")).unwrap();
+        db.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES ('kept');")
+            .unwrap();
+        drop(db);
+        fs::write(env.root.join("svc.py"), SERVICE).unwrap();
+        let services = format!(
+            "{}{}{extra_services}",
+            service_block(&env.root, &data, "api", ""),
+            service_block(&env.root, &data, "web", "\"api\""),
+        );
+        env.write_config(&format!(
+            "[[backup.set]]\nname = \"s\"\npaths = [\"{}\", \"{}\"]\nquiesce = [{quiesce}]\n\n{services}",
+            data.display(),
+            more.display()
+        ));
+        let events = env.root.join("events.log");
+        let w = World {
+            env,
+            data,
+            more,
+            events,
+        };
+        for name in ["api", "web"] {
+            w.start(name);
+        }
+        w
+    }
+
+    fn start(&self, name: &str) {
+        let root = &self.env.root;
+        let cmd = format!(
+            "setsid python3 {r}/svc.py {name} {d}/{name}.log {r}/events.log {r}/{name}.pid </dev/null >/dev/null 2>&1 &",
+            r = root.display(),
+            d = self.data.display()
+        );
+        assert!(
+            std::process::Command::new("sh")
+                .args(["-c", &cmd])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let pid = root.join(format!("{name}.pid"));
+        wait_for("the service's pid file", Duration::from_secs(10), || {
+            pid.exists()
+        });
+    }
+
+    fn pid(&self, name: &str) -> Option<u32> {
+        fs::read_to_string(self.env.root.join(format!("{name}.pid")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    fn alive(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+            && !fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    }
+
+    /// (time, service, event, pid) from the services' own event log.
+    fn events(&self) -> Vec<(f64, String, String, u32)> {
+        fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: Vec<&str> = l.split_whitespace().collect();
+                (
+                    v[0].parse().unwrap(),
+                    v[1].into(),
+                    v[2].into(),
+                    v[3].parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn backup(&self) -> PathBuf {
+        self.env.cmd().arg("backup").assert().success();
+        self.env.archives("s").pop().unwrap()
+    }
+}
+
+/// Every file under `root` (relative path -> bytes), symlinks as their target.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+        if e.file_type().is_symlink() {
+            m.insert(
+                rel,
+                fs::read_link(e.path())
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            );
+        } else if e.file_type().is_file() {
+            m.insert(rel, fs::read(e.path()).unwrap());
+        } else {
+            m.insert(rel, b"<dir>".to_vec());
+        }
+    }
+    m
+}
+
+/// The backup's content of `live`, extracted with plain tar.
+fn from_backup(env: &Env, archive: &Path, live: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let out = env.root.join(format!(
+        "expected-{}",
+        live.file_name().unwrap().to_string_lossy()
+    ));
+    if !out.exists() {
+        extract(archive, &out);
+    }
+    snapshot(&out.join(live.strip_prefix("/").unwrap()))
+}
+
+/// Compares a restored tree with the backup: equal, except that the services' logs may
+/// have grown after the restore, by lines of the services' new processes only.
+fn assert_restored(
+    restored: &BTreeMap<PathBuf, Vec<u8>>,
+    backup: &BTreeMap<PathBuf, Vec<u8>>,
+    new_pids: &[u32],
+) {
+    assert_eq!(
+        restored.keys().collect::<Vec<_>>(),
+        backup.keys().collect::<Vec<_>>(),
+        "restored tree has other entries than the backup"
+    );
+    for (path, want) in backup {
+        let got = &restored[path];
+        if path.to_string_lossy().ends_with(".log") {
+            assert!(
+                got.starts_with(want),
+                "{} lost backed-up bytes",
+                path.display()
+            );
+            let tail = String::from_utf8_lossy(&got[want.len()..]).into_owned();
+            for line in tail.lines() {
+                let pid: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                assert!(
+                    new_pids.contains(&pid),
+                    "{}: line from old pid {pid}",
+                    path.display()
+                );
+            }
+        } else {
+            assert_eq!(got, want, "{} differs from the backup", path.display());
+        }
+    }
+}
+
+fn damage(w: &World) {
+    fs::remove_dir_all(w.data.join("static")).unwrap();
+    fs::write(w.data.join("app.db"), "garbage").unwrap();
+    fs::write(w.more.join("settings.json"), "{broken").unwrap();
+}
+
+fn ctime(p: &Path) -> f64 {
+    let m = fs::symlink_metadata(p).unwrap();
+    m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9
+}
+
+#[test]
+fn services_are_stopped_before_the_swap_and_running_after_with_data_as_backed_up() {
+    let w = World::new("", "\"api\", \"web\"");
+    let (api0, web0) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    let archive = w.backup();
+    let want_data = from_backup(&w.env, &archive, &w.data);
+    let want_more = from_backup(&w.env, &archive, &w.more);
+    damage(&w);
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .success();
+    let out = stdout(&a);
+    assert!(
+        out.contains("services stopped and started: web, api"),
+        "{out}"
+    );
+    let swapped_at = ctime(&w.data);
+    let (api1, web1) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert!(api1 != api0 && web1 != web0, "services were not restarted");
+    assert!(
+        !World::alive(api0) && !World::alive(web0),
+        "old processes still run"
+    );
+    assert!(
+        World::alive(api1) && World::alive(web1),
+        "services are not running after"
+    );
+    let ev = w.events();
+    let at = |name: &str, what: &str, pid: u32| {
+        ev.iter()
+            .find(|e| e.1 == name && e.2 == what && e.3 == pid)
+            .unwrap_or_else(|| panic!("no {what} event for {name} {pid}: {ev:?}"))
+            .0
+    };
+    // web stops first (reverse order), both before the swap; api starts first, after it.
+    assert!(at("web", "stopping", web0) < at("api", "stopping", api0));
+    assert!(at("api", "stopping", api0) < swapped_at);
+    assert!(swapped_at < at("api", "started", api1));
+    assert!(at("api", "started", api1) < at("web", "started", web1));
+    assert_restored(&snapshot(&w.data), &want_data, &[api1, web1]);
+    assert_restored(&snapshot(&w.more), &want_more, &[]);
+    // The replaced data is kept, and no longer written to by the old processes.
+    let kept: Vec<PathBuf> = fs::read_dir(&w.env.root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("data.steward-rollback-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(fs::read(kept[0].join("app.db")).unwrap(), b"garbage");
+    w.env
+        .cmd()
+        .args(["restore", "--cleanup"])
+        .assert()
+        .success();
+    assert!(!kept[0].exists());
+}
+
+#[test]
+fn a_target_that_cannot_be_replaced_rolls_everything_back() {
+    let w = World::new("", "\"api\", \"web\"");
+    w.backup();
+    damage(&w);
+    let (api0, web0) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    let before_data = snapshot(&w.data);
+    let before_more = snapshot(&w.more);
+    // Root can rename anything, but not an immutable folder: the second unit fails after
+    // the first was swapped.
+    assert!(
+        std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&w.more)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .code(2);
+    let err = stderr(&a);
+    assert!(
+        err.contains("rolled back") && err.contains(&w.more.display().to_string()),
+        "{err}"
+    );
+    std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&w.more)
+        .status()
+        .unwrap();
+    let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert!(
+        World::alive(api) && World::alive(web),
+        "services not running after the failure"
+    );
+    // The old processes wrote on until they were stopped, the new ones since.
+    assert_restored(&snapshot(&w.data), &before_data, &[api0, web0, api, web]);
+    assert_eq!(snapshot(&w.more), before_more);
+    let leftovers: Vec<_> = fs::read_dir(&w.env.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("steward-staging") || n.contains("steward-rollback"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_corrupt_archive_is_refused_before_anything_stops_or_changes() {
+    let w = World::new("", "\"api\", \"web\"");
+    let archive = w.backup();
+    damage(&w);
+    let mut bytes = fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(&archive, bytes).unwrap();
+    let before = snapshot(&w.data);
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr(&a).contains(&archive.display().to_string()),
+        "{}",
+        stderr(&a)
+    );
+    assert!(
+        !w.events().iter().any(|e| e.2 == "stopping"),
+        "a service was stopped"
+    );
+    let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert_restored(&snapshot(&w.data), &before, &[api, web]);
+}
+
+#[test]
+fn a_service_that_will_not_stop_aborts_and_restarts_the_others() {
+    let stubborn = "[[service]]\nname = \"stubborn\"\nmanager = \"command\"\n\
+                    start = \"true\"\nstop = \"true\"\nstatus = \"true\"\nstop-timeout = \"1s\"\n\n";
+    let w = World::new(stubborn, "\"api\", \"web\", \"stubborn\"");
+    w.backup();
+    damage(&w);
+    let before = snapshot(&w.data);
+    let (api0, web0) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr(&a).contains("stubborn did not stop"),
+        "{}",
+        stderr(&a)
+    );
+    let (api1, web1) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert!(
+        World::alive(api1) && World::alive(web1),
+        "services were left down"
+    );
+    // Stop order: stubborn is last in start order, so it is asked first; nothing else was
+    // stopped, or what was stopped is back.
+    let _ = (api0, web0);
+    assert_restored(&snapshot(&w.data), &before, &[api0, web0, api1, web1]);
+}
+
+#[test]
+fn sigkill_during_the_swap_then_resume_leaves_data_wholly_new() {
+    let w = World::new("", "\"api\", \"web\"");
+    let archive = w.backup();
+    let want_data = from_backup(&w.env, &archive, &w.data);
+    let want_more = from_backup(&w.env, &archive, &w.more);
+    damage(&w);
+    w.env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .env("STEWARD_CRASH_AT", "restore-after-first-unit")
+        .assert()
+        .failure();
+    // Mid-swap: the next command says so.
+    let a = w.env.cmd().args(["backups", "list"]).assert().success();
+    assert!(stderr(&a).contains("restore --resume"), "{}", stderr(&a));
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("--resume"), "{}", stderr(&a));
+    let a = w.env.cmd().args(["restore", "--resume"]).assert().success();
+    assert!(stdout(&a).contains("completed"), "{}", stdout(&a));
+    let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert!(World::alive(api) && World::alive(web));
+    assert_restored(&snapshot(&w.data), &want_data, &[api, web]);
+    assert_restored(&snapshot(&w.more), &want_more, &[]);
+    let a = w.env.cmd().args(["restore", "--resume"]).assert().success();
+    assert!(stdout(&a).contains("no interrupted restore"));
+}
+
+#[test]
+fn restore_to_another_folder_and_a_partial_restore() {
+    let w = World::new("", "\"api\", \"web\"");
+    let archive = w.backup();
+    let want = from_backup(&w.env, &archive, &w.data);
+    let elsewhere = w.env.root.join("elsewhere");
+    w.env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes", "--to"])
+        .arg(&elsewhere)
+        .assert()
+        .success();
+    let copy = snapshot(&elsewhere.join(w.data.strip_prefix("/").unwrap()));
+    assert_eq!(copy, want);
+    assert!(
+        !w.events().iter().any(|e| e.2 == "stopping"),
+        "--to stopped a service"
+    );
+    // --to never overwrites.
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes", "--to"])
+        .arg(&elsewhere)
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("never overwrites"), "{}", stderr(&a));
+    // Only the static folder, in place: the database stays as damaged.
+    damage(&w);
+    let pattern = format!("{}/static/**", w.data.display());
+    w.env
+        .cmd()
+        .args([
+            "restore",
+            "--latest",
+            "--set",
+            "s",
+            "--yes",
+            "--no-quiesce",
+            "--path",
+            &pattern,
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(w.data.join("static/index.html")).unwrap(),
+        b"<h1>hello</h1>\n"
+    );
+    assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
+}
+
+#[test]
+fn without_a_terminal_or_yes_nothing_happens() {
+    let w = World::new("", "\"api\", \"web\"");
+    w.backup();
+    damage(&w);
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s"])
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("pass --yes"), "{}", stderr(&a));
+    let a = w.env.cmd().arg("restore").assert().code(2);
+    assert!(
+        stderr(&a).contains("picker needs a terminal"),
+        "{}",
+        stderr(&a)
+    );
+    assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
+    // --dry-run prints the plan and changes nothing.
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--dry-run"])
+        .assert()
+        .success();
+    assert!(
+        stdout(&a).contains("services stopped first, started after: api, web"),
+        "{}",
+        stdout(&a)
+    );
+    assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
+}
+
+#[test]
+fn picker_and_confirmation_on_a_pseudo_terminal() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "v1").unwrap();
+    env.one_set("s", &[&data], "");
+    env.cmd().arg("backup").assert().success();
+    fs::write(data.join("f"), "v2").unwrap();
+    env.cmd().arg("backup").assert().success();
+    fs::write(data.join("f"), "damaged").unwrap();
+    let ids: Vec<String> = env
+        .archives("s")
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".tar.zst")
+                .to_string()
+        })
+        .collect();
+    // A wrong set name: nothing happens.
+    let mut p =
+        rexpect::session::spawn_command(env.std_cmd_with(&["restore"]), Some(30_000)).unwrap();
+    p.exp_string("Restore which backup?").unwrap();
+    p.send_line("2").unwrap();
+    p.exp_string(&format!("Restore {}", ids[0])).unwrap();
+    p.exp_string("Type the set name (s) to restore in place:")
+        .unwrap();
+    p.send_line("nope").unwrap();
+    p.exp_string("not confirmed").unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(fs::read(data.join("f")).unwrap(), b"damaged");
+    // The older backup, picked by number and confirmed by name.
+    let mut p =
+        rexpect::session::spawn_command(env.std_cmd_with(&["restore"]), Some(30_000)).unwrap();
+    p.exp_string(&format!("1) s")).unwrap();
+    p.exp_string("Restore which backup?").unwrap();
+    p.send_line("2").unwrap();
+    p.exp_string("Type the set name (s) to restore in place:")
+        .unwrap();
+    p.send_line("s").unwrap();
+    p.exp_string(&format!("restored {}", ids[0])).unwrap();
+    p.exp_eof().unwrap();
+    assert_eq!(fs::read(data.join("f")).unwrap(), b"v1");
+}
