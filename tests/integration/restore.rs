@@ -574,7 +574,7 @@ fn picker_and_confirmation_on_a_pseudo_terminal() {
     // The older backup, picked by number and confirmed by name.
     let mut p =
         rexpect::session::spawn_command(env.std_cmd_with(&["restore"]), Some(30_000)).unwrap();
-    p.exp_string(&format!("1) s")).unwrap();
+    p.exp_string("1) s").unwrap();
     p.exp_string("Restore which backup?").unwrap();
     p.send_line("2").unwrap();
     p.exp_string("Type the set name (s) to restore in place:")
