@@ -11,6 +11,8 @@ mod backup;
 mod config;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/hostile.rs"]
+mod hostile;
 #[path = "integration/prune.rs"]
 mod prune;
 #[path = "integration/restic.rs"]
