@@ -19,5 +19,7 @@ mod prune;
 mod restic;
 #[path = "integration/restore.rs"]
 mod restore;
+#[path = "integration/runbook.rs"]
+mod runbook;
 #[path = "integration/verify.rs"]
 mod verify;

@@ -42,6 +42,10 @@ pub enum BackupError {
         free: bytesize::ByteSize,
         needed: bytesize::ByteSize,
     },
+    #[error(transparent)]
+    Service(#[from] crate::services::ServiceError),
+    #[error("{outcome}, but services did not come back: {errors}")]
+    ServicesDown { outcome: String, errors: String },
     #[error("{path}: verification after writing failed; the archive was discarded")]
     VerifyAfterWrite {
         path: PathBuf,
@@ -57,6 +61,39 @@ impl BackupError {
             source,
         }
     }
+}
+
+/// Backs up `set`; with `quiesce-on-backup`, its services are stopped first and always
+/// started again, whatever the backup's result.
+pub fn backup_quiesced(
+    config: &crate::config::Config,
+    catalog: &crate::catalog::Catalog,
+    set: &crate::config::BackupSet,
+    options: BackupOptions,
+    runner: &dyn crate::services::Runner,
+    progress: &dyn Progress,
+) -> Result<SetOutcome, BackupError> {
+    if !set.quiesce_on_backup || set.quiesce.is_empty() {
+        return backup_set(config, catalog, set, options, progress);
+    }
+    let quiesced =
+        crate::services::quiesce(&config.services, &set.quiesce, runner, |m| progress.note(m))?;
+    let result = backup_set(config, catalog, set, options, progress);
+    let down = quiesced.resume();
+    if down.is_empty() {
+        return result;
+    }
+    let errors = down
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let outcome = match &result {
+        Ok(SetOutcome::Created(s)) => format!("backup {} was written", s.id),
+        Ok(SetOutcome::Unchanged { .. }) => "the set was unchanged".to_string(),
+        Err(e) => format!("the backup failed ({e})"),
+    };
+    Err(BackupError::ServicesDown { outcome, errors })
 }
 
 /// Where long work reports how far it is. Implemented by the command layer (a progress

@@ -53,8 +53,15 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let mut failures = Vec::new();
     for set in sets {
         let run_id = catalog.start_run("backup", Some(&set.name))?;
-        let outcome = crate::backup::backup_set(cfg, &catalog, set, options, progress.as_ref())
-            .with_context(|| format!("backup of set {:?} failed", set.name));
+        let outcome = crate::backup::backup_quiesced(
+            cfg,
+            &catalog,
+            set,
+            options,
+            &crate::services::SystemRunner,
+            progress.as_ref(),
+        )
+        .with_context(|| format!("backup of set {:?} failed", set.name));
         match outcome {
             Ok(o) => {
                 let (status, summary) = match &o {

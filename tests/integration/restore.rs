@@ -584,3 +584,46 @@ fn picker_and_confirmation_on_a_pseudo_terminal() {
     p.exp_eof().unwrap();
     assert_eq!(fs::read(data.join("f")).unwrap(), b"v1");
 }
+
+#[test]
+fn quiesce_on_backup_stops_the_services_around_the_backup_and_starts_them_after() {
+    let w = World::new("", "\"api\", \"web\"");
+    let text = fs::read_to_string(&w.env.config)
+        .unwrap()
+        .replace("quiesce = [", "quiesce-on-backup = true\nquiesce = [");
+    fs::write(&w.env.config, text).unwrap();
+    let (api0, web0) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    let archive = w.backup();
+    let (api1, web1) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert!(
+        api1 != api0 && web1 != web0,
+        "services were not stopped around the backup"
+    );
+    assert!(World::alive(api1) && World::alive(web1));
+    // Stopped before the archive was written, started after it was published.
+    let written = fs::metadata(&archive).unwrap().modified().unwrap();
+    let written = written
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let ev = w.events();
+    let stop = ev
+        .iter()
+        .find(|e| e.2 == "stopping" && e.3 == api0)
+        .unwrap()
+        .0;
+    let start = ev
+        .iter()
+        .find(|e| e.2 == "started" && e.3 == api1)
+        .unwrap()
+        .0;
+    assert!(
+        stop < written && written < start,
+        "{stop} < {written} < {start}"
+    );
+    // At rest, the logs in the archive end with a complete line from the old processes.
+    let want = from_backup(&w.env, &archive, &w.data);
+    let log = String::from_utf8(want[Path::new("api.log")].clone()).unwrap();
+    assert!(log.ends_with('\n'));
+    assert!(log.lines().all(|l| l.contains(&format!(" {api0} "))));
+}
