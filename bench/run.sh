@@ -98,6 +98,13 @@ steward_size=$(stat -c %s "$st"/backups/host/host-*.tar.zst | head -1)
 PREP="" measure "steward backup (unchanged)" "$steward" --config "$work/steward.toml" backup
 PREP="" measure "steward verify --all" "$steward" --config "$work/steward.toml" verify --all
 
+# --- restore: steward's verified restore into an empty folder vs zstd -dc | tar -x
+PREP="rm -rf $work/untar; mkdir -p $work/untar" measure "zstd -dc | tar -x" \
+  sh -c "zstd -dc -q $out/x.tar.zst | tar -xf - -C $work/untar"
+PREP="rm -rf $work/unsteward" measure "steward restore --to (verified)" \
+  "$steward" --config "$work/steward.toml" restore --latest --set host --yes --to "$work/unsteward"
+rm -rf "$work/untar" "$work/unsteward"
+
 # --- borg
 export BORG_REPO="$work/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
   BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$work/borg-home"
@@ -168,6 +175,8 @@ print()
 checks = []
 x = ratio("steward backup (first, verified)", "tar|zstd -T0 -3")
 checks.append(("first verified backup / tar|zstd -T0 -3 wall", x, "<= 1.30", x <= 1.30))
+x = ratio("steward restore --to (verified)", "zstd -dc | tar -x")
+checks.append(("verified restore / zstd -dc | tar -x wall", x, "<= 1.30", x <= 1.30))
 x = ratio("steward backup (unchanged)", "borg create (unchanged)")
 checks.append(("unchanged re-run / borg unchanged re-run", x, "<= 1.00", x <= 1.00))
 x = ratio("steward backup (unchanged)", "restic backup (unchanged)")

@@ -15,6 +15,28 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Flushes everything written to the filesystem holding `path` (syncfs on Linux; a full
+/// sync elsewhere).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let f = File::open(path)?;
+        // SAFETY: a valid descriptor we own for the duration of the call.
+        if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+        Ok(())
+    }
+}
+
 /// Free bytes available to unprivileged users on the filesystem holding `path`.
 pub fn free_space(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;

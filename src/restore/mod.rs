@@ -688,7 +688,6 @@ fn stage(
                     .map_err(io_err(&dest))?;
                 f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
                     .map_err(io_err(&dest))?;
-                f.sync_all().map_err(io_err(&dest))?;
                 drop(f);
                 if root {
                     chown(&dest, uid, gid).map_err(io_err(&dest))?;
@@ -781,6 +780,13 @@ fn stage(
     }
     for db in &staged.sqlite {
         check_sqlite(db)?;
+    }
+    // Durable before the swap can expose it: one flush per filesystem instead of an
+    // fsync per file.
+    for t in &plan.targets {
+        if exists(&t.staging) {
+            crate::fsutil::sync_filesystem(&t.staging).map_err(io_err(&t.staging))?;
+        }
     }
     Ok(staged)
 }

@@ -182,16 +182,27 @@ impl Controller<'_> {
         })
     }
 
+    /// Runs `verb`, failing with the command line and its output when it exits non-zero.
+    fn run_checked(
+        &self,
+        svc: &ServiceConfig,
+        verb: Verb,
+        timeout: Duration,
+    ) -> Result<(), ServiceError> {
+        let out = self.run(svc, verb, timeout)?;
+        if out.success {
+            return Ok(());
+        }
+        Err(ServiceError::Command {
+            name: svc.name.clone(),
+            command: command_line(svc, verb, self.runner.uid()).join(" "),
+            detail: out.output.trim().to_string(),
+        })
+    }
+
     /// Stops the service and waits until it is down, for at most its stop timeout.
     pub fn stop(&self, svc: &ServiceConfig) -> Result<(), ServiceError> {
-        let out = self.run(svc, Verb::Stop, svc.stop_timeout)?;
-        if !out.success {
-            return Err(ServiceError::Command {
-                name: svc.name.clone(),
-                command: command_line(svc, Verb::Stop, self.runner.uid()).join(" "),
-                detail: out.output.trim().to_string(),
-            });
-        }
+        self.run_checked(svc, Verb::Stop, svc.stop_timeout)?;
         let started = Instant::now();
         while self.is_running(svc)? {
             if started.elapsed() >= svc.stop_timeout {
@@ -208,14 +219,7 @@ impl Controller<'_> {
     /// Starts the service and waits until it runs and its health URL answers 2xx, for at
     /// most its start timeout.
     pub fn start(&self, svc: &ServiceConfig) -> Result<(), ServiceError> {
-        let out = self.run(svc, Verb::Start, svc.start_timeout)?;
-        if !out.success {
-            return Err(ServiceError::Command {
-                name: svc.name.clone(),
-                command: command_line(svc, Verb::Start, self.runner.uid()).join(" "),
-                detail: out.output.trim().to_string(),
-            });
-        }
+        self.run_checked(svc, Verb::Start, svc.start_timeout)?;
         let started = Instant::now();
         let mut last = String::from("not running");
         loop {

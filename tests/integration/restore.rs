@@ -160,6 +160,15 @@ impl World {
             .collect()
     }
 
+    /// `steward restore --latest --set s --yes`, expected to fail with exit 2.
+    fn restore_fails(&self) -> assert_cmd::assert::Assert {
+        self.env
+            .cmd()
+            .args(["restore", "--latest", "--set", "s", "--yes"])
+            .assert()
+            .code(2)
+    }
+
     fn backup(&self) -> PathBuf {
         self.env.cmd().arg("backup").assert().success();
         self.env.archives("s").pop().unwrap()
@@ -327,12 +336,7 @@ fn a_target_that_cannot_be_replaced_rolls_everything_back() {
             .unwrap()
             .success()
     );
-    let a = w
-        .env
-        .cmd()
-        .args(["restore", "--latest", "--set", "s", "--yes"])
-        .assert()
-        .code(2);
+    let a = w.restore_fails();
     let err = stderr(&a);
     assert!(
         err.contains("rolled back") && err.contains(&w.more.display().to_string()),
@@ -369,12 +373,7 @@ fn a_corrupt_archive_is_refused_before_anything_stops_or_changes() {
     bytes[mid] ^= 0x10;
     fs::write(&archive, bytes).unwrap();
     let before = snapshot(&w.data);
-    let a = w
-        .env
-        .cmd()
-        .args(["restore", "--latest", "--set", "s", "--yes"])
-        .assert()
-        .code(2);
+    let a = w.restore_fails();
     assert!(
         stderr(&a).contains(&archive.display().to_string()),
         "{}",
@@ -397,12 +396,7 @@ fn a_service_that_will_not_stop_aborts_and_restarts_the_others() {
     damage(&w);
     let before = snapshot(&w.data);
     let (api0, web0) = (w.pid("api").unwrap(), w.pid("web").unwrap());
-    let a = w
-        .env
-        .cmd()
-        .args(["restore", "--latest", "--set", "s", "--yes"])
-        .assert()
-        .code(2);
+    let a = w.restore_fails();
     assert!(
         stderr(&a).contains("stubborn did not stop"),
         "{}",
@@ -435,12 +429,7 @@ fn sigkill_during_the_swap_then_resume_leaves_data_wholly_new() {
     // Mid-swap: the next command says so.
     let a = w.env.cmd().args(["backups", "list"]).assert().success();
     assert!(stderr(&a).contains("restore --resume"), "{}", stderr(&a));
-    let a = w
-        .env
-        .cmd()
-        .args(["restore", "--latest", "--set", "s", "--yes"])
-        .assert()
-        .code(2);
+    let a = w.restore_fails();
     assert!(stderr(&a).contains("--resume"), "{}", stderr(&a));
     let a = w.env.cmd().args(["restore", "--resume"]).assert().success();
     assert!(stdout(&a).contains("completed"), "{}", stdout(&a));
