@@ -616,3 +616,37 @@ fn quiesce_on_backup_stops_the_services_around_the_backup_and_starts_them_after(
     assert!(log.ends_with('\n'));
     assert!(log.lines().all(|l| l.contains(&format!(" {api0} "))));
 }
+
+#[test]
+fn ctrl_c_during_staging_changes_nothing() {
+    let w = World::new("", "\"api\", \"web\"");
+    // Big enough that staging takes a moment to interrupt.
+    fs::write(w.more.join("big.bin"), vec![7u8; 100 << 20]).unwrap();
+    w.backup();
+    damage(&w);
+    let before = snapshot(&w.more);
+    let mut child = w
+        .env
+        .std_cmd_with(&["restore", "--latest", "--set", "s", "--yes"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let staging_started = || {
+        fs::read_dir(&w.env.root).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("steward-staging")
+        })
+    };
+    wait_for("staging to begin", Duration::from_secs(60), staging_started);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert_eq!(snapshot(&w.more), before);
+    assert!(!staging_started(), "staging left behind");
+    let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+    assert!(World::alive(api) && World::alive(web));
+}
