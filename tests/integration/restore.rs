@@ -625,7 +625,7 @@ fn ctrl_c_during_staging_changes_nothing() {
     w.backup();
     damage(&w);
     let before = snapshot(&w.more);
-    let mut child = w
+    let child = w
         .env
         .std_cmd_with(&["restore", "--latest", "--set", "s", "--yes"])
         .stderr(std::process::Stdio::piped())
