@@ -64,6 +64,25 @@ const MIGRATIONS: &[&str] = &[
         summary TEXT
      );
      CREATE INDEX runs_by_job ON runs (job, started_at);",
+    // 2: alert states and the mail outbox.
+    "CREATE TABLE check_states (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        since INTEGER NOT NULL,
+        history TEXT NOT NULL,
+        last_notified INTEGER,
+        value TEXT NOT NULL,
+        threshold TEXT NOT NULL
+     );
+     CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at INTEGER NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error TEXT
+     );",
 ];
 
 /// The state of a backup in the catalog.
@@ -351,6 +370,137 @@ impl Catalog {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// A check's alert state, as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredState {
+    pub name: String,
+    pub state: String,
+    pub since: i64,
+    pub history: String,
+    pub last_notified: Option<i64>,
+    pub value: String,
+    pub threshold: String,
+}
+
+/// A mail waiting to be sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub created_at: i64,
+    pub subject: String,
+    pub body: String,
+    pub attempts: i64,
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+}
+
+impl Catalog {
+    /// Every stored check state.
+    pub fn check_states(&self) -> Result<Vec<StoredState>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, state, since, history, last_notified, value, threshold FROM check_states ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(StoredState {
+                    name: r.get(0)?,
+                    state: r.get(1)?,
+                    since: r.get(2)?,
+                    history: r.get(3)?,
+                    last_notified: r.get(4)?,
+                    value: r.get(5)?,
+                    threshold: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Saves check states and queues `mail` in one transaction, so a crash never records
+    /// a change without its alert.
+    pub fn save_states(
+        &mut self,
+        states: &[StoredState],
+        mail: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let sq = |source| CatalogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sq)?;
+        for s in states {
+            tx.execute(
+                "INSERT OR REPLACE INTO check_states (name, state, since, history, last_notified, value, threshold)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![s.name, s.state, s.since, s.history, s.last_notified, s.value, s.threshold],
+            )
+            .map_err(sq)?;
+        }
+        if let Some((subject, body)) = mail {
+            tx.execute(
+                "INSERT INTO outbox (created_at, subject, body, next_attempt) VALUES (?1, ?2, ?3, ?1)",
+                params![now, subject, body],
+            )
+            .map_err(sq)?;
+        }
+        tx.commit().map_err(sq)
+    }
+
+    /// Mails due at `now`, oldest first.
+    pub fn due_mail(&self, now: i64) -> Result<Vec<QueuedMail>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, created_at, subject, body, attempts, next_attempt, last_error FROM outbox
+                 WHERE next_attempt <= ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([now], |r| {
+                Ok(QueuedMail {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                    subject: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    next_attempt: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// How many mails wait.
+    pub fn outbox_len(&self) -> Result<i64, CatalogError> {
+        self.conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// A mail went out.
+    pub fn mail_sent(&self, id: i64) -> Result<(), CatalogError> {
+        self.conn
+            .execute("DELETE FROM outbox WHERE id = ?1", [id])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// A mail failed; try again at `next`.
+    pub fn mail_failed(&self, id: i64, next: i64, error: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, next, error],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 }
 

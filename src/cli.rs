@@ -31,6 +31,15 @@ pub enum Command {
     Prune(PruneArgs),
     /// Restore a backup: check it, stop the services using the data, swap it in, start them.
     Restore(RestoreArgs),
+    /// One check cycle: a table of checks; exit 0 OK, 1 warning, 2 critical (Nagios).
+    Check {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Alert mail tools.
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -140,6 +149,14 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test mail now and report how the SMTP conversation went.
+    Test,
+    /// Send the mails waiting in the outbox now.
+    Flush,
 }
 
 #[derive(Debug, Subcommand)]

@@ -77,6 +77,9 @@ pub struct Config {
     pub checks: ChecksConfig,
     /// Services, in start order (every service after those it names in `after`).
     pub services: Vec<ServiceConfig>,
+    pub alerts: AlertsConfig,
+    /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
+    pub pings: std::collections::BTreeMap<String, String>,
 }
 
 /// A service steward can stop and start around work on its data.
@@ -149,28 +152,119 @@ pub struct BackupSet {
     pub quiesce_on_backup: bool,
 }
 
-/// Seed thresholds; the checks module gives them meaning.
+/// What `steward check` measures, and its limits.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ChecksConfig {
-    pub cpu: Threshold,
-    pub memory: Threshold,
-    pub disk: DiskThreshold,
+    pub cpu: Limit,
+    pub memory: Limit,
+    pub swap: Limit,
+    /// Load average (1 min) per core.
+    pub load: Limit,
+    pub disk: Limit,
+    pub disk_paths: Vec<PathBuf>,
+    /// Free bytes below which a disk path is critical, whatever its percentage.
+    pub disk_min_free: Option<u64>,
+    pub http: Vec<HttpCheck>,
+    pub tcp: Vec<TcpCheck>,
+    /// Databases checked with `PRAGMA quick_check`.
+    pub sqlite: Vec<PathBuf>,
+    pub paths_exist: Vec<PathBuf>,
+    pub paths_writable: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Threshold {
+/// A warn/crit pair and how many bad cycles make a problem.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Limit {
     pub warn: f64,
     pub crit: f64,
+    pub window: Window,
 }
 
+/// A check is in trouble when at least `n` of its last `m` cycles were bad (`for = N` is
+/// N of N; the default 1 of 1 reacts at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub n: u32,
+    pub m: u32,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window { n: 1, m: 1 }
+    }
+}
+
+/// An HTTP endpoint to watch.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct DiskThreshold {
-    pub warn: f64,
-    pub crit: f64,
-    pub paths: Vec<PathBuf>,
+pub struct HttpCheck {
+    pub name: String,
+    pub url: String,
+    pub expect_status: u16,
+    pub body_contains: Option<String>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub warn_latency: Option<Duration>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    pub window: Window,
+}
+
+/// A TCP port that must accept connections.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TcpCheck {
+    pub name: String,
+    pub address: String,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    pub window: Window,
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AlertsConfig {
+    #[serde(serialize_with = "ser_duration")]
+    pub remind_every: Duration,
+    pub email: Option<EmailConfig>,
+}
+
+/// SMTP delivery of alert mails.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct EmailConfig {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub username: Option<String>,
+    /// Where the password comes from; never the config body.
+    pub password: Option<PasswordSource>,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// An extra CA to trust (a self-hosted mail server), besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Security {
+    Starttls,
+    Tls,
+    /// Plain text: only to a server on loopback.
+    None,
+}
+
+/// Where the SMTP password is read from, at send time.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PasswordSource {
+    File(PathBuf),
+    Env(String),
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -193,6 +287,10 @@ struct RawConfig {
     checks: RawChecks,
     #[serde(default)]
     service: Vec<RawService>,
+    #[serde(default)]
+    alerts: RawAlerts,
+    #[serde(default)]
+    pings: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -262,65 +360,93 @@ struct RawSet {
     quiesce_on_backup: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawChecks {
-    #[serde(default = "default_cpu")]
-    cpu: Threshold,
-    #[serde(default = "default_memory")]
-    memory: Threshold,
+    cpu: Option<Spanned<RawLimit>>,
+    memory: Option<Spanned<RawLimit>>,
+    swap: Option<Spanned<RawLimit>>,
+    load: Option<Spanned<RawLimit>>,
+    disk: Option<Spanned<RawDisk>>,
     #[serde(default)]
-    disk: RawDisk,
+    http: Vec<Spanned<RawHttp>>,
+    #[serde(default)]
+    tcp: Vec<Spanned<RawTcp>>,
+    #[serde(default)]
+    sqlite: Vec<Spanned<String>>,
+    #[serde(default)]
+    paths_exist: Vec<Spanned<String>>,
+    #[serde(default)]
+    paths_writable: Vec<Spanned<String>>,
 }
 
-impl Default for RawChecks {
-    fn default() -> Self {
-        RawChecks {
-            cpu: default_cpu(),
-            memory: default_memory(),
-            disk: RawDisk::default(),
-        }
-    }
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawLimit {
+    warn: Option<f64>,
+    crit: Option<f64>,
+    #[serde(rename = "for")]
+    for_cycles: Option<u32>,
+    within: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawDisk {
-    #[serde(default = "default_disk_warn")]
-    warn: f64,
-    #[serde(default = "default_disk_crit")]
-    crit: f64,
+    warn: Option<f64>,
+    crit: Option<f64>,
     #[serde(default)]
     paths: Vec<Spanned<String>>,
+    min_free: Option<Size>,
+    #[serde(rename = "for")]
+    for_cycles: Option<u32>,
+    within: Option<String>,
 }
 
-impl Default for RawDisk {
-    fn default() -> Self {
-        RawDisk {
-            warn: default_disk_warn(),
-            crit: default_disk_crit(),
-            paths: Vec::new(),
-        }
-    }
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawHttp {
+    name: String,
+    url: String,
+    expect_status: Option<u16>,
+    body_contains: Option<String>,
+    warn_latency: Option<HumanDuration>,
+    timeout: Option<HumanDuration>,
+    #[serde(rename = "for")]
+    for_cycles: Option<u32>,
+    within: Option<String>,
 }
 
-fn default_cpu() -> Threshold {
-    Threshold {
-        warn: 80.0,
-        crit: 95.0,
-    }
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawTcp {
+    name: String,
+    address: String,
+    timeout: Option<HumanDuration>,
+    #[serde(rename = "for")]
+    for_cycles: Option<u32>,
+    within: Option<String>,
 }
-fn default_memory() -> Threshold {
-    Threshold {
-        warn: 80.0,
-        crit: 95.0,
-    }
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawAlerts {
+    remind_every: Option<HumanDuration>,
+    email: Option<Spanned<RawEmail>>,
 }
-fn default_disk_warn() -> f64 {
-    90.0
-}
-fn default_disk_crit() -> f64 {
-    95.0
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawEmail {
+    smtp: String,
+    security: Option<Security>,
+    username: Option<String>,
+    password_file: Option<Spanned<String>>,
+    password_env: Option<String>,
+    from: String,
+    to: Vec<String>,
+    timeout: Option<HumanDuration>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// A duration written like `26h`, `30d` or `1h 30m`.
@@ -589,35 +715,23 @@ impl Validator<'_> {
                 quiesce_on_backup: s.quiesce_on_backup,
             });
         }
-        let checks = ChecksConfig {
-            cpu: self.threshold(raw.checks.cpu, "checks.cpu")?,
-            memory: self.threshold(raw.checks.memory, "checks.memory")?,
-            disk: DiskThreshold {
-                warn: raw.checks.disk.warn,
-                crit: raw.checks.disk.crit,
-                paths: if raw.checks.disk.paths.is_empty() {
-                    vec![PathBuf::from("/")]
-                } else {
-                    raw.checks
-                        .disk
-                        .paths
-                        .iter()
-                        .map(|p| self.path(p, "checks.disk.paths").map(|l| l.value))
-                        .collect::<Result<_, _>>()?
-                },
-            },
-        };
-        self.threshold(
-            Threshold {
-                warn: checks.disk.warn,
-                crit: checks.disk.crit,
-            },
-            "checks.disk",
-        )?;
+        let checks = self.checks(&raw.checks)?;
+        let alerts = self.alerts(&raw.alerts)?;
+        for (job, url) in &raw.pings {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(self.error_at(
+                    self.text.find(url.as_str()).unwrap_or(0),
+                    Some(&format!("pings.{job}")),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
         let services = self.services(&raw.service)?;
         Ok(Config {
             origin: self.origin.clone(),
             services,
+            alerts,
+            pings: raw.pings.clone(),
             state_dir,
             backup: BackupConfig {
                 destination,
@@ -782,20 +896,265 @@ impl Validator<'_> {
         Ok(policy)
     }
 
-    fn threshold(&self, t: Threshold, key: &str) -> Result<Threshold, ConfigError> {
-        let ok = (0.0..=100.0).contains(&t.warn) && (0.0..=100.0).contains(&t.crit);
-        if !ok || t.warn > t.crit {
-            let offset = self.text.find(&format!("[{key}]")).unwrap_or(0);
+    fn window(
+        &self,
+        for_cycles: Option<u32>,
+        within: &Option<String>,
+        at: usize,
+        key: &str,
+    ) -> Result<Window, ConfigError> {
+        let bad = |m: String| self.error_at(at, Some(key), m);
+        match (for_cycles, within) {
+            (Some(_), Some(_)) => Err(bad("give `for` or `within`, not both".into())),
+            (Some(0), None) => Err(bad("`for` must be at least 1".into())),
+            (Some(n), None) if n > 32 => Err(bad("`for` must be at most 32".into())),
+            (Some(n), None) => Ok(Window { n, m: n }),
+            (None, Some(s)) => {
+                let parsed = s.split_once(" of ").and_then(|(n, m)| {
+                    Some((n.trim().parse::<u32>().ok()?, m.trim().parse::<u32>().ok()?))
+                });
+                match parsed {
+                    Some((n, m)) if n >= 1 && n <= m && m <= 32 => Ok(Window { n, m }),
+                    _ => Err(bad(format!(
+                        "within {s:?} must read \"N of M\" with 1 <= N <= M <= 32"
+                    ))),
+                }
+            }
+            (None, None) => Ok(Window::default()),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn limit_values(
+        &self,
+        warn: Option<f64>,
+        crit: Option<f64>,
+        for_cycles: Option<u32>,
+        within: &Option<String>,
+        at: usize,
+        key: &str,
+        percent: bool,
+        default: (f64, f64),
+    ) -> Result<Limit, ConfigError> {
+        let (warn, crit) = (warn.unwrap_or(default.0), crit.unwrap_or(default.1));
+        let in_range = |x: f64| x >= 0.0 && (!percent || x <= 100.0);
+        if !in_range(warn) || !in_range(crit) || warn > crit {
             return Err(self.error_at(
-                offset,
+                at,
                 Some(key),
                 format!(
-                    "warn {} and crit {} must be percentages with warn <= crit",
-                    t.warn, t.crit
+                    "warn {warn} and crit {crit} must be {}with warn <= crit",
+                    if percent {
+                        "percentages "
+                    } else {
+                        "zero or more "
+                    }
                 ),
             ));
         }
-        Ok(t)
+        Ok(Limit {
+            warn,
+            crit,
+            window: self.window(for_cycles, within, at, key)?,
+        })
+    }
+
+    fn limit(
+        &self,
+        raw: Option<&Spanned<RawLimit>>,
+        key: &str,
+        percent: bool,
+        default: (f64, f64),
+    ) -> Result<Limit, ConfigError> {
+        match raw {
+            None => Ok(Limit {
+                warn: default.0,
+                crit: default.1,
+                window: Window::default(),
+            }),
+            Some(r) => {
+                let v = r.get_ref();
+                self.limit_values(
+                    v.warn,
+                    v.crit,
+                    v.for_cycles,
+                    &v.within,
+                    r.span().start,
+                    key,
+                    percent,
+                    default,
+                )
+            }
+        }
+    }
+
+    fn checks(&self, raw: &RawChecks) -> Result<ChecksConfig, ConfigError> {
+        let paths = |v: &[Spanned<String>], key: &str| -> Result<Vec<PathBuf>, ConfigError> {
+            v.iter()
+                .map(|p| self.path(p, key).map(|l| l.value))
+                .collect()
+        };
+        let (disk, disk_paths, disk_min_free) = match &raw.disk {
+            None => (
+                Limit {
+                    warn: 90.0,
+                    crit: 95.0,
+                    window: Window::default(),
+                },
+                vec![PathBuf::from("/")],
+                None,
+            ),
+            Some(d) => {
+                let v = d.get_ref();
+                let limit = self.limit_values(
+                    v.warn,
+                    v.crit,
+                    v.for_cycles,
+                    &v.within,
+                    d.span().start,
+                    "checks.disk",
+                    true,
+                    (90.0, 95.0),
+                )?;
+                let p = paths(&v.paths, "checks.disk.paths")?;
+                let p = if p.is_empty() {
+                    vec![PathBuf::from("/")]
+                } else {
+                    p
+                };
+                (limit, p, v.min_free.map(|s| s.0))
+            }
+        };
+        let mut http = Vec::new();
+        for h in &raw.http {
+            let v = h.get_ref();
+            if !(v.url.starts_with("http://") || v.url.starts_with("https://")) {
+                return Err(self.spanned_err(
+                    h,
+                    "checks.http.url",
+                    format!("{:?} is not an http:// or https:// URL", v.url),
+                ));
+            }
+            http.push(HttpCheck {
+                name: v.name.clone(),
+                url: v.url.clone(),
+                expect_status: v.expect_status.unwrap_or(200),
+                body_contains: v.body_contains.clone(),
+                warn_latency: v.warn_latency.map(|d| d.0),
+                timeout: v.timeout.map_or(Duration::from_secs(10), |d| d.0),
+                window: self.window(v.for_cycles, &v.within, h.span().start, "checks.http")?,
+            });
+        }
+        let mut tcp = Vec::new();
+        for t in &raw.tcp {
+            let v = t.get_ref();
+            if !v.address.contains(':') {
+                return Err(self.spanned_err(
+                    t,
+                    "checks.tcp.address",
+                    format!("{:?} is not host:port", v.address),
+                ));
+            }
+            tcp.push(TcpCheck {
+                name: v.name.clone(),
+                address: v.address.clone(),
+                timeout: v.timeout.map_or(Duration::from_secs(5), |d| d.0),
+                window: self.window(v.for_cycles, &v.within, t.span().start, "checks.tcp")?,
+            });
+        }
+        Ok(ChecksConfig {
+            cpu: self.limit(raw.cpu.as_ref(), "checks.cpu", true, (80.0, 95.0))?,
+            memory: self.limit(raw.memory.as_ref(), "checks.memory", true, (80.0, 95.0))?,
+            swap: self.limit(raw.swap.as_ref(), "checks.swap", true, (50.0, 80.0))?,
+            load: self.limit(raw.load.as_ref(), "checks.load", false, (2.0, 4.0))?,
+            disk,
+            disk_paths,
+            disk_min_free,
+            http,
+            tcp,
+            sqlite: paths(&raw.sqlite, "checks.sqlite")?,
+            paths_exist: paths(&raw.paths_exist, "checks.paths-exist")?,
+            paths_writable: paths(&raw.paths_writable, "checks.paths-writable")?,
+        })
+    }
+
+    fn alerts(&self, raw: &RawAlerts) -> Result<AlertsConfig, ConfigError> {
+        let remind_every = raw
+            .remind_every
+            .map_or(Duration::from_secs(6 * 3600), |d| d.0);
+        let Some(e) = &raw.email else {
+            return Ok(AlertsConfig {
+                remind_every,
+                email: None,
+            });
+        };
+        let v = e.get_ref();
+        let bad = |key: &str, m: String| self.spanned_err(e, &format!("alerts.email.{key}"), m);
+        let (host, port) = match v.smtp.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() => (
+                h.trim_matches(|c| c == '[' || c == ']').to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| bad("smtp", format!("{:?} has no valid port", v.smtp)))?,
+            ),
+            _ => return Err(bad("smtp", format!("{:?} is not host:port", v.smtp))),
+        };
+        let security = v.security.unwrap_or(Security::Starttls);
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if security == Security::None && !loopback {
+            return Err(bad(
+                "security",
+                format!(
+                    "\"none\" sends mail and passwords in clear text: only allowed to a server on loopback, not {host}"
+                ),
+            ));
+        }
+        if v.to.is_empty() {
+            return Err(bad("to", "no recipients".into()));
+        }
+        for addr in v.to.iter().chain(std::iter::once(&v.from)) {
+            if addr.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(bad("to", format!("{addr:?} is not a mail address")));
+            }
+        }
+        let password = match (&v.password_file, &v.password_env) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "password-file",
+                    "give password-file or password-env, not both".into(),
+                ));
+            }
+            (Some(f), None) => Some(PasswordSource::File(
+                self.path(f, "alerts.email.password-file")?.value,
+            )),
+            (None, Some(env)) => Some(PasswordSource::Env(env.clone())),
+            (None, None) => None,
+        };
+        if password.is_some() != v.username.is_some() {
+            return Err(bad(
+                "username",
+                "username and a password source go together".into(),
+            ));
+        }
+        Ok(AlertsConfig {
+            remind_every,
+            email: Some(EmailConfig {
+                host,
+                port,
+                security,
+                username: v.username.clone(),
+                password,
+                from: v.from.clone(),
+                to: v.to.clone(),
+                timeout: v.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                ca_file: match &v.ca_file {
+                    Some(f) => Some(self.path(f, "alerts.email.ca-file")?.value),
+                    None => None,
+                },
+            }),
+        })
     }
 }
 
@@ -868,6 +1227,8 @@ mod tests {
         assert_eq!(c.checks.memory.warn, 80.0);
         assert_eq!(c.checks.cpu.warn, 80.0);
         assert_eq!(c.checks.disk.warn, 90.0);
+        assert_eq!(c.checks.disk_paths, [PathBuf::from("/")]);
+        assert!(c.alerts.email.is_none());
         assert!(c.state_dir.ends_with(".local/state/steward"));
     }
 

@@ -1,9 +1,12 @@
 //! steward: checks, maintenance, verified compressed backups and incident restores for
 //! small self-hosted servers. `run` dispatches a parsed command line.
 
+pub mod alerts;
 pub mod backup;
 pub mod catalog;
+pub mod checks;
 pub mod cli;
+pub mod clock;
 mod commands;
 pub mod config;
 pub mod error;

@@ -5,6 +5,11 @@
 #[path = "integration/common.rs"]
 mod common;
 
+#[path = "integration/alerts.rs"]
+mod alerts;
+#[path = "integration/mail.rs"]
+mod mail;
+
 #[path = "integration/backup.rs"]
 mod backup;
 #[path = "integration/config.rs"]

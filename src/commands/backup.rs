@@ -33,7 +33,7 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
         .collect();
     cfg.check_set_paths(&sets)?;
     let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
-    let catalog = super::open_catalog(cfg)?;
+    let mut catalog = super::open_catalog(cfg)?;
     if sets.is_empty() {
         if args.json {
             super::print_json(&Vec::<SetOutcome>::new())?;
@@ -45,6 +45,7 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    super::ping(cfg, "backup", super::Phase::Start);
     let progress = super::progress::for_stderr();
     let options = BackupOptions { force: args.force };
     let tz = jiff::tz::TimeZone::system();
@@ -77,6 +78,13 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
                     }
                 };
                 catalog.finish_run(run_id, status, &summary)?;
+                super::job_finished(
+                    cfg,
+                    &mut catalog,
+                    &format!("backup {}", set.name),
+                    true,
+                    &summary,
+                );
                 results.push(o);
                 if cfg.backup.prune_after_backup && !set.keep.is_empty() {
                     match crate::backup::prune_set(cfg, &catalog, set, &tz, false) {
@@ -90,11 +98,24 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
+                super::job_finished(
+                    cfg,
+                    &mut catalog,
+                    &format!("backup {}", set.name),
+                    false,
+                    &format!("{e:#}"),
+                );
                 failures.push(e);
             }
         }
     }
     drop(progress);
+    let phase = if failures.is_empty() {
+        super::Phase::Success
+    } else {
+        super::Phase::Fail
+    };
+    super::ping(cfg, "backup", phase);
     if args.json {
         super::print_json(&results)?;
     } else {

@@ -1,8 +1,10 @@
 //! Thin adapters from parsed subcommands to core modules: load the config, take locks,
 //! call the core, print the result (table or `--json`).
 
+mod alert;
 mod backup;
 mod backups;
+mod check;
 mod config;
 mod progress;
 mod prune;
@@ -33,6 +35,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prune(a) => prune::run(&cfg, a),
         Command::Restore(a) => restore::run(&cfg, a),
         Command::Config(c) => config::run(&cfg, c),
+        Command::Check { json } => check::run(&cfg, json),
+        Command::Alert(c) => alert::run(&cfg, c),
     }
 }
 
@@ -68,4 +72,75 @@ fn show_time(unix: i64) -> String {
 /// Bytes in IEC units.
 fn show_bytes(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()
+}
+
+/// Where a job is, for pings.
+#[derive(Clone, Copy)]
+enum Phase {
+    Start,
+    Success,
+    Fail,
+}
+
+/// Pings the job's URL from `[pings]` (healthchecks.io style), best effort.
+fn ping(cfg: &crate::config::Config, job: &str, phase: Phase) {
+    let Some(base) = cfg.pings.get(job) else {
+        return;
+    };
+    let url = match phase {
+        Phase::Start => format!("{}/start", base.trim_end_matches('/')),
+        Phase::Success => base.clone(),
+        Phase::Fail => format!("{}/fail", base.trim_end_matches('/')),
+    };
+    if let Err(e) = crate::services::health(&url, std::time::Duration::from_secs(10)) {
+        eprintln!("steward: warning: ping {url} failed: {e}");
+    }
+}
+
+/// Records a job's result as the alert state `job NAME` (a failure mails at once, the
+/// next success mails the recovery) and sends due mail.
+fn job_finished(
+    cfg: &crate::config::Config,
+    catalog: &mut crate::catalog::Catalog,
+    job: &str,
+    ok: bool,
+    detail: &str,
+) {
+    let now = crate::clock::now();
+    let host = crate::fsutil::hostname();
+    let round = crate::alerts::Round {
+        remind_every: cfg.alerts.remind_every,
+        host: &host,
+        queue_mail: cfg.alerts.email.is_some(),
+        now,
+    };
+    if let Err(e) = crate::alerts::record_job(catalog, job, ok, detail, &round) {
+        eprintln!("steward: warning: recording the job's alert state failed: {e:#}");
+        return;
+    }
+    deliver_mail(cfg, catalog, now);
+}
+
+/// Sends what waits in the outbox, telling on stderr when it could not.
+fn deliver_mail(
+    cfg: &crate::config::Config,
+    catalog: &crate::catalog::Catalog,
+    now: i64,
+) -> Option<crate::alerts::Delivery> {
+    let email = cfg.alerts.email.as_ref()?;
+    match crate::alerts::deliver(catalog, email, now) {
+        Ok(d) => {
+            if let Some(e) = &d.last_error {
+                eprintln!(
+                    "steward: warning: alert mail not sent ({e}); {} waiting, retried later",
+                    d.waiting
+                );
+            }
+            Some(d)
+        }
+        Err(e) => {
+            eprintln!("steward: warning: alert delivery failed: {e:#}");
+            None
+        }
+    }
 }

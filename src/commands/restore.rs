@@ -69,7 +69,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let catalog = super::open_catalog(cfg)?;
+    let mut catalog = super::open_catalog(cfg)?;
     let record = choose(cfg, &catalog, &args)?;
     let opts = RestoreOptions {
         to: args.to.clone(),
@@ -109,6 +109,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     match result {
         Ok(r) => {
             catalog.finish_run(run_id, RunStatus::Ok, &format!("{} restored", r.id))?;
+            super::job_finished(cfg, &mut catalog, "restore", true, "");
             if args.json {
                 super::print_json(&r)?;
             } else {
@@ -131,6 +132,13 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
+            super::job_finished(
+                cfg,
+                &mut catalog,
+                "restore",
+                false,
+                &format!("{} failed: {}", record.id, e),
+            );
             Err(anyhow::Error::new(e).context(format!("restore of {} failed", record.id)))
         }
     }

@@ -10,7 +10,8 @@ use crate::config::Config;
 
 pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let _lock = crate::lock::acquire(&cfg.state_dir, "verify")?;
-    let catalog = super::open_catalog(cfg)?;
+    let mut catalog = super::open_catalog(cfg)?;
+    super::ping(cfg, "verify", super::Phase::Start);
     let all = catalog.backups(args.set.as_deref())?;
     let chosen: Vec<BackupRecord> = if let Some(id) = &args.id {
         match all.into_iter().find(|b| &b.id == id) {
@@ -38,6 +39,17 @@ pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     drop(progress);
     let failed = outcomes.iter().filter(|o| !o.ok).count();
+    let detail: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
+    super::job_finished(cfg, &mut catalog, "verify", failed == 0, &detail.join("; "));
+    super::ping(
+        cfg,
+        "verify",
+        if failed == 0 {
+            super::Phase::Success
+        } else {
+            super::Phase::Fail
+        },
+    );
     if args.json {
         super::print_json(&outcomes)?;
     } else {

@@ -1,0 +1,372 @@
+//! One check cycle: measure, compare with the limits, return a reading per check. Pure of
+//! alerting: `crate::alerts` turns readings into states and mails.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::config::{Config, Limit, Window};
+use crate::services::{Controller, Runner};
+
+/// How bad a reading is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    Ok,
+    Warn,
+    Crit,
+}
+
+impl Severity {
+    /// One letter, for the history kept in the catalog.
+    pub fn letter(self) -> char {
+        match self {
+            Severity::Ok => 'O',
+            Severity::Warn => 'W',
+            Severity::Crit => 'C',
+        }
+    }
+    pub fn from_letter(c: char) -> Severity {
+        match c {
+            'W' => Severity::Warn,
+            'C' => Severity::Crit,
+            _ => Severity::Ok,
+        }
+    }
+    /// Nagios-style word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Severity::Ok => "OK",
+            Severity::Warn => "WARNING",
+            Severity::Crit => "CRITICAL",
+        }
+    }
+}
+
+/// One check's result in one cycle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reading {
+    pub name: String,
+    pub severity: Severity,
+    pub value: String,
+    pub threshold: String,
+    #[serde(skip)]
+    pub window: Window,
+}
+
+fn reading(
+    name: impl Into<String>,
+    severity: Severity,
+    value: String,
+    threshold: String,
+    window: Window,
+) -> Reading {
+    Reading {
+        name: name.into(),
+        severity,
+        value,
+        threshold,
+        window,
+    }
+}
+
+fn against(limit: &Limit, value: f64) -> Severity {
+    if value >= limit.crit {
+        Severity::Crit
+    } else if value >= limit.warn {
+        Severity::Warn
+    } else {
+        Severity::Ok
+    }
+}
+
+fn pct(name: &str, limit: &Limit, value: f64) -> Reading {
+    reading(
+        name,
+        against(limit, value),
+        format!("{value:.1} %"),
+        format!("warn {} % / crit {} %", limit.warn, limit.crit),
+        limit.window,
+    )
+}
+
+/// Used percentage and free bytes of the filesystem holding `path`, as `df` counts them.
+fn disk_usage(path: &Path) -> std::io::Result<(f64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("path has a NUL byte"))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64);
+    let avail = st.f_bavail as u64;
+    let pct = if used + avail == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / (used + avail) as f64
+    };
+    Ok((pct, avail * frsize))
+}
+
+/// GETs `url`, giving (status, body prefix, latency).
+fn http_get(url: &str, timeout: Duration) -> Result<(u16, String, Duration), String> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .proxy(None)
+            .build(),
+    );
+    let started = Instant::now();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok((status, body, started.elapsed()))
+}
+
+/// Runs one cycle of every configured check. `now` is Unix seconds (for backup ages).
+pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) -> Vec<Reading> {
+    let c = &config.checks;
+    let mut out = Vec::new();
+    let one = Window::default();
+
+    // CPU over sysinfo's minimum interval, the same System refreshed twice.
+    match sysinfo::System::new() {
+        Ok(mut sys) => {
+            sys.refresh_cpu_usage();
+            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+            sys.refresh_cpu_usage();
+            out.push(pct("cpu", &c.cpu, f64::from(sys.global_cpu_usage())));
+            sys.refresh_memory();
+            let total = sys.total_memory().max(1);
+            out.push(pct(
+                "memory",
+                &c.memory,
+                sys.used_memory() as f64 * 100.0 / total as f64,
+            ));
+            if sys.total_swap() > 0 {
+                out.push(pct(
+                    "swap",
+                    &c.swap,
+                    sys.used_swap() as f64 * 100.0 / sys.total_swap() as f64,
+                ));
+            }
+            if let Ok(load) = sysinfo::System::load_average() {
+                let cores = sys.cpus().len().max(1) as f64;
+                let per_core = load.one / cores;
+                out.push(reading(
+                    "load",
+                    against(&c.load, per_core),
+                    format!("{per_core:.2} per core"),
+                    format!("warn {} / crit {}", c.load.warn, c.load.crit),
+                    c.load.window,
+                ));
+            }
+        }
+        Err(e) => out.push(reading(
+            "system",
+            Severity::Crit,
+            e.to_string(),
+            "readable".into(),
+            one,
+        )),
+    }
+
+    for path in &c.disk_paths {
+        let name = format!("disk {}", path.display());
+        match disk_usage(path) {
+            Ok((used, free)) => {
+                let mut r = pct(&name, &c.disk, used);
+                r.value = format!(
+                    "{used:.1} % ({} free)",
+                    bytesize::ByteSize(free).display().iec()
+                );
+                if let Some(min) = c.disk_min_free
+                    && free < min
+                {
+                    r.severity = Severity::Crit;
+                    r.threshold = format!(
+                        "{}, min free {}",
+                        r.threshold,
+                        bytesize::ByteSize(min).display().iec()
+                    );
+                }
+                out.push(r);
+            }
+            Err(e) => out.push(reading(
+                name,
+                Severity::Crit,
+                e.to_string(),
+                "readable".into(),
+                c.disk.window,
+            )),
+        }
+    }
+
+    let services = Controller { runner };
+    for svc in &config.services {
+        let (sev, value) = match services.is_running(svc) {
+            Ok(true) => (Severity::Ok, "running".to_string()),
+            Ok(false) => (Severity::Crit, "not running".to_string()),
+            Err(e) => (Severity::Crit, e.to_string()),
+        };
+        out.push(reading(
+            format!("service {}", svc.name),
+            sev,
+            value,
+            "running".into(),
+            one,
+        ));
+        if let Some(url) = &svc.health_url {
+            let (sev, value) = match http_get(url, Duration::from_secs(10)) {
+                Ok((s, _, lat)) if (200..300).contains(&s) => {
+                    (Severity::Ok, format!("HTTP {s} in {} ms", lat.as_millis()))
+                }
+                Ok((s, _, _)) => (Severity::Crit, format!("HTTP {s}")),
+                Err(e) => (Severity::Crit, e),
+            };
+            out.push(reading(
+                format!("health {}", svc.name),
+                sev,
+                value,
+                "2xx".into(),
+                one,
+            ));
+        }
+    }
+
+    for h in &c.http {
+        let threshold = format!(
+            "HTTP {}{}{}",
+            h.expect_status,
+            h.body_contains
+                .as_ref()
+                .map(|b| format!(", body has {b:?}"))
+                .unwrap_or_default(),
+            h.warn_latency
+                .map(|l| format!(", under {} ms", l.as_millis()))
+                .unwrap_or_default()
+        );
+        let (sev, value) = match http_get(&h.url, h.timeout) {
+            Err(e) => (Severity::Crit, e),
+            Ok((s, _, _)) if s != h.expect_status => (Severity::Crit, format!("HTTP {s}")),
+            Ok((s, body, _))
+                if h.body_contains
+                    .as_ref()
+                    .is_some_and(|b| !body.contains(b.as_str())) =>
+            {
+                (Severity::Crit, format!("HTTP {s}, expected text missing"))
+            }
+            Ok((s, _, lat)) if h.warn_latency.is_some_and(|l| lat > l) => (
+                Severity::Warn,
+                format!("HTTP {s} in {} ms", lat.as_millis()),
+            ),
+            Ok((s, _, lat)) => (Severity::Ok, format!("HTTP {s} in {} ms", lat.as_millis())),
+        };
+        out.push(reading(
+            format!("http {}", h.name),
+            sev,
+            value,
+            threshold,
+            h.window,
+        ));
+    }
+
+    for t in &c.tcp {
+        let connected = t
+            .address
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
+            .and_then(|a| TcpStream::connect_timeout(&a, t.timeout).map_err(|e| e.to_string()));
+        let (sev, value) = match connected {
+            Ok(_) => (Severity::Ok, "accepts connections".to_string()),
+            Err(e) => (Severity::Crit, e),
+        };
+        out.push(reading(
+            format!("tcp {}", t.name),
+            sev,
+            value,
+            "connect".into(),
+            t.window,
+        ));
+    }
+
+    for db in &c.sqlite {
+        let name = format!("sqlite {}", db.display());
+        let result =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|conn| {
+                    conn.busy_timeout(Duration::from_secs(10))?;
+                    conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+                });
+        let (sev, value) = match result {
+            Ok(s) if s == "ok" => (Severity::Ok, "ok".to_string()),
+            Ok(s) => (Severity::Crit, s),
+            Err(e) => (Severity::Crit, e.to_string()),
+        };
+        out.push(reading(name, sev, value, "quick_check ok".into(), one));
+    }
+
+    for p in &c.paths_exist {
+        let ok = std::fs::symlink_metadata(p).is_ok();
+        out.push(reading(
+            format!("exists {}", p.display()),
+            if ok { Severity::Ok } else { Severity::Crit },
+            if ok { "present" } else { "missing" }.into(),
+            "exists".into(),
+            one,
+        ));
+    }
+    for p in &c.paths_writable {
+        use std::os::unix::ffi::OsStrExt;
+        let ok = std::ffi::CString::new(p.as_os_str().as_bytes())
+            // SAFETY: a valid C string.
+            .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+            .unwrap_or(false);
+        out.push(reading(
+            format!("writable {}", p.display()),
+            if ok { Severity::Ok } else { Severity::Crit },
+            if ok { "writable" } else { "not writable" }.into(),
+            "writable".into(),
+            one,
+        ));
+    }
+
+    for set in &config.backup.sets {
+        let Some(max) = set.max_age else { continue };
+        let name = format!("backup {}", set.name);
+        let threshold = format!(
+            "newest verified younger than {}",
+            humantime::format_duration(max)
+        );
+        let (sev, value) = match catalog.newest_verified(&set.name) {
+            Ok(Some(b)) => {
+                let age = Duration::from_secs(now.saturating_sub(b.created_at).max(0) as u64);
+                let shown =
+                    humantime::format_duration(Duration::from_secs(age.as_secs() / 60 * 60))
+                        .to_string();
+                if age > max {
+                    (Severity::Crit, format!("{shown} old ({})", b.id))
+                } else {
+                    (Severity::Ok, format!("{shown} old"))
+                }
+            }
+            Ok(None) => (Severity::Crit, "no verified backup".into()),
+            Err(e) => (Severity::Crit, e.to_string()),
+        };
+        out.push(reading(name, sev, value, threshold, one));
+    }
+    out
+}

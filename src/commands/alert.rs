@@ -1,0 +1,44 @@
+//! `steward alert test` and `steward alert flush`.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::cli::AlertCommand;
+use crate::config::Config;
+
+pub fn run(cfg: &Config, cmd: AlertCommand) -> anyhow::Result<ExitCode> {
+    let Some(email) = &cfg.alerts.email else {
+        bail!("no [alerts.email] in {}: nowhere to send mail", cfg.origin);
+    };
+    match cmd {
+        AlertCommand::Test => {
+            let host = crate::fsutil::hostname();
+            let subject = format!("[steward] {host}: test mail");
+            let body = format!(
+                "This is a test mail from steward on {host}.\nIf you read this, alerts reach {}.\n",
+                email.to.join(", ")
+            );
+            crate::alerts::send(email, &subject, &body).context("sending the test mail")?;
+            println!(
+                "test mail accepted by {}:{} for {}",
+                email.host,
+                email.port,
+                email.to.join(", ")
+            );
+        }
+        AlertCommand::Flush => {
+            let catalog = super::open_catalog(cfg)?;
+            // Everything waiting, whatever its backoff.
+            let d = crate::alerts::deliver(&catalog, email, i64::MAX)?;
+            println!(
+                "{} sent, {} failed, {} waiting",
+                d.sent, d.failed, d.waiting
+            );
+            if let Some(e) = d.last_error {
+                bail!("{e}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,97 @@
+//! `steward check`: one cycle of every check, states and alerts updated, a table (or
+//! JSON), and the Nagios exit code of the worst state.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::alerts::{Event, State};
+use crate::checks::Severity;
+use crate::config::Config;
+
+#[derive(Serialize)]
+struct CheckRow<'a> {
+    name: &'a str,
+    state: Severity,
+    value: &'a str,
+    threshold: &'a str,
+    since: i64,
+}
+
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    status: Severity,
+    checks: Vec<CheckRow<'a>>,
+    events: &'a [Event],
+    mail: Option<crate::alerts::Delivery>,
+}
+
+pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let _lock = crate::lock::acquire(&cfg.state_dir, "check")?;
+    let mut catalog = super::open_catalog(cfg)?;
+    super::ping(cfg, "check", super::Phase::Start);
+    let now = crate::clock::now();
+    let readings = crate::checks::cycle(cfg, &catalog, &crate::services::SystemRunner, now);
+    let host = crate::fsutil::hostname();
+    let round = crate::alerts::Round {
+        remind_every: cfg.alerts.remind_every,
+        host: &host,
+        queue_mail: cfg.alerts.email.is_some(),
+        now,
+    };
+    let (states, events) = crate::alerts::record(&mut catalog, &readings, &round)?;
+    let mail = super::deliver_mail(cfg, &catalog, now);
+    super::ping(cfg, "check", super::Phase::Success);
+    let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);
+    if json {
+        let checks = states.iter().map(row).collect();
+        super::print_json(&CheckJson {
+            status: worst,
+            checks,
+            events: &events,
+            mail,
+        })?;
+    } else {
+        println!(
+            "{:<34} {:<9} {:<30} {:<34} SINCE",
+            "CHECK", "STATE", "VALUE", "THRESHOLD"
+        );
+        for s in &states {
+            println!(
+                "{:<34} {:<9} {:<30} {:<34} {}",
+                s.name,
+                s.state.word(),
+                s.value,
+                s.threshold,
+                super::show_time(s.since)
+            );
+        }
+        for e in &events {
+            println!("alert: {:?} {} -> {}", e.kind, e.name, e.to.word());
+        }
+        if let Some(m) = &mail
+            && m.sent > 0
+        {
+            println!(
+                "alert mail sent ({} message{})",
+                m.sent,
+                if m.sent == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(ExitCode::from(match worst {
+        Severity::Ok => crate::error::OK,
+        Severity::Warn => crate::error::WARNING,
+        Severity::Crit => crate::error::FAILED,
+    }))
+}
+
+fn row(s: &State) -> CheckRow<'_> {
+    CheckRow {
+        name: &s.name,
+        state: s.state,
+        value: &s.value,
+        threshold: &s.threshold,
+        since: s.since,
+    }
+}
