@@ -33,3 +33,16 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     }
     ExitCode::from(FAILED)
 }
+
+/// An error with its causes, `a: b: c` (for messages stored or mailed, where `{:#}` of
+/// anyhow is not at hand).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -371,18 +371,7 @@ pub fn send(email: &EmailConfig, subject: &str, body: &str) -> Result<(), AlertE
         .build()
         .send(&message)
         .map(|_| ())
-        .map_err(|e| smtp_err(email, error_chain(&e)))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+        .map_err(|e| smtp_err(email, crate::error::chain(&e)))
 }
 
 /// What a delivery round did.

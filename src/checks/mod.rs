@@ -3,13 +3,13 @@
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Limit, Window};
-use crate::services::{Controller, Runner};
+use crate::services::{Controller, Runner, http_get};
 
 /// How bad a reading is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -112,27 +112,6 @@ fn disk_usage(path: &Path) -> std::io::Result<(f64, u64)> {
         used as f64 * 100.0 / (used + avail) as f64
     };
     Ok((pct, avail * frsize))
-}
-
-/// GETs `url`, giving (status, body prefix, latency).
-fn http_get(url: &str, timeout: Duration) -> Result<(u16, String, Duration), String> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .proxy(None)
-            .build(),
-    );
-    let started = Instant::now();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(256 * 1024)
-        .read_to_string()
-        .unwrap_or_default();
-    Ok((status, body, started.elapsed()))
 }
 
 /// Runs one cycle of every configured check. `now` is Unix seconds (for backup ages).

@@ -33,13 +33,8 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let now = crate::clock::now();
     let readings = crate::checks::cycle(cfg, &catalog, &crate::services::SystemRunner, now);
     let host = crate::fsutil::hostname();
-    let round = crate::alerts::Round {
-        remind_every: cfg.alerts.remind_every,
-        host: &host,
-        queue_mail: cfg.alerts.email.is_some(),
-        now,
-    };
-    let (states, events) = crate::alerts::record(&mut catalog, &readings, &round)?;
+    let (states, events) =
+        crate::alerts::record(&mut catalog, &readings, &super::round(cfg, &host, now))?;
     let mail = super::deliver_mail(cfg, &catalog, now);
     super::ping(cfg, "check", super::Phase::Success);
     let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);

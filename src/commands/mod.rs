@@ -108,13 +108,7 @@ fn job_finished(
 ) {
     let now = crate::clock::now();
     let host = crate::fsutil::hostname();
-    let round = crate::alerts::Round {
-        remind_every: cfg.alerts.remind_every,
-        host: &host,
-        queue_mail: cfg.alerts.email.is_some(),
-        now,
-    };
-    if let Err(e) = crate::alerts::record_job(catalog, job, ok, detail, &round) {
+    if let Err(e) = crate::alerts::record_job(catalog, job, ok, detail, &round(cfg, &host, now)) {
         eprintln!("steward: warning: recording the job's alert state failed: {e:#}");
         return;
     }
@@ -142,5 +136,15 @@ fn deliver_mail(
             eprintln!("steward: warning: alert delivery failed: {e:#}");
             None
         }
+    }
+}
+
+/// The alerting context of this run.
+fn round<'a>(cfg: &crate::config::Config, host: &'a str, now: i64) -> crate::alerts::Round<'a> {
+    crate::alerts::Round {
+        remind_every: cfg.alerts.remind_every,
+        host,
+        queue_mail: cfg.alerts.email.is_some(),
+        now,
     }
 }

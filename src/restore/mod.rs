@@ -384,8 +384,8 @@ pub fn restore(
         let _ = fs::remove_file(journal_path(&config.state_dir));
         let down = quiesced.resume();
         let cause = match undone {
-            Ok(()) => chain(&e),
-            Err(r) => format!("{}; rolling back also failed: {r}", chain(&e)),
+            Ok(()) => crate::error::chain(&e),
+            Err(r) => format!("{}; rolling back also failed: {r}", crate::error::chain(&e)),
         };
         return Err(with_services(
             RestoreError::RolledBack {
@@ -412,18 +412,6 @@ pub fn restore(
         rollbacks: rollbacks.into_iter().filter(|r| r.exists()).collect(),
         sqlite_checked: staged.sqlite,
     })
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn join_errors(errors: &[ServiceError]) -> String {

@@ -244,8 +244,9 @@ impl Controller<'_> {
     }
 }
 
-/// GETs `url`; Ok on a 2xx answer.
-pub fn health(url: &str, timeout: Duration) -> Result<(), String> {
+/// GETs `url` (no proxy: these are the host's own endpoints), giving the status, the
+/// start of the body and the latency.
+pub fn http_get(url: &str, timeout: Duration) -> Result<(u16, String, Duration), String> {
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -253,12 +254,23 @@ pub fn health(url: &str, timeout: Duration) -> Result<(), String> {
             .proxy(None)
             .build(),
     );
-    let resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    if (200..300).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("HTTP {status}"))
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok((status, body, started.elapsed()))
+}
+
+/// GETs `url`; Ok on a 2xx answer.
+pub fn health(url: &str, timeout: Duration) -> Result<(), String> {
+    match http_get(url, timeout)? {
+        (s, _, _) if (200..300).contains(&s) => Ok(()),
+        (s, _, _) => Err(format!("HTTP {s}")),
     }
 }
 
