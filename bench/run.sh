@@ -105,6 +105,21 @@ PREP="rm -rf $work/unsteward" measure "steward restore --to (verified)" \
   "$steward" --config "$work/steward.toml" restore --latest --set host --yes --to "$work/unsteward"
 rm -rf "$work/untar" "$work/unsteward"
 
+# --- one check cycle: CPU time (user+sys) per cycle over 20 cycles; the CPU sampling
+# window is a sleep, so it costs nothing here
+cat >"$work/check.toml" <<TOML
+[state]
+dir = "$work/check-state"
+[checks]
+paths-exist = ["$data"]
+paths-writable = ["$work"]
+TOML
+/usr/bin/time -f "%U %S" -o "$work/check.time" sh -c \
+  "for i in \$(seq 20); do '$steward' --config '$work/check.toml' check >/dev/null || true; done"
+read -r cu cs <"$work/check.time"
+check_ms=$(python3 -c "print(round(($cu + $cs) * 1000 / 20, 1))")
+echo "check cycle: $check_ms ms CPU per cycle" >&2
+
 # --- borg
 export BORG_REPO="$work/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
   BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$work/borg-home"
@@ -158,8 +173,9 @@ TOML
 fi
 
 # --- report
-python3 - "$results" "$tar_size" "$steward_size" "$borg_size" "$restic_size" <<'PY'
+python3 - "$results" "$tar_size" "$steward_size" "$borg_size" "$restic_size" "$check_ms" <<'PY'
 import sys
+check_ms = float(sys.argv[6])
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 r = {n: (float(w), int(k)) for n, w, k in rows}
 tar_size, st_size, borg_size, restic_size = map(int, sys.argv[2:6])
@@ -189,6 +205,7 @@ x = ratio("steward verify --all", "restic check --read-data")
 checks.append(("verify --all / restic check --read-data", x, "(info)", True))
 rss = max(k for n, (w, k) in r.items() if n.startswith("steward")) / 1024
 checks.append(("steward peak RSS MiB (all runs)", rss, "<= 64", rss <= 64))
+checks.append(("check cycle CPU ms (user+sys)", check_ms, "<= 50", check_ms <= 50))
 x = st_size / tar_size
 checks.append(("archive size / tar|zstd -3 size", x, "within 2%", abs(x - 1) <= 0.02))
 print(f"{'target':48} {'value':>8}  {'goal':10} ok")
