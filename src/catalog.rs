@@ -83,6 +83,14 @@ const MIGRATIONS: &[&str] = &[
         next_attempt INTEGER NOT NULL,
         last_error TEXT
      );",
+    // 3: disk samples for the capacity forecast.
+    "CREATE TABLE disk_samples (
+        path TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        free INTEGER NOT NULL
+     );
+     CREATE INDEX disk_samples_by_path ON disk_samples (path, at);",
 ];
 
 /// The state of a backup in the catalog.
@@ -501,6 +509,62 @@ impl Catalog {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+}
+
+impl Catalog {
+    /// Records a disk sample (the check cycle does, for the forecast).
+    pub fn add_disk_sample(
+        &self,
+        path: &str,
+        at: i64,
+        used: u64,
+        free: u64,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO disk_samples (path, at, used, free) VALUES (?1, ?2, ?3, ?4)",
+                params![path, at, used as i64, free as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Samples of `path` since `from`, oldest first: (at, used, free).
+    pub fn disk_samples(
+        &self,
+        path: &str,
+        from: i64,
+    ) -> Result<Vec<(i64, u64, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT at, used, free FROM disk_samples WHERE path = ?1 AND at >= ?2 ORDER BY at",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![path, from], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Forgets runs and disk samples older than `before`; returns how many rows went.
+    pub fn forget_before(&self, before: i64) -> Result<usize, CatalogError> {
+        let runs = self
+            .conn
+            .execute("DELETE FROM runs WHERE started_at < ?1", [before])
+            .map_err(|e| self.err(e))?;
+        let samples = self
+            .conn
+            .execute("DELETE FROM disk_samples WHERE at < ?1", [before])
+            .map_err(|e| self.err(e))?;
+        Ok(runs + samples)
     }
 }
 

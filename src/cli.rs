@@ -37,6 +37,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daily, weekly or monthly maintenance tasks.
+    Maintain {
+        /// Which period's tasks.
+        #[arg(value_enum)]
+        period: Period,
+        /// Show what would be done, change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The capacity and activity report (runs, backup growth, disk forecast).
+    Report,
     /// Alert mail tools.
     #[command(subcommand)]
     Alert(AlertCommand),
@@ -149,6 +163,14 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A maintenance period.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Period {
+    Daily,
+    Weekly,
+    Monthly,
 }
 
 #[derive(Debug, Subcommand)]

@@ -78,6 +78,7 @@ pub struct Config {
     /// Services, in start order (every service after those it names in `after`).
     pub services: Vec<ServiceConfig>,
     pub alerts: AlertsConfig,
+    pub maintenance: MaintenanceConfig,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
     pub pings: std::collections::BTreeMap<String, String>,
 }
@@ -222,6 +223,75 @@ pub struct TcpCheck {
     pub window: Window,
 }
 
+/// Maintenance tasks per period.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MaintenanceConfig {
+    pub daily: Vec<Task>,
+    pub weekly: Vec<Task>,
+    pub monthly: Vec<Task>,
+}
+
+/// One maintenance task.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Task {
+    /// SQLite care, in the order given.
+    Sqlite {
+        databases: Vec<PathBuf>,
+        actions: Vec<SqliteAction>,
+        quiesce: Vec<String>,
+        /// Free space wanted beyond the database's size before VACUUM (which may need a
+        /// full copy).
+        vacuum_margin: u64,
+    },
+    /// Log compression and pruning.
+    Logs(LogsTask),
+    /// Old files in scratch folders.
+    Tmp {
+        paths: Vec<PathBuf>,
+        #[serde(serialize_with = "ser_duration")]
+        max_age: Duration,
+    },
+    /// Read back a share of the verified backups (1.0: all), oldest-checked first.
+    VerifyBackups { sample: f64 },
+    /// Forget run history older than this.
+    Catalog {
+        #[serde(serialize_with = "ser_duration")]
+        keep_runs: Duration,
+    },
+    /// The capacity and activity report (mailed when alerts are configured).
+    Report,
+}
+
+/// What a SQLite task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SqliteAction {
+    WalCheckpoint,
+    Vacuum,
+    Analyze,
+    Optimize,
+    IntegrityCheck,
+}
+
+/// Log rules.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LogsTask {
+    pub paths: Vec<PathBuf>,
+    pub pattern: String,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub compress_after: Option<Duration>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub delete_after: Option<Duration>,
+    pub max_total_size: Option<u64>,
+    pub keep_min_files: usize,
+    /// Compress files another process holds open by copying and truncating them
+    /// (logrotate's copytruncate); otherwise such files are left alone.
+    pub copy_truncate: bool,
+}
+
 /// Where alerts go.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -289,6 +359,8 @@ struct RawConfig {
     service: Vec<RawService>,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    maintenance: RawMaintenance,
     #[serde(default)]
     pings: std::collections::BTreeMap<String, String>,
 }
@@ -426,6 +498,49 @@ struct RawTcp {
     #[serde(rename = "for")]
     for_cycles: Option<u32>,
     within: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawMaintenance {
+    #[serde(default)]
+    daily: RawPeriod,
+    #[serde(default)]
+    weekly: RawPeriod,
+    #[serde(default)]
+    monthly: RawPeriod,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawPeriod {
+    #[serde(default)]
+    task: Vec<Spanned<RawTask>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawTask {
+    kind: String,
+    #[serde(default)]
+    databases: Vec<String>,
+    #[serde(default)]
+    actions: Vec<SqliteAction>,
+    #[serde(default)]
+    quiesce: Vec<String>,
+    vacuum_margin: Option<Size>,
+    #[serde(default)]
+    paths: Vec<String>,
+    pattern: Option<String>,
+    compress_after: Option<HumanDuration>,
+    delete_after: Option<HumanDuration>,
+    max_total_size: Option<Size>,
+    keep_min_files: Option<usize>,
+    #[serde(default)]
+    copy_truncate: bool,
+    max_age: Option<HumanDuration>,
+    sample: Option<f64>,
+    keep_runs: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -717,6 +832,23 @@ impl Validator<'_> {
         }
         let checks = self.checks(&raw.checks)?;
         let alerts = self.alerts(&raw.alerts)?;
+        let maintenance = MaintenanceConfig {
+            daily: self.tasks(
+                &raw.maintenance.daily,
+                "maintenance.daily.task",
+                &raw.service,
+            )?,
+            weekly: self.tasks(
+                &raw.maintenance.weekly,
+                "maintenance.weekly.task",
+                &raw.service,
+            )?,
+            monthly: self.tasks(
+                &raw.maintenance.monthly,
+                "maintenance.monthly.task",
+                &raw.service,
+            )?,
+        };
         for (job, url) in &raw.pings {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(self.error_at(
@@ -731,6 +863,7 @@ impl Validator<'_> {
             origin: self.origin.clone(),
             services,
             alerts,
+            maintenance,
             pings: raw.pings.clone(),
             state_dir,
             backup: BackupConfig {
@@ -1076,6 +1209,99 @@ impl Validator<'_> {
             paths_exist: paths(&raw.paths_exist, "checks.paths-exist")?,
             paths_writable: paths(&raw.paths_writable, "checks.paths-writable")?,
         })
+    }
+
+    fn tasks(
+        &self,
+        raw: &RawPeriod,
+        key: &str,
+        services: &[RawService],
+    ) -> Result<Vec<Task>, ConfigError> {
+        let mut out = Vec::new();
+        for t in &raw.task {
+            let v = t.get_ref();
+            let at = t.span().start;
+            let bad =
+                |field: &str, m: String| self.error_at(at, Some(&format!("{key}.{field}")), m);
+            let paths = |list: &[String], field: &str| -> Result<Vec<PathBuf>, ConfigError> {
+                if list.is_empty() {
+                    return Err(bad(field, format!("a {} task needs `{field}`", v.kind)));
+                }
+                list.iter()
+                    .map(|p| expand_path(p).map_err(|m| bad(field, m)))
+                    .collect()
+            };
+            for q in &v.quiesce {
+                if !services.iter().any(|s| s.name.get_ref() == q) {
+                    return Err(bad("quiesce", format!("no [[service]] named {q:?}")));
+                }
+            }
+            let task = match v.kind.as_str() {
+                "sqlite" => {
+                    if v.actions.is_empty() {
+                        return Err(bad("actions", "a sqlite task needs `actions`".into()));
+                    }
+                    Task::Sqlite {
+                        databases: paths(&v.databases, "databases")?,
+                        actions: v.actions.clone(),
+                        quiesce: v.quiesce.clone(),
+                        vacuum_margin: v.vacuum_margin.map_or(64 << 20, |s| s.0),
+                    }
+                }
+                "logs" => {
+                    let pattern = v.pattern.clone().unwrap_or_else(|| "*.log*".into());
+                    globset::Glob::new(&pattern)
+                        .map_err(|e| bad("pattern", format!("{pattern:?}: {e}")))?;
+                    if v.compress_after.is_none()
+                        && v.delete_after.is_none()
+                        && v.max_total_size.is_none()
+                    {
+                        return Err(bad(
+                            "compress-after",
+                            "a logs task needs compress-after, delete-after or max-total-size"
+                                .into(),
+                        ));
+                    }
+                    Task::Logs(LogsTask {
+                        paths: paths(&v.paths, "paths")?,
+                        pattern,
+                        compress_after: v.compress_after.map(|d| d.0),
+                        delete_after: v.delete_after.map(|d| d.0),
+                        max_total_size: v.max_total_size.map(|s| s.0),
+                        keep_min_files: v.keep_min_files.unwrap_or(3),
+                        copy_truncate: v.copy_truncate,
+                    })
+                }
+                "tmp" => Task::Tmp {
+                    paths: paths(&v.paths, "paths")?,
+                    max_age: v
+                        .max_age
+                        .map(|d| d.0)
+                        .ok_or_else(|| bad("max-age", "a tmp task needs `max-age`".into()))?,
+                },
+                "verify-backups" => {
+                    let sample = v.sample.unwrap_or(1.0);
+                    if !(sample > 0.0 && sample <= 1.0) {
+                        return Err(bad("sample", format!("{sample} is not a share in (0, 1]")));
+                    }
+                    Task::VerifyBackups { sample }
+                }
+                "catalog" => Task::Catalog {
+                    keep_runs: v.keep_runs.map_or(Duration::from_secs(90 * 86400), |d| d.0),
+                },
+                "report" => Task::Report,
+                other => {
+                    return Err(bad(
+                        "kind",
+                        format!(
+                            "{other:?} is not one of sqlite, logs, tmp, verify-backups, catalog, report"
+                        ),
+                    ));
+                }
+            };
+            out.push(task);
+        }
+        Ok(out)
     }
 
     fn alerts(&self, raw: &RawAlerts) -> Result<AlertsConfig, ConfigError> {

@@ -13,6 +13,7 @@ pub mod error;
 mod fault;
 pub mod fsutil;
 pub mod lock;
+pub mod maintain;
 pub mod restore;
 pub mod retention;
 pub mod services;

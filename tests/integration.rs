@@ -18,6 +18,8 @@ mod config;
 mod crash;
 #[path = "integration/hostile.rs"]
 mod hostile;
+#[path = "integration/maintain.rs"]
+mod maintain;
 #[path = "integration/prune.rs"]
 mod prune;
 #[path = "integration/restic.rs"]

@@ -93,8 +93,9 @@ fn pct(name: &str, limit: &Limit, value: f64) -> Reading {
     )
 }
 
-/// Used percentage and free bytes of the filesystem holding `path`, as `df` counts them.
-fn disk_usage(path: &Path) -> std::io::Result<(f64, u64)> {
+/// Used percentage, used bytes and free bytes of the filesystem holding `path`, as `df`
+/// counts them.
+pub fn disk_usage(path: &Path) -> std::io::Result<(f64, u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("path has a NUL byte"))?;
@@ -111,7 +112,7 @@ fn disk_usage(path: &Path) -> std::io::Result<(f64, u64)> {
     } else {
         used as f64 * 100.0 / (used + avail) as f64
     };
-    Ok((pct, avail * frsize))
+    Ok((pct, used * frsize, avail * frsize))
 }
 
 /// Runs one cycle of every configured check. `now` is Unix seconds (for backup ages).
@@ -165,7 +166,7 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
     for path in &c.disk_paths {
         let name = format!("disk {}", path.display());
         match disk_usage(path) {
-            Ok((used, free)) => {
+            Ok((used, _, free)) => {
                 let mut r = pct(&name, &c.disk, used);
                 r.value = format!(
                     "{used:.1} % ({} free)",

@@ -35,6 +35,12 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let host = crate::fsutil::hostname();
     let (states, events) =
         crate::alerts::record(&mut catalog, &readings, &super::round(cfg, &host, now))?;
+    // Samples for the capacity forecast of the maintenance report.
+    for path in &cfg.checks.disk_paths {
+        if let Ok((_, used, free)) = crate::checks::disk_usage(path) {
+            catalog.add_disk_sample(&path.to_string_lossy(), now, used, free)?;
+        }
+    }
     let mail = super::deliver_mail(cfg, &catalog, now);
     super::ping(cfg, "check", super::Phase::Success);
     let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);

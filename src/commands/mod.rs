@@ -6,6 +6,7 @@ mod backup;
 mod backups;
 mod check;
 mod config;
+mod maintain;
 mod progress;
 mod prune;
 mod restore;
@@ -37,6 +38,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(c) => config::run(&cfg, c),
         Command::Check { json } => check::run(&cfg, json),
         Command::Alert(c) => alert::run(&cfg, c),
+        Command::Maintain {
+            period,
+            dry_run,
+            json,
+        } => maintain::run(&cfg, period, dry_run, json),
+        Command::Report => maintain::report(&cfg),
     }
 }
 

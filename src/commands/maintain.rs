@@ -1,0 +1,142 @@
+//! `steward maintain daily|weekly|monthly` and `steward report`.
+
+use std::process::ExitCode;
+
+use crate::cli::Period;
+use crate::config::Config;
+
+pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let (name, tasks) = match period {
+        Period::Daily => ("daily", &cfg.maintenance.daily),
+        Period::Weekly => ("weekly", &cfg.maintenance.weekly),
+        Period::Monthly => ("monthly", &cfg.maintenance.monthly),
+    };
+    let job = format!("maintain {name}");
+    let _lock = crate::lock::acquire(&cfg.state_dir, "maintain")?;
+    let mut catalog = super::open_catalog(cfg)?;
+    if !dry_run {
+        super::ping(cfg, "maintain", super::Phase::Start);
+    }
+    let run_id = (!dry_run)
+        .then(|| catalog.start_run("maintain", Some(name)))
+        .transpose()?;
+    let progress = super::progress::for_stderr();
+    let now = crate::clock::now();
+    let results = crate::maintain::run(
+        cfg,
+        &catalog,
+        tasks,
+        dry_run,
+        now,
+        &crate::services::SystemRunner,
+        progress.as_ref(),
+    );
+    drop(progress);
+    let errors: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    let warnings: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|r| r.warnings.clone())
+        .collect();
+    if json {
+        let shown: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| match r {
+                Ok(t) => serde_json::to_value(t).unwrap_or_default(),
+                Err(e) => serde_json::json!({ "task": e.task, "error": e.message }),
+            })
+            .collect();
+        super::print_json(
+            &serde_json::json!({ "period": name, "dry_run": dry_run, "tasks": shown }),
+        )?;
+    } else {
+        if tasks.is_empty() {
+            println!("no {name} maintenance tasks configured");
+        }
+        for r in &results {
+            match r {
+                Ok(t) => {
+                    println!(
+                        "{}: {} compressed, {} removed, {} reclaimed",
+                        t.task,
+                        t.files_compressed,
+                        t.files_removed,
+                        super::show_bytes(t.bytes_reclaimed)
+                    );
+                    for d in &t.done {
+                        println!("  {d}");
+                    }
+                    for w in &t.warnings {
+                        println!("  warning: {w}");
+                    }
+                    if let Some(text) = &t.report {
+                        println!("{text}");
+                    }
+                }
+                Err(e) => println!("FAILED {e}"),
+            }
+        }
+    }
+    if dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Mail the report when alerts are configured.
+    if let Some(email) = &cfg.alerts.email {
+        for text in results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter_map(|r| r.report.as_ref())
+        {
+            let subject = format!("[steward] {}: {name} report", crate::fsutil::hostname());
+            if let Err(e) = crate::alerts::send(email, &subject, text) {
+                eprintln!("steward: warning: the report mail was not sent: {e}");
+            }
+        }
+    }
+    let ok = errors.is_empty();
+    let detail = errors
+        .iter()
+        .chain(&warnings)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(id) = run_id {
+        let status = if !ok {
+            crate::catalog::RunStatus::Failed
+        } else if warnings.is_empty() {
+            crate::catalog::RunStatus::Ok
+        } else {
+            crate::catalog::RunStatus::Warning
+        };
+        catalog.finish_run(id, status, &detail)?;
+    }
+    // Warnings (a VACUUM skipped for lack of room) alert like failures do.
+    super::job_finished(cfg, &mut catalog, &job, ok && warnings.is_empty(), &detail);
+    super::ping(
+        cfg,
+        "maintain",
+        if ok {
+            super::Phase::Success
+        } else {
+            super::Phase::Fail
+        },
+    );
+    for e in &errors {
+        eprintln!("steward: error: {e}");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::error::FAILED)
+    })
+}
+
+pub fn report(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let catalog = super::open_catalog(cfg)?;
+    let text = crate::maintain::report(cfg, &catalog, crate::clock::now())?;
+    println!("{text}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,620 @@
+//! Daily, weekly and monthly maintenance: SQLite care (checkpoint, VACUUM when there is
+//! room, ANALYZE, optimize, integrity), log compression and pruning, scratch folders,
+//! sampled backup verification, catalog history, and the capacity report.
+//!
+//! Every task honours `dry_run`: it says what it would do and changes nothing.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::backup::{self, Progress};
+use crate::catalog::{BackupStatus, Catalog};
+use crate::config::{Config, LogsTask, SqliteAction, Task};
+use crate::services::Runner;
+
+/// What one task did (or would do).
+#[derive(Debug, Default, Serialize)]
+pub struct TaskReport {
+    pub task: String,
+    pub done: Vec<String>,
+    pub warnings: Vec<String>,
+    pub bytes_reclaimed: u64,
+    pub files_compressed: u64,
+    pub files_removed: u64,
+    /// The report text, for a `report` task.
+    pub report: Option<String>,
+}
+
+/// A task that failed, naming what.
+#[derive(Debug, thiserror::Error)]
+#[error("{task}: {message}")]
+pub struct TaskError {
+    pub task: String,
+    pub message: String,
+}
+
+fn fail(task: &str, m: impl std::fmt::Display) -> TaskError {
+    TaskError {
+        task: task.to_string(),
+        message: m.to_string(),
+    }
+}
+
+/// Runs `tasks` in order; a failed task does not stop the others.
+pub fn run(
+    config: &Config,
+    catalog: &Catalog,
+    tasks: &[Task],
+    dry_run: bool,
+    now: i64,
+    runner: &dyn Runner,
+    progress: &dyn Progress,
+) -> Vec<Result<TaskReport, TaskError>> {
+    tasks
+        .iter()
+        .map(|t| match t {
+            Task::Sqlite {
+                databases,
+                actions,
+                quiesce,
+                vacuum_margin,
+            } => sqlite_task(
+                config,
+                databases,
+                actions,
+                quiesce,
+                *vacuum_margin,
+                dry_run,
+                runner,
+                progress,
+            ),
+            Task::Logs(l) => logs_task(l, dry_run, SystemTime::now()),
+            Task::Tmp { paths, max_age } => tmp_task(paths, *max_age, dry_run),
+            Task::VerifyBackups { sample } => verify_task(catalog, *sample, dry_run, progress),
+            Task::Catalog { keep_runs } => {
+                let name = "catalog".to_string();
+                let before = now - keep_runs.as_secs() as i64;
+                if dry_run {
+                    Ok(TaskReport {
+                        task: name,
+                        done: vec![format!(
+                            "would forget runs and disk samples before {before}"
+                        )],
+                        ..Default::default()
+                    })
+                } else {
+                    catalog
+                        .forget_before(before)
+                        .map(|n| TaskReport {
+                            task: name.clone(),
+                            done: vec![format!("forgot {n} old rows")],
+                            ..Default::default()
+                        })
+                        .map_err(|e| fail(&name, e))
+                }
+            }
+            Task::Report => report(config, catalog, now).map(|text| TaskReport {
+                task: "report".into(),
+                done: vec!["capacity report".into()],
+                report: Some(text),
+                ..Default::default()
+            }),
+        })
+        .collect()
+}
+
+fn size_with_wal(db: &Path) -> u64 {
+    let side = |suffix: &str| {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        fs::metadata(PathBuf::from(p)).map(|m| m.len()).unwrap_or(0)
+    };
+    fs::metadata(db).map(|m| m.len()).unwrap_or(0) + side("-wal")
+}
+
+/// Runs `sql` on `conn`, waiting out other writers' locks for a while.
+fn exec_busy(conn: &rusqlite::Connection, sql: &str) -> Result<(), String> {
+    let mut tries = 0;
+    loop {
+        match conn.execute_batch(sql) {
+            Ok(()) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && tries < 5 =>
+            {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(200 * tries));
+            }
+            Err(rusqlite::Error::SqliteFailure(e, m))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                return Err(format!(
+                    "{sql}: the database stayed locked by another process ({})",
+                    m.unwrap_or_else(|| e.to_string())
+                ));
+            }
+            Err(e) => return Err(format!("{sql}: {e}")),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sqlite_task(
+    config: &Config,
+    databases: &[PathBuf],
+    actions: &[SqliteAction],
+    quiesce: &[String],
+    margin: u64,
+    dry_run: bool,
+    runner: &dyn Runner,
+    progress: &dyn Progress,
+) -> Result<TaskReport, TaskError> {
+    let name = "sqlite".to_string();
+    let mut rep = TaskReport {
+        task: name.clone(),
+        ..Default::default()
+    };
+    let quiesced = if quiesce.is_empty() || dry_run {
+        None
+    } else {
+        Some(
+            crate::services::quiesce(&config.services, quiesce, runner, |m| progress.note(m))
+                .map_err(|e| fail(&name, e))?,
+        )
+    };
+    let mut result = Ok(());
+    for db in databases {
+        let shown = db.display().to_string();
+        if dry_run {
+            rep.done.push(format!(
+                "would run {actions:?} on {shown} ({} bytes)",
+                size_with_wal(db)
+            ));
+            continue;
+        }
+        let conn = match rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                result = Err(fail(&name, format!("{shown}: {e}")));
+                break;
+            }
+        };
+        let _ = conn.busy_timeout(Duration::from_secs(30));
+        for action in actions {
+            let step = match action {
+                SqliteAction::WalCheckpoint => exec_busy(&conn, "PRAGMA wal_checkpoint(TRUNCATE);")
+                    .map(|()| format!("{shown}: WAL checkpointed")),
+                SqliteAction::Analyze => {
+                    exec_busy(&conn, "ANALYZE;").map(|()| format!("{shown}: analyzed"))
+                }
+                SqliteAction::Optimize => {
+                    exec_busy(&conn, "PRAGMA optimize;").map(|()| format!("{shown}: optimized"))
+                }
+                SqliteAction::IntegrityCheck => conn
+                    .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+                    .map_err(|e| format!("integrity_check: {e}"))
+                    .and_then(|s| {
+                        if s == "ok" {
+                            Ok(format!("{shown}: integrity ok"))
+                        } else {
+                            Err(format!("integrity_check: {s}"))
+                        }
+                    }),
+                SqliteAction::Vacuum => {
+                    let before = size_with_wal(db);
+                    let dir = db.parent().unwrap_or(Path::new("/"));
+                    let free = crate::fsutil::free_space(dir).unwrap_or(0);
+                    if free < before.saturating_add(margin) {
+                        rep.warnings.push(format!(
+                            "{shown}: VACUUM skipped: {} free, it may need {} (the database plus the margin)",
+                            bytesize::ByteSize(free).display().iec(),
+                            bytesize::ByteSize(before.saturating_add(margin)).display().iec()
+                        ));
+                        continue;
+                    }
+                    exec_busy(&conn, "VACUUM;")
+                        .and_then(|()| exec_busy(&conn, "PRAGMA wal_checkpoint(TRUNCATE);"))
+                        .map(|()| {
+                            let after = size_with_wal(db);
+                            let saved = before.saturating_sub(after);
+                            rep.bytes_reclaimed += saved;
+                            format!(
+                                "{shown}: vacuumed, {} reclaimed",
+                                bytesize::ByteSize(saved).display().iec()
+                            )
+                        })
+                }
+            };
+            match step {
+                Ok(line) => rep.done.push(line),
+                Err(e) => {
+                    result = Err(fail(&name, format!("{shown}: {e}")));
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    if let Some(q) = quiesced {
+        let down = q.resume();
+        if result.is_ok() && !down.is_empty() {
+            result = Err(fail(
+                &name,
+                down.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+    }
+    result.map(|()| rep)
+}
+
+/// True when another process has `path` open (Linux: /proc/*/fd). Where that cannot be
+/// known, files are assumed open only if younger than a minute.
+fn open_elsewhere(path: &Path) -> bool {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60))
+            .unwrap_or(true);
+    };
+    let me = std::process::id().to_string();
+    let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for p in procs.flatten() {
+        let pid = p.file_name();
+        if pid.to_string_lossy() == me || !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit())
+        {
+            continue;
+        }
+        if let Ok(fds) = fs::read_dir(p.path().join("fd")) {
+            for fd in fds.flatten() {
+                if fs::read_link(fd.path()).is_ok_and(|l| l == target) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Compresses `src` to `src.zst` (keeping mode and mtime); with `truncate`, empties the
+/// original instead of removing it (copytruncate).
+fn compress_file(src: &Path, truncate: bool) -> io::Result<u64> {
+    let meta = fs::metadata(src)?;
+    let mut dst_name = src.as_os_str().to_owned();
+    dst_name.push(".zst");
+    let dst = PathBuf::from(dst_name);
+    let tmp = dst.with_extension("zst.partial");
+    {
+        let mut input = File::open(src)?;
+        let out = File::create(&tmp)?;
+        let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
+        enc.include_checksum(true)?;
+        io::copy(&mut input, &mut enc)?;
+        let out = enc.finish()?;
+        out.set_permissions(meta.permissions())?;
+        out.set_modified(meta.modified()?)?;
+        out.sync_all()?;
+    }
+    fs::rename(&tmp, &dst)?;
+    let compressed = fs::metadata(&dst)?.len();
+    if truncate {
+        File::options().write(true).open(src)?.set_len(0)?;
+    } else {
+        fs::remove_file(src)?;
+    }
+    Ok(meta.len().saturating_sub(compressed))
+}
+
+fn logs_task(t: &LogsTask, dry_run: bool, now: SystemTime) -> Result<TaskReport, TaskError> {
+    let name = "logs".to_string();
+    let mut rep = TaskReport {
+        task: name.clone(),
+        ..Default::default()
+    };
+    let glob = globset::Glob::new(&t.pattern)
+        .map_err(|e| fail(&name, e))?
+        .compile_matcher();
+    for dir in &t.paths {
+        // (path, mtime, size), newest first.
+        let mut files: Vec<(PathBuf, SystemTime, u64)> = Vec::new();
+        for e in walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            if !e.file_type().is_file() || !glob.is_match(e.file_name()) {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            files.push((e.path().to_path_buf(), m.modified().unwrap_or(now), m.len()));
+        }
+        files.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+        let age = |t0: SystemTime| now.duration_since(t0).unwrap_or_default();
+        let mut remove = vec![false; files.len()];
+        if let Some(max) = t.delete_after {
+            for (i, f) in files.iter().enumerate().skip(t.keep_min_files) {
+                if age(f.1) > max {
+                    remove[i] = true;
+                }
+            }
+        }
+        if let Some(cap) = t.max_total_size {
+            let mut total: u64 = files
+                .iter()
+                .zip(&remove)
+                .filter(|(_, r)| !**r)
+                .map(|(f, _)| f.2)
+                .sum();
+            for i in (t.keep_min_files..files.len()).rev() {
+                if total <= cap {
+                    break;
+                }
+                if !remove[i] {
+                    remove[i] = true;
+                    total -= files[i].2;
+                }
+            }
+        }
+        for (i, (path, mtime, size)) in files.iter().enumerate() {
+            let shown = path.display();
+            if remove[i] {
+                if dry_run {
+                    rep.done.push(format!("would remove {shown}"));
+                } else {
+                    fs::remove_file(path).map_err(|e| fail(&name, format!("{shown}: {e}")))?;
+                    rep.done.push(format!("removed {shown}"));
+                }
+                rep.files_removed += 1;
+                rep.bytes_reclaimed += size;
+                continue;
+            }
+            let compressible = t.compress_after.is_some_and(|c| age(*mtime) > c)
+                && path
+                    .extension()
+                    .is_none_or(|e| e != "zst" && e != "gz" && e != "xz" && e != "bz2");
+            if !compressible {
+                continue;
+            }
+            let busy = open_elsewhere(path);
+            if busy && !t.copy_truncate {
+                rep.warnings
+                    .push(format!("{shown}: open in another process; not compressed"));
+                continue;
+            }
+            if dry_run {
+                rep.done.push(format!("would compress {shown}"));
+                rep.files_compressed += 1;
+                continue;
+            }
+            let saved =
+                compress_file(path, busy).map_err(|e| fail(&name, format!("{shown}: {e}")))?;
+            rep.done.push(format!("compressed {shown}"));
+            rep.files_compressed += 1;
+            rep.bytes_reclaimed += saved;
+        }
+    }
+    Ok(rep)
+}
+
+fn tmp_task(paths: &[PathBuf], max_age: Duration, dry_run: bool) -> Result<TaskReport, TaskError> {
+    let name = "tmp".to_string();
+    let mut rep = TaskReport {
+        task: name.clone(),
+        ..Default::default()
+    };
+    let now = SystemTime::now();
+    for dir in paths {
+        for e in walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .contents_first(true)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let Ok(m) = e.metadata() else { continue };
+            let old = m
+                .modified()
+                .map(|t| now.duration_since(t).unwrap_or_default() > max_age)
+                .unwrap_or(false);
+            if !old {
+                continue;
+            }
+            let shown = e.path().display();
+            if e.file_type().is_dir() {
+                // Only folders left empty.
+                if !dry_run && fs::remove_dir(e.path()).is_ok() {
+                    rep.done.push(format!("removed empty folder {shown}"));
+                }
+                continue;
+            }
+            if dry_run {
+                rep.done.push(format!("would remove {shown}"));
+            } else {
+                fs::remove_file(e.path()).map_err(|err| fail(&name, format!("{shown}: {err}")))?;
+                rep.done.push(format!("removed {shown}"));
+            }
+            rep.files_removed += 1;
+            rep.bytes_reclaimed += m.size();
+        }
+    }
+    Ok(rep)
+}
+
+fn verify_task(
+    catalog: &Catalog,
+    sample: f64,
+    dry_run: bool,
+    progress: &dyn Progress,
+) -> Result<TaskReport, TaskError> {
+    let name = "verify-backups".to_string();
+    let mut rep = TaskReport {
+        task: name.clone(),
+        ..Default::default()
+    };
+    let mut all: Vec<_> = catalog
+        .backups(None)
+        .map_err(|e| fail(&name, e))?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Verified)
+        .collect();
+    // The ones checked longest ago first, so a sample rotates through everything.
+    all.sort_by_key(|b| b.verified_at.unwrap_or(0));
+    let n = ((all.len() as f64) * sample).ceil() as usize;
+    let mut failed = Vec::new();
+    for b in all.iter().take(n) {
+        if dry_run {
+            rep.done.push(format!("would verify {}", b.id));
+            continue;
+        }
+        match backup::verify_backup(catalog, b, progress) {
+            Ok(o) if o.ok => rep.done.push(format!("verified {}", b.id)),
+            Ok(o) => failed.push(o.error.unwrap_or_default()),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if failed.is_empty() {
+        Ok(rep)
+    } else {
+        Err(fail(&name, failed.join("; ")))
+    }
+}
+
+/// Days until the filesystem fills at the current rate: a least-squares line through the
+/// (time, free bytes) samples; `None` when free space is not shrinking.
+pub fn days_until_full(samples: &[(i64, u64)]) -> Option<f64> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mx = samples.iter().map(|s| s.0 as f64).sum::<f64>() / n;
+    let my = samples.iter().map(|s| s.1 as f64).sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (x, y) in samples {
+        sxy += (*x as f64 - mx) * (*y as f64 - my);
+        sxx += (*x as f64 - mx).powi(2);
+    }
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx; // bytes per second
+    if slope >= 0.0 {
+        return None;
+    }
+    let last = samples.last()?;
+    // Free space on the fitted line at the last sample, over the loss per day.
+    let free_now = my + slope * (last.0 as f64 - mx);
+    Some((free_now / -slope) / 86_400.0)
+}
+
+/// The capacity and activity report over the last 30 days.
+pub fn report(config: &Config, catalog: &Catalog, now: i64) -> Result<String, TaskError> {
+    let name = "report";
+    let since = now - 30 * 86_400;
+    let mut out = format!(
+        "steward report for {}, last 30 days\n\n",
+        crate::fsutil::hostname()
+    );
+    let runs = catalog.runs(None, 10_000).map_err(|e| fail(name, e))?;
+    let recent: Vec<_> = runs.iter().filter(|r| r.started_at >= since).collect();
+    let failed = recent.iter().filter(|r| r.status == "failed").count();
+    out.push_str(&format!("Runs: {} ({} failed)\n", recent.len(), failed));
+    for r in recent.iter().filter(|r| r.status == "failed").take(10) {
+        out.push_str(&format!(
+            "  failed {} {}: {}\n",
+            r.job,
+            r.target.as_deref().unwrap_or(""),
+            r.summary.as_deref().unwrap_or("")
+        ));
+    }
+    let mut slow: Vec<_> = recent
+        .iter()
+        .filter_map(|r| r.finished_at.map(|f| (f - r.started_at, *r)))
+        .collect();
+    slow.sort_by_key(|s| std::cmp::Reverse(s.0));
+    out.push_str("\nSlowest runs:\n");
+    for (secs, r) in slow.iter().take(5) {
+        out.push_str(&format!(
+            "  {secs:>6} s  {} {}\n",
+            r.job,
+            r.target.as_deref().unwrap_or("")
+        ));
+    }
+    out.push_str("\nBackups per set (newest, growth over the period):\n");
+    for set in &config.backup.sets {
+        let b = catalog
+            .backups(Some(&set.name))
+            .map_err(|e| fail(name, e))?;
+        let in_period: Vec<_> = b.iter().filter(|x| x.created_at >= since).collect();
+        match (in_period.first(), in_period.last()) {
+            (Some(newest), Some(oldest)) => out.push_str(&format!(
+                "  {:<16} {} archive, {} data; {:+} bytes of data since {}\n",
+                set.name,
+                bytesize::ByteSize(newest.archive_bytes).display().iec(),
+                bytesize::ByteSize(newest.source_bytes).display().iec(),
+                newest.source_bytes as i64 - oldest.source_bytes as i64,
+                oldest.id
+            )),
+            _ => out.push_str(&format!("  {:<16} no backup in the period\n", set.name)),
+        }
+    }
+    out.push_str("\nDisks:\n");
+    for path in &config.checks.disk_paths {
+        let shown = path.to_string_lossy();
+        let samples = catalog
+            .disk_samples(&shown, since)
+            .map_err(|e| fail(name, e))?;
+        let now_usage = crate::checks::disk_usage(path).ok();
+        let forecast = days_until_full(&samples.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>());
+        out.push_str(&format!(
+            "  {:<20} {}; {}\n",
+            shown,
+            now_usage
+                .map(|(p, _, f)| format!(
+                    "{p:.1} % used, {} free",
+                    bytesize::ByteSize(f).display().iec()
+                ))
+                .unwrap_or_else(|| "unreadable".into()),
+            match forecast {
+                Some(d) => format!("full in about {d:.0} days at the current rate"),
+                None if samples.len() < 2 => "not enough samples for a forecast yet".into(),
+                None => "not filling up".into(),
+            }
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forecast_on_injected_samples() {
+        // 1 GiB a day of growth, 10 GiB free at the last sample: ten days.
+        let gib = 1u64 << 30;
+        let samples: Vec<(i64, u64)> = (0..8)
+            .map(|d| (d * 86_400, (17 - d as u64) * gib))
+            .collect();
+        let days = days_until_full(&samples).unwrap();
+        assert!((days - 10.0).abs() < 1e-6, "{days}");
+        // Shrinking use, or no change: no forecast.
+        assert!(days_until_full(&[(0, gib), (86_400, 2 * gib)]).is_none());
+        assert!(days_until_full(&[(0, gib), (86_400, gib)]).is_none());
+        assert!(days_until_full(&[(0, gib)]).is_none());
+    }
+}
