@@ -146,6 +146,8 @@ pub struct BackupRecord {
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
     Running,
+    /// A scheduled tick found the job still running.
+    Skipped,
     Ok,
     Unchanged,
     Warning,
@@ -156,6 +158,7 @@ impl RunStatus {
     fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
+            RunStatus::Skipped => "skipped",
             RunStatus::Ok => "ok",
             RunStatus::Unchanged => "unchanged",
             RunStatus::Warning => "warning",

@@ -51,6 +51,20 @@ pub enum Command {
     },
     /// The capacity and activity report (runs, backup growth, disk forecast).
     Report,
+    /// Run one job once (the entry point for systemd timers and launchd): check, backup,
+    /// backup:SET, daily, weekly, monthly, verify or prune.
+    Run {
+        #[arg(value_name = "JOB")]
+        job: String,
+    },
+    /// Jobs (last run, next run, skipped ticks), newest backups and open problems.
+    Status {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the jobs on their [schedule] until SIGTERM; SIGHUP reloads the config.
+    Daemon,
     /// Alert mail tools.
     #[command(subcommand)]
     Alert(AlertCommand),

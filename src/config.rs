@@ -79,6 +79,7 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     pub alerts: AlertsConfig,
     pub maintenance: MaintenanceConfig,
+    pub schedule: ScheduleConfig,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
     pub pings: std::collections::BTreeMap<String, String>,
 }
@@ -223,6 +224,39 @@ pub struct TcpCheck {
     pub window: Window,
 }
 
+/// When jobs run (the daemon, and the timers packaging writes).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ScheduleConfig {
+    /// Job name (`check`, `backup`, `backup:SET`, `daily`, `weekly`, `monthly`, `verify`,
+    /// `prune`) and its schedule, in config order.
+    #[serde(serialize_with = "ser_jobs")]
+    pub jobs: Vec<(String, crate::schedule::Cron)>,
+    /// Run a job once at start (and after a clock jump) when its last run is older than its
+    /// previous scheduled time.
+    pub catch_up: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub job_timeout: Duration,
+    /// How long a running job may finish after SIGTERM before it is killed.
+    #[serde(serialize_with = "ser_duration")]
+    pub grace_period: Duration,
+    /// A Prometheus textfile rewritten after each run.
+    pub metrics_file: Option<PathBuf>,
+    pub log_json: bool,
+}
+
+fn ser_jobs<S: serde::Serializer>(
+    jobs: &[(String, crate::schedule::Cron)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(jobs.len()))?;
+    for (name, cron) in jobs {
+        m.serialize_entry(name, &cron.source)?;
+    }
+    m.end()
+}
+
 /// Maintenance tasks per period.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -362,6 +396,8 @@ struct RawConfig {
     #[serde(default)]
     maintenance: RawMaintenance,
     #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
     pings: std::collections::BTreeMap<String, String>,
 }
 
@@ -430,6 +466,8 @@ struct RawSet {
     quiesce: Vec<Spanned<String>>,
     #[serde(default)]
     quiesce_on_backup: bool,
+    /// This set's own backup schedule (job `backup:NAME`), instead of `[schedule] backup`.
+    schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -498,6 +536,23 @@ struct RawTcp {
     #[serde(rename = "for")]
     for_cycles: Option<u32>,
     within: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawSchedule {
+    check: Option<Spanned<String>>,
+    backup: Option<Spanned<String>>,
+    daily: Option<Spanned<String>>,
+    weekly: Option<Spanned<String>>,
+    monthly: Option<Spanned<String>>,
+    verify: Option<Spanned<String>>,
+    prune: Option<Spanned<String>>,
+    catch_up: Option<bool>,
+    job_timeout: Option<HumanDuration>,
+    grace_period: Option<HumanDuration>,
+    metrics_file: Option<Spanned<String>>,
+    log_format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -832,6 +887,7 @@ impl Validator<'_> {
         }
         let checks = self.checks(&raw.checks)?;
         let alerts = self.alerts(&raw.alerts)?;
+        let schedule = self.schedule(&raw.schedule, &raw.backup.set)?;
         let maintenance = MaintenanceConfig {
             daily: self.tasks(
                 &raw.maintenance.daily,
@@ -864,6 +920,7 @@ impl Validator<'_> {
             services,
             alerts,
             maintenance,
+            schedule,
             pings: raw.pings.clone(),
             state_dir,
             backup: BackupConfig {
@@ -1208,6 +1265,62 @@ impl Validator<'_> {
             sqlite: paths(&raw.sqlite, "checks.sqlite")?,
             paths_exist: paths(&raw.paths_exist, "checks.paths-exist")?,
             paths_writable: paths(&raw.paths_writable, "checks.paths-writable")?,
+        })
+    }
+
+    fn schedule(&self, raw: &RawSchedule, sets: &[RawSet]) -> Result<ScheduleConfig, ConfigError> {
+        let mut jobs = Vec::new();
+        let mut add = |name: String, s: &Spanned<String>, key: &str| -> Result<(), ConfigError> {
+            let cron =
+                crate::schedule::parse(s.get_ref()).map_err(|m| self.spanned_err(s, key, m))?;
+            jobs.push((name, cron));
+            Ok(())
+        };
+        for (name, v) in [
+            ("check", &raw.check),
+            ("backup", &raw.backup),
+            ("daily", &raw.daily),
+            ("weekly", &raw.weekly),
+            ("monthly", &raw.monthly),
+            ("verify", &raw.verify),
+            ("prune", &raw.prune),
+        ] {
+            if let Some(s) = v {
+                add(name.to_string(), s, &format!("schedule.{name}"))?;
+            }
+        }
+        for set in sets {
+            if let Some(s) = &set.schedule {
+                add(
+                    format!("backup:{}", set.name.get_ref()),
+                    s,
+                    "backup.set.schedule",
+                )?;
+            }
+        }
+        let log_json = match raw.log_format.as_deref() {
+            None | Some("plain") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(self.error_at(
+                    self.text.find("log-format").unwrap_or(0),
+                    Some("schedule.log-format"),
+                    format!("{other:?} is not \"plain\" or \"json\""),
+                ));
+            }
+        };
+        Ok(ScheduleConfig {
+            jobs,
+            catch_up: raw.catch_up.unwrap_or(true),
+            job_timeout: raw
+                .job_timeout
+                .map_or(Duration::from_secs(12 * 3600), |d| d.0),
+            grace_period: raw.grace_period.map_or(Duration::from_secs(60), |d| d.0),
+            metrics_file: match &raw.metrics_file {
+                Some(p) => Some(self.path(p, "schedule.metrics-file")?.value),
+                None => None,
+            },
+            log_json,
         })
     }
 

@@ -14,8 +14,10 @@ mod fault;
 pub mod fsutil;
 pub mod lock;
 pub mod maintain;
+pub mod metrics;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod services;
 
 use std::process::ExitCode;

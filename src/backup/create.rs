@@ -282,6 +282,9 @@ fn write_archive(
     progress.phase(&format!("archiving {}", set.name), total_bytes);
 
     walk::walk_set(set, |e| {
+        if super::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(BackupError::Interrupted);
+        }
         fp.add(&e);
         if e.sqlite_side_file {
             return Ok(());

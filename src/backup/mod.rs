@@ -46,6 +46,8 @@ pub enum BackupError {
     Service(#[from] crate::services::ServiceError),
     #[error("{outcome}, but services did not come back: {errors}")]
     ServicesDown { outcome: String, errors: String },
+    #[error("stopped by a signal; the partial archive was removed")]
+    Interrupted,
     #[error("{path}: verification after writing failed; the archive was discarded")]
     VerifyAfterWrite {
         path: PathBuf,
@@ -94,6 +96,14 @@ pub fn backup_quiesced(
         Err(e) => format!("the backup failed ({e})"),
     };
     Err(BackupError::ServicesDown { outcome, errors })
+}
+
+/// Set by SIGTERM/SIGINT (registered by the command layer): a backup stops at the next
+/// entry and removes its partial archive.
+pub fn stop_flag() -> &'static std::sync::Arc<std::sync::atomic::AtomicBool> {
+    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    FLAG.get_or_init(Default::default)
 }
 
 /// Where long work reports how far it is. Implemented by the command layer (a progress

@@ -45,6 +45,9 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, crate::backup::stop_flag().clone())?;
+    }
     super::ping(cfg, "backup", super::Phase::Start);
     let progress = super::progress::for_stderr();
     let options = BackupOptions { force: args.force };

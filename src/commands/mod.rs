@@ -6,10 +6,12 @@ mod backup;
 mod backups;
 mod check;
 mod config;
+mod daemon;
 mod maintain;
 mod progress;
 mod prune;
 mod restore;
+mod run;
 mod verify;
 
 use std::path::PathBuf;
@@ -44,6 +46,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => maintain::run(&cfg, period, dry_run, json),
         Command::Report => maintain::report(&cfg),
+        Command::Run { job } => run::run(&cfg, &job),
+        Command::Status { json } => run::status(&cfg, json),
+        Command::Daemon => daemon::run(cfg),
     }
 }
 

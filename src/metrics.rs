@@ -1,0 +1,109 @@
+//! The Prometheus textfile (node_exporter's textfile collector): job results, backup
+//! sizes and check states, rewritten atomically after each run.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Config;
+
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The textfile's content.
+pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError> {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP steward_job_last_success_timestamp_seconds When the job last succeeded."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE steward_job_last_success_timestamp_seconds gauge"
+    );
+    let mut durations = String::new();
+    for (job, _) in &config.schedule.jobs {
+        let runs = catalog.runs(Some(&format!("job {job}")), 200)?;
+        if let Some(ok) = runs
+            .iter()
+            .find(|r| r.status == "ok" || r.status == "warning")
+        {
+            let _ = writeln!(
+                out,
+                "steward_job_last_success_timestamp_seconds{{job=\"{}\"}} {}",
+                label(job),
+                ok.finished_at.unwrap_or(ok.started_at)
+            );
+        }
+        if let Some(last) = runs
+            .iter()
+            .find(|r| r.finished_at.is_some() && r.status != "skipped")
+        {
+            let _ = writeln!(
+                durations,
+                "steward_job_last_duration_seconds{{job=\"{}\",status=\"{}\"}} {}",
+                label(job),
+                label(&last.status),
+                last.finished_at.unwrap_or(last.started_at) - last.started_at
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP steward_job_last_duration_seconds How long the last run took."
+    );
+    let _ = writeln!(out, "# TYPE steward_job_last_duration_seconds gauge");
+    out.push_str(&durations);
+    let _ = writeln!(
+        out,
+        "# HELP steward_backup_bytes Size of the newest verified archive per set."
+    );
+    let _ = writeln!(out, "# TYPE steward_backup_bytes gauge");
+    for set in &config.backup.sets {
+        if let Some(b) = catalog.newest_verified(&set.name)? {
+            let _ = writeln!(
+                out,
+                "steward_backup_bytes{{set=\"{}\"}} {}",
+                label(&set.name),
+                b.archive_bytes
+            );
+            let _ = writeln!(
+                out,
+                "steward_backup_timestamp_seconds{{set=\"{}\"}} {}",
+                label(&set.name),
+                b.created_at
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP steward_check_state 0 OK, 1 warning, 2 critical."
+    );
+    let _ = writeln!(out, "# TYPE steward_check_state gauge");
+    for s in catalog.check_states()? {
+        let v = match s.state.as_str() {
+            "W" => 1,
+            "C" => 2,
+            _ => 0,
+        };
+        let _ = writeln!(
+            out,
+            "steward_check_state{{check=\"{}\"}} {v}",
+            label(&s.name)
+        );
+    }
+    Ok(out)
+}
+
+/// Writes the textfile atomically (temp file, rename), so the collector never reads half.
+pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("prom.partial");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
