@@ -16,6 +16,8 @@ mod backup;
 mod config;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/daemon.rs"]
+mod daemon;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/maintain.rs"]

@@ -27,6 +27,9 @@ use crate::config::{Config, Origin};
 
 struct Shared {
     config: Config,
+    /// The config text the daemon runs on, given to every child, so that an edit that
+    /// fails to reload cannot reach the jobs either.
+    snapshot: PathBuf,
     /// Bumped on reload and stop: armed ticks of an older generation do nothing.
     generation: u64,
     stopping: bool,
@@ -83,6 +86,39 @@ fn config_path(cfg: &Config) -> Option<PathBuf> {
     }
 }
 
+/// Reads and validates the config at `path` (or the embedded default), returning it with
+/// its text.
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<(Config, String)> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            Origin::File(p.to_path_buf()),
+        ),
+        None => (
+            crate::config::EMBEDDED_DEFAULT.to_string(),
+            Origin::Embedded,
+        ),
+    };
+    let cfg = crate::config::parse(&text, origin)?;
+    Ok((cfg, text))
+}
+
+/// Writes the text children run on (mode 0600: it may name secrets' locations).
+fn write_snapshot(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("toml.partial");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let _lock = crate::lock::acquire(&cfg.state_dir, "daemon")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -95,8 +131,12 @@ pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
 
 async fn daemon(cfg: Config) -> anyhow::Result<ExitCode> {
     let json = cfg.schedule.log_json;
+    let (cfg, text) = load(config_path(&cfg).as_deref())?;
+    let snapshot = cfg.state_dir.join("daemon-config.toml");
+    write_snapshot(&snapshot, &text).with_context(|| format!("writing {}", snapshot.display()))?;
     let state: State = Arc::new(Mutex::new(Shared {
         config: cfg,
+        snapshot,
         generation: 0,
         stopping: false,
         running: HashMap::new(),
@@ -205,6 +245,7 @@ async fn daemon(cfg: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn reload(sched: &JobScheduler, state: &State) {
+    // The file the daemon was started with (the snapshot keeps its origin's path).
     let (path, json) = {
         let s = lock(state);
         (config_path(&s.config), s.config.schedule.log_json)
@@ -368,10 +409,9 @@ fn start_job(state: &State, job: &str, why: &str) {
         }
     };
     let mut cmd = tokio::process::Command::new(exe);
-    if let Some(p) = config_path(&s.config) {
-        cmd.arg("--config").arg(p);
-    }
-    cmd.arg("run")
+    cmd.arg("--config")
+        .arg(&s.snapshot)
+        .arg("run")
         .arg(job)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(false);

@@ -210,10 +210,10 @@ impl Cron {
     pub fn prev_at_or_before(&self, at: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
         let mut day = at.to_zoned(tz.clone()).date();
         for _ in 0..367 {
-            if self.day_matches(day) {
-                if let Some(t) = self.instants(day, tz).into_iter().rev().find(|t| *t <= at) {
-                    return Some(t);
-                }
+            if self.day_matches(day)
+                && let Some(t) = self.instants(day, tz).into_iter().rev().find(|t| *t <= at)
+            {
+                return Some(t);
             }
             day = day.checked_sub(1.day()).ok()?;
         }

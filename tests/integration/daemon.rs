@@ -1,0 +1,187 @@
+//! The daemon end to end with fast (per-second) schedules: jobs run and never overlap (a
+//! slow job's next ticks are skipped and counted), SIGTERM mid-backup leaves no partial
+//! archive and exits 0, SIGHUP with a broken config keeps the old one, missed runs catch up.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::common::{Env, random_file, stdout, wait_for};
+
+struct Daemon {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(env: &Env) -> Daemon {
+        let log = env.root.join("daemon.log");
+        let child = env
+            .std_cmd()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            log,
+        };
+        wait_for("the daemon to start", Duration::from_secs(30), || {
+            d.log().contains("daemon started")
+        });
+        d
+    }
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.as_ref().unwrap().id() as i32, sig) };
+    }
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// (started, finished, status) of the runs of `job`, oldest first.
+fn runs(state: &Path, job: &str) -> Vec<(i64, Option<i64>, String)> {
+    let db = Connection::open(state.join("state.db")).unwrap();
+    let mut stmt = db
+        .prepare("SELECT started_at, finished_at, status FROM runs WHERE job = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([format!("job {job}")], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+fn slow_backup_env(schedule: &str) -> Env {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..3 {
+        random_file(&data.join(format!("blob{i}")), 6 << 20, i);
+    }
+    env.write_config(&format!(
+        "[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n\n[schedule]\nbackup = \"{schedule}\"\ngrace-period = \"30s\"\n",
+        data.display()
+    ));
+    // Level 19 on incompressible data: a backup takes seconds.
+    let text = fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("compression-level = 3", "compression-level = 19");
+    fs::write(&env.config, text).unwrap();
+    env
+}
+
+#[test]
+fn a_slow_job_never_overlaps_its_skipped_ticks_are_counted_and_sigterm_leaves_no_partial() {
+    let env = slow_backup_env("* * * * * *");
+    let d = Daemon::start(&env);
+    wait_for("a skipped tick", Duration::from_secs(60), || {
+        runs(&env.state, "backup").iter().any(|r| r.2 == "skipped")
+    });
+    // Stop while a backup runs (they run back to back at this schedule).
+    wait_for("a backup in progress", Duration::from_secs(60), || {
+        fs::read_dir(env.dest.join("s"))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+            })
+            .unwrap_or(false)
+    });
+    let status = d.stop();
+    assert!(status.success(), "daemon exit {status:?}");
+    let names = env.set_dir_names("s");
+    assert!(
+        names.iter().all(|n| !n.ends_with(".partial")),
+        "partial left: {names:?}"
+    );
+    // Runs never overlapped: each started after the previous one finished.
+    let done: Vec<_> = runs(&env.state, "backup")
+        .into_iter()
+        .filter(|r| r.2 != "skipped")
+        .collect();
+    for w in done.windows(2) {
+        assert!(w[1].0 >= w[0].1.unwrap_or(i64::MAX), "overlap: {w:?}");
+    }
+    let a = env.cmd().args(["status", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let job = &v["jobs"][0];
+    assert_eq!(job["job"], "backup");
+    assert!(job["skipped_ticks"].as_u64().unwrap() >= 1, "{v}");
+    assert!(job["next_run"].as_i64().is_some(), "{v}");
+    // Every archive that exists is complete and verified.
+    env.cmd().args(["verify", "--all"]).assert();
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_running_one() {
+    let env = Env::new();
+    env.write_config(
+        "[schedule]\ncheck = \"*/1 * * * * *\"\n[checks.cpu]\nwarn = 100\ncrit = 100\n",
+    );
+    let d = Daemon::start(&env);
+    let good = fs::read_to_string(&env.config).unwrap();
+    fs::write(&env.config, format!("{good}\nthis is not toml = = =\n")).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the reload to be refused", Duration::from_secs(30), || {
+        d.log()
+            .contains("configuration reload failed, keeping the running one")
+    });
+    let before = runs(&env.state, "check").len();
+    wait_for(
+        "more checks on the old config",
+        Duration::from_secs(30),
+        || runs(&env.state, "check").len() >= before + 2,
+    );
+    // A good config is taken.
+    fs::write(&env.config, good.replace("*/1 * * * * *", "*/2 * * * * *")).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), || {
+        d.log().contains("configuration reloaded")
+    });
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_missed_run_catches_up_once_at_start() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "x").unwrap();
+    // Daily at 03:00: it last ran never, so it is overdue.
+    env.write_config(&format!(
+        "[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n\n[schedule]\nbackup = \"0 3 * * *\"\n",
+        data.display()
+    ));
+    let d = Daemon::start(&env);
+    wait_for("the catch-up backup", Duration::from_secs(30), || {
+        runs(&env.state, "backup").iter().any(|r| r.1.is_some())
+    });
+    assert!(d.log().contains("missed its run"), "{}", d.log());
+    assert!(d.stop().success());
+    assert_eq!(env.archives("s").len(), 1);
+    // Started again, it is not overdue any more.
+    let d = Daemon::start(&env);
+    let log = d.log();
+    assert!(d.stop().success());
+    assert!(!log.contains("missed its run"), "{log}");
+    assert_eq!(runs(&env.state, "backup").len(), 1);
+}
