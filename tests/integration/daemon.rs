@@ -127,8 +127,10 @@ fn a_slow_job_never_overlaps_its_skipped_ticks_are_counted_and_sigterm_leaves_no
     assert_eq!(job["job"], "backup");
     assert!(job["skipped_ticks"].as_u64().unwrap() >= 1, "{v}");
     assert!(job["next_run"].as_i64().is_some(), "{v}");
-    // Every archive that exists is complete and verified.
-    env.cmd().args(["verify", "--all"]).assert();
+    // Every archive that exists is complete and verifies.
+    if !env.archives("s").is_empty() {
+        env.cmd().args(["verify", "--all"]).assert().success();
+    }
 }
 
 #[test]
