@@ -18,9 +18,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env) -> Daemon {
+        Self::start_with(env, |_| {})
+    }
+    fn start_with(env: &Env, tweak: impl FnOnce(&mut std::process::Command)) -> Daemon {
         let log = env.root.join("daemon.log");
-        let child = env
-            .std_cmd()
+        let mut cmd = env.std_cmd();
+        tweak(&mut cmd);
+        let child = cmd
             .arg("daemon")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
@@ -139,7 +143,17 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     env.write_config(
         "[schedule]\ncheck = \"*/1 * * * * *\"\n[checks.cpu]\nwarn = 100\ncrit = 100\n",
     );
-    let d = Daemon::start(&env);
+    // A stand-in for systemd's notify socket.
+    let sock_path = env.root.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let d = Daemon::start_with(&env, |c| {
+        c.env("NOTIFY_SOCKET", &sock_path);
+    });
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1");
     let good = fs::read_to_string(&env.config).unwrap();
     fs::write(&env.config, format!("{good}\nthis is not toml = = =\n")).unwrap();
     d.signal(libc::SIGHUP);
@@ -160,6 +174,8 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
         d.log().contains("configuration reloaded")
     });
     assert!(d.stop().success());
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
 }
 
 #[test]
