@@ -120,6 +120,26 @@ read -r cu cs <"$work/check.time"
 check_ms=$(python3 -c "print(round(($cu + $cs) * 1000 / 20, 1))")
 echo "check cycle: $check_ms ms CPU per cycle" >&2
 
+# --- the idle daemon over a minute: CPU ticks and peak RSS from /proc
+cat >"$work/idle.toml" <<TOML
+[state]
+dir = "$work/idle-state"
+[schedule]
+check = "0 * * * *"
+daily = "30 3 * * *"
+catch-up = false
+TOML
+"$steward" --config "$work/idle.toml" daemon 2>/dev/null &
+dpid=$!
+sleep 3
+t0=$(awk '{print $14+$15}' /proc/$dpid/stat)
+sleep 60
+t1=$(awk '{print $14+$15}' /proc/$dpid/stat)
+idle_rss_kb=$(awk '/VmHWM/ {print $2}' /proc/$dpid/status)
+kill $dpid; wait $dpid 2>/dev/null || true
+idle_cpu_pct=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) / 60 * 100, 3))")
+echo "idle daemon: $idle_cpu_pct % CPU over 60 s, peak RSS $((idle_rss_kb / 1024)) MiB" >&2
+
 # --- borg
 export BORG_REPO="$work/borg" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes \
   BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_BASE_DIR="$work/borg-home"
@@ -173,9 +193,10 @@ TOML
 fi
 
 # --- report
-python3 - "$results" "$tar_size" "$steward_size" "$borg_size" "$restic_size" "$check_ms" <<'PY'
+python3 - "$results" "$tar_size" "$steward_size" "$borg_size" "$restic_size" "$check_ms" "$idle_cpu_pct" "$idle_rss_kb" <<'PY'
 import sys
 check_ms = float(sys.argv[6])
+idle_cpu, idle_rss = float(sys.argv[7]), int(sys.argv[8]) / 1024
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 r = {n: (float(w), int(k)) for n, w, k in rows}
 tar_size, st_size, borg_size, restic_size = map(int, sys.argv[2:6])
@@ -206,6 +227,8 @@ checks.append(("verify --all / restic check --read-data", x, "(info)", True))
 rss = max(k for n, (w, k) in r.items() if n.startswith("steward")) / 1024
 checks.append(("steward peak RSS MiB (all runs)", rss, "<= 64", rss <= 64))
 checks.append(("check cycle CPU ms (user+sys)", check_ms, "<= 50", check_ms <= 50))
+checks.append(("idle daemon CPU % over 60 s", idle_cpu, "< 0.1", idle_cpu < 0.1))
+checks.append(("idle daemon peak RSS MiB", idle_rss, "<= 20", idle_rss <= 20))
 x = st_size / tar_size
 checks.append(("archive size / tar|zstd -3 size", x, "within 2%", abs(x - 1) <= 0.02))
 print(f"{'target':48} {'value':>8}  {'goal':10} ok")
