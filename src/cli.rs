@@ -65,6 +65,17 @@ pub enum Command {
     },
     /// Run the jobs on their [schedule] until SIGTERM; SIGHUP reloads the config.
     Daemon,
+    /// Write and enable systemd units or launchd plists for the [schedule].
+    #[command(subcommand)]
+    Install(InstallCommand),
+    /// Remove exactly what `install` wrote.
+    Uninstall {
+        #[arg(value_enum)]
+        target: InstallTarget,
+        /// Print what would be removed and run, change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
     /// Alert mail tools.
     #[command(subcommand)]
     Alert(AlertCommand),
@@ -177,6 +188,67 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstallCommand {
+    /// systemd units: one oneshot service + timer per job, or the daemon.
+    Systemd {
+        /// Units for the user's systemd (`systemctl --user`).
+        #[arg(long, conflicts_with = "system")]
+        user: bool,
+        /// System units (the default).
+        #[arg(long)]
+        system: bool,
+        #[arg(long, value_enum, default_value = "timers")]
+        mode: InstallMode,
+        /// Print the files and commands, write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Where to write the units (default /etc/systemd/system or ~/.config/systemd/user).
+        #[arg(long, value_name = "DIR")]
+        unit_dir: Option<PathBuf>,
+        /// The steward binary the units run (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// systemd's RandomizedDelaySec for the timers.
+        #[arg(long, default_value = "0")]
+        randomized_delay: String,
+    },
+    /// launchd plists: one per job, or the daemon.
+    Launchd {
+        /// A LaunchAgent in the user's session (the default).
+        #[arg(long, conflicts_with = "daemon")]
+        agent: bool,
+        /// A LaunchDaemon (system).
+        #[arg(long)]
+        daemon: bool,
+        #[arg(long, value_enum, default_value = "timers")]
+        mode: InstallMode,
+        /// Print the files and commands, write nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Where to write the plists (default ~/Library/LaunchAgents or /Library/LaunchDaemons).
+        #[arg(long, value_name = "DIR")]
+        plist_dir: Option<PathBuf>,
+        /// The steward binary the plists run (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
+}
+
+/// What drives the jobs.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InstallMode {
+    Timers,
+    Daemon,
+}
+
+/// Which service manager.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum InstallTarget {
+    Systemd,
+    Launchd,
 }
 
 /// A maintenance period.

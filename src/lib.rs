@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod lock;
 pub mod maintain;
 pub mod metrics;
+pub mod packaging;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

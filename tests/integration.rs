@@ -22,6 +22,8 @@ mod daemon;
 mod hostile;
 #[path = "integration/maintain.rs"]
 mod maintain;
+#[path = "integration/packaging.rs"]
+mod packaging;
 #[path = "integration/prune.rs"]
 mod prune;
 #[path = "integration/restic.rs"]

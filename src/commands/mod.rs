@@ -7,6 +7,7 @@ mod backups;
 mod check;
 mod config;
 mod daemon;
+mod install;
 mod maintain;
 mod progress;
 mod prune;
@@ -49,6 +50,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { job } => run::run(&cfg, &job),
         Command::Status { json } => run::status(&cfg, json),
         Command::Daemon => daemon::run(cfg),
+        Command::Install(c) => install::install(&cfg, c),
+        Command::Uninstall { target, dry_run } => install::uninstall(&cfg, target, dry_run),
     }
 }
 

@@ -220,10 +220,22 @@ impl Cron {
         None
     }
 
-    /// The schedule as systemd's OnCalendar would need it restricted the same way: true
-    /// when day-of-month or day-of-week is restricted (used by packaging).
-    pub fn restricts_days(&self) -> (bool, bool) {
-        (self.days_restricted, self.weekdays_restricted)
+    /// The expanded fields (seconds, minutes, hours, days, months, weekdays with 0 =
+    /// Sunday) and whether days and weekdays are restricted, for unit generation.
+    #[allow(clippy::type_complexity)]
+    pub fn fields(&self) -> ([&[i8]; 6], bool, bool) {
+        (
+            [
+                &self.seconds,
+                &self.minutes,
+                &self.hours,
+                &self.days,
+                &self.months,
+                &self.weekdays,
+            ],
+            self.days_restricted,
+            self.weekdays_restricted,
+        )
     }
 }
 

@@ -123,4 +123,9 @@ fn every_example_in_schedules_parses() {
         }
     }
     assert!(n >= 4, "expected the four reference hosts, found {n}");
+    // The example packaging/install.sh puts in /etc/steward parses too.
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/steward.example.toml");
+    let text = fs::read_to_string(&p).unwrap();
+    let cfg = steward::config::parse(&text, steward::config::Origin::File(p)).unwrap();
+    assert_eq!(cfg.schedule.jobs.len(), 5);
 }
