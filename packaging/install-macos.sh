@@ -20,7 +20,7 @@ if [ ! -f "$config" ]; then
   run mkdir -p "$HOME/.config/steward"
   run cp "$here/schedules/mac-mini-m4.toml" "$config"
   run chmod 0600 "$config"
-  echo "wrote $config: check its paths and services, then rerun" >&2
+  [ -n "$dry" ] || echo "wrote $config: check its paths and services, then rerun" >&2
 fi
 if [ -n "$dry" ]; then
   echo "would run: /usr/local/bin/steward --config $config install launchd --agent --mode $mode"

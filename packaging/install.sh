@@ -21,7 +21,7 @@ fi
 run install -d -m 0700 /var/lib/steward /srv/backups
 if [ ! -f /etc/steward/steward.toml ]; then
   run install -D -m 0600 "$here/packaging/steward.example.toml" /etc/steward/steward.toml
-  echo "wrote /etc/steward/steward.toml: add your [[backup.set]] entries, then rerun" >&2
+  [ -n "$dry" ] || echo "wrote /etc/steward/steward.toml: add your [[backup.set]] entries, then rerun" >&2
 fi
 if [ -n "$dry" ]; then
   echo "would run: /usr/local/bin/steward --config /etc/steward/steward.toml install systemd --system --mode $mode"
