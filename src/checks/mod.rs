@@ -324,6 +324,61 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
         ));
     }
 
+    // The tool watches itself: a scheduled job that has not run within 1.5 times its
+    // period (measured on its own schedule) is a failure of its own.
+    let tz = jiff::tz::TimeZone::system();
+    if let Ok(now_ts) = jiff::Timestamp::from_second(now) {
+        for (job, cron) in &config.schedule.jobs {
+            let Some(prev) = cron.prev_at_or_before(now_ts, &tz) else {
+                continue;
+            };
+            let Some(before) =
+                cron.prev_at_or_before(prev - jiff::SignedDuration::from_secs(1), &tz)
+            else {
+                continue;
+            };
+            let period = prev.as_second() - before.as_second();
+            let limit = period + period / 2;
+            let last = catalog
+                .runs(Some(&format!("job {job}")), 50)
+                .ok()
+                .and_then(|r| r.into_iter().find(|r| r.status != "skipped"))
+                .map(|r| r.started_at);
+            let threshold = format!(
+                "ran within {}",
+                humantime::format_duration(Duration::from_secs(limit as u64))
+            );
+            let (sev, value) = match last {
+                Some(t) if now - t <= limit => (
+                    Severity::Ok,
+                    format!(
+                        "last run {}",
+                        humantime::format_duration(Duration::from_secs(
+                            (now - t).max(0) as u64 / 60 * 60
+                        ))
+                    ),
+                ),
+                Some(t) => (
+                    Severity::Crit,
+                    format!(
+                        "overdue: last run {} ago",
+                        humantime::format_duration(Duration::from_secs(
+                            (now - t).max(0) as u64 / 60 * 60
+                        ))
+                    ),
+                ),
+                None => (Severity::Crit, "never ran".into()),
+            };
+            out.push(reading(
+                format!("schedule {job}"),
+                sev,
+                value,
+                threshold,
+                one,
+            ));
+        }
+    }
+
     for set in &config.backup.sets {
         let Some(max) = set.max_age else { continue };
         let name = format!("backup {}", set.name);

@@ -322,3 +322,33 @@ fn plain_text_smtp_is_refused_to_anything_but_loopback() {
         stderr(&a)
     );
 }
+
+#[test]
+fn a_scheduled_job_that_has_not_run_within_1_5_periods_is_a_failure() {
+    let env = Env::new();
+    env.write_config(&format!("{QUIET}\n[schedule]\nbackup = \"0 * * * *\"\n"));
+    // Never ran: critical.
+    let a = env.cmd().args(["check", "--json"]).assert().code(2);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let job = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "schedule backup")
+        .unwrap()
+        .clone();
+    assert_eq!(job["state"], "CRIT");
+    assert_eq!(job["value"], "never ran");
+    // It runs (steward run is the entry point the timers and the daemon use): OK.
+    env.cmd().args(["run", "backup"]).assert().success();
+    env.cmd().arg("check").assert().code(0);
+    // Two hours later it has missed more than 1.5 hourly periods.
+    let later = (steward::clock::now() + 2 * 3600 + 60).to_string();
+    let a = env
+        .cmd()
+        .args(["check", "--json"])
+        .env("STEWARD_NOW", &later)
+        .assert()
+        .code(2);
+    assert!(stdout(&a).contains("overdue"), "{}", stdout(&a));
+}
