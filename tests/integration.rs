@@ -20,6 +20,8 @@ mod crash;
 mod daemon;
 #[path = "integration/hostile.rs"]
 mod hostile;
+#[path = "integration/hosts.rs"]
+mod hosts;
 #[path = "integration/maintain.rs"]
 mod maintain;
 #[path = "integration/packaging.rs"]

@@ -73,10 +73,11 @@ fn reading(
     }
 }
 
+/// Above `crit` is critical, above `warn` a warning (so a limit of 100 % never fires).
 fn against(limit: &Limit, value: f64) -> Severity {
-    if value >= limit.crit {
+    if value > limit.crit {
         Severity::Crit
-    } else if value >= limit.warn {
+    } else if value > limit.warn {
         Severity::Warn
     } else {
         Severity::Ok

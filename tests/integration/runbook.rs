@@ -51,7 +51,16 @@ fn damaged_host() -> (Env, std::path::PathBuf, String) {
     (env, live, id)
 }
 
+/// Runs the runbook's `index`-th tested block for `set` / `id` (used by the host tests).
+pub fn run_runbook_block(env: &Env, index: usize, set: &str, id: &str, live: &Path) {
+    run_block_for(env, &tested_blocks()[index], set, live, id);
+}
+
 fn run_block(env: &Env, block: &str, live: &Path, id: &str) {
+    run_block_for(env, block, "database", live, id);
+}
+
+fn run_block_for(env: &Env, block: &str, set: &str, live: &Path, id: &str) {
     let bin = Path::new(STEWARD).parent().unwrap();
     let path = format!(
         "{}:{}",
@@ -65,7 +74,7 @@ fn run_block(env: &Env, block: &str, live: &Path, id: &str) {
         .env("HOME", &env.home)
         .env("STEWARD_CONFIG", &env.config)
         .env("DEST", &env.dest)
-        .env("SET", "database")
+        .env("SET", set)
         .env("ID", id)
         .env("LIVE", live)
         .env("STAGING", env.root.join("staging"))
