@@ -37,8 +37,9 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Free bytes available to unprivileged users on the filesystem holding `path`.
-pub fn free_space(path: &Path) -> io::Result<u64> {
+/// Used percentage, used bytes and free bytes (available to unprivileged users) of the
+/// filesystem holding `path`, as `df` counts them.
+pub fn disk_usage(path: &Path) -> io::Result<(f64, u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
@@ -47,7 +48,20 @@ pub fn free_space(path: &Path) -> io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let frsize = st.f_frsize as u64;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64);
+    let avail = st.f_bavail as u64;
+    let pct = if used + avail == 0 {
+        0.0
+    } else {
+        used as f64 * 100.0 / (used + avail) as f64
+    };
+    Ok((pct, used * frsize, avail * frsize))
+}
+
+/// Free bytes available to unprivileged users on the filesystem holding `path`.
+pub fn free_space(path: &Path) -> io::Result<u64> {
+    disk_usage(path).map(|(_, _, free)| free)
 }
 
 /// The host name, for archive metadata.

@@ -2,7 +2,6 @@
 //! alerting: `crate::alerts` turns readings into states and mails.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -94,28 +93,6 @@ fn pct(name: &str, limit: &Limit, value: f64) -> Reading {
     )
 }
 
-/// Used percentage, used bytes and free bytes of the filesystem holding `path`, as `df`
-/// counts them.
-pub fn disk_usage(path: &Path) -> std::io::Result<(f64, u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("path has a NUL byte"))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid C string and st a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64);
-    let avail = st.f_bavail as u64;
-    let pct = if used + avail == 0 {
-        0.0
-    } else {
-        used as f64 * 100.0 / (used + avail) as f64
-    };
-    Ok((pct, used * frsize, avail * frsize))
-}
-
 /// Runs one cycle of every configured check. `now` is Unix seconds (for backup ages).
 pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) -> Vec<Reading> {
     let c = &config.checks;
@@ -166,7 +143,7 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
 
     for path in &c.disk_paths {
         let name = format!("disk {}", path.display());
-        match disk_usage(path) {
+        match crate::fsutil::disk_usage(path) {
             Ok((used, _, free)) => {
                 let mut r = pct(&name, &c.disk, used);
                 r.value = format!(

@@ -37,7 +37,7 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         crate::alerts::record(&mut catalog, &readings, &super::round(cfg, &host, now))?;
     // Samples for the capacity forecast of the maintenance report.
     for path in &cfg.checks.disk_paths {
-        if let Ok((_, used, free)) = crate::checks::disk_usage(path) {
+        if let Ok((_, used, free)) = crate::fsutil::disk_usage(path) {
             catalog.add_disk_sample(&path.to_string_lossy(), now, used, free)?;
         }
     }

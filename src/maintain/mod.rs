@@ -578,7 +578,7 @@ pub fn report(config: &Config, catalog: &Catalog, now: i64) -> Result<String, Ta
         let samples = catalog
             .disk_samples(&shown, since)
             .map_err(|e| fail(name, e))?;
-        let now_usage = crate::checks::disk_usage(path).ok();
+        let now_usage = crate::fsutil::disk_usage(path).ok();
         let forecast = days_until_full(&samples.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>());
         out.push_str(&format!(
             "  {:<20} {}; {}\n",
