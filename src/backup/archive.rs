@@ -159,7 +159,6 @@ pub struct Written {
     /// The read-back that followed the writing: content against the manifest, and the
     /// digest of the bytes in the file (for the sidecar).
     pub verified: Result<Verified, ArchiveError>,
-    pub manifest_sha256: [u8; 32],
     pub files: u64,
 }
 
@@ -376,7 +375,6 @@ impl ArchiveWriter {
         Ok(Written {
             size,
             verified,
-            manifest_sha256,
             files,
         })
     }
