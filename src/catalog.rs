@@ -368,20 +368,52 @@ impl Catalog {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![job, limit], |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    job: r.get(1)?,
-                    target: r.get(2)?,
-                    started_at: r.get(3)?,
-                    finished_at: r.get(4)?,
-                    status: r.get(5)?,
-                    summary: r.get(6)?,
-                })
-            })
+            .query_map(params![job, limit], run_from_row)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
+
+    /// The newest run of `job` that was not a skipped tick, however many ticks followed it.
+    pub fn last_run(&self, job: &str) -> Result<Option<RunRecord>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT id, job, target, started_at, finished_at, status, summary FROM runs
+                 WHERE job = ?1 AND status != 'skipped' ORDER BY id DESC LIMIT 1",
+                [job],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many ticks of `job` were skipped because it was still running.
+    pub fn skipped_runs(&self, job: &str) -> Result<u64, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM runs WHERE job = ?1 AND status = 'skipped'",
+                [job],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// The `runs.job` name of a scheduled job's runs (`steward run JOB`).
+pub fn scheduled(job: &str) -> String {
+    format!("job {job}")
+}
+
+fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        target: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        status: r.get(5)?,
+        summary: r.get(6)?,
+    })
 }
 
 /// A check's alert state, as stored.
@@ -631,6 +663,25 @@ mod tests {
         // Reopening is a no-op.
         let c = Catalog::open(dir.path()).unwrap();
         assert_eq!(c.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+
+    /// Regression: the overdue check and the daemon's catch-up searched only the newest 50
+    /// runs, so more than 50 skipped ticks after a real run looked like "never ran".
+    #[test]
+    fn regression_last_run_is_found_behind_many_skipped_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(dir.path()).unwrap();
+        let job = scheduled("backup");
+        let id = c.start_run(&job, None).unwrap();
+        c.finish_run(id, RunStatus::Ok, "ok").unwrap();
+        for _ in 0..60 {
+            let s = c.start_run(&job, None).unwrap();
+            c.finish_run(s, RunStatus::Skipped, "still running")
+                .unwrap();
+        }
+        assert_eq!(c.last_run(&job).unwrap().unwrap().id, id);
+        assert_eq!(c.skipped_runs(&job).unwrap(), 60);
+        assert!(c.last_run(&scheduled("check")).unwrap().is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
     );
     let mut durations = String::new();
     for (job, _) in &config.schedule.jobs {
-        let runs = catalog.runs(Some(&format!("job {job}")), 200)?;
+        let runs = catalog.runs(Some(&crate::catalog::scheduled(job)), 200)?;
         if let Some(ok) = runs
             .iter()
             .find(|r| r.status == "ok" || r.status == "warning")

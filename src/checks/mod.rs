@@ -318,9 +318,9 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
             let period = prev.as_second() - before.as_second();
             let limit = period + period / 2;
             let last = catalog
-                .runs(Some(&format!("job {job}")), 50)
+                .last_run(&crate::catalog::scheduled(job))
                 .ok()
-                .and_then(|r| r.into_iter().find(|r| r.status != "skipped"))
+                .flatten()
                 .map(|r| r.started_at);
             let threshold = format!(
                 "ran within {}",

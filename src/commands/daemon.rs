@@ -363,9 +363,9 @@ fn catch_up(state: &State, why: &str) {
             continue;
         };
         let last = catalog
-            .runs(Some(&format!("job {job}")), 50)
+            .last_run(&crate::catalog::scheduled(&job))
             .ok()
-            .and_then(|r| r.into_iter().find(|r| r.status != "skipped"))
+            .flatten()
             .map(|r| r.started_at);
         if last.is_none_or(|l| l < prev.as_second()) {
             log(
@@ -392,7 +392,7 @@ fn start_job(state: &State, job: &str, why: &str) {
             &format!("{job}: still running; this tick is skipped ({n} skipped so far)"),
         );
         if let Ok(catalog) = Catalog::open(&s.config.state_dir)
-            && let Ok(id) = catalog.start_run(&format!("job {job}"), None)
+            && let Ok(id) = catalog.start_run(&crate::catalog::scheduled(job), None)
         {
             let _ = catalog.finish_run(id, RunStatus::Skipped, "the previous run was still going");
         }

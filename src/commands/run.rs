@@ -80,7 +80,7 @@ fn dispatch(cfg: &Config, job: &str) -> anyhow::Result<ExitCode> {
 
 pub fn run(cfg: &Config, job: &str) -> anyhow::Result<ExitCode> {
     let catalog = super::open_catalog(cfg)?;
-    let run_id = catalog.start_run(&format!("job {job}"), None)?;
+    let run_id = catalog.start_run(&crate::catalog::scheduled(job), None)?;
     let result = dispatch(cfg, job);
     let (status, summary) = match &result {
         Ok(c) if *c == ExitCode::SUCCESS => (RunStatus::Ok, "ok".to_string()),
@@ -117,7 +117,7 @@ struct JobStatus {
     last_result: Option<String>,
     last_seconds: Option<i64>,
     next_run: Option<i64>,
-    skipped_ticks: usize,
+    skipped_ticks: u64,
 }
 
 #[derive(Serialize)]
@@ -148,8 +148,9 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let now = jiff::Timestamp::from_second(crate::clock::now())?;
     let mut jobs = Vec::new();
     for (job, cron) in &cfg.schedule.jobs {
-        let runs = catalog.runs(Some(&format!("job {job}")), 10_000)?;
-        let last = runs.iter().find(|r| r.status != "skipped");
+        let name = crate::catalog::scheduled(job);
+        let last = catalog.last_run(&name)?;
+        let last = last.as_ref();
         jobs.push(JobStatus {
             job: job.clone(),
             schedule: cron.source.clone(),
@@ -157,7 +158,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             last_result: last.map(|r| r.status.clone()),
             last_seconds: last.and_then(|r| r.finished_at.map(|f| f - r.started_at)),
             next_run: cron.next_after(now, &tz).map(|t| t.as_second()),
-            skipped_ticks: runs.iter().filter(|r| r.status == "skipped").count(),
+            skipped_ticks: catalog.skipped_runs(&name)?,
         });
     }
     let mut sets = Vec::new();
