@@ -13,3 +13,12 @@ pub fn now() -> i64 {
     }
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
+
+/// `t` as the compact UTC stamp used in archive and restore names: `YYYYMMDDTHHMMSSZ`.
+pub fn stamp(t: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    // Cannot fail for a four-digit year, which every clock reading has.
+    t.to_offset(time::UtcOffset::UTC)
+        .format(f)
+        .unwrap_or_default()
+}

@@ -59,9 +59,7 @@ pub struct BackupSummary {
 
 /// The archive name for `set` at `when`: `<set>-<YYYYMMDDTHHMMSSZ>`.
 pub fn archive_id(set: &str, when: OffsetDateTime) -> String {
-    let stamp = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let t = when.to_offset(time::UtcOffset::UTC);
-    format!("{set}-{}", t.format(stamp).unwrap_or_default())
+    format!("{set}-{}", crate::clock::stamp(when))
 }
 
 /// Removes `.partial` files a crashed run left in a set's folder. Called with the backup

@@ -173,13 +173,6 @@ pub fn pending(state_dir: &Path) -> Result<Option<Journal>, RestoreError> {
     }
 }
 
-fn stamp_now() -> String {
-    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    time::OffsetDateTime::now_utc()
-        .format(f)
-        .unwrap_or_else(|_| "now".into())
-}
-
 fn sibling(live: &Path, suffix: &str) -> PathBuf {
     let name = live
         .file_name()
@@ -195,7 +188,7 @@ pub fn plan(
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
     let meta = archive::read_meta(&record.path)?;
-    let stamp = stamp_now();
+    let stamp = crate::clock::stamp(time::OffsetDateTime::now_utc());
     let mut targets = Vec::new();
     for p in &meta.paths {
         let prefix = p.trim_start_matches('/').to_string();
