@@ -249,6 +249,18 @@ impl Catalog {
         }
     }
 
+    /// All rows of a query, mapped.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, CatalogError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params, map).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// Adds or replaces a backup.
     pub fn put_backup(&self, b: &BackupRecord) -> Result<(), CatalogError> {
         put_backup(&self.conn, b).map_err(|e| self.err(e))
@@ -256,17 +268,12 @@ impl Catalog {
 
     /// Backups, newest first, optionally of one set.
     pub fn backups(&self, set: Option<&str>) -> Result<Vec<BackupRecord>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT * FROM backups WHERE (?1 IS NULL OR set_name = ?1)
+        self.rows(
+            "SELECT * FROM backups WHERE (?1 IS NULL OR set_name = ?1)
                  ORDER BY created_at DESC, id DESC",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![set], backup_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            params![set],
+            backup_from_row,
+        )
     }
 
     /// One backup by id.
@@ -360,17 +367,12 @@ impl Catalog {
 
     /// Recent runs, newest first.
     pub fn runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, job, target, started_at, finished_at, status, summary FROM runs
+        self.rows(
+            "SELECT id, job, target, started_at, finished_at, status, summary FROM runs
                  WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![job, limit], run_from_row)
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            params![job, limit],
+            run_from_row,
+        )
     }
 
     /// The newest run of `job` that was not a skipped tick, however many ticks followed it.
@@ -443,12 +445,9 @@ pub struct QueuedMail {
 impl Catalog {
     /// Every stored check state.
     pub fn check_states(&self) -> Result<Vec<StoredState>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, state, since, history, last_notified, value, threshold FROM check_states ORDER BY name")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.rows(
+            "SELECT name, state, since, history, last_notified, value, threshold FROM check_states ORDER BY name",
+            [], |r| {
                 Ok(StoredState {
                     name: r.get(0)?,
                     state: r.get(1)?,
@@ -458,9 +457,8 @@ impl Catalog {
                     value: r.get(5)?,
                     threshold: r.get(6)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// Saves check states and queues `mail` in one transaction, so a crash never records
@@ -497,15 +495,11 @@ impl Catalog {
 
     /// Mails due at `now`, oldest first.
     pub fn due_mail(&self, now: i64) -> Result<Vec<QueuedMail>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, created_at, subject, body, attempts, next_attempt, last_error FROM outbox
+        self.rows(
+            "SELECT id, created_at, subject, body, attempts, next_attempt, last_error FROM outbox
                  WHERE next_attempt <= ?1 ORDER BY id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([now], |r| {
+            [now],
+            |r| {
                 Ok(QueuedMail {
                     id: r.get(0)?,
                     created_at: r.get(1)?,
@@ -515,9 +509,8 @@ impl Catalog {
                     next_attempt: r.get(5)?,
                     last_error: r.get(6)?,
                 })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// How many mails wait.
@@ -571,22 +564,17 @@ impl Catalog {
         path: &str,
         from: i64,
     ) -> Result<Vec<(i64, u64, u64)>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT at, used, free FROM disk_samples WHERE path = ?1 AND at >= ?2 ORDER BY at",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![path, from], |r| {
+        self.rows(
+            "SELECT at, used, free FROM disk_samples WHERE path = ?1 AND at >= ?2 ORDER BY at",
+            params![path, from],
+            |r| {
                 Ok((
                     r.get(0)?,
                     r.get::<_, i64>(1)? as u64,
                     r.get::<_, i64>(2)? as u64,
                 ))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+            },
+        )
     }
 
     /// Forgets runs and disk samples older than `before`; returns how many rows went.
