@@ -93,10 +93,26 @@ fn pct(name: &str, limit: &Limit, value: f64) -> Reading {
     )
 }
 
+/// A disk measured by the cycle, kept for the capacity forecast.
+#[derive(Debug, Clone)]
+pub struct DiskSample {
+    pub path: std::path::PathBuf,
+    pub used: u64,
+    pub free: u64,
+}
+
+/// What one cycle found.
+#[derive(Debug)]
+pub struct Cycle {
+    pub readings: Vec<Reading>,
+    pub disks: Vec<DiskSample>,
+}
+
 /// Runs one cycle of every configured check. `now` is Unix seconds (for backup ages).
-pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) -> Vec<Reading> {
+pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) -> Cycle {
     let c = &config.checks;
     let mut out = Vec::new();
+    let mut disks = Vec::new();
     let one = Window::default();
 
     // CPU over sysinfo's minimum interval, the same System refreshed twice.
@@ -144,7 +160,12 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
     for path in &c.disk_paths {
         let name = format!("disk {}", path.display());
         match crate::fsutil::disk_usage(path) {
-            Ok((used, _, free)) => {
+            Ok((used, used_bytes, free)) => {
+                disks.push(DiskSample {
+                    path: path.clone(),
+                    used: used_bytes,
+                    free,
+                });
                 let mut r = pct(&name, &c.disk, used);
                 r.value = format!(
                     "{used:.1} % ({} free)",
@@ -381,5 +402,8 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
         };
         out.push(reading(name, sev, value, threshold, one));
     }
-    out
+    Cycle {
+        readings: out,
+        disks,
+    }
 }

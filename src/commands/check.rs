@@ -31,15 +31,14 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let mut catalog = super::open_catalog(cfg)?;
     super::ping(cfg, "check", super::Phase::Start);
     let now = crate::clock::now();
-    let readings = crate::checks::cycle(cfg, &catalog, &crate::services::SystemRunner, now);
+    let cycle = crate::checks::cycle(cfg, &catalog, &crate::services::SystemRunner, now);
+    let readings = cycle.readings;
     let host = crate::fsutil::hostname();
     let (states, events) =
         crate::alerts::record(&mut catalog, &readings, &super::round(cfg, &host, now))?;
-    // Samples for the capacity forecast of the maintenance report.
-    for path in &cfg.checks.disk_paths {
-        if let Ok((_, used, free)) = crate::fsutil::disk_usage(path) {
-            catalog.add_disk_sample(&path.to_string_lossy(), now, used, free)?;
-        }
+    // The disks the cycle measured feed the capacity forecast of the report.
+    for d in &cycle.disks {
+        catalog.add_disk_sample(&d.path.to_string_lossy(), now, d.used, d.free)?;
     }
     let mail = super::deliver_mail(cfg, &catalog, now);
     super::ping(cfg, "check", super::Phase::Success);

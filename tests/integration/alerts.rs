@@ -49,6 +49,16 @@ fn check_exit_codes_follow_nagios_and_json_has_the_documented_shape() {
     for key in ["name", "state", "value", "threshold", "since"] {
         assert!(v["checks"][0].get(key).is_some(), "missing {key}");
     }
+    // The cycle's disk measurements are kept for the report's forecast.
+    let db = rusqlite::Connection::open(env.state.join("state.db")).unwrap();
+    let samples: i64 = db
+        .query_row(
+            "SELECT count(*) FROM disk_samples WHERE path = '/' AND free > 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(samples, 1);
     env.write_config(&QUIET.replace("[checks.memory]\nwarn = 100", "[checks.memory]\nwarn = 0"));
     env.cmd().arg("check").assert().code(1);
     env.write_config(&QUIET.replace(
