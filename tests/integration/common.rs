@@ -107,16 +107,21 @@ impl Env {
 
     /// Every file name in a set's folder (partials included).
     pub fn set_dir_names(&self, set: &str) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(self.dest.join(set))
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
+        dir_names(&self.dest.join(set))
     }
+}
+
+/// The names of the entries of `dir`, sorted (none when it does not exist).
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
 }
 
 /// Runs a real tool and asserts it succeeded; returns stdout.

@@ -439,12 +439,10 @@ fn play(example: &str, set: &str, corrupt: &str, delete: Option<&str>, sockets: 
     );
     // The runbook's own steward block restores it.
     let dest = PathBuf::from(h.config["backup"]["destination"].as_str().unwrap()).join(set);
-    let mut archives: Vec<String> = fs::read_dir(&dest)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let archives: Vec<String> = crate::common::dir_names(&dest)
+        .into_iter()
         .filter(|n| n.ends_with(".tar.zst"))
         .collect();
-    archives.sort();
     let id = archives
         .last()
         .unwrap()

@@ -153,11 +153,7 @@ fn logs_are_compressed_and_pruned_exactly_as_the_rules_say() {
             .contains("app.log.2: open in another process"),
         "{t}"
     );
-    let mut names: Vec<String> = fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = crate::common::dir_names(&logs);
     assert_eq!(
         names,
         ["app.log", "app.log.1.zst", "app.log.2", "other.txt"]
@@ -192,11 +188,7 @@ fn max_total_size_removes_the_oldest_beyond_it_but_keeps_the_minimum() {
         logs.display()
     ));
     env.cmd().args(["maintain", "daily"]).assert().success();
-    let mut names: Vec<String> = fs::read_dir(&logs)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = crate::common::dir_names(&logs);
     // 2,500 bytes would allow two files, but the three newest are always kept.
     assert_eq!(names, ["x.log.0", "x.log.1", "x.log.2"]);
 }

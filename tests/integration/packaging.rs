@@ -304,11 +304,7 @@ fn install_then_uninstall_leaves_nothing_and_dry_run_writes_nothing() {
         .assert()
         .success();
     assert!(stdout(&a).contains("wrote"), "{}", stdout(&a));
-    let mut names: Vec<String> = fs::read_dir(&units)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    let names = crate::common::dir_names(&units);
     assert_eq!(
         names,
         [
