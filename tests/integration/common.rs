@@ -220,3 +220,86 @@ impl Env {
         c
     }
 }
+
+/// The test service: logs `started`/`stopping` events with timestamps to EVENTS, keeps its
+/// PID in PIDFILE while it runs, stops on SIGTERM. `--data FILE` holds FILE open and
+/// appends a line every 10 ms (as a database would); `--port P` answers HTTP GET (any
+/// path, 200 "ok models"); `--sock PATH` listens on a Unix socket.
+const SERVICE: &str = r#"
+import argparse, http.server, os, signal, socket, threading, time
+ap = argparse.ArgumentParser()
+ap.add_argument("name")
+ap.add_argument("events")
+ap.add_argument("pidfile")
+ap.add_argument("--data")
+ap.add_argument("--port", type=int)
+ap.add_argument("--sock")
+a = ap.parse_args()
+def event(what):
+    with open(a.events, "a") as f:
+        f.write("%.6f %s %s %d\n" % (time.time(), a.name, what, os.getpid()))
+out = open(a.data, "a") if a.data else None
+if a.sock:
+    os.makedirs(os.path.dirname(a.sock), exist_ok=True)
+    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    us.bind(a.sock)
+    us.listen(1)
+def stop(*_):
+    event("stopping")
+    if out:
+        out.close()
+    if a.sock and os.path.exists(a.sock):
+        os.unlink(a.sock)
+    os.unlink(a.pidfile)
+    os._exit(0)
+signal.signal(signal.SIGTERM, stop)
+if a.port:
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"ok models"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+with open(a.pidfile + ".tmp", "w") as p:
+    p.write(str(os.getpid()))
+os.rename(a.pidfile + ".tmp", a.pidfile)
+event("started")
+i = 0
+while True:
+    if out:
+        out.write("%s %d %d\n" % (a.name, os.getpid(), i))
+        out.flush()
+        i += 1
+    time.sleep(0.01)
+"#;
+
+/// Shell commands for a `command` service adapter.
+pub struct ServiceCommands {
+    pub start: String,
+    pub stop: String,
+    pub status: String,
+}
+
+/// Commands running the test service `name` (events in `<root>/events.log`, PID in
+/// `pidfile`, `options` passed on), writing the script into `root`.
+pub fn test_service(root: &Path, name: &str, pidfile: &Path, options: &str) -> ServiceCommands {
+    let script = root.join("svc.py");
+    if !script.exists() {
+        fs::write(&script, SERVICE).unwrap();
+    }
+    let pid = pidfile.display();
+    ServiceCommands {
+        start: format!(
+            "setsid python3 {} {name} {} {pid} {options} </dev/null >/dev/null 2>&1 &",
+            script.display(),
+            root.join("events.log").display()
+        ),
+        stop: format!("kill $(cat {pid})"),
+        status: format!("test -f {pid} && kill -0 $(cat {pid})"),
+    }
+}

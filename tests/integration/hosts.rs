@@ -15,42 +15,6 @@ use std::time::Duration;
 use crate::common::{Env, wait_for};
 use crate::mail::{Smtp, free_port, test_ca};
 
-const SERVICE: &str = r#"
-import http.server, os, signal, socket, sys, threading, time
-name, port, events, pidfile = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-sock_path = sys.argv[5] if len(sys.argv) > 5 else None
-def event(what):
-    with open(events, "a") as f:
-        f.write("%.6f %s %s %d\n" % (time.time(), name, what, os.getpid()))
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"ok models"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
-if sock_path:
-    os.makedirs(os.path.dirname(sock_path), exist_ok=True)
-    us = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    us.bind(sock_path)
-    us.listen(1)
-def stop(*_):
-    event("stopping")
-    if sock_path and os.path.exists(sock_path):
-        os.unlink(sock_path)
-    os.unlink(pidfile)
-    os._exit(0)
-signal.signal(signal.SIGTERM, stop)
-with open(pidfile + ".tmp", "w") as p:
-    p.write(str(os.getpid()))
-os.rename(pidfile + ".tmp", pidfile)
-event("started")
-srv.serve_forever()
-"#;
-
 /// Re-roots absolute and `~` paths under `root` / `home` (exclude patterns stay).
 fn relocate(v: &mut toml::Value, root: &Path, home: &Path, key: &str) {
     match v {
@@ -164,7 +128,6 @@ impl Host {
         // Services: real local processes behind command adapters.
         let events = env.root.join("events.log");
         fs::create_dir_all(env.root.join("pids")).unwrap();
-        fs::write(env.root.join("svc.py"), SERVICE).unwrap();
         let mut services = Vec::new();
         let mut ports = HashMap::new();
         if let Some(list) = t.get_mut("service").and_then(|s| s.as_array_mut()) {
@@ -174,30 +137,19 @@ impl Host {
                 let port = free_port();
                 ports.insert(name.clone(), port);
                 let pid = env.root.join(format!("pids/{name}.pid"));
-                let sock = socket_for
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, p)| env.root.join(&p[1..]).to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let start = format!(
-                    "setsid python3 {root}/svc.py {name} {port} {events} {pid} {sock} </dev/null >/dev/null 2>&1 &",
-                    root = env.root.display(),
-                    events = events.display(),
-                    pid = pid.display()
-                );
+                let mut options = format!("--port {port}");
+                if let Some((_, p)) = socket_for.iter().find(|(n, _)| *n == name) {
+                    options.push_str(&format!(" --sock {}", env.root.join(&p[1..]).display()));
+                }
+                let c = crate::common::test_service(&env.root, &name, &pid, &options);
+                let start = c.start;
                 for k in ["unit", "scope", "plist"] {
                     s.remove(k);
                 }
                 s.insert("manager".into(), "command".into());
                 s.insert("start".into(), start.clone().into());
-                s.insert(
-                    "stop".into(),
-                    format!("kill $(cat {})", pid.display()).into(),
-                );
-                s.insert(
-                    "status".into(),
-                    format!("test -f {p} && kill -0 $(cat {p})", p = pid.display()).into(),
-                );
+                s.insert("stop".into(), c.stop.into());
+                s.insert("status".into(), c.status.into());
                 s.insert(
                     "health-url".into(),
                     format!("http://127.0.0.1:{port}/health").into(),

@@ -11,31 +11,6 @@ use std::time::Duration;
 
 use crate::common::{Env, extract, stderr, stdout, wait_for};
 
-const SERVICE: &str = r#"
-import os, signal, sys, time
-name, data, events, pidfile = sys.argv[1:5]
-def event(what):
-    with open(events, "a") as f:
-        f.write("%.6f %s %s %d\n" % (time.time(), name, what, os.getpid()))
-out = open(data, "a")          # held open for the process's whole life, like a database
-def stop(*_):
-    event("stopping")
-    out.close()
-    os.unlink(pidfile)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, stop)
-with open(pidfile + ".tmp", "w") as p:
-    p.write(str(os.getpid()))
-os.rename(pidfile + ".tmp", pidfile)
-event("started")
-i = 0
-while True:
-    out.write("%s %d %d\n" % (name, os.getpid(), i))
-    out.flush()
-    i += 1
-    time.sleep(0.01)
-"#;
-
 /// A world with two `command` services (web after api) writing into `data/`, plus a
 /// second set path `more/`.
 struct World {
@@ -59,17 +34,20 @@ impl Drop for World {
     }
 }
 
-fn service_block(root: &Path, data: &Path, name: &str, after: &str) -> String {
+/// The test service `name`, holding `<data>/<name>.log` open and writing to it.
+fn service(root: &Path, data: &Path, name: &str) -> crate::common::ServiceCommands {
     let pid = root.join(format!("{name}.pid"));
+    let log = data.join(format!("{name}.log"));
+    crate::common::test_service(root, name, &pid, &format!("--data {}", log.display()))
+}
+
+fn service_block(root: &Path, data: &Path, name: &str, after: &str) -> String {
+    let c = service(root, data, name);
     format!(
         "[[service]]\nname = \"{name}\"\nmanager = \"command\"\nafter = [{after}]\n\
-         start = \"setsid python3 {root}/svc.py {name} {data}/{name}.log {root}/events.log {pid} </dev/null >/dev/null 2>&1 &\"\n\
-         stop = \"kill $(cat {pid})\"\n\
-         status = \"test -f {pid} && kill -0 $(cat {pid})\"\n\
+         start = \"{}\"\nstop = \"{}\"\nstatus = \"{}\"\n\
          stop-timeout = \"10s\"\nstart-timeout = \"10s\"\n\n",
-        root = root.display(),
-        data = data.display(),
-        pid = pid.display(),
+        c.start, c.stop, c.status
     )
 }
 
@@ -86,7 +64,6 @@ impl World {
         db.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES ('kept');")
             .unwrap();
         drop(db);
-        fs::write(env.root.join("svc.py"), SERVICE).unwrap();
         let services = format!(
             "{}{}{extra_services}",
             service_block(&env.root, &data, "api", ""),
@@ -112,11 +89,7 @@ impl World {
 
     fn start(&self, name: &str) {
         let root = &self.env.root;
-        let cmd = format!(
-            "setsid python3 {r}/svc.py {name} {d}/{name}.log {r}/events.log {r}/{name}.pid </dev/null >/dev/null 2>&1 &",
-            r = root.display(),
-            d = self.data.display()
-        );
+        let cmd = service(root, &self.data, name).start;
         assert!(
             std::process::Command::new("sh")
                 .args(["-c", &cmd])
