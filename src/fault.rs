@@ -11,3 +11,18 @@ pub fn crash_point(point: &str) {
     #[cfg(not(debug_assertions))]
     let _ = point;
 }
+
+/// Whether the test switch `STEWARD_TEST_<NAME>` (debug builds only) is set, e.g. to turn
+/// off a defence so a test can prove the next one holds alone.
+pub fn enabled(name: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        let var = format!("STEWARD_TEST_{}", name.to_uppercase().replace('-', "_"));
+        std::env::var_os(var).is_some()
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        false
+    }
+}

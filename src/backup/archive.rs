@@ -862,6 +862,57 @@ fn quick_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u128> {
     }
 }
 
+/// How far the stamp in an archive's name may lie after the time in its `backup.json`: a
+/// second run in the same second takes the next free second for its name.
+const NAME_SLACK_SECS: i64 = 3600;
+
+/// Checks that an archive's `backup.json` agrees with where it lies: the file is
+/// `<id>.tar.zst` in the folder `<set>`, and the ID is `<set>-<stamp>` with the stamp at or
+/// shortly after `created_unix`. An archive copied under another name (to pass for a good
+/// backup) is refused, naming both.
+pub fn check_identity(path: &Path, meta: &BackupMeta) -> Result<(), ArchiveError> {
+    let bad = |m: String| Err(ArchiveError::corrupt(path, m));
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if file != format!("{}.tar.zst", meta.id) {
+        return bad(format!(
+            "backup.json names the backup {:?}, but the file is {file:?}",
+            meta.id
+        ));
+    }
+    let folder = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if folder != meta.set {
+        return bad(format!(
+            "backup.json names the set {:?}, but the archive lies in the folder {folder:?}",
+            meta.set
+        ));
+    }
+    let stamp = meta
+        .id
+        .strip_prefix(&meta.set)
+        .and_then(|r| r.strip_prefix('-'))
+        .unwrap_or_default();
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let named = time::PrimitiveDateTime::parse(stamp, f).map(|t| t.assume_utc().unix_timestamp());
+    match named {
+        Ok(t) if (0..=NAME_SLACK_SECS).contains(&(t - meta.created_unix)) => Ok(()),
+        Ok(_) => bad(format!(
+            "the ID {:?} does not match the creation time {} in backup.json",
+            meta.id, meta.created
+        )),
+        Err(_) => bad(format!(
+            "the ID {:?} is not <set>-<YYYYMMDDTHHMMSSZ>",
+            meta.id
+        )),
+    }
+}
+
 /// Reads `backup.json` from the trailer frame without decompressing the data.
 pub fn read_meta(path: &Path) -> Result<BackupMeta, ArchiveError> {
     let mut f = File::open(path).map_err(ArchiveError::io(path))?;

@@ -122,10 +122,12 @@ pub fn backup_set(
         });
     }
 
-    let mut when = OffsetDateTime::now_utc();
+    let created = OffsetDateTime::now_utc();
+    let mut when = created;
     let mut id = archive_id(&set.name, when);
     // Two runs in one second (a forced re-run): the next free second keeps names unique
-    // and sortable; backup.json keeps the true time.
+    // and sortable; backup.json keeps the true time, so the name's stamp is at or after
+    // it (archive::check_identity relies on that).
     while dir.join(format!("{id}.tar.zst")).exists() || catalog.backup(&id)?.is_some() {
         when += Duration::from_secs(1);
         id = archive_id(&set.name, when);
@@ -139,7 +141,7 @@ pub fn backup_set(
     let result = write_archive(
         config,
         set,
-        &id,
+        (&id, created),
         &partial,
         &spool,
         &snapshot_tmp,
@@ -259,7 +261,7 @@ fn archive_name(path: &Path) -> Option<PathBuf> {
 fn write_archive(
     config: &Config,
     set: &BackupSet,
-    id: &str,
+    (id, created): (&str, OffsetDateTime),
     partial: &Path,
     spool: &Path,
     snapshot_tmp: &Path,
@@ -270,7 +272,6 @@ fn write_archive(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         n => n,
     };
-    let created = OffsetDateTime::now_utc();
     let mut writer =
         ArchiveWriter::create(partial, spool, config.backup.compression_level, threads)?;
     let mut fp = Fingerprint::default();

@@ -43,6 +43,16 @@ pub fn verify_backup(
     .and_then(|v| {
         // The catalog also knows the hash: a sidecar replaced along with the archive still
         // fails.
+        archive::check_identity(&record.path, &v.meta)?;
+        if v.meta.id != record.id || v.meta.set != record.set {
+            return Err(archive::ArchiveError::Corrupt {
+                path: record.path.clone(),
+                message: format!(
+                    "holds the backup {:?} of set {:?}, not {:?} of {:?}",
+                    v.meta.id, v.meta.set, record.id, record.set
+                ),
+            });
+        }
         if hex::encode(v.sha256) != record.sha256 {
             Err(archive::ArchiveError::Corrupt {
                 path: record.path.clone(),
@@ -124,6 +134,7 @@ pub fn reindex(
         .collect();
     let mut report = ReindexReport::default();
     let mut records = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let sets = match std::fs::read_dir(dest) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -157,6 +168,20 @@ pub fn reindex(
                     continue;
                 }
             };
+            // A file passing for another backup (renamed, or a second copy of an ID) is not
+            // imported: the catalog must never map an ID to the wrong bytes.
+            if let Err(e) = archive::check_identity(&path, &meta) {
+                report.problems.push(format!("{e:#}; not imported"));
+                continue;
+            }
+            if !seen.insert(meta.id.clone()) {
+                report.problems.push(format!(
+                    "{}: a second archive with the ID {}; not imported",
+                    path.display(),
+                    meta.id
+                ));
+                continue;
+            }
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let (status, sha, note) = match archive::read_sidecar(&path) {
                 Err(e) => (

@@ -26,11 +26,8 @@ use crate::cli::{Cli, Command};
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load_config(cli.config.as_deref())?;
     let restoring = matches!(cli.command, Command::Restore(_));
-    if !restoring && let Ok(Some(j)) = crate::restore::pending(&cfg.state_dir) {
-        eprintln!(
-            "steward: warning: the restore of {} was interrupted; run `steward restore --resume`",
-            j.id
-        );
+    if !restoring {
+        warn_interrupted_restore(&cfg);
     }
     match cli.command {
         Command::Backup(a) => backup::run(&cfg, a),
@@ -52,6 +49,32 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon => daemon::run(cfg),
         Command::Install(c) => install::install(&cfg, c),
         Command::Uninstall { target, dry_run } => install::uninstall(&cfg, target, dry_run),
+    }
+}
+
+/// Tells about an interrupted restore and abandoned staging folders on every command, so
+/// nobody misses that services or data may be in between.
+fn warn_interrupted_restore(cfg: &crate::config::Config) {
+    match crate::restore::pending(&cfg.state_dir) {
+        Ok(Some(j)) => {
+            let down = if j.stopped.is_empty() {
+                String::new()
+            } else {
+                format!(" (services it stopped: {})", j.stopped.join(", "))
+            };
+            eprintln!(
+                "steward: warning: the restore of {} was interrupted{down}; run `steward restore --resume`",
+                j.id
+            );
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("steward: warning: {e:#}"),
+    }
+    for p in crate::restore::abandoned(cfg) {
+        eprintln!(
+            "steward: warning: abandoned restore staging folder {}; `steward restore --cleanup` removes it",
+            p.display()
+        );
     }
 }
 

@@ -35,13 +35,13 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let _backup_lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
     let runner = SystemRunner;
     if args.cleanup {
-        let removed = restore::cleanup(cfg).context("removing rollback copies")?;
+        let cleaned = restore::cleanup(cfg).context("cleaning up after restores")?;
         if args.json {
-            super::print_json(&removed)?;
-        } else if removed.is_empty() {
-            println!("no rollback copies to remove");
+            super::print_json(&cleaned)?;
+        } else if cleaned.rollbacks.is_empty() && cleaned.staging.is_empty() {
+            println!("no rollback copies or staging folders to remove");
         } else {
-            for r in removed {
+            for r in cleaned.rollbacks.iter().chain(&cleaned.staging) {
                 println!("removed {}", r.display());
             }
         }
@@ -49,13 +49,23 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     if args.resume {
         match restore::resume(cfg, &runner).context("resuming the interrupted restore")? {
-            None => println!("no interrupted restore to resume"),
+            None => {
+                println!("no interrupted restore to resume");
+                let left = restore::abandoned(cfg);
+                for p in &left {
+                    println!(
+                        "  abandoned staging folder {} (steward restore --cleanup removes it)",
+                        p.display()
+                    );
+                }
+            }
             Some(r) if args.json => super::print_json(&r)?,
             Some(r) => {
                 println!(
-                    "restore of {} completed: {} units swapped; services started: {}",
+                    "restore of {} {}: {}; services started: {}",
                     r.id,
-                    r.units,
+                    r.outcome.replace('-', " "),
+                    r.why,
                     list(&r.started)
                 );
                 for p in r.rollbacks {
@@ -121,6 +131,9 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     r.sqlite_checked.len(),
                     list(&r.stopped)
                 );
+                for p in &r.removed_abandoned {
+                    println!("  removed the abandoned staging folder {}", p.display());
+                }
                 for p in &r.rollbacks {
                     println!(
                         "  previous data kept at {} (steward restore --cleanup removes it)",
@@ -239,7 +252,7 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
             println!(
                 "  replace {}  (current data kept at {})",
                 t.live.display(),
-                t.rollback.display()
+                t.rollback_path().display()
             );
         } else {
             println!("  create  {}", t.live.display());

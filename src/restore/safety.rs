@@ -1,7 +1,12 @@
 //! Which archive entries a restore accepts. Checked for every entry in the verification
-//! read, before any byte is written: a hostile or damaged archive is refused whole.
+//! read, before any byte is written: a hostile or damaged archive is refused whole, with a
+//! readable reason. This is the early refusal only: staging goes through `confine`, which
+//! refuses the same things by construction whatever this pass let through.
+
+use std::collections::HashSet;
 
 use tar::EntryType;
+use xxhash_rust::xxh3::xxh3_64;
 
 use crate::backup::archive::EntryInfo;
 
@@ -12,6 +17,10 @@ pub struct Rules {
     /// Accept symlinks whose absolute target lies outside the restored paths (they are
     /// recreated as they were, never followed). Off by default.
     allow_external_symlinks: bool,
+    /// Symlinks seen so far: nothing may be written through one.
+    symlinks: HashSet<Vec<u8>>,
+    /// XXH3 of the regular files seen so far: the only things a hard link may name.
+    files: HashSet<u64>,
 }
 
 fn trim_slashes(p: &[u8]) -> &[u8] {
@@ -50,6 +59,8 @@ impl Rules {
         Rules {
             prefixes,
             allow_external_symlinks,
+            symlinks: HashSet::new(),
+            files: HashSet::new(),
         }
     }
 
@@ -57,8 +68,54 @@ impl Rules {
         self.prefixes.iter().any(|p| under(p, path))
     }
 
+    /// The symlink `path` passes through, if any (a folder of it that the archive made a
+    /// symlink).
+    fn through_symlink(&self, path: &[u8]) -> Option<String> {
+        if self.symlinks.is_empty() {
+            return None;
+        }
+        path.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .map(|(i, _)| &path[..i])
+            .find(|p| self.symlinks.contains(*p))
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    }
+
     /// Checks one entry; `Err` says why it is refused.
-    pub fn check(&self, e: &EntryInfo<'_>) -> Result<(), String> {
+    pub fn check(&mut self, e: &EntryInfo<'_>) -> Result<(), String> {
+        let path = trim_slashes(e.path);
+        if e.kind == EntryType::Symlink && self.prefixes.iter().any(|p| p.as_slice() == path) {
+            return Err("the set path itself is a symlink".into());
+        }
+        self.check_entry(e)?;
+        if let Some(link) = self.through_symlink(path) {
+            return Err(format!(
+                "its folder {link} is a symlink; nothing is written through one"
+            ));
+        }
+        match e.kind {
+            EntryType::Symlink => {
+                self.symlinks.insert(path.to_vec());
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                self.files.insert(xxh3_64(path));
+            }
+            EntryType::Link => {
+                let link = trim_slashes(e.link.unwrap_or_default());
+                if !self.files.contains(&xxh3_64(link)) {
+                    return Err(format!(
+                        "hard link to {}, which is not a regular file restored before it",
+                        String::from_utf8_lossy(link)
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_entry(&self, e: &EntryInfo<'_>) -> Result<(), String> {
         let path = trim_slashes(e.path);
         if path.starts_with(b".steward/") && matches!(e.kind, EntryType::Regular) {
             return Ok(());
@@ -146,7 +203,7 @@ mod tests {
     #[test]
     fn hostile_entries_are_refused_with_the_reason() {
         let r = Rules::new(vec![b"srv/app".to_vec()], false);
-        let ok = |p: &[u8], k, l: Option<&[u8]>| r.check(&entry(p, k, l, 0o644));
+        let ok = |p: &[u8], k, l: Option<&[u8]>| r.check_entry(&entry(p, k, l, 0o644));
         assert!(ok(b"srv/app", EntryType::Directory, None).is_ok());
         assert!(ok(b"srv/app/", EntryType::Directory, None).is_ok());
         assert!(ok(b"srv/app/a.db", EntryType::Regular, None).is_ok());
@@ -182,11 +239,11 @@ mod tests {
             (ok(b"srv/app/blk", EntryType::Block, None), "device"),
             (ok(b"srv/app/p", EntryType::Fifo, None), "FIFO"),
             (
-                r.check(&entry(b"srv/app/suid", EntryType::Regular, None, 0o4755)),
+                r.check_entry(&entry(b"srv/app/suid", EntryType::Regular, None, 0o4755)),
                 "setuid",
             ),
             (
-                r.check(&entry(b"srv/app/sgid", EntryType::Directory, None, 0o2755)),
+                r.check_entry(&entry(b"srv/app/sgid", EntryType::Directory, None, 0o2755)),
                 "setuid/setgid",
             ),
         ];
@@ -197,7 +254,7 @@ mod tests {
         let lenient = Rules::new(vec![b"srv/app".to_vec()], true);
         assert!(
             lenient
-                .check(&entry(
+                .check_entry(&entry(
                     b"srv/app/python",
                     EntryType::Symlink,
                     Some(b"/usr/bin/python3"),
@@ -205,5 +262,23 @@ mod tests {
                 ))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn nothing_through_a_symlink_and_hard_links_only_to_files_seen() {
+        let mut r = Rules::new(vec![b"srv/app".to_vec()], true);
+        let mut check = |p: &[u8], k, l: Option<&[u8]>| r.check(&entry(p, k, l, 0o644));
+        assert!(check(b"srv/app", EntryType::Directory, None).is_ok());
+        assert!(check(b"srv/app/d", EntryType::Symlink, Some(b"sub")).is_ok());
+        let e = check(b"srv/app/d/x", EntryType::Regular, None).unwrap_err();
+        assert!(e.contains("srv/app/d is a symlink"), "{e}");
+        let e = check(b"srv/app/h", EntryType::Link, Some(b"srv/app/f")).unwrap_err();
+        assert!(e.contains("not a regular file restored before"), "{e}");
+        assert!(check(b"srv/app/f", EntryType::Regular, None).is_ok());
+        assert!(check(b"srv/app/h", EntryType::Link, Some(b"srv/app/f")).is_ok());
+        let e = check(b"srv/app/h2", EntryType::Link, Some(b"srv/app/d")).unwrap_err();
+        assert!(e.contains("hard link"), "{e}");
+        let e = check(b"srv/app", EntryType::Symlink, Some(b"/etc")).unwrap_err();
+        assert!(e.contains("set path itself"), "{e}");
     }
 }

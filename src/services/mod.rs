@@ -21,6 +21,8 @@ pub enum ServiceError {
     },
     #[error("service {name} did not stop within {timeout:?}")]
     DidNotStop { name: String, timeout: Duration },
+    #[error("service {name} was not stopped: recording it first failed: {detail}")]
+    NotRecorded { name: String, detail: String },
     #[error("service {name} did not come back within {timeout:?}: {detail}")]
     DidNotStart {
         name: String,
@@ -330,7 +332,20 @@ pub fn quiesce<'a>(
     all: &[ServiceConfig],
     names: &[String],
     runner: &'a dyn Runner,
+    note: impl FnMut(&str),
+) -> Result<Quiesced<'a>, ServiceError> {
+    quiesce_recorded(all, names, runner, note, |_| Ok(()))
+}
+
+/// [`quiesce`] that calls `record` with the names stopped so far plus the next one
+/// *before* stopping it, so a journal always lists every service that may be down (a
+/// crash during the stop leaves nothing unaccounted for).
+pub fn quiesce_recorded<'a>(
+    all: &[ServiceConfig],
+    names: &[String],
+    runner: &'a dyn Runner,
     mut note: impl FnMut(&str),
+    mut record: impl FnMut(&[String]) -> Result<(), String>,
 ) -> Result<Quiesced<'a>, ServiceError> {
     let mut q = Quiesced::none(runner);
     for svc in all.iter().rev().filter(|s| names.contains(&s.name)) {
@@ -347,6 +362,15 @@ pub fn quiesce<'a>(
                 svc.name
             ));
             continue;
+        }
+        let mut upcoming = q.stopped();
+        upcoming.push(svc.name.clone());
+        if let Err(detail) = record(&upcoming) {
+            let _ = q.resume_inner();
+            return Err(ServiceError::NotRecorded {
+                name: svc.name.clone(),
+                detail,
+            });
         }
         note(&format!("stopping service {}", svc.name));
         if let Err(e) = q.controller.stop(svc) {

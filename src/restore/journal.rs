@@ -1,0 +1,422 @@
+//! The restore journal and the swap it governs. The journal is written before the first
+//! side effect (the staging folders) and rewritten before each step that a crash could
+//! interrupt: which services are about to be stopped, the swap, its undoing. So after a
+//! SIGKILL or power loss at any moment, `restore --resume` knows whether to finish the
+//! swap or undo it, and exactly which services to start again.
+//!
+//! The swap is made of units (a whole set path, single entries with `--path`, and the
+//! `-wal`/`-shm`/`-journal` side files of a restored database, which only go aside). Each
+//! unit moves in at most two renames, `live -> rollback` then `staged -> live`, and its
+//! progress can be read from the filesystem alone, so forward and backward are both
+//! idempotent.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::confine::{ConfineError, Dir, split};
+use super::plan::{Plan, Target};
+use super::stage::StagedDb;
+use super::{RestoreError, io_err};
+
+/// How far a restore got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Extracting into the staging folders; nothing live touched.
+    Staging,
+    /// Stopping services; nothing live touched.
+    Stopping,
+    /// Renaming staged data into place: resume finishes it.
+    Swapping,
+    /// A failed swap being undone: resume finishes undoing it.
+    RollingBack,
+    /// The data is settled (new, or old after an undo); only services and clean-up remain.
+    Settled,
+}
+
+/// The `-wal`, `-shm` and `-journal` files SQLite keeps beside a database: stale ones
+/// would be applied to a restored database, so they go aside with the old data.
+pub const SQLITE_SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// A swap unit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unit {
+    /// Index into the plan's targets.
+    pub target: usize,
+    /// Below the target; empty for the whole target.
+    pub rel: Vec<u8>,
+    /// For a database's side file: its suffix. Such a unit is only moved aside.
+    pub side: Option<String>,
+}
+
+impl Unit {
+    /// A whole target.
+    pub fn whole(target: usize) -> Unit {
+        Unit {
+            target,
+            rel: Vec::new(),
+            side: None,
+        }
+    }
+
+    /// One entry of a target (`--path`).
+    pub fn entry(target: usize, rel: &[u8]) -> Unit {
+        Unit {
+            target,
+            rel: rel.to_vec(),
+            side: None,
+        }
+    }
+}
+
+/// What an interrupted restore needs to be finished or undone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub id: String,
+    pub phase: Phase,
+    pub plan: Plan,
+    pub units: Vec<Unit>,
+    /// Services steward stopped, or was about to stop, in stop order.
+    pub stopped: Vec<String>,
+    /// Restored databases and the digests the manifest promises for them.
+    pub databases: Vec<StagedDb>,
+}
+
+/// Where the journal of a restore in progress lives.
+pub fn journal_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("restore-journal.json")
+}
+
+/// Writes `value` as JSON to `path` atomically (temp file, fsync, rename, fsync dir).
+pub fn write_atomic(path: &Path, value: &impl Serialize) -> Result<(), RestoreError> {
+    let tmp = path.with_extension("json.partial");
+    let data = serde_json::to_vec_pretty(value).map_err(|e| io_err(path)(io::Error::other(e)))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(&data).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    if let Some(dir) = path.parent() {
+        crate::fsutil::sync_dir(dir).map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+impl Journal {
+    /// A journal for `plan`, before anything is written.
+    pub fn new(plan: &Plan) -> Journal {
+        Journal {
+            id: plan.id.clone(),
+            phase: Phase::Staging,
+            plan: plan.clone(),
+            units: Vec::new(),
+            stopped: Vec::new(),
+            databases: Vec::new(),
+        }
+    }
+
+    /// Makes this state durable.
+    pub fn save(&self, state_dir: &Path) -> Result<(), RestoreError> {
+        write_atomic(&journal_path(state_dir), self)
+    }
+
+    /// Removes the journal: the restore is over.
+    pub fn remove(state_dir: &Path) -> Result<(), RestoreError> {
+        let j = journal_path(state_dir);
+        match fs::remove_file(&j) {
+            Ok(()) => crate::fsutil::sync_dir(state_dir).map_err(io_err(state_dir)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&j)(e)),
+        }
+    }
+
+    /// The rollback copies this restore made that still exist.
+    pub fn rollbacks(&self) -> Vec<PathBuf> {
+        self.plan
+            .targets
+            .iter()
+            .map(Target::rollback_path)
+            .filter(|p| fs::symlink_metadata(p).is_ok())
+            .collect()
+    }
+
+    /// Removes the staging folders (whatever is left in them).
+    pub fn remove_staging(&self) {
+        for t in &self.plan.targets {
+            let p = t.staging_path();
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                // remove_dir_all never follows symlinks inside the tree.
+                let _ = fs::remove_dir_all(&p);
+            }
+        }
+    }
+}
+
+/// The journal of an interrupted restore, if there is one.
+pub fn pending(state_dir: &Path) -> Result<Option<Journal>, RestoreError> {
+    let p = journal_path(state_dir);
+    match fs::read(&p) {
+        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(|e| {
+            io_err(&p)(io::Error::other(format!(
+                "{e}; the restore journal is unreadable (written by another version?)"
+            )))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&p)(e)),
+    }
+}
+
+/// Where a unit's three names live, each as (folder, name).
+struct Places {
+    live: (Dir, Vec<u8>),
+    staged: Option<(Dir, Vec<u8>)>,
+    rollback: Option<(Dir, Vec<u8>)>,
+}
+
+fn with_suffix(name: &[u8], side: &Option<String>) -> Vec<u8> {
+    let mut n = name.to_vec();
+    if let Some(s) = side {
+        n.extend_from_slice(s.as_bytes());
+    }
+    n
+}
+
+/// Opens the folders of `u`. `create_rollback` makes the rollback folders a `--path`
+/// unit needs; the live folders of a `--path` unit are created when missing.
+fn places(t: &Target, u: &Unit, create_rollback: bool) -> Result<Places, ConfineError> {
+    let parent = Dir::open_trusted(&t.base)?.walk(t.rel_parent.as_bytes(), false)?;
+    if u.rel.is_empty() {
+        let staged = match (&u.side, parent.open_dir(t.staging.as_bytes())) {
+            (None, Ok(d)) => Some((d, t.name.as_bytes().to_vec())),
+            _ => None,
+        };
+        return Ok(Places {
+            live: (
+                parent.walk(b"", false)?,
+                with_suffix(t.name.as_bytes(), &u.side),
+            ),
+            staged,
+            rollback: Some((parent, with_suffix(t.rollback.as_bytes(), &u.side))),
+        });
+    }
+    let (dir, leaf) = split(&u.rel);
+    let leaf = with_suffix(leaf, &u.side);
+    let live = parent.open_dir(t.name.as_bytes())?.walk(dir, true)?;
+    let staged = if u.side.is_some() {
+        None
+    } else {
+        parent
+            .open_dir(t.staging.as_bytes())
+            .and_then(|c| c.open_dir(t.name.as_bytes()))
+            .and_then(|d| d.walk(dir, false))
+            .ok()
+            .map(|d| (d, leaf.clone()))
+    };
+    let rollback = if create_rollback {
+        Some(parent.create_dir(t.rollback.as_bytes())?.walk(dir, true)?)
+    } else {
+        parent
+            .open_dir(t.rollback.as_bytes())
+            .and_then(|d| d.walk(dir, false))
+            .ok()
+    };
+    Ok(Places {
+        live: (live, leaf.clone()),
+        staged,
+        rollback: rollback.map(|d| (d, leaf)),
+    })
+}
+
+fn at(p: &Option<(Dir, Vec<u8>)>) -> bool {
+    p.as_ref().is_some_and(|(d, n)| d.exists(n))
+}
+
+fn unit_path(plan: &Plan, u: &Unit) -> PathBuf {
+    let t = &plan.targets[u.target];
+    let mut p = t.live.clone();
+    if !u.rel.is_empty() {
+        p = p.join(std::ffi::OsStr::from_bytes(&u.rel));
+    }
+    match &u.side {
+        Some(s) => PathBuf::from(format!("{}{s}", p.display())),
+        None => p,
+    }
+}
+
+fn sync(p: &Places) -> Result<(), ConfineError> {
+    p.live.0.sync()?;
+    if let Some((d, _)) = &p.rollback {
+        d.sync()?;
+    }
+    Ok(())
+}
+
+/// Brings one unit all the way forward, from whatever state it is in.
+fn forward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
+    let t = &plan.targets[u.target];
+    let p = places(t, u, !u.rel.is_empty())?;
+    let (live_dir, live_name) = &p.live;
+    if u.side.is_some() {
+        if live_dir.exists(live_name)
+            && let Some((rd, rn)) = &p.rollback
+            && !rd.exists(rn)
+        {
+            live_dir.rename(live_name, rd, rn)?;
+            sync(&p)?;
+        }
+        return Ok(());
+    }
+    let Some((sd, sn)) = &p.staged else {
+        return Ok(()); // already swapped
+    };
+    if !sd.exists(sn) {
+        return Ok(());
+    }
+    if live_dir.exists(live_name) {
+        if !plan.in_place {
+            return Err(ConfineError::Refused {
+                path: unit_path(plan, u),
+                what: "appeared since the restore was planned; --to never overwrites".into(),
+            });
+        }
+        let (rd, rn) = p.rollback.as_ref().ok_or_else(|| ConfineError::Refused {
+            path: unit_path(plan, u),
+            what: "no place to keep the current data".into(),
+        })?;
+        if rd.exists(rn) {
+            return Err(ConfineError::Refused {
+                path: rd.path().join(std::ffi::OsStr::from_bytes(rn)),
+                what: "exists already; the current data has nowhere to go".into(),
+            });
+        }
+        live_dir.rename(live_name, rd, rn)?;
+    }
+    crate::fault::crash_point("restore-unit-moved-aside");
+    sd.rename(sn, live_dir, live_name)?;
+    sync(&p)
+}
+
+/// Undoes one unit: new data back to staging, old data back in place.
+fn backward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
+    let t = &plan.targets[u.target];
+    let p = places(t, u, false)?;
+    let (live_dir, live_name) = &p.live;
+    let live = live_dir.exists(live_name);
+    if u.side.is_some() {
+        if !live
+            && let Some((rd, rn)) = &p.rollback
+            && rd.exists(rn)
+        {
+            rd.rename(rn, live_dir, live_name)?;
+            sync(&p)?;
+        }
+        return Ok(());
+    }
+    if at(&p.staged) {
+        // Not swapped, or only moved aside.
+        if !live
+            && let Some((rd, rn)) = &p.rollback
+            && rd.exists(rn)
+        {
+            rd.rename(rn, live_dir, live_name)?;
+        }
+        return sync(&p);
+    }
+    if live {
+        let (sd, sn) = match &p.staged {
+            Some(s) => (s.0.walk(b"", false)?, s.1.clone()),
+            None => {
+                // The staging folder of a --path unit may lack the unit's folders.
+                let parent = Dir::open_trusted(&t.base)?.walk(t.rel_parent.as_bytes(), false)?;
+                let c = parent.create_dir(t.staging.as_bytes())?;
+                if u.rel.is_empty() {
+                    (c, t.name.as_bytes().to_vec())
+                } else {
+                    let (dir, leaf) = split(&u.rel);
+                    (
+                        c.create_dir(t.name.as_bytes())?.walk(dir, true)?,
+                        leaf.to_vec(),
+                    )
+                }
+            }
+        };
+        live_dir.rename(live_name, &sd, &sn)?;
+    }
+    if let Some((rd, rn)) = &p.rollback
+        && rd.exists(rn)
+    {
+        rd.rename(rn, live_dir, live_name)?;
+    }
+    sync(&p)
+}
+
+/// Brings every unit forward, in order.
+pub fn swap(journal: &Journal) -> Result<(), RestoreError> {
+    for (i, u) in journal.units.iter().enumerate() {
+        forward(&journal.plan, u).map_err(RestoreError::Confined)?;
+        if i == 0 {
+            crate::fault::crash_point("restore-after-first-unit");
+        }
+    }
+    Ok(())
+}
+
+/// Undoes every unit, newest first.
+pub fn roll_back(journal: &Journal) -> Result<(), RestoreError> {
+    for u in journal.units.iter().rev() {
+        backward(&journal.plan, u).map_err(RestoreError::Confined)?;
+    }
+    Ok(())
+}
+
+/// After the swap: every restored database holds exactly the bytes the manifest promises
+/// and has no side file beside it that SQLite would apply.
+pub fn check_databases(journal: &Journal) -> Result<(), RestoreError> {
+    for db in &journal.databases {
+        let t = &journal.plan.targets[db.target];
+        let shown = unit_path(&journal.plan, &Unit::entry(db.target, &db.rel));
+        let parent = Dir::open_trusted(&t.base)
+            .and_then(|b| b.walk(t.rel_parent.as_bytes(), false))
+            .map_err(RestoreError::Confined)?;
+        let (dir, leaf) = if db.rel.is_empty() {
+            (parent, t.name.as_bytes().to_vec())
+        } else {
+            let (d, leaf) = split(&db.rel);
+            let dir = parent
+                .open_dir(t.name.as_bytes())
+                .and_then(|p| p.walk(d, false))
+                .map_err(RestoreError::Confined)?;
+            (dir, leaf.to_vec())
+        };
+        let mut f = dir.open_file(&leaf).map_err(RestoreError::Confined)?;
+        let digest = super::stage::sha256(&mut f).map_err(io_err(&shown))?;
+        if digest != db.sha256 {
+            return Err(RestoreError::Integrity {
+                path: shown,
+                detail: format!(
+                    "after the swap its sha256 is {digest}, the manifest says {}",
+                    db.sha256
+                ),
+            });
+        }
+        for side in SQLITE_SIDE_FILES {
+            if dir.exists(&with_suffix(&leaf, &Some(side.to_string()))) {
+                return Err(RestoreError::Integrity {
+                    path: shown,
+                    detail: format!("a {side} file is still beside it"),
+                });
+            }
+        }
+    }
+    Ok(())
+}

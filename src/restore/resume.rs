@@ -1,0 +1,222 @@
+//! After an interruption: `restore --resume` finishes the swap or undoes it (and says which
+//! and why), then starts exactly the services the restore had stopped. Staging folders a
+//! journal no longer owns are found beside the configured paths, reported by every
+//! command, and removed by the next restore or `restore --cleanup`, which also removes the
+//! rollback copies earlier restores kept.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::journal::{self, Journal, Phase, write_atomic};
+use super::plan::{Plan, is_staging_name, parent_and_name};
+use super::{RestoreError, io_err, join_errors};
+use crate::config::Config;
+use crate::services::{self, Runner};
+
+/// What `resume` did.
+#[derive(Debug, Serialize)]
+pub struct Resumed {
+    pub id: String,
+    /// `completed` (the backup's data is in place) or `rolled-back` (the data is as it was
+    /// before the restore began).
+    pub outcome: &'static str,
+    /// Why that way.
+    pub why: String,
+    pub units: usize,
+    pub started: Vec<String>,
+    pub rollbacks: Vec<PathBuf>,
+}
+
+fn rollbacks_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("restore-rollbacks.json")
+}
+
+fn known_rollbacks(config: &Config) -> Result<Vec<PathBuf>, RestoreError> {
+    let path = rollbacks_path(&config.state_dir);
+    match fs::read(&path) {
+        Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err(&path)(io::Error::other(e))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Records rollback copies so that `--cleanup` can remove them later.
+pub fn remember_rollbacks(config: &Config, new: &[PathBuf]) -> Result<(), RestoreError> {
+    if new.is_empty() {
+        return Ok(());
+    }
+    let mut known = known_rollbacks(config)?;
+    known.extend(new.iter().cloned());
+    known.sort();
+    known.dedup();
+    write_atomic(&rollbacks_path(&config.state_dir), &known)
+}
+
+/// Finishes or undoes an interrupted restore from its journal, then starts the services it
+/// had stopped. `None` when no restore was interrupted.
+pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, RestoreError> {
+    let Some(mut j) = journal::pending(&config.state_dir)? else {
+        return Ok(None);
+    };
+    let (outcome, why) = match j.phase {
+        Phase::Staging | Phase::Stopping => (
+            "rolled-back",
+            "it was interrupted before any data was replaced; nothing live changed, \
+             run the restore again"
+                .to_string(),
+        ),
+        Phase::Swapping => {
+            // The staged data was verified before the swap began: finish it.
+            match journal::swap(&j).and_then(|()| journal::check_databases(&j)) {
+                Ok(()) => (
+                    "completed",
+                    "the swap had begun with verified data; it was finished".to_string(),
+                ),
+                Err(e) => {
+                    j.phase = Phase::RollingBack;
+                    j.save(&config.state_dir)?;
+                    journal::roll_back(&j)?;
+                    (
+                        "rolled-back",
+                        format!(
+                            "finishing the swap failed ({}); the data is as it was before",
+                            crate::error::chain(&e)
+                        ),
+                    )
+                }
+            }
+        }
+        Phase::RollingBack => {
+            journal::roll_back(&j)?;
+            (
+                "rolled-back",
+                "a failed swap was being undone; undoing it was finished".to_string(),
+            )
+        }
+        Phase::Settled => (
+            "completed",
+            "the data was already in place; only the services were left".to_string(),
+        ),
+    };
+    j.phase = Phase::Settled;
+    j.save(&config.state_dir)?;
+    j.remove_staging();
+    let rollbacks = if outcome == "completed" {
+        let r = j.rollbacks();
+        remember_rollbacks(config, &r)?;
+        r
+    } else {
+        Vec::new()
+    };
+    let down = services::start_named(&config.services, &j.stopped, runner);
+    if !down.is_empty() {
+        return Err(RestoreError::ServicesDown(join_errors(&down)));
+    }
+    Journal::remove(&config.state_dir)?;
+    Ok(Some(Resumed {
+        id: j.id,
+        outcome,
+        why,
+        units: j.units.len(),
+        started: j.stopped,
+        rollbacks,
+    }))
+}
+
+/// Staging folders beside the configured set paths that no pending restore owns: left by
+/// a restore that was killed in a way its journal could not record, or by an older
+/// version.
+pub fn abandoned(config: &Config) -> Vec<PathBuf> {
+    let owned: Vec<PathBuf> = journal::pending(&config.state_dir)
+        .ok()
+        .flatten()
+        .map(|j| j.plan.targets.iter().map(|t| t.staging_path()).collect())
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for set in &config.backup.sets {
+        for p in &set.paths {
+            let Some((parent, name)) = parent_and_name(&p.value) else {
+                continue;
+            };
+            let Ok(rd) = fs::read_dir(parent) else {
+                continue;
+            };
+            for e in rd.filter_map(Result::ok) {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let path = e.path();
+                if is_staging_name(&n, &name) && !owned.contains(&path) {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Removes abandoned staging folders (all, or only those beside `plan`'s targets).
+pub fn remove_abandoned(config: &Config, plan: Option<&Plan>) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for p in abandoned(config) {
+        let ours = plan.is_none_or(|plan| {
+            plan.targets
+                .iter()
+                .any(|t| Some(p.parent()) == Some(t.live.parent()))
+        });
+        if ours
+            && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
+            && fs::remove_dir_all(&p).is_ok()
+        {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
+/// What `--cleanup` removed.
+#[derive(Debug, Serialize)]
+pub struct Cleaned {
+    pub rollbacks: Vec<PathBuf>,
+    pub staging: Vec<PathBuf>,
+}
+
+/// Removes the rollback copies earlier restores kept and abandoned staging folders.
+/// Refused while a restore is pending: its rollback copies may still be needed.
+pub fn cleanup(config: &Config) -> Result<Cleaned, RestoreError> {
+    if journal::pending(&config.state_dir)?.is_some() {
+        return Err(RestoreError::Refused(
+            "an interrupted restore is pending; run `steward restore --resume` first".into(),
+        ));
+    }
+    let mut rollbacks = Vec::new();
+    for r in known_rollbacks(config)? {
+        // Only what a restore made: the name says so.
+        let ours = r
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(".steward-rollback-"));
+        if ours && let Ok(m) = fs::symlink_metadata(&r) {
+            let removed = if m.is_dir() {
+                fs::remove_dir_all(&r)
+            } else {
+                fs::remove_file(&r)
+            };
+            removed.map_err(io_err(&r))?;
+            rollbacks.push(r.clone());
+        }
+        // A database's side files were kept beside its rollback copy.
+        for side in journal::SQLITE_SIDE_FILES {
+            let s = PathBuf::from(format!("{}{side}", r.display()));
+            if ours && fs::symlink_metadata(&s).is_ok() {
+                fs::remove_file(&s).map_err(io_err(&s))?;
+                rollbacks.push(s);
+            }
+        }
+    }
+    write_atomic(&rollbacks_path(&config.state_dir), &Vec::<PathBuf>::new())?;
+    let staging = remove_abandoned(config, None);
+    Ok(Cleaned { rollbacks, staging })
+}

@@ -1,0 +1,478 @@
+//! Staging: the archive is extracted into a fresh folder beside each target, every file,
+//! folder, link and mode change made through [`confine::Dir`] handles (no symlink is ever
+//! followed, hard links only to regular files this restore wrote), every file hashed
+//! against the manifest and every SQLite database checked, before anything live changes.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use globset::GlobSet;
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use super::confine::{ConfineError, Dir, split};
+use super::journal::Unit;
+use super::plan::{Plan, Target};
+use super::{RestoreError, io_err};
+use crate::backup::archive::{self, ArchiveError, MANIFEST_PATH, entry_key};
+use crate::backup::{Progress, manifest};
+
+/// A SQLite database the restore writes, with the digest the manifest promises for it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StagedDb {
+    pub target: usize,
+    /// Below the target (empty when the target is the database file).
+    pub rel: Vec<u8>,
+    pub sha256: String,
+}
+
+/// What staging produced.
+pub struct Staged {
+    pub files: u64,
+    pub bytes: u64,
+    pub databases: Vec<StagedDb>,
+    /// Per-entry units, for `--path` restores.
+    pub units: Vec<Unit>,
+}
+
+/// The index of the target holding `path` (the longest prefix).
+pub fn target_of(targets: &[Target], path: &[u8]) -> Option<usize> {
+    targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| super::safety::under(t.prefix.as_bytes(), path))
+        .max_by_key(|(_, t)| t.prefix.len())
+        .map(|(i, _)| i)
+}
+
+/// `path` below its target's prefix.
+fn relative<'a>(t: &Target, path: &'a [u8]) -> &'a [u8] {
+    let rel = &path[t.prefix.len()..];
+    rel.strip_prefix(b"/").unwrap_or(rel)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The staging folders, created (they must not exist) and opened.
+fn containers(plan: &Plan) -> Result<Vec<Dir>, RestoreError> {
+    let mut out = Vec::new();
+    for t in &plan.targets {
+        if !plan.in_place {
+            fs::create_dir_all(&t.base).map_err(io_err(&t.base))?;
+        }
+        let parent = Dir::open_trusted(&t.base)
+            .and_then(|b| b.walk(t.rel_parent.as_bytes(), true))
+            .map_err(RestoreError::Confined)?;
+        out.push(
+            parent
+                .create_new_dir(t.staging.as_bytes())
+                .map_err(RestoreError::Confined)?,
+        );
+    }
+    Ok(out)
+}
+
+/// Folders opened so far, by (target, path below the staging folder): entries arrive
+/// grouped by folder, and a folder once opened without following a symlink stays that
+/// folder (staging never renames or removes anything).
+struct Folders {
+    containers: Vec<Dir>,
+    open: HashMap<(usize, Vec<u8>), Dir>,
+}
+
+impl Folders {
+    /// The folder `rel` of target `t`'s staged tree (`rel` empty: the target's own
+    /// folder inside the staging folder).
+    fn get(
+        &mut self,
+        t: usize,
+        name: &str,
+        rel: &[u8],
+        create: bool,
+    ) -> Result<&Dir, ConfineError> {
+        let key = (t, rel.to_vec());
+        if !self.open.contains_key(&key) {
+            let c = &self.containers[t];
+            let top = if create {
+                c.create_dir(name.as_bytes())?
+            } else {
+                c.open_dir(name.as_bytes())?
+            };
+            let d = top.walk(rel, create)?;
+            if self.open.len() > 64 {
+                self.open.clear();
+            }
+            self.open.insert(key.clone(), d);
+        }
+        Ok(&self.open[&key])
+    }
+
+    /// The folder holding entry `rel` of target `t`, and the entry's own name there.
+    fn parent_of<'r>(
+        &mut self,
+        t: &Target,
+        ti: usize,
+        rel: &'r [u8],
+        create: bool,
+    ) -> Result<(&Dir, &'r [u8]), ConfineError> {
+        if rel.is_empty() {
+            // The target's own entry, named like the target, in the staging folder.
+            return Ok((&self.containers[ti], b""));
+        }
+        let (dir, leaf) = split(rel);
+        let d = self.get(ti, &t.name, dir, create)?;
+        Ok((d, leaf))
+    }
+}
+
+fn unsafe_entry(path: &[u8]) -> impl FnOnce(ConfineError) -> RestoreError + '_ {
+    move |source| RestoreError::Unsafe {
+        entry: String::from_utf8_lossy(path).into_owned(),
+        source,
+    }
+}
+
+/// Extracts into the staging folders, checking every file against the manifest.
+pub fn stage(
+    plan: &Plan,
+    filter: Option<&GlobSet>,
+    progress: &dyn Progress,
+    interrupted: &AtomicBool,
+) -> Result<Staged, RestoreError> {
+    let archive_path = &plan.archive;
+    let corrupt = |m: String| {
+        RestoreError::Archive(ArchiveError::Corrupt {
+            path: archive_path.clone(),
+            message: m,
+        })
+    };
+    let mut folders = Folders {
+        containers: containers(plan)?,
+        open: HashMap::new(),
+    };
+    crate::fault::crash_point("restore-staging-created");
+    let (stream, decoder) = archive::decompressed(archive_path)?;
+    let included = |path: &[u8]| match filter {
+        None => true,
+        Some(g) => {
+            let mut abs = b"/".to_vec();
+            abs.extend_from_slice(path);
+            g.is_match(Path::new(std::ffi::OsStr::from_bytes(&abs)))
+        }
+    };
+    let root = is_root();
+    let mut keys: Vec<[u8; 16]> = Vec::new();
+    // (target, rel, mode, mtime, uid, gid) of every folder, for after their contents.
+    let mut dirs: Vec<(usize, Vec<u8>, u32, u64, u64, u64)> = Vec::new();
+    let mut staged = Staged {
+        files: 0,
+        bytes: 0,
+        databases: Vec::new(),
+        units: Vec::new(),
+    };
+    let mut manifest_checked = false;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut tar = tar::Archive::new(stream);
+    let entries = tar.entries().map_err(io_err(archive_path))?;
+    for entry in entries {
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(RestoreError::Interrupted);
+        }
+        let mut entry = entry.map_err(|e| corrupt(format!("reading the archive: {e}")))?;
+        let raw = entry.path_bytes().into_owned();
+        let path: Vec<u8> = {
+            let mut p = raw.as_slice();
+            while let Some(r) = p.strip_suffix(b"/") {
+                p = r;
+            }
+            p.to_vec()
+        };
+        let kind = entry.header().entry_type();
+        if path == MANIFEST_PATH.as_bytes() {
+            manifest_checked = true;
+            check_manifest(&mut entry, &keys, &included).map_err(corrupt)?;
+            continue;
+        }
+        // Anything outside the targets (`.steward/backup.json`, or what a hostile archive
+        // adds) is never written.
+        let Some(ti) = target_of(&plan.targets, &path) else {
+            continue;
+        };
+        if !included(&path) && kind != EntryType::Directory {
+            continue;
+        }
+        let t = &plan.targets[ti];
+        let rel = relative(t, &path).to_vec();
+        let h = entry.header();
+        // Never setuid/setgid, whatever the safety pass let through.
+        let mode = h.mode().unwrap_or(0o600) & 0o1777;
+        let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
+        let mtime = h.mtime().unwrap_or(0);
+        progress.advance(entry.size());
+        let name_in = |leaf: &[u8]| -> Vec<u8> {
+            if rel.is_empty() {
+                t.name.as_bytes().to_vec()
+            } else {
+                leaf.to_vec()
+            }
+        };
+        match kind {
+            EntryType::Directory => {
+                if filter.is_none() || included(&path) {
+                    let (d, leaf) = folders
+                        .parent_of(t, ti, &rel, true)
+                        .map_err(unsafe_entry(&path))?;
+                    d.create_dir(&name_in(leaf)).map_err(unsafe_entry(&path))?;
+                    dirs.push((ti, rel.clone(), mode, mtime, uid, gid));
+                }
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let (d, leaf) = folders
+                    .parent_of(t, ti, &rel, true)
+                    .map_err(unsafe_entry(&path))?;
+                let dest = d.path().join(std::ffi::OsStr::from_bytes(&name_in(leaf)));
+                let mut f = d.create_file(&name_in(leaf)).map_err(unsafe_entry(&path))?;
+                let mut h = Sha256::new();
+                let mut first = [0u8; 16];
+                let mut total = 0u64;
+                loop {
+                    let n = entry.read(&mut buf).map_err(|e| {
+                        corrupt(format!("reading {}: {e}", String::from_utf8_lossy(&path)))
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    if total < 16 {
+                        let k = (16 - total as usize).min(n);
+                        first[total as usize..total as usize + k].copy_from_slice(&buf[..k]);
+                    }
+                    h.update(&buf[..n]);
+                    f.write_all(&buf[..n]).map_err(io_err(&dest))?;
+                    total += n as u64;
+                }
+                let digest: [u8; 32] = h.finalize().into();
+                keys.push(entry_key(&path, &digest));
+                f.set_permissions(fs::Permissions::from_mode(mode))
+                    .map_err(io_err(&dest))?;
+                f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
+                    .map_err(io_err(&dest))?;
+                if root {
+                    std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32))
+                        .map_err(io_err(&dest))?;
+                }
+                drop(f);
+                if &first == crate::backup::walk::SQLITE_HEADER {
+                    check_sqlite(&dest)?;
+                    staged.databases.push(StagedDb {
+                        target: ti,
+                        rel: rel.clone(),
+                        sha256: hex::encode(digest),
+                    });
+                }
+                staged.files += 1;
+                staged.bytes += total;
+                if filter.is_some() {
+                    staged.units.push(Unit::entry(ti, &rel));
+                }
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "symlink {} has no target",
+                            String::from_utf8_lossy(&path)
+                        ))
+                    })?
+                    .into_owned();
+                if rel.is_empty() {
+                    return Err(RestoreError::Refused(format!(
+                        "unsafe entry {}: the set path itself is a symlink in the archive",
+                        String::from_utf8_lossy(&path)
+                    )));
+                }
+                let (d, leaf) = folders
+                    .parent_of(t, ti, &rel, true)
+                    .map_err(unsafe_entry(&path))?;
+                d.symlink(&link, leaf).map_err(unsafe_entry(&path))?;
+                if root {
+                    d.lchown(leaf, uid as u32, gid as u32)
+                        .map_err(unsafe_entry(&path))?;
+                }
+                if filter.is_some() {
+                    staged.units.push(Unit::entry(ti, &rel));
+                }
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "hard link {} has no target",
+                            String::from_utf8_lossy(&path)
+                        ))
+                    })?
+                    .into_owned();
+                let link = link.strip_suffix(b"/").unwrap_or(&link).to_vec();
+                let refused = || {
+                    RestoreError::Refused(format!(
+                        "unsafe entry {}: hard link to {}, which is not a file this restore wrote",
+                        String::from_utf8_lossy(&path),
+                        String::from_utf8_lossy(&link)
+                    ))
+                };
+                let si = target_of(&plan.targets, &link).ok_or_else(refused)?;
+                let st = &plan.targets[si];
+                let src_rel = relative(st, &link).to_vec();
+                if rel.is_empty() || src_rel.is_empty() {
+                    return Err(refused());
+                }
+                let (src_dir, src_leaf) = split(&src_rel);
+                let src = match folders.get(si, &st.name, src_dir, false) {
+                    Ok(d) => d.walk(b"", false).map_err(unsafe_entry(&path))?,
+                    // With --path the link's first name may be filtered out.
+                    Err(_) if filter.is_some() => continue,
+                    Err(e) => return Err(unsafe_entry(&path)(e)),
+                };
+                if !src.exists(src_leaf) && filter.is_some() {
+                    continue;
+                }
+                let (d, leaf) = folders
+                    .parent_of(t, ti, &rel, true)
+                    .map_err(unsafe_entry(&path))?;
+                d.hard_link(&src, src_leaf, leaf)
+                    .map_err(unsafe_entry(&path))?;
+                if filter.is_some() {
+                    staged.units.push(Unit::entry(ti, &rel));
+                }
+            }
+            _ => {
+                return Err(corrupt(format!(
+                    "entry {} has an unsupported type",
+                    String::from_utf8_lossy(&path)
+                )));
+            }
+        }
+    }
+    drop(tar);
+    decoder
+        .join()
+        .map_err(|_| corrupt("the decompression thread panicked".into()))?
+        .map_err(|e| corrupt(format!("zstd data is damaged: {e}")))?;
+    if !manifest_checked {
+        return Err(corrupt(format!("{MANIFEST_PATH} is missing")));
+    }
+    // Folders last, deepest first, so adding files did not change their times.
+    folders.open.clear();
+    for (ti, rel, mode, mtime, uid, gid) in dirs.iter().rev() {
+        let t = &plan.targets[*ti];
+        let c = &folders.containers[*ti];
+        let d = if rel.is_empty() {
+            c.open_dir(t.name.as_bytes())
+        } else {
+            c.open_dir(t.name.as_bytes())
+                .and_then(|d| d.walk(rel, false))
+        }
+        .map_err(RestoreError::Confined)?;
+        let f = d.as_file().map_err(RestoreError::Confined)?;
+        f.set_permissions(fs::Permissions::from_mode(*mode))
+            .map_err(io_err(d.path()))?;
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(*mtime))
+            .map_err(io_err(d.path()))?;
+        if root {
+            std::os::unix::fs::fchown(&f, Some(*uid as u32), Some(*gid as u32))
+                .map_err(io_err(d.path()))?;
+        }
+    }
+    // Durable before the swap can expose it: one flush per filesystem instead of an
+    // fsync per file.
+    for c in &folders.containers {
+        crate::fsutil::sync_filesystem(c.path()).map_err(io_err(c.path()))?;
+    }
+    Ok(staged)
+}
+
+/// Compares the manifest with the staged files' SHA-256, in archive order (files left out
+/// by `--path` are skipped on both sides).
+fn check_manifest(
+    entry: &mut impl Read,
+    keys: &[[u8; 16]],
+    included: &dyn Fn(&[u8]) -> bool,
+) -> Result<(), String> {
+    let mut i = 0;
+    for line in io::BufReader::new(entry).split(b'\n') {
+        let line = line.map_err(|e| format!("reading {MANIFEST_PATH}: {e}"))?;
+        let (digest, file) = manifest::parse_line(&line)
+            .ok_or_else(|| format!("{MANIFEST_PATH} has a malformed line"))?;
+        if !included(&file) {
+            continue;
+        }
+        let shown = String::from_utf8_lossy(&file);
+        match keys.get(i) {
+            Some(k) if *k == entry_key(&file, &digest) => i += 1,
+            _ => {
+                return Err(format!(
+                    "file {shown}: restored content does not match the manifest"
+                ));
+            }
+        }
+    }
+    if i != keys.len() {
+        return Err(format!(
+            "{} files restored, the manifest lists {i}",
+            keys.len()
+        ));
+    }
+    Ok(())
+}
+
+/// `PRAGMA integrity_check` on a staged database, opened immutable (no side files made).
+fn check_sqlite(db: &Path) -> Result<(), RestoreError> {
+    let fail = |detail: String| RestoreError::Integrity {
+        path: db.to_path_buf(),
+        detail,
+    };
+    let uri = format!(
+        "file:{}?immutable=1",
+        db.display()
+            .to_string()
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23")
+    );
+    let conn = rusqlite::Connection::open_with_flags(
+        &uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let result: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| fail(e.to_string()))?;
+    if result == "ok" {
+        Ok(())
+    } else {
+        Err(fail(result))
+    }
+}
+
+/// SHA-256 of an open file.
+pub fn sha256(f: &mut File) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
