@@ -229,6 +229,38 @@ impl Dir {
         rustix::fs::renameat(&self.fd, name, &to.fd, to_name).map_err(io_at(&self.child_path(name)))
     }
 
+    /// Swaps `name` here and `other/other_name` in one atomic step, so that neither name
+    /// is ever missing. `Ok(false)` when the filesystem cannot (the caller then renames).
+    pub fn exchange(
+        &self,
+        name: &[u8],
+        other: &Dir,
+        other_name: &[u8],
+    ) -> Result<bool, ConfineError> {
+        component(&self.path, name)?;
+        component(&other.path, other_name)?;
+        match rustix::fs::renameat_with(
+            &self.fd,
+            name,
+            &other.fd,
+            other_name,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => Ok(true),
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP,
+            ) => Ok(false),
+            Err(e) => Err(io_at(&self.child_path(name))(e)),
+        }
+    }
+
+    /// The inode number of `name`, without following it.
+    pub fn ino(&self, name: &[u8]) -> Option<u64> {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|s| s.st_ino as u64)
+    }
+
     /// Sets the owner of `name` without following it.
     pub fn lchown(&self, name: &[u8], uid: u32, gid: u32) -> Result<(), ConfineError> {
         rustix::fs::chownat(

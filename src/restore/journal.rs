@@ -52,6 +52,10 @@ pub struct Unit {
     pub rel: Vec<u8>,
     /// For a database's side file: its suffix. Such a unit is only moved aside.
     pub side: Option<String>,
+    /// The inode of the staged entry, recorded before the swap: the new data, wherever
+    /// it is found.
+    #[serde(default)]
+    pub ino: Option<u64>,
 }
 
 impl Unit {
@@ -61,6 +65,7 @@ impl Unit {
             target,
             rel: Vec::new(),
             side: None,
+            ino: None,
         }
     }
 
@@ -70,6 +75,7 @@ impl Unit {
             target,
             rel: rel.to_vec(),
             side: None,
+            ino: None,
         }
     }
 }
@@ -237,10 +243,6 @@ fn places(t: &Target, u: &Unit, create_rollback: bool) -> Result<Places, Confine
     })
 }
 
-fn at(p: &Option<(Dir, Vec<u8>)>) -> bool {
-    p.as_ref().is_some_and(|(d, n)| d.exists(n))
-}
-
 fn unit_path(plan: &Plan, u: &Unit) -> PathBuf {
     let t = &plan.targets[u.target];
     let mut p = t.live.clone();
@@ -261,7 +263,58 @@ fn sync(p: &Places) -> Result<(), ConfineError> {
     Ok(())
 }
 
-/// Brings one unit all the way forward, from whatever state it is in.
+fn refused(plan: &Plan, u: &Unit, what: &str) -> ConfineError {
+    ConfineError::Refused {
+        path: unit_path(plan, u),
+        what: what.into(),
+    }
+}
+
+/// The staged place of `u`, its folders created when missing (an undo may need them).
+fn staged_place(t: &Target, u: &Unit) -> Result<(Dir, Vec<u8>), ConfineError> {
+    let parent = Dir::open_trusted(&t.base)?.walk(t.rel_parent.as_bytes(), false)?;
+    let c = parent.create_dir(t.staging.as_bytes())?;
+    if u.rel.is_empty() {
+        return Ok((c, t.name.as_bytes().to_vec()));
+    }
+    let (dir, leaf) = split(&u.rel);
+    Ok((
+        c.create_dir(t.name.as_bytes())?.walk(dir, true)?,
+        leaf.to_vec(),
+    ))
+}
+
+/// Records the inode of each unit's staged entry: wherever it is later found, it is the
+/// new data, so a unit's state can be read from the filesystem whatever step was cut.
+pub fn record_inodes(plan: &Plan, units: &mut [Unit]) -> Result<(), ConfineError> {
+    for u in units.iter_mut().filter(|u| u.side.is_none()) {
+        let (d, n) = staged_place(&plan.targets[u.target], u)?;
+        u.ino = d.ino(&n);
+    }
+    Ok(())
+}
+
+/// Moves the old data that an exchange left at the staged name to the rollback name.
+fn old_to_rollback(plan: &Plan, u: &Unit, p: &Places) -> Result<(), ConfineError> {
+    if let Some((sd, sn)) = &p.staged
+        && sd.exists(sn)
+    {
+        let (rd, rn) = p
+            .rollback
+            .as_ref()
+            .ok_or_else(|| refused(plan, u, "no place to keep the current data"))?;
+        if rd.exists(rn) {
+            return Err(refused(plan, u, "its rollback name is taken"));
+        }
+        sd.rename(sn, rd, rn)?;
+        sd.sync()?;
+    }
+    Ok(())
+}
+
+/// Brings one unit all the way forward, from whatever state it is in. Where the
+/// filesystem can, staged and live data are exchanged in one step, so the live name is
+/// never missing; the old data then goes to the rollback name.
 fn forward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
     let t = &plan.targets[u.target];
     let p = places(t, u, !u.rel.is_empty())?;
@@ -276,44 +329,53 @@ fn forward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
         }
         return Ok(());
     }
-    let Some((sd, sn)) = &p.staged else {
-        return Ok(()); // already swapped
-    };
-    if !sd.exists(sn) {
-        return Ok(());
-    }
-    if live_dir.exists(live_name) {
+    let live_is_new = u.ino.is_some() && live_dir.ino(live_name) == u.ino;
+    if !live_is_new {
+        let (sd, sn) = p
+            .staged
+            .as_ref()
+            .filter(|(d, n)| d.exists(n) && (u.ino.is_none() || d.ino(n) == u.ino))
+            .ok_or_else(|| refused(plan, u, "its staged data is gone"))?;
+        if !live_dir.exists(live_name) {
+            sd.rename(sn, live_dir, live_name)?;
+            sd.sync()?;
+            return sync(&p);
+        }
         if !plan.in_place {
-            return Err(ConfineError::Refused {
-                path: unit_path(plan, u),
-                what: "appeared since the restore was planned; --to never overwrites".into(),
-            });
+            return Err(refused(
+                plan,
+                u,
+                "appeared since the restore was planned; --to never overwrites",
+            ));
         }
-        let (rd, rn) = p.rollback.as_ref().ok_or_else(|| ConfineError::Refused {
-            path: unit_path(plan, u),
-            what: "no place to keep the current data".into(),
-        })?;
-        if rd.exists(rn) {
-            return Err(ConfineError::Refused {
-                path: rd.path().join(std::ffi::OsStr::from_bytes(rn)),
-                what: "exists already; the current data has nowhere to go".into(),
-            });
+        if !sd.exchange(sn, live_dir, live_name)? {
+            // No atomic exchange here: aside, then in.
+            let (rd, rn) = p
+                .rollback
+                .as_ref()
+                .ok_or_else(|| refused(plan, u, "no place to keep the current data"))?;
+            if rd.exists(rn) {
+                return Err(refused(plan, u, "its rollback name is taken"));
+            }
+            live_dir.rename(live_name, rd, rn)?;
+            crate::fault::crash_point("restore-unit-moved-aside");
+            sd.rename(sn, live_dir, live_name)?;
+            sd.sync()?;
+            return sync(&p);
         }
-        live_dir.rename(live_name, rd, rn)?;
+        crate::fault::crash_point("restore-unit-exchanged");
     }
-    crate::fault::crash_point("restore-unit-moved-aside");
-    sd.rename(sn, live_dir, live_name)?;
+    old_to_rollback(plan, u, &p)?;
     sync(&p)
 }
 
-/// Undoes one unit: new data back to staging, old data back in place.
+/// Undoes one unit: new data back to the staged name, old data back in place.
 fn backward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
     let t = &plan.targets[u.target];
     let p = places(t, u, false)?;
     let (live_dir, live_name) = &p.live;
-    let live = live_dir.exists(live_name);
     if u.side.is_some() {
-        if !live
+        if !live_dir.exists(live_name)
             && let Some((rd, rn)) = &p.rollback
             && rd.exists(rn)
         {
@@ -322,9 +384,10 @@ fn backward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
         }
         return Ok(());
     }
-    if at(&p.staged) {
+    let live_is_new = u.ino.is_some() && live_dir.ino(live_name) == u.ino;
+    if !live_is_new {
         // Not swapped, or only moved aside.
-        if !live
+        if !live_dir.exists(live_name)
             && let Some((rd, rn)) = &p.rollback
             && rd.exists(rn)
         {
@@ -332,31 +395,22 @@ fn backward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
         }
         return sync(&p);
     }
-    if live {
-        let (sd, sn) = match &p.staged {
-            Some(s) => (s.0.walk(b"", false)?, s.1.clone()),
-            None => {
-                // The staging folder of a --path unit may lack the unit's folders.
-                let parent = Dir::open_trusted(&t.base)?.walk(t.rel_parent.as_bytes(), false)?;
-                let c = parent.create_dir(t.staging.as_bytes())?;
-                if u.rel.is_empty() {
-                    (c, t.name.as_bytes().to_vec())
-                } else {
-                    let (dir, leaf) = split(&u.rel);
-                    (
-                        c.create_dir(t.name.as_bytes())?.walk(dir, true)?,
-                        leaf.to_vec(),
-                    )
-                }
+    let p = places(t, u, !u.rel.is_empty())?;
+    old_to_rollback(plan, u, &p)?;
+    let (live_dir, live_name) = &p.live;
+    let (sd, sn) = staged_place(t, u)?;
+    match &p.rollback {
+        Some((rd, rn)) if rd.exists(rn) => {
+            if rd.exchange(rn, live_dir, live_name)? {
+                rd.rename(rn, &sd, &sn)?;
+            } else {
+                live_dir.rename(live_name, &sd, &sn)?;
+                rd.rename(rn, live_dir, live_name)?;
             }
-        };
-        live_dir.rename(live_name, &sd, &sn)?;
+        }
+        _ => live_dir.rename(live_name, &sd, &sn)?,
     }
-    if let Some((rd, rn)) = &p.rollback
-        && rd.exists(rn)
-    {
-        rd.rename(rn, live_dir, live_name)?;
-    }
+    sd.sync()?;
     sync(&p)
 }
 

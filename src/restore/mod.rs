@@ -252,6 +252,14 @@ pub fn restore(
         ));
     }
     journal.units = units(plan, &staged, filter.is_some());
+    if let Err(e) = journal::record_inodes(plan, &mut journal.units) {
+        return Err(abandon(
+            config,
+            &mut journal,
+            None,
+            RestoreError::Confined(e),
+        ));
+    }
     journal.databases = staged.databases.clone();
     journal.phase = Phase::Stopping;
     if let Err(e) = journal.save(&config.state_dir) {

@@ -136,7 +136,9 @@ pub fn plan(
             record.set
         )));
     }
-    let stamp = crate::clock::stamp(time::OffsetDateTime::now_utc());
+    let now = time::OffsetDateTime::from_unix_timestamp(crate::clock::now())
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let stamp = crate::clock::stamp(now);
     let suffix = unique_suffix(&stamp);
     let mut recorded = Vec::new();
     for p in &meta.paths {

@@ -60,12 +60,13 @@ impl Runner for SystemRunner {
             .split_first()
             .ok_or_else(|| std::io::Error::other("empty command"))?;
         let mut out = tempfile::tempfile()?;
-        let mut child = Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out.try_clone()?)
-            .spawn()?;
+            .stderr(out.try_clone()?);
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn()?;
         let started = Instant::now();
         let status = loop {
             if let Some(s) = child.try_wait()? {
@@ -93,6 +94,27 @@ impl Runner for SystemRunner {
             }),
         }
     }
+}
+
+/// A stop or start command must not outlive a steward that was killed: a `stop` still
+/// running after `restore --resume` started the service again would stop it behind the
+/// resume's back. Linux only (macOS has no parent-death signal).
+fn die_with_parent(cmd: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cmd;
 }
 
 /// What to do to a service.

@@ -226,7 +226,7 @@ impl Env {
 /// appends a line every 10 ms (as a database would); `--port P` answers HTTP GET (any
 /// path, 200 "ok models"); `--sock PATH` listens on a Unix socket.
 const SERVICE: &str = r#"
-import argparse, http.server, os, signal, socket, threading, time
+import argparse, fcntl, http.server, os, signal, socket, sys, threading, time
 ap = argparse.ArgumentParser()
 ap.add_argument("name")
 ap.add_argument("events")
@@ -235,6 +235,13 @@ ap.add_argument("--data")
 ap.add_argument("--port", type=int)
 ap.add_argument("--sock")
 a = ap.parse_args()
+# One instance at a time, like any daemon with a locked PID file: a second start while the
+# first is still coming up (a resume after a kill mid-start) leaves the first running.
+lock = open(a.pidfile + ".lock", "w")
+try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    sys.exit(0)
 def event(what):
     with open(a.events, "a") as f:
         f.write("%.6f %s %s %d\n" % (time.time(), a.name, what, os.getpid()))

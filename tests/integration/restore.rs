@@ -41,11 +41,13 @@ fn service(root: &Path, data: &Path, name: &str) -> crate::common::ServiceComman
     crate::common::test_service(root, name, &pid, &format!("--data {}", log.display()))
 }
 
-fn service_block(root: &Path, data: &Path, name: &str, after: &str) -> String {
+/// A `[[service]]` block; `stop_first` runs before the stop (e.g. a sleep, to widen the
+/// quiesce window).
+fn service_block(root: &Path, data: &Path, name: &str, after: &str, stop_first: &str) -> String {
     let c = service(root, data, name);
     format!(
         "[[service]]\nname = \"{name}\"\nmanager = \"command\"\nafter = [{after}]\n\
-         start = \"{}\"\nstop = \"{}\"\nstatus = \"{}\"\n\
+         start = \"{}\"\nstop = \"{stop_first}{}\"\nstatus = \"{}\"\n\
          stop-timeout = \"10s\"\nstart-timeout = \"10s\"\n\n",
         c.start, c.stop, c.status
     )
@@ -53,6 +55,10 @@ fn service_block(root: &Path, data: &Path, name: &str, after: &str) -> String {
 
 impl World {
     fn new(extra_services: &str, quiesce: &str) -> World {
+        World::with_stop(extra_services, quiesce, "")
+    }
+
+    fn with_stop(extra_services: &str, quiesce: &str, stop_first: &str) -> World {
         let env = Env::new();
         let data = env.root.join("data");
         let more = env.root.join("more");
@@ -66,8 +72,8 @@ impl World {
         drop(db);
         let services = format!(
             "{}{}{extra_services}",
-            service_block(&env.root, &data, "api", ""),
-            service_block(&env.root, &data, "web", "\"api\""),
+            service_block(&env.root, &data, "api", "", stop_first),
+            service_block(&env.root, &data, "web", "\"api\"", stop_first),
         );
         env.write_config(&format!(
             "[[backup.set]]\nname = \"s\"\npaths = [\"{}\", \"{}\"]\nquiesce = [{quiesce}]\n\n{services}",
@@ -622,4 +628,287 @@ fn ctrl_c_during_staging_changes_nothing() {
     assert!(!staging_started(), "staging left behind");
     let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
     assert!(World::alive(api) && World::alive(web));
+}
+
+#[test]
+fn a_stale_wal_is_not_applied_to_the_restored_database() {
+    let env = Env::new();
+    let db = env.root.join("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t (v);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+         INSERT INTO t SELECT i FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    env.one_set("db", &[&db], "");
+    env.cmd().arg("backup").assert().success();
+    // A writer adds 500 rows and is killed: its -wal stays beside the database.
+    let script = "import sqlite3, sys, time\n\
+                  c = sqlite3.connect(sys.argv[1])\n\
+                  c.execute('pragma wal_autocheckpoint=0')\n\
+                  c.executemany('insert into t values (?)', [(i,) for i in range(500)])\n\
+                  c.commit()\n\
+                  print('committed', flush=True)\n\
+                  time.sleep(600)\n";
+    let mut writer = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "committed");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let wal = env.root.join("app.db-wal");
+    assert!(wal.metadata().unwrap().len() > 0, "the writer left no -wal");
+    fs::write(&db, vec![0x5a; 8192]).unwrap();
+    let a = env
+        .cmd()
+        .args(["restore", "--latest", "--set", "db", "--yes"])
+        .assert()
+        .success();
+    assert!(stdout(&a).contains("SQLite checked: 1"), "{}", stdout(&a));
+    assert!(!wal.exists(), "the stale -wal is still beside the database");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        n, 1000,
+        "the stale WAL was applied to the restored database"
+    );
+    drop(c);
+    // The replaced database went aside together with its side files.
+    let kept: Vec<String> = crate::common::dir_names(&env.root)
+        .into_iter()
+        .filter(|n| n.contains("steward-rollback"))
+        .collect();
+    assert!(
+        kept.iter().any(|n| n.ends_with("-wal"))
+            && kept.iter().any(|n| !n.contains('-') || n.ends_with('Z')),
+        "{kept:?}"
+    );
+    env.cmd().args(["restore", "--cleanup"]).assert().success();
+    let left: Vec<String> = crate::common::dir_names(&env.root)
+        .into_iter()
+        .filter(|n| n.contains("steward-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A set path's files without the services' logs (appended to at any moment).
+fn without_logs(m: BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<PathBuf, Vec<u8>> {
+    m.into_iter()
+        .filter(|(p, _)| !p.to_string_lossy().ends_with(".log"))
+        .collect()
+}
+
+#[test]
+fn sigkill_at_any_moment_then_following_steward_ends_with_the_backup_and_services_up() {
+    // A slow stop makes the window in which services are going down wide.
+    let w = World::with_stop("", "\"api\", \"web\"", "sleep 0.3; ");
+    let archive = w.backup();
+    let want_data = from_backup(&w.env, &archive, &w.data);
+    let want_more = from_backup(&w.env, &archive, &w.more);
+    let (new_data, new_more) = (
+        without_logs(want_data.clone()),
+        without_logs(want_more.clone()),
+    );
+    let restore = ["restore", "--latest", "--set", "s", "--yes"];
+    let services_up = |when: &str| {
+        let (api, web) = (w.pid("api"), w.pid("web"));
+        assert!(
+            api.is_some_and(World::alive) && web.is_some_and(World::alive),
+            "{when}: exit 0 while a service is down"
+        );
+    };
+    // A normal run, timed, to spread the kills over it.
+    damage(&w);
+    let t0 = std::time::Instant::now();
+    w.env.cmd().args(restore).assert().success();
+    let normal = t0.elapsed();
+    w.env
+        .cmd()
+        .args(["restore", "--cleanup"])
+        .assert()
+        .success();
+    let mut outcomes: BTreeMap<&str, u32> = BTreeMap::new();
+    // SIGKILL at 16 moments spread over a normal run, then an abort at each step boundary
+    // (debug builds' crash points), so the boundaries are hit whatever the timing.
+    let kills = 16u32;
+    let points = [
+        "restore-journal-written",
+        "restore-staging-created",
+        "restore-staged",
+        "restore-service-recorded",
+        "restore-services-stopped",
+        "restore-unit-exchanged",
+        "restore-after-first-unit",
+        "restore-settled",
+    ];
+    let moments: Vec<(Option<Duration>, Option<&str>)> = (1..=kills)
+        .map(|k| (Some(normal * k / (kills + 1)), None))
+        .chain(points.iter().map(|p| (None, Some(*p))))
+        .collect();
+    for (k, (after, point)) in moments.into_iter().enumerate() {
+        damage(&w);
+        let old_data = without_logs(snapshot(&w.data));
+        let old_more = without_logs(snapshot(&w.more));
+        let mut cmd = w.env.std_cmd_with(&restore);
+        if let Some(p) = point {
+            cmd.env("STEWARD_CRASH_AT", p);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        if let Some(after) = after {
+            // Fault injection at a chosen moment, not synchronisation.
+            std::thread::sleep(after);
+            child.kill().unwrap();
+        }
+        let status = child.wait().unwrap();
+        // A timed kill may come after a fast run ended; an abort always interrupts.
+        assert!(
+            after.is_some() || !status.success(),
+            "{point:?} did not interrupt the restore"
+        );
+        let at = match (after, point) {
+            (Some(t), _) => format!("SIGKILL {} at {t:?}", k + 1),
+            (_, p) => format!("abort at {}", p.unwrap_or_default()),
+        };
+        for (path, old, new) in [
+            (&w.data, &old_data, &new_data),
+            (&w.more, &old_more, &new_more),
+        ] {
+            let now = without_logs(snapshot(path));
+            assert!(
+                now == *old || now == *new,
+                "{at}: {} is neither wholly old nor wholly new",
+                path.display()
+            );
+        }
+        // Follow what steward says.
+        let a = w.env.cmd().args(["backups", "list"]).assert().success();
+        let said = stderr(&a);
+        let step = if said.contains("restore --resume") {
+            let a = w.env.cmd().args(["restore", "--resume"]).assert().success();
+            services_up(&at);
+            let out = stdout(&a);
+            if out.contains("rolled back") {
+                w.env.cmd().args(restore).assert().success();
+                services_up(&at);
+                "resumed: rolled back, then re-run"
+            } else {
+                assert!(out.contains("completed"), "{at}: {out}");
+                "resumed: completed"
+            }
+        } else if without_logs(snapshot(&w.data)) != new_data
+            || without_logs(snapshot(&w.more)) != new_more
+        {
+            w.env.cmd().args(restore).assert().success();
+            services_up(&at);
+            "no journal yet: re-run"
+        } else {
+            "finished before the kill"
+        };
+        eprintln!("{at}: {step}");
+        *outcomes.entry(step).or_default() += 1;
+        w.env
+            .cmd()
+            .args(["restore", "--cleanup"])
+            .assert()
+            .success();
+        let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
+        assert!(
+            World::alive(api) && World::alive(web),
+            "{at}: services down"
+        );
+        assert_restored(&snapshot(&w.data), &want_data, &[api, web]);
+        assert_restored(&snapshot(&w.more), &want_more, &[]);
+        let left: Vec<String> = crate::common::dir_names(&w.env.root)
+            .into_iter()
+            .filter(|n| n.contains("steward-staging") || n.contains("steward-rollback"))
+            .collect();
+        assert!(left.is_empty(), "{at}: left {left:?}");
+    }
+    eprintln!(
+        "kill campaign: a normal restore took {normal:?}; after {kills} kills and {} aborts: \
+         {outcomes:?}",
+        points.len()
+    );
+    assert!(
+        outcomes.keys().any(|k| k.starts_with("resumed")),
+        "no kill landed while the journal was open: {outcomes:?}"
+    );
+    assert!(
+        outcomes.contains_key("resumed: completed")
+            && outcomes.contains_key("resumed: rolled back, then re-run"),
+        "{outcomes:?}"
+    );
+}
+
+#[test]
+fn a_restore_rerun_within_the_same_second_does_not_collide_on_its_names() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "v1").unwrap();
+    env.one_set("s", &[&data], "");
+    env.cmd().arg("backup").assert().success();
+    // The same clock second for both runs.
+    for _ in 0..2 {
+        fs::write(data.join("f"), "damaged").unwrap();
+        env.cmd()
+            .args(["restore", "--latest", "--set", "s", "--yes"])
+            .env("STEWARD_NOW", "1800000000")
+            .assert()
+            .success();
+        assert_eq!(fs::read(data.join("f")).unwrap(), b"v1");
+    }
+    let kept: Vec<String> = crate::common::dir_names(&env.root)
+        .into_iter()
+        .filter(|n| n.contains("steward-rollback"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+}
+
+#[test]
+fn an_abandoned_staging_folder_is_reported_and_removed_by_cleanup() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    env.one_set("s", &[&data], "");
+    // What a killed restore of an older version left: no journal owns it.
+    let staging = env.root.join(".data.steward-staging-20261101T000000Z");
+    fs::create_dir_all(staging.join("data")).unwrap();
+    fs::write(staging.join("data/big"), vec![1u8; 4096]).unwrap();
+    let a = env.cmd().args(["backups", "list"]).assert().success();
+    assert!(
+        stderr(&a).contains(&staging.display().to_string())
+            && stderr(&a).contains("restore --cleanup"),
+        "{}",
+        stderr(&a)
+    );
+    let a = env.cmd().args(["restore", "--resume"]).assert().success();
+    assert!(
+        stdout(&a).contains(&staging.display().to_string()),
+        "{}",
+        stdout(&a)
+    );
+    let a = env.cmd().args(["restore", "--cleanup"]).assert().success();
+    assert!(stdout(&a).contains("removed"), "{}", stdout(&a));
+    assert!(!staging.exists());
+    let a = env.cmd().args(["backups", "list"]).assert().success();
+    assert!(!stderr(&a).contains("staging"), "{}", stderr(&a));
 }
