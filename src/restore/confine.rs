@@ -258,7 +258,12 @@ impl Dir {
     pub fn ino(&self, name: &[u8]) -> Option<u64> {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
             .ok()
-            .map(|s| s.st_ino as u64)
+            // `st_ino` is not u64 on every platform.
+            .map(|s| {
+                #[allow(clippy::unnecessary_cast)]
+                let ino = s.st_ino as u64;
+                ino
+            })
     }
 
     /// Sets the owner of `name` without following it.
