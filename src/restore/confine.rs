@@ -229,7 +229,7 @@ impl Dir {
         rustix::fs::renameat(&self.fd, name, &to.fd, to_name).map_err(io_at(&self.child_path(name)))
     }
 
-    /// Swaps `name` here and `other/other_name` in one atomic step, so that neither name
+    /// Swaps `name` here and `other/other_name` (errors name the latter) in one atomic step, so that neither name
     /// is ever missing. `Ok(false)` when the filesystem cannot (the caller then renames).
     pub fn exchange(
         &self,
@@ -250,7 +250,8 @@ impl Dir {
             Err(
                 rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP,
             ) => Ok(false),
-            Err(e) => Err(io_at(&self.child_path(name))(e)),
+            // Named by the other side: the live path the caller is replacing.
+            Err(e) => Err(io_at(&other.child_path(other_name))(e)),
         }
     }
 
