@@ -294,18 +294,28 @@ pub fn record_inodes(plan: &Plan, units: &mut [Unit]) -> Result<(), ConfineError
     Ok(())
 }
 
+/// The rollback place of `u`, which must be free: old data is never overwritten.
+fn free_rollback<'p>(
+    plan: &Plan,
+    u: &Unit,
+    p: &'p Places,
+) -> Result<(&'p Dir, &'p [u8]), ConfineError> {
+    let (rd, rn) = p
+        .rollback
+        .as_ref()
+        .ok_or_else(|| refused(plan, u, "no place to keep the current data"))?;
+    if rd.exists(rn) {
+        return Err(refused(plan, u, "its rollback name is taken"));
+    }
+    Ok((rd, rn))
+}
+
 /// Moves the old data that an exchange left at the staged name to the rollback name.
 fn old_to_rollback(plan: &Plan, u: &Unit, p: &Places) -> Result<(), ConfineError> {
     if let Some((sd, sn)) = &p.staged
         && sd.exists(sn)
     {
-        let (rd, rn) = p
-            .rollback
-            .as_ref()
-            .ok_or_else(|| refused(plan, u, "no place to keep the current data"))?;
-        if rd.exists(rn) {
-            return Err(refused(plan, u, "its rollback name is taken"));
-        }
+        let (rd, rn) = free_rollback(plan, u, p)?;
         sd.rename(sn, rd, rn)?;
         sd.sync()?;
     }
@@ -350,13 +360,7 @@ fn forward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
         }
         if !sd.exchange(sn, live_dir, live_name)? {
             // No atomic exchange here: aside, then in.
-            let (rd, rn) = p
-                .rollback
-                .as_ref()
-                .ok_or_else(|| refused(plan, u, "no place to keep the current data"))?;
-            if rd.exists(rn) {
-                return Err(refused(plan, u, "its rollback name is taken"));
-            }
+            let (rd, rn) = free_rollback(plan, u, &p)?;
             live_dir.rename(live_name, rd, rn)?;
             crate::fault::crash_point("restore-unit-moved-aside");
             sd.rename(sn, live_dir, live_name)?;

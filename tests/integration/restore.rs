@@ -505,14 +505,20 @@ fn without_a_terminal_or_yes_nothing_happens() {
     assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
 }
 
-#[test]
-fn picker_and_confirmation_on_a_pseudo_terminal() {
+/// A set `s` over `data/` holding `f` = "v1", backed up once.
+fn one_file_backed_up() -> (Env, PathBuf) {
     let env = Env::new();
     let data = env.root.join("data");
     fs::create_dir_all(&data).unwrap();
     fs::write(data.join("f"), "v1").unwrap();
     env.one_set("s", &[&data], "");
     env.cmd().arg("backup").assert().success();
+    (env, data)
+}
+
+#[test]
+fn picker_and_confirmation_on_a_pseudo_terminal() {
+    let (env, data) = one_file_backed_up();
     fs::write(data.join("f"), "v2").unwrap();
     env.cmd().arg("backup").assert().success();
     fs::write(data.join("f"), "damaged").unwrap();
@@ -860,12 +866,7 @@ fn sigkill_at_any_moment_then_following_steward_ends_with_the_backup_and_service
 
 #[test]
 fn a_restore_rerun_within_the_same_second_does_not_collide_on_its_names() {
-    let env = Env::new();
-    let data = env.root.join("data");
-    fs::create_dir_all(&data).unwrap();
-    fs::write(data.join("f"), "v1").unwrap();
-    env.one_set("s", &[&data], "");
-    env.cmd().arg("backup").assert().success();
+    let (env, data) = one_file_backed_up();
     // The same clock second for both runs.
     for _ in 0..2 {
         fs::write(data.join("f"), "damaged").unwrap();
