@@ -91,6 +91,10 @@ const MIGRATIONS: &[&str] = &[
         free INTEGER NOT NULL
      );
      CREATE INDEX disk_samples_by_path ON disk_samples (path, at);",
+    // 4: suspect backups (the change guard's reasons), accepted by a human, pinned.
+    "ALTER TABLE backups ADD COLUMN suspect TEXT;
+     ALTER TABLE backups ADD COLUMN accepted INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The state of a backup in the catalog.
@@ -139,6 +143,25 @@ pub struct BackupRecord {
     pub fingerprint: String,
     pub host: String,
     pub note: Option<String>,
+    /// Why the change guard found this backup suspect (empty: it did not).
+    pub suspect: Vec<String>,
+    /// A human looked at the suspect backup and accepted it (`backups accept`).
+    pub accepted: bool,
+    /// Kept out of retention (`backups pin`).
+    pub pinned: bool,
+}
+
+impl BackupRecord {
+    /// Verified, and not suspect unless accepted: what retention counts and restore
+    /// picks by default.
+    pub fn is_good(&self) -> bool {
+        self.status == BackupStatus::Verified && (self.suspect.is_empty() || self.accepted)
+    }
+
+    /// Suspect and not accepted.
+    pub fn is_suspect(&self) -> bool {
+        !self.suspect.is_empty() && !self.accepted
+    }
 }
 
 /// How a run ended.
@@ -294,6 +317,31 @@ impl Catalog {
                 backup_from_row,
             )
             .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest good backup of `set` (verified; not suspect, or accepted).
+    pub fn newest_good(&self, set: &str) -> Result<Option<BackupRecord>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT * FROM backups WHERE set_name = ?1 AND status = 'verified'
+                     AND (suspect IS NULL OR accepted = 1)
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                [set],
+                backup_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks a backup accepted (a human looked at its suspect reasons) and/or pinned.
+    pub fn set_marks(&self, id: &str, accepted: bool, pinned: bool) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE backups SET accepted = ?2, pinned = ?3 WHERE id = ?1",
+                params![id, accepted, pinned],
+            )
+            .map(|_| ())
             .map_err(|e| self.err(e))
     }
 
@@ -594,8 +642,9 @@ impl Catalog {
 fn put_backup(conn: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO backups (id, set_name, path, created_at, status, verified_at,
-            archive_bytes, source_bytes, files, sha256, fingerprint, host, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            archive_bytes, source_bytes, files, sha256, fingerprint, host, note, suspect,
+            accepted, pinned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             b.id,
             b.set,
@@ -610,6 +659,9 @@ fn put_backup(conn: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
             b.fingerprint,
             b.host,
             b.note,
+            (!b.suspect.is_empty()).then(|| serde_json::to_string(&b.suspect).unwrap_or_default()),
+            b.accepted,
+            b.pinned,
         ],
     )
     .map(|_| ())
@@ -630,6 +682,12 @@ fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         fingerprint: r.get("fingerprint")?,
         host: r.get("host")?,
         note: r.get("note")?,
+        suspect: r
+            .get::<_, Option<String>>("suspect")?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default(),
+        accepted: r.get("accepted")?,
+        pinned: r.get("pinned")?,
     })
 }
 

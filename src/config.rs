@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::backup::guard::GuardConfig;
 use crate::retention::KeepPolicy;
 
 /// The configuration used when no file is found: state under `~/.local/state/steward`,
@@ -148,6 +149,8 @@ pub struct BackupSet {
     pub one_file_system: bool,
     /// The set's own `[backup.set.keep]`, else `[backup.keep]`; empty keeps everything.
     pub keep: KeepPolicy,
+    /// The set's own `[backup.set.guard]`, else `[backup.guard]`, else the defaults.
+    pub guard: GuardConfig,
     /// Services that use this set's data: stopped around a restore (and around the backup
     /// with `quiesce_on_backup`).
     pub quiesce: Vec<String>,
@@ -435,8 +438,18 @@ struct RawBackup {
     min_free_space: Option<Size>,
     prune_after_backup: Option<bool>,
     keep: Option<Spanned<RawKeep>>,
+    guard: Option<Spanned<RawGuard>>,
     #[serde(default)]
     set: Vec<RawSet>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawGuard {
+    removed_files: Option<f64>,
+    removed_bytes: Option<f64>,
+    became_random: Option<f64>,
+    sqlite_check: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +475,7 @@ struct RawSet {
     #[serde(default)]
     one_file_system: bool,
     keep: Option<Spanned<RawKeep>>,
+    guard: Option<Spanned<RawGuard>>,
     #[serde(default)]
     quiesce: Vec<Spanned<String>>,
     #[serde(default)]
@@ -808,6 +822,10 @@ impl Validator<'_> {
             Some(k) => self.keep(k, "backup.keep")?,
             None => KeepPolicy::default(),
         };
+        let global_guard = match &raw.backup.guard {
+            Some(g) => self.guard(g, "backup.guard", &GuardConfig::default())?,
+            None => GuardConfig::default(),
+        };
         let mut sets: Vec<BackupSet> = Vec::new();
         for s in &raw.backup.set {
             let name = s.name.get_ref();
@@ -869,6 +887,10 @@ impl Validator<'_> {
                 keep: match &s.keep {
                     Some(k) => self.keep(k, "backup.set.keep")?,
                     None => global_keep.clone(),
+                },
+                guard: match &s.guard {
+                    Some(g) => self.guard(g, "backup.set.guard", &global_guard)?,
+                    None => global_guard.clone(),
                 },
                 quiesce: {
                     for q in &s.quiesce {
@@ -1052,6 +1074,33 @@ impl Validator<'_> {
             }
         }
         Ok(ordered)
+    }
+
+    /// `[backup.guard]` or a set's own, over `base` (keys left out keep base's value).
+    fn guard(
+        &self,
+        g: &Spanned<RawGuard>,
+        key: &str,
+        base: &GuardConfig,
+    ) -> Result<GuardConfig, ConfigError> {
+        let r = g.get_ref();
+        let limit = |v: Option<f64>, name: &str, dflt: f64| -> Result<f64, ConfigError> {
+            match v {
+                None => Ok(dflt),
+                Some(x) if (0.0..=100.0).contains(&x) => Ok(x),
+                Some(x) => Err(self.spanned_err(
+                    g,
+                    &format!("{key}.{name}"),
+                    format!("{x} is not a percentage from 0 to 100 (100 turns the limit off)"),
+                )),
+            }
+        };
+        Ok(GuardConfig {
+            removed_files: limit(r.removed_files, "removed-files", base.removed_files)?,
+            removed_bytes: limit(r.removed_bytes, "removed-bytes", base.removed_bytes)?,
+            became_random: limit(r.became_random, "became-random", base.became_random)?,
+            sqlite_check: r.sqlite_check.unwrap_or(base.sqlite_check),
+        })
     }
 
     fn keep(&self, k: &Spanned<RawKeep>, key: &str) -> Result<KeepPolicy, ConfigError> {

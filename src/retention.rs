@@ -8,9 +8,12 @@
 //! backup newer than the newest one minus 30 days (calendar days). A count of -1 means
 //! unlimited. Periods are taken in the host's local time zone.
 //!
-//! steward adds safety that no policy can override: only verified backups count toward
-//! the rules; the newest verified backup of a set is always kept; and when a set's newest
-//! backup is not verified, nothing of that set is removed.
+//! steward adds safety that no policy can override: only good backups (verified, and not
+//! suspect unless a human accepted them) count toward the rules; the newest good backup
+//! of a set is always kept, together with every backup after it (suspect ones may hold
+//! the only copy of new data), until a newer good one exists; when a set's newest backup
+//! is not verified, or it has no good backup at all, nothing of that set is removed; and a
+//! pinned backup is never removed.
 
 use std::time::Duration;
 
@@ -65,6 +68,10 @@ pub struct Candidate {
     /// Unix seconds.
     pub time: i64,
     pub verified: bool,
+    /// The change guard found it suspect and nobody accepted it.
+    pub suspect: bool,
+    /// Kept out of retention (`backups pin`).
+    pub pinned: bool,
 }
 
 /// The verdict on one backup.
@@ -132,7 +139,23 @@ pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<
             .collect();
     }
 
-    let verified: Vec<&Candidate> = sorted.iter().copied().filter(|c| c.verified).collect();
+    let verified: Vec<&Candidate> = sorted
+        .iter()
+        .copied()
+        .filter(|c| c.verified && !c.suspect)
+        .collect();
+    let Some(last_good) = verified.first() else {
+        return sorted
+            .into_iter()
+            .map(|c| verdict(c, true, "no good backup yet: nothing is removed"))
+            .collect();
+    };
+    // Every backup after the last good one stays until a newer good one exists.
+    let after_good: Vec<&str> = sorted
+        .iter()
+        .take_while(|c| c.id != last_good.id)
+        .map(|c| c.id.as_str())
+        .collect();
     let zoned = |c: &Candidate| {
         Timestamp::from_second(c.time)
             .unwrap_or(Timestamp::UNIX_EPOCH)
@@ -158,6 +181,9 @@ pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<
         let mut reasons = Vec::new();
         if nr == 0 {
             reasons.push("newest verified".to_string());
+            if let Some(first) = after_good.last() {
+                reasons.push(format!("last good before suspect {first}"));
+            }
         }
         if let Some(last) = policy.last
             && (last == -1 || (nr as i64) < last)
@@ -192,17 +218,49 @@ pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<
 
     sorted
         .into_iter()
-        .map(|c| match kept.remove(c.id.as_str()) {
-            Some(reasons) => Verdict {
-                id: c.id.clone(),
-                time: c.time,
-                keep: true,
-                reasons,
-            },
-            None if !c.verified => verdict(c, false, "not verified"),
-            None => verdict(c, false, "no rule keeps it"),
+        .map(|c| {
+            let mut v = decided(c, kept.remove(c.id.as_str()), &after_good, last_good);
+            if c.pinned {
+                v.keep = true;
+                v.reasons.push("pinned".into());
+            }
+            v
         })
         .collect()
+}
+
+/// The verdict on `c` from the rules' `reasons` (if any kept it).
+fn decided(
+    c: &Candidate,
+    reasons: Option<Vec<String>>,
+    after_good: &[&str],
+    last_good: &Candidate,
+) -> Verdict {
+    let verdict = |keep: bool, reason: String| Verdict {
+        id: c.id.clone(),
+        time: c.time,
+        keep,
+        reasons: vec![reason],
+    };
+    match reasons {
+        Some(reasons) => Verdict {
+            id: c.id.clone(),
+            time: c.time,
+            keep: true,
+            reasons,
+        },
+        None if after_good.contains(&c.id.as_str()) => verdict(
+            true,
+            format!(
+                "{}after the last good backup {}: kept until a newer good one exists",
+                if c.suspect { "suspect, " } else { "" },
+                last_good.id
+            ),
+        ),
+        None if !c.verified => verdict(false, "not verified".into()),
+        None if c.suspect => verdict(false, "suspect: counts toward no rule".into()),
+        None => verdict(false, "no rule keeps it".into()),
+    }
 }
 
 /// The instant after which `within` keeps backups: the newest backup's local time minus
@@ -238,6 +296,8 @@ mod tests {
                 id: t.to_string(),
                 time: at(t),
                 verified: true,
+                suspect: false,
+                pinned: false,
             })
             .collect()
     }
@@ -410,6 +470,8 @@ mod tests {
             id: "broken".into(),
             time: at("2026-11-22T10:00:00"),
             verified: false,
+            suspect: false,
+            pinned: false,
         });
         let v = decide(&b, &p, &tz());
         assert!(v.iter().all(|v| v.keep), "{v:?}");
@@ -423,6 +485,8 @@ mod tests {
             id: "failed".into(),
             time: at("2026-11-20T10:00:00"),
             verified: false,
+            suspect: false,
+            pinned: false,
         });
         let p = KeepPolicy {
             daily: Some(2),
@@ -462,6 +526,8 @@ mod tests {
                 id: format!("b{t}"),
                 time: t,
                 verified: true,
+                suspect: false,
+                pinned: false,
             });
         }
         let p = KeepPolicy {
@@ -489,5 +555,82 @@ mod tests {
         let mut reversed = b.clone();
         reversed.reverse();
         assert_eq!(kept(&decide(&reversed, &p, &tz())), kept(&v));
+    }
+
+    #[test]
+    fn suspect_backups_never_push_out_the_last_good_one() {
+        let policy = KeepPolicy {
+            daily: Some(7),
+            weekly: Some(4),
+            monthly: Some(12),
+            ..Default::default()
+        };
+        // Ten days of good daily backups, then three suspect ones the same day as the last
+        // good one and after it.
+        let mut b = Vec::new();
+        for d in 1..=10 {
+            b.push(Candidate {
+                id: format!("good-{d:02}"),
+                time: at(&format!("2026-03-{d:02}T03:00:00")),
+                verified: true,
+                suspect: false,
+                pinned: false,
+            });
+        }
+        for (i, t) in ["2026-03-10T12:00:00", "2026-03-11T03:00:00", "2026-03-12T03:00:00"]
+            .iter()
+            .enumerate()
+        {
+            b.push(Candidate {
+                id: format!("bad-{i}"),
+                time: at(t),
+                verified: true,
+                suspect: true,
+                pinned: false,
+            });
+        }
+        let v = decide(&b, &policy, &tz());
+        let get = |id: &str| v.iter().find(|x| x.id == id).unwrap();
+        // The same-day good backup would lose "daily 2026-03-10" to a newer backup of that
+        // day if suspect ones counted; it is the newest good one and stays.
+        let last = get("good-10");
+        assert!(last.keep);
+        assert!(
+            last.reasons.iter().any(|r| r == "last good before suspect bad-0"),
+            "{:?}",
+            last.reasons
+        );
+        for id in ["bad-0", "bad-1", "bad-2"] {
+            assert!(get(id).keep, "{id}");
+            assert!(get(id).reasons[0].contains("after the last good backup good-10"));
+        }
+        // Dailies are counted over good backups only: the seven good days 4..10 are kept
+        // by their daily rule (suspect days 11 and 12 took none of the seven).
+        for d in 4..=10 {
+            let g = get(&format!("good-{d:02}"));
+            assert!(
+                g.reasons.iter().any(|r| r.starts_with("daily")),
+                "good-{d:02}: {:?}",
+                g.reasons
+            );
+        }
+        assert!(!get("good-03").keep);
+        // A suspect backup older than a good one counts toward no rule; a pinned one stays.
+        let mut b2 = b.clone();
+        b2.push(Candidate {
+            id: "good-13".into(),
+            time: at("2026-03-13T03:00:00"),
+            verified: true,
+            suspect: false,
+            pinned: false,
+        });
+        b2.iter_mut().find(|c| c.id == "bad-1").unwrap().pinned = true;
+        let v = decide(&b2, &policy, &tz());
+        let get = |id: &str| v.iter().find(|x| x.id == id).unwrap();
+        assert!(!get("bad-0").keep && get("bad-0").reasons[0].contains("suspect"));
+        assert!(get("bad-1").keep && get("bad-1").reasons.contains(&"pinned".to_string()));
+        // Nothing good at all: nothing is removed.
+        let only_bad: Vec<Candidate> = b.iter().filter(|c| c.suspect).cloned().collect();
+        assert!(decide(&only_bad, &policy, &tz()).iter().all(|x| x.keep));
     }
 }

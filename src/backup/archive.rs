@@ -90,6 +90,20 @@ pub struct BackupMeta {
     pub compression_level: i32,
     pub warnings: Vec<String>,
     pub warnings_total: u64,
+    /// The change guard's findings; a backup with reasons is suspect. Absent in archives
+    /// of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<super::guard::GuardReport>,
+}
+
+impl BackupMeta {
+    /// Why the change guard found this backup suspect (empty: it did not).
+    pub fn suspect(&self) -> Vec<String> {
+        self.guard
+            .as_ref()
+            .map(|g| g.reasons.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// A SQLite database that was archived from an online-backup snapshot.
@@ -990,6 +1004,7 @@ mod tests {
             compression_level: 3,
             warnings: vec![],
             warnings_total: 0,
+            guard: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! Taking one set's backup: survey, skip when unchanged, archive in one pass (hashing while
 //! writing), read the partial back in full, then publish it atomically and record it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use super::archive::{self, ArchiveWriter, BackupMeta, SqliteSnapshot};
 use super::walk::{self, Fingerprint, Kind};
+use super::guard::{self, Guard};
 use super::{BackupError, Progress};
 use crate::catalog::{BackupRecord, BackupStatus, Catalog};
 use crate::config::{BackupSet, Config};
@@ -55,6 +56,8 @@ pub struct BackupSummary {
     pub verified: bool,
     pub sqlite: Vec<SqliteSnapshot>,
     pub warnings: Vec<String>,
+    /// Why the change guard found this backup suspect (empty: it did not).
+    pub suspect: Vec<String>,
 }
 
 /// The archive name for `set` at `when`: `<set>-<YYYYMMDDTHHMMSSZ>`.
@@ -138,6 +141,30 @@ pub fn backup_set(
     let spool = dir.join(format!(".{id}.manifest.partial"));
     let snapshot_tmp = dir.join(format!(".{id}.sqlite.partial"));
 
+    // The change guard compares with the set's last good backup (never with a suspect
+    // one: a second day of damage must not look normal next to the first).
+    let baseline = catalog.newest_good(&set.name)?;
+    let was_sqlite: HashSet<String> = baseline
+        .as_ref()
+        .and_then(|b| archive::read_meta(&b.path).ok())
+        .map(|m| m.sqlite.into_iter().map(|s| s.path).collect())
+        .unwrap_or_default();
+    let facts_partial = guard::facts_path(&config.state_dir, &format!(".{id}.partial"));
+    let mut guard = Guard::new(
+        &set.guard,
+        &config.state_dir,
+        baseline.as_ref().map(|b| guard::Baseline {
+            id: &b.id,
+            files: b.files,
+            bytes: b.source_bytes,
+        }),
+        &facts_partial,
+    );
+    let watch = Watch {
+        guard: &mut guard,
+        was_sqlite: &was_sqlite,
+        baseline: baseline.as_ref().map_or("", |b| b.id.as_str()),
+    };
     let result = write_archive(
         config,
         set,
@@ -147,10 +174,12 @@ pub fn backup_set(
         &snapshot_tmp,
         total_bytes,
         progress,
+        watch,
     );
     let (written, meta) = match result {
         Ok(r) => r,
         Err(e) => {
+            let _ = std::fs::remove_file(&facts_partial);
             let _ = std::fs::remove_file(&partial);
             let _ = std::fs::remove_file(&spool);
             let _ = std::fs::remove_file(&snapshot_tmp);
@@ -173,6 +202,7 @@ pub fn backup_set(
         Ok(d) => d,
         Err(source) => {
             let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_file(&facts_partial);
             return Err(BackupError::VerifyAfterWrite {
                 path: final_path,
                 source,
@@ -190,8 +220,12 @@ pub fn backup_set(
     if let Err(e) = publish() {
         let _ = std::fs::remove_file(&partial);
         let _ = std::fs::remove_file(&sidecar_partial);
+        let _ = std::fs::remove_file(&facts_partial);
         return Err(BackupError::io(&final_path)(e));
     }
+    // Without its facts the next backup compares counts only; not worth failing for.
+    let _ = std::fs::rename(&facts_partial, guard::facts_path(&config.state_dir, &id));
+    let suspect = meta.suspect();
 
     let now = OffsetDateTime::now_utc().unix_timestamp();
     catalog.put_backup(&BackupRecord {
@@ -208,6 +242,9 @@ pub fn backup_set(
         fingerprint: meta.fingerprint.clone(),
         host: meta.host.clone(),
         note: None,
+        suspect: suspect.clone(),
+        accepted: false,
+        pinned: false,
     })?;
 
     Ok(SetOutcome::Created(BackupSummary {
@@ -225,7 +262,16 @@ pub fn backup_set(
         verified: true,
         sqlite: meta.sqlite,
         warnings: meta.warnings,
+        suspect,
     }))
+}
+
+/// What the walk reports to the change guard.
+struct Watch<'a> {
+    guard: &'a mut Guard,
+    /// Paths that were SQLite databases in the baseline.
+    was_sqlite: &'a HashSet<String>,
+    baseline: &'a str,
 }
 
 /// Counters and notes gathered while archiving.
@@ -267,7 +313,13 @@ fn write_archive(
     snapshot_tmp: &Path,
     total_bytes: u64,
     progress: &dyn Progress,
+    watch: Watch<'_>,
 ) -> Result<(archive::Written, BackupMeta), BackupError> {
+    let Watch {
+        guard,
+        was_sqlite,
+        baseline,
+    } = watch;
     let threads = match config.backup.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         n => n,
@@ -313,8 +365,15 @@ fn write_archive(
                     tally.hardlinks += 1;
                     return Ok(());
                 }
-                let archived =
-                    archive_file(&mut writer, &e, &name, snapshot_tmp, &mut tally, progress)?;
+                let archived = archive_file(
+                    &mut writer,
+                    &e,
+                    &name,
+                    snapshot_tmp,
+                    &mut tally,
+                    progress,
+                    guard,
+                )?;
                 if archived && e.meta.nlink() > 1 {
                     links.insert(key, name);
                 }
@@ -323,6 +382,28 @@ fn write_archive(
         Ok(())
     })?;
 
+    // A database of the baseline that is not one now: overwritten, unreadable or gone.
+    let now_sqlite: HashSet<&str> = tally.sqlite.iter().map(|s| s.path.as_str()).collect();
+    let mut lost: Vec<&String> = was_sqlite
+        .iter()
+        .filter(|p| !now_sqlite.contains(p.as_str()))
+        .collect();
+    lost.sort();
+    for p in lost {
+        let path = Path::new(p);
+        if !path.exists() {
+            guard.suspect(format!(
+                "{p}: was a SQLite database in {baseline} and is gone"
+            ));
+        } else if !walk::is_sqlite(path) {
+            guard.suspect(format!(
+                "{p}: was a SQLite database in {baseline} and is not one now (its header \
+                 is gone or it cannot be read)"
+            ));
+        }
+        // Still a database but not archived: excluded, or no longer under the set's paths.
+    }
+    let (report, _) = guard.finish();
     let meta = BackupMeta {
         format: 1,
         id: id.to_string(),
@@ -350,6 +431,7 @@ fn write_archive(
         compression_level: config.backup.compression_level,
         warnings: tally.warnings,
         warnings_total: tally.warnings_total,
+        guard: Some(report),
     };
     let written = writer.finish(&meta)?;
     Ok((written, meta))
@@ -364,6 +446,7 @@ fn archive_file(
     snapshot_tmp: &Path,
     tally: &mut Tally,
     progress: &dyn Progress,
+    guard: &mut Guard,
 ) -> Result<bool, BackupError> {
     let mut file = match File::open(&e.path) {
         Ok(f) => f,
@@ -380,11 +463,22 @@ fn archive_file(
     let read_head = (&mut file).take(16).read_to_end(&mut head);
     if read_head.is_ok() && head.as_slice() == walk::SQLITE_HEADER {
         drop(file);
-        return archive_sqlite(writer, e, name, snapshot_tmp, tally, progress);
+        return archive_sqlite(writer, e, name, snapshot_tmp, tally, progress, guard);
     }
     let size = e.meta.size();
-    let reader = std::io::Cursor::new(head).chain(BufReader::with_capacity(1 << 20, file));
+    // The start of the content, judged for entropy as it passes (no second read).
+    let mut sampler = guard::Sampler::default();
+    let reader = guard::Sampled {
+        inner: std::io::Cursor::new(head).chain(BufReader::with_capacity(1 << 20, file)),
+        sampler: &mut sampler,
+    };
     let out = writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
+    guard.file(
+        name.as_os_str().as_bytes(),
+        size,
+        false,
+        sampler.high_entropy(),
+    );
     tally.meta_files += 1;
     tally.bytes += size;
     if out.shrank || out.grew {
@@ -412,6 +506,7 @@ fn archive_sqlite(
     tmp: &Path,
     tally: &mut Tally,
     progress: &dyn Progress,
+    guard: &mut Guard,
 ) -> Result<bool, BackupError> {
     let _ = std::fs::remove_file(tmp);
     let result = super::sqlite::image(&e.path, tmp, Duration::from_secs(60))
@@ -423,10 +518,20 @@ fn archive_sqlite(
             };
             let reader = BufReader::with_capacity(1 << 20, file);
             writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
+            // Checked on the very image archived, under the same read transaction.
+            if guard.sqlite_check()
+                && let Err(detail) = super::sqlite::quick_check(&image, tmp)
+            {
+                guard.suspect(format!(
+                    "{}: PRAGMA quick_check failed on the archived image: {detail}",
+                    e.path.display()
+                ));
+            }
             Ok(size)
         });
     let _ = std::fs::remove_file(tmp);
     let size = result?;
+    guard.file(name.as_os_str().as_bytes(), size, true, false);
     tally.meta_files += 1;
     tally.bytes += size;
     tally.sqlite.push(SqliteSnapshot {

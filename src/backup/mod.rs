@@ -6,6 +6,8 @@
 pub mod archive;
 mod create;
 mod follow;
+pub mod guard;
+pub mod marks;
 pub mod manifest;
 mod pipe;
 mod prune;

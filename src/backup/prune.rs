@@ -105,6 +105,8 @@ pub fn prune_set(
             id: b.id.clone(),
             time: b.created_at,
             verified: b.status == BackupStatus::Verified,
+            suspect: b.is_suspect(),
+            pinned: b.pinned,
         });
         known.insert(b.id.clone(), b);
     }
@@ -134,6 +136,10 @@ pub fn prune_set(
             catalog.delete_backup(&b.id)?;
             crate::fault::crash_point("prune-after-row");
             remove_if_present(&b.path).map_err(BackupError::io(&b.path))?;
+            let marks = super::marks::marks_path(&b.path);
+            remove_if_present(&marks).map_err(BackupError::io(&marks))?;
+            let facts = super::guard::facts_path(&config.state_dir, &b.id);
+            remove_if_present(&facts).map_err(BackupError::io(&facts))?;
             removed += 1;
             bytes_freed += b.archive_bytes;
             removed_any = true;

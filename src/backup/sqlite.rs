@@ -26,9 +26,9 @@ pub struct SnapshotError {
 
 /// A consistent image of a database, valid while this value lives.
 pub enum Image {
-    /// The live file, frozen by the read transaction on `_guard`.
+    /// The live file, frozen by the read transaction on `guard`.
     Live {
-        _guard: Connection,
+        guard: Connection,
         file: File,
         size: u64,
     },
@@ -76,7 +76,7 @@ pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, Snapsh
         let file = File::open(src).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
         return Ok(Image::Live {
-            _guard: guard,
+            guard,
             file,
             size,
         });
@@ -86,6 +86,35 @@ pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, Snapsh
     let file = File::open(tmp).map_err(io_err)?;
     let size = file.metadata().map_err(io_err)?.len();
     Ok(Image::Copy { file, size })
+}
+
+/// `PRAGMA quick_check` on the image itself (the frozen live file under the same read
+/// transaction, or the copy at `tmp`), so it costs the application no extra lock.
+/// `Err` says what SQLite found.
+pub fn quick_check(image: &Image, tmp: &Path) -> Result<(), String> {
+    let run = |c: &Connection| -> Result<(), String> {
+        let mut stmt = c.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| e.to_string())?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(())
+        } else {
+            Err(rows.into_iter().take(3).collect::<Vec<_>>().join("; "))
+        }
+    };
+    match image {
+        Image::Live { guard, .. } => run(guard),
+        Image::Copy { .. } => {
+            let c = Connection::open_with_flags(
+                tmp,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| e.to_string())?;
+            run(&c)
+        }
+    }
 }
 
 /// Copies the database at `src` to the new file `dst`, retrying while writers hold locks

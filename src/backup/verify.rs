@@ -216,6 +216,19 @@ pub fn reindex(
             if !known.contains_key(&meta.id) {
                 report.added.push(meta.id.clone());
             }
+            // What a human decided: the catalog's own record, else the marker beside the
+            // archive (bound to its ID and digest).
+            let (accepted, pinned) = match known.get(&meta.id) {
+                Some(k) if k.sha256 == sha => (k.accepted, k.pinned),
+                _ => match super::marks::read(&path, &meta.id, &sha) {
+                    Ok(Some(m)) => (m.accepted, m.pinned),
+                    Ok(None) => (false, false),
+                    Err(why) => {
+                        report.problems.push(why);
+                        (false, false)
+                    }
+                },
+            };
             records.push(BackupRecord {
                 id: meta.id.clone(),
                 set: meta.set.clone(),
@@ -230,6 +243,9 @@ pub fn reindex(
                 fingerprint: meta.fingerprint.clone(),
                 host: meta.host.clone(),
                 note,
+                suspect: meta.suspect(),
+                accepted,
+                pinned,
             });
         }
     }

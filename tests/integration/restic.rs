@@ -103,6 +103,8 @@ fn retention_matches_restic_forget() {
             id: s["id"].as_str().unwrap().to_string(),
             time: unix(s["time"].as_str().unwrap()),
             verified: true,
+            suspect: false,
+            pinned: false,
         })
         .collect();
     assert_eq!(candidates.len(), times.len());

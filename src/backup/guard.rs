@@ -1,0 +1,367 @@
+//! The change guard: what a new backup looks like next to the set's last good one. A
+//! backup of damage (a database overwritten, most files deleted or encrypted) is still
+//! written and verified, since it may hold the only copy of new data, but it is recorded
+//! as *suspect* with the reasons, so retention never lets it push out the last good backup.
+//!
+//! Per file the guard keeps 16 bytes (the XXH3 of its archive path, its size and two
+//! flags: SQLite database, high-entropy start) in `<state>/facts/<id>`, written as the
+//! backup is taken; the next backup compares against the facts of the last good one with
+//! a bitset, so memory stays at 16 bytes per file of the baseline.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Limits of the change guard, in percent; a share above the limit makes the backup
+/// suspect (so 100 never fires).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GuardConfig {
+    /// Share of the last good backup's files that are gone.
+    pub removed_files: f64,
+    /// Share of the last good backup's bytes that are gone.
+    pub removed_bytes: f64,
+    /// Share of files present in both whose start turned high-entropy (compressed or
+    /// encrypted looking) while it was not before.
+    pub became_random: f64,
+    /// `PRAGMA quick_check` on the image of every database that is archived.
+    pub sqlite_check: bool,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            removed_files: 50.0,
+            removed_bytes: 50.0,
+            became_random: 30.0,
+            sqlite_check: true,
+        }
+    }
+}
+
+/// What the guard measured, recorded in `backup.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardReport {
+    /// The last good backup compared against (none for a set's first backup).
+    pub baseline: Option<String>,
+    pub removed_files_pct: f64,
+    pub removed_bytes_pct: f64,
+    pub became_random_pct: f64,
+    /// Why the backup is suspect; empty when it is not.
+    pub reasons: Vec<String>,
+}
+
+/// How many bytes from a file's start are judged for entropy.
+pub const SAMPLE: usize = 64 * 1024;
+/// Fewer bytes than this say nothing about entropy.
+const MIN_SAMPLE: usize = 4096;
+/// Bits per byte at or above which a sample looks compressed or encrypted.
+const HIGH_ENTROPY: f64 = 7.5;
+
+const FLAG_SQLITE: u64 = 1;
+const FLAG_RANDOM: u64 = 2;
+
+/// A byte histogram of a file's first [`SAMPLE`] bytes.
+#[derive(Default)]
+pub struct Sampler {
+    counts: Vec<u32>,
+    seen: usize,
+}
+
+impl Sampler {
+    /// Takes the part of `buf` that still falls within the sample.
+    pub fn feed(&mut self, buf: &[u8]) {
+        if self.seen >= SAMPLE {
+            return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; 256];
+        }
+        let take = &buf[..buf.len().min(SAMPLE - self.seen)];
+        for &b in take {
+            self.counts[b as usize] += 1;
+        }
+        self.seen += take.len();
+    }
+
+    /// Whether the sample looks compressed or encrypted (too small a sample: no).
+    pub fn high_entropy(&self) -> bool {
+        if self.seen < MIN_SAMPLE {
+            return false;
+        }
+        let n = self.seen as f64;
+        let bits: f64 = self
+            .counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n;
+                -p * p.log2()
+            })
+            .sum();
+        bits >= HIGH_ENTROPY
+    }
+}
+
+/// A reader that shows what passes through it to a [`Sampler`].
+pub struct Sampled<'a, R> {
+    pub inner: R,
+    pub sampler: &'a mut Sampler,
+}
+
+impl<R: Read> Read for Sampled<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sampler.feed(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Where the facts of backup `id` are kept.
+pub fn facts_path(state_dir: &Path, id: &str) -> PathBuf {
+    state_dir.join("facts").join(id)
+}
+
+/// One file's facts: path hash, then size and flags in one word.
+type Fact = (u64, u64);
+
+fn pack(size: u64, sqlite: bool, random: bool) -> u64 {
+    (size.min(u64::MAX >> 2) << 2)
+        | if sqlite { FLAG_SQLITE } else { 0 }
+        | if random { FLAG_RANDOM } else { 0 }
+}
+
+/// Reads a facts file, sorted by path hash; `None` when it is missing or damaged.
+fn load(path: &Path) -> Option<Vec<Fact>> {
+    let mut r = BufReader::new(File::open(path).ok()?);
+    let mut out = Vec::new();
+    let mut rec = [0u8; 16];
+    loop {
+        match r.read_exact(&mut rec) {
+            Ok(()) => out.push((
+                u64::from_le_bytes(rec[..8].try_into().ok()?),
+                u64::from_le_bytes(rec[8..].try_into().ok()?),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(_) => return None,
+        }
+    }
+    out.sort_unstable();
+    Some(out)
+}
+
+/// The last good backup's facts and counts, and what the new backup found so far.
+pub struct Guard {
+    config: GuardConfig,
+    baseline_id: Option<String>,
+    baseline: Option<Vec<Fact>>,
+    /// Files and bytes of the baseline, from the catalog (used when its facts are gone).
+    baseline_files: u64,
+    baseline_bytes: u64,
+    seen: Vec<u64>,
+    common: u64,
+    became_random: u64,
+    files: u64,
+    bytes: u64,
+    reasons: Vec<String>,
+    out: Option<(PathBuf, BufWriter<File>)>,
+}
+
+/// The last good backup a new one is compared with.
+pub struct Baseline<'a> {
+    pub id: &'a str,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Guard {
+    /// A guard for a new backup, writing its facts to `facts` (a partial name the caller
+    /// renames once the backup is published).
+    pub fn new(config: &GuardConfig, state_dir: &Path, baseline: Option<Baseline<'_>>, facts: &Path) -> Guard {
+        let loaded = baseline
+            .as_ref()
+            .and_then(|b| load(&facts_path(state_dir, b.id)));
+        let seen = vec![0u64; loaded.as_ref().map_or(0, |v| v.len().div_ceil(64))];
+        let out = facts
+            .parent()
+            .and_then(|d| std::fs::create_dir_all(d).ok())
+            .and_then(|()| File::create(facts).ok())
+            .map(|f| (facts.to_path_buf(), BufWriter::new(f)));
+        Guard {
+            config: config.clone(),
+            baseline_id: baseline.as_ref().map(|b| b.id.to_string()),
+            baseline_files: baseline.as_ref().map_or(0, |b| b.files),
+            baseline_bytes: baseline.as_ref().map_or(0, |b| b.bytes),
+            baseline: loaded,
+            seen,
+            common: 0,
+            became_random: 0,
+            files: 0,
+            bytes: 0,
+            reasons: Vec::new(),
+            out,
+        }
+    }
+
+    /// Records one archived regular file.
+    pub fn file(&mut self, name: &[u8], size: u64, sqlite: bool, random: bool) {
+        let hash = xxh3_64(name);
+        let packed = pack(size, sqlite, random);
+        self.files += 1;
+        self.bytes += size;
+        if let Some((_, w)) = &mut self.out {
+            let mut rec = [0u8; 16];
+            rec[..8].copy_from_slice(&hash.to_le_bytes());
+            rec[8..].copy_from_slice(&packed.to_le_bytes());
+            if w.write_all(&rec).is_err() {
+                self.out = None;
+            }
+        }
+        let Some(base) = &self.baseline else { return };
+        if let Ok(i) = base.binary_search_by_key(&hash, |f| f.0) {
+            self.seen[i / 64] |= 1 << (i % 64);
+            self.common += 1;
+            if random && base[i].1 & FLAG_RANDOM == 0 {
+                self.became_random += 1;
+            }
+        }
+    }
+
+    /// Records a problem found while archiving (a database that fails its check, one that
+    /// is no longer a database).
+    pub fn suspect(&mut self, reason: String) {
+        self.reasons.push(reason);
+    }
+
+    /// Whether databases are checked.
+    pub fn sqlite_check(&self) -> bool {
+        self.config.sqlite_check
+    }
+
+    /// Compares with the baseline and says why the backup is suspect, if it is. The
+    /// facts file is complete (and synced) when this returns with `Some` path.
+    pub fn finish(&mut self) -> (GuardReport, Option<PathBuf>) {
+        let pct = |part: u64, whole: u64| {
+            if whole == 0 {
+                0.0
+            } else {
+                part as f64 * 100.0 / whole as f64
+            }
+        };
+        let (removed_files, removed_bytes, became) = match &self.baseline {
+            Some(base) => {
+                let (mut files, mut bytes) = (0u64, 0u64);
+                for (i, f) in base.iter().enumerate() {
+                    if self.seen[i / 64] & (1 << (i % 64)) == 0 {
+                        files += 1;
+                        bytes += f.1 >> 2;
+                    }
+                }
+                let total: u64 = base.iter().map(|f| f.1 >> 2).sum();
+                (
+                    pct(files, base.len() as u64),
+                    pct(bytes, total),
+                    pct(self.became_random, self.common),
+                )
+            }
+            // No facts for the baseline (a new host after reindex): counts only.
+            None => (
+                pct(self.baseline_files.saturating_sub(self.files), self.baseline_files),
+                pct(self.baseline_bytes.saturating_sub(self.bytes), self.baseline_bytes),
+                0.0,
+            ),
+        };
+        if let Some(base) = &self.baseline_id {
+            let c = &self.config;
+            if removed_files > c.removed_files {
+                self.reasons.push(format!(
+                    "{removed_files:.0} % of the files of {base} are gone (limit {} %)",
+                    c.removed_files
+                ));
+            }
+            if removed_bytes > c.removed_bytes {
+                self.reasons.push(format!(
+                    "{removed_bytes:.0} % of the bytes of {base} are gone (limit {} %)",
+                    c.removed_bytes
+                ));
+            }
+            if became > c.became_random {
+                self.reasons.push(format!(
+                    "{became:.0} % of the files kept since {base} now look compressed or \
+                     encrypted (limit {} %)",
+                    c.became_random
+                ));
+            }
+        }
+        let facts = self.out.take().and_then(|(path, w)| {
+            let f = w.into_inner().ok()?;
+            f.sync_all().ok()?;
+            Some(path)
+        });
+        (
+            GuardReport {
+                baseline: self.baseline_id.clone(),
+                removed_files_pct: removed_files,
+                removed_bytes_pct: removed_bytes,
+                became_random_pct: became,
+                reasons: std::mem::take(&mut self.reasons),
+            },
+            facts,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_low_and_random_bytes_are_high_entropy() {
+        let mut s = Sampler::default();
+        s.feed(&b"the quick brown fox jumps over the lazy dog. ".repeat(2000));
+        assert!(!s.high_entropy());
+        let mut s = Sampler::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let bytes: Vec<u8> = (0..SAMPLE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        s.feed(&bytes);
+        assert!(s.high_entropy());
+        // Too little to judge.
+        let mut s = Sampler::default();
+        s.feed(&bytes[..100]);
+        assert!(!s.high_entropy());
+    }
+
+    #[test]
+    fn removed_and_randomised_shares_against_the_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GuardConfig::default();
+        let first = facts_path(dir.path(), "s-1");
+        let mut g = Guard::new(&cfg, dir.path(), None, &first);
+        for i in 0..10u32 {
+            g.file(format!("f{i}").as_bytes(), 100, false, false);
+        }
+        let (r, path) = g.finish();
+        assert!(r.reasons.is_empty() && path.is_some());
+        let base = Baseline { id: "s-1", files: 10, bytes: 1000 };
+        let mut g = Guard::new(&cfg, dir.path(), Some(base), &facts_path(dir.path(), "s-2"));
+        // 6 of 10 gone, 4 kept of which 2 turned random.
+        for i in 0..4u32 {
+            g.file(format!("f{i}").as_bytes(), 100, false, i < 2);
+        }
+        let (r, _) = g.finish();
+        assert_eq!(r.removed_files_pct, 60.0);
+        assert_eq!(r.became_random_pct, 50.0);
+        assert_eq!(r.reasons.len(), 3, "{:?}", r.reasons);
+        assert!(r.reasons[0].contains("60 % of the files of s-1"));
+    }
+}
