@@ -115,6 +115,25 @@ pub enum BackupsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Accept a suspect backup after looking at it (e.g. a legitimate clean-up): it then
+    /// counts as good for retention and checks.
+    Accept {
+        /// The backup (an id from `steward backups list`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Keep a backup out of retention: prune never removes it.
+    Pin {
+        /// The backup (an id from `steward backups list`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Let retention decide about a pinned backup again.
+    Unpin {
+        /// The backup (an id from `steward backups list`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -577,9 +577,13 @@ mod tests {
                 pinned: false,
             });
         }
-        for (i, t) in ["2026-03-10T12:00:00", "2026-03-11T03:00:00", "2026-03-12T03:00:00"]
-            .iter()
-            .enumerate()
+        for (i, t) in [
+            "2026-03-10T12:00:00",
+            "2026-03-11T03:00:00",
+            "2026-03-12T03:00:00",
+        ]
+        .iter()
+        .enumerate()
         {
             b.push(Candidate {
                 id: format!("bad-{i}"),
@@ -596,7 +600,9 @@ mod tests {
         let last = get("good-10");
         assert!(last.keep);
         assert!(
-            last.reasons.iter().any(|r| r == "last good before suspect bad-0"),
+            last.reasons
+                .iter()
+                .any(|r| r == "last good before suspect bad-0"),
             "{:?}",
             last.reasons
         );

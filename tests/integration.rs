@@ -34,5 +34,7 @@ mod restic;
 mod restore;
 #[path = "integration/runbook.rs"]
 mod runbook;
+#[path = "integration/suspect.rs"]
+mod suspect;
 #[path = "integration/verify.rs"]
 mod verify;

@@ -13,8 +13,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::archive::{self, ArchiveWriter, BackupMeta, SqliteSnapshot};
-use super::walk::{self, Fingerprint, Kind};
 use super::guard::{self, Guard};
+use super::walk::{self, Fingerprint, Kind};
 use super::{BackupError, Progress};
 use crate::catalog::{BackupRecord, BackupStatus, Catalog};
 use crate::config::{BackupSet, Config};

@@ -180,7 +180,12 @@ pub struct Baseline<'a> {
 impl Guard {
     /// A guard for a new backup, writing its facts to `facts` (a partial name the caller
     /// renames once the backup is published).
-    pub fn new(config: &GuardConfig, state_dir: &Path, baseline: Option<Baseline<'_>>, facts: &Path) -> Guard {
+    pub fn new(
+        config: &GuardConfig,
+        state_dir: &Path,
+        baseline: Option<Baseline<'_>>,
+        facts: &Path,
+    ) -> Guard {
         let loaded = baseline
             .as_ref()
             .and_then(|b| load(&facts_path(state_dir, b.id)));
@@ -269,8 +274,14 @@ impl Guard {
             }
             // No facts for the baseline (a new host after reindex): counts only.
             None => (
-                pct(self.baseline_files.saturating_sub(self.files), self.baseline_files),
-                pct(self.baseline_bytes.saturating_sub(self.bytes), self.baseline_bytes),
+                pct(
+                    self.baseline_files.saturating_sub(self.files),
+                    self.baseline_files,
+                ),
+                pct(
+                    self.baseline_bytes.saturating_sub(self.bytes),
+                    self.baseline_bytes,
+                ),
                 0.0,
             ),
         };
@@ -352,7 +363,11 @@ mod tests {
         }
         let (r, path) = g.finish();
         assert!(r.reasons.is_empty() && path.is_some());
-        let base = Baseline { id: "s-1", files: 10, bytes: 1000 };
+        let base = Baseline {
+            id: "s-1",
+            files: 10,
+            bytes: 1000,
+        };
         let mut g = Guard::new(&cfg, dir.path(), Some(base), &facts_path(dir.path(), "s-2"));
         // 6 of 10 gone, 4 kept of which 2 turned random.
         for i in 0..4u32 {

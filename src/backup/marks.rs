@@ -81,7 +81,10 @@ pub fn read(archive: &Path, id: &str, sha256: &str) -> Result<Option<Marks>, Str
     let m: Marks = serde_json::from_slice(&data)
         .map_err(|e| format!("{}: not a marker: {e}", path.display()))?;
     if m.check != checksum(&m.id, &m.sha256, m.accepted, m.pinned) {
-        return Err(format!("{}: its checksum does not match; ignored", path.display()));
+        return Err(format!(
+            "{}: its checksum does not match; ignored",
+            path.display()
+        ));
     }
     if m.id != id || m.sha256 != sha256 {
         return Err(format!(
@@ -103,7 +106,11 @@ mod tests {
         let a = dir.path().join("s-1.tar.zst");
         write(&a, "s-1", "aa", true, false).unwrap();
         assert!(read(&a, "s-1", "aa").unwrap().unwrap().accepted);
-        assert!(read(&a, "s-1", "bb").unwrap_err().contains("another archive"));
+        assert!(
+            read(&a, "s-1", "bb")
+                .unwrap_err()
+                .contains("another archive")
+        );
         let text = std::fs::read_to_string(marks_path(&a))
             .unwrap()
             .replace("\"pinned\": false", "\"pinned\": true");

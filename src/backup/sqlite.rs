@@ -75,11 +75,7 @@ pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, Snapsh
     if !mode.eq_ignore_ascii_case("wal") || wal_is_empty(src) {
         let file = File::open(src).map_err(io_err)?;
         let size = file.metadata().map_err(io_err)?.len();
-        return Ok(Image::Live {
-            guard,
-            file,
-            size,
-        });
+        return Ok(Image::Live { guard, file, size });
     }
     drop(guard);
     snapshot(src, tmp, patience)?;

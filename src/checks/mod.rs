@@ -379,8 +379,29 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
     }
 
     for set in &config.backup.sets {
-        let Some(max) = set.max_age else { continue };
         let name = format!("backup {}", set.name);
+        // The newest backup being suspect is critical whatever its age: the set's data
+        // may be damaged and only older backups are good.
+        let newest = catalog
+            .backups(Some(&set.name))
+            .map(|v| v.into_iter().next());
+        if let Ok(Some(b)) = newest
+            && b.is_suspect()
+        {
+            let good = match catalog.newest_good(&set.name) {
+                Ok(Some(g)) => format!("last good: {}", g.id),
+                _ => "no good backup".into(),
+            };
+            out.push(reading(
+                name,
+                Severity::Crit,
+                format!("{} is SUSPECT ({good}): {}", b.id, b.suspect.join("; ")),
+                "newest backup not suspect".into(),
+                one,
+            ));
+            continue;
+        }
+        let Some(max) = set.max_age else { continue };
         let threshold = format!(
             "newest verified younger than {}",
             humantime::format_duration(max)

@@ -69,6 +69,14 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
         match outcome {
             Ok(o) => {
                 let (status, summary) = match &o {
+                    SetOutcome::Created(s) if !s.suspect.is_empty() => (
+                        RunStatus::Warning,
+                        format!(
+                            "{} written but SUSPECT, the last good backup is kept: {}",
+                            s.id,
+                            s.suspect.join("; ")
+                        ),
+                    ),
                     SetOutcome::Created(s) if s.warnings.is_empty() => {
                         (RunStatus::Ok, format!("{} written", s.id))
                     }
@@ -81,11 +89,14 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
                     }
                 };
                 catalog.finish_run(run_id, status, &summary)?;
+                // A suspect backup alerts at once, like a failure; the next good one
+                // sends the recovery.
+                let suspect = matches!(&o, SetOutcome::Created(s) if !s.suspect.is_empty());
                 super::job_finished(
                     cfg,
                     &mut catalog,
                     &format!("backup {}", set.name),
-                    true,
+                    !suspect,
                     &summary,
                 );
                 results.push(o);
@@ -167,6 +178,16 @@ fn print_outcome(o: &SetOutcome) {
             println!("  {}", s.path.display());
             for w in &s.warnings {
                 println!("  warning: {w}");
+            }
+            if !s.suspect.is_empty() {
+                println!(
+                    "  SUSPECT (kept, but retention keeps the last good backup too; \
+                     `steward backups accept {}` once you have looked):",
+                    s.id
+                );
+                for r in &s.suspect {
+                    println!("    {r}");
+                }
             }
         }
     }

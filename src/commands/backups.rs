@@ -1,4 +1,4 @@
-//! `steward backups list` and `steward backups reindex`.
+//! `steward backups list`, `reindex`, `accept`, `pin` and `unpin`.
 
 use std::process::ExitCode;
 
@@ -24,7 +24,7 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
                 "{:<36} {:<14} {:<21} {:>10} {:>10} {:>8}  STATUS",
                 "ID", "SET", "CREATED", "SIZE", "DATA", "FILES"
             );
-            for b in list {
+            for b in &list {
                 println!(
                     "{:<36} {:<14} {:<21} {:>10} {:>10} {:>8}  {}",
                     b.id,
@@ -33,11 +33,17 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
                     super::show_bytes(b.archive_bytes),
                     super::show_bytes(b.source_bytes),
                     b.files,
-                    serde_json::to_value(b.status)?.as_str().unwrap_or("?"),
+                    status_word(b)?,
                 );
+            }
+            for b in list.iter().filter(|b| b.is_suspect()) {
+                println!("{} is SUSPECT: {}", b.id, b.suspect.join("; "));
             }
             Ok(ExitCode::SUCCESS)
         }
+        BackupsCommand::Accept { id } => mark(cfg, &id, |b| b.accepted = true, "accepted"),
+        BackupsCommand::Pin { id } => mark(cfg, &id, |b| b.pinned = true, "pinned"),
+        BackupsCommand::Unpin { id } => mark(cfg, &id, |b| b.pinned = false, "unpinned"),
         BackupsCommand::Reindex { json } => {
             let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
             let mut catalog = super::open_catalog(cfg)?;
@@ -65,4 +71,51 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The STATUS column: verification state, then SUSPECT / accepted and pinned.
+fn status_word(b: &crate::catalog::BackupRecord) -> anyhow::Result<String> {
+    let mut w = serde_json::to_value(b.status)?
+        .as_str()
+        .unwrap_or("?")
+        .to_string();
+    if b.is_suspect() {
+        w.push_str(" SUSPECT");
+    } else if !b.suspect.is_empty() {
+        w.push_str(" accepted");
+    }
+    if b.pinned {
+        w.push_str(" pinned");
+    }
+    Ok(w)
+}
+
+/// Applies a human's decision to backup `id`: the catalog, then the marker beside the
+/// archive (so `reindex` on a rebuilt host keeps it).
+fn mark(
+    cfg: &Config,
+    id: &str,
+    change: impl FnOnce(&mut crate::catalog::BackupRecord),
+    done: &str,
+) -> anyhow::Result<ExitCode> {
+    let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
+    let catalog = super::open_catalog(cfg)?;
+    let mut b = catalog
+        .backup(id)?
+        .with_context(|| format!("no backup {id:?} in the catalog (see `steward backups list`)"))?;
+    change(&mut b);
+    crate::backup::marks::write(&b.path, &b.id, &b.sha256, b.accepted, b.pinned).with_context(
+        || {
+            format!(
+                "writing {}",
+                crate::backup::marks::marks_path(&b.path).display()
+            )
+        },
+    )?;
+    catalog.set_marks(&b.id, b.accepted, b.pinned)?;
+    println!("{} {done}", b.id);
+    if done == "accepted" && b.suspect.is_empty() {
+        println!("  (it was not suspect)");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -125,6 +125,10 @@ struct SetStatus {
     set: String,
     newest: Option<String>,
     created_at: Option<i64>,
+    /// The newest good backup (verified, not suspect unless accepted).
+    newest_good: Option<String>,
+    /// The newest backup, when it is suspect, and why.
+    suspect: Option<(String, Vec<String>)>,
 }
 
 #[derive(Serialize)]
@@ -164,10 +168,18 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let mut sets = Vec::new();
     for s in &cfg.backup.sets {
         let b = catalog.newest_verified(&s.name)?;
+        let suspect = catalog
+            .backups(Some(&s.name))?
+            .into_iter()
+            .next()
+            .filter(|n| n.is_suspect())
+            .map(|n| (n.id, n.suspect));
         sets.push(SetStatus {
             set: s.name.clone(),
             newest: b.as_ref().map(|b| b.id.clone()),
             created_at: b.map(|b| b.created_at),
+            newest_good: catalog.newest_good(&s.name)?.map(|g| g.id),
+            suspect,
         });
     }
     let problems: Vec<Problem> = catalog
@@ -219,6 +231,13 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             s.set,
             s.newest.as_deref().unwrap_or("none")
         );
+        if let Some((id, why)) = &s.suspect {
+            println!(
+                "  {id} is SUSPECT ({}); last good: {}",
+                why.join("; "),
+                s.newest_good.as_deref().unwrap_or("none")
+            );
+        }
     }
     for p in &st.problems {
         println!(

@@ -10,10 +10,10 @@ use crate::mail::{Http, Smtp, free_port, test_ca};
 const T0: i64 = 1_800_000_000;
 
 /// Limits no machine reaches, so only the checks a test sets up can fail.
-const QUIET: &str = "[checks.cpu]\nwarn = 100\ncrit = 100\n[checks.memory]\nwarn = 100\ncrit = 100\n\
+pub const QUIET: &str = "[checks.cpu]\nwarn = 100\ncrit = 100\n[checks.memory]\nwarn = 100\ncrit = 100\n\
                      [checks.load]\nwarn = 1000\ncrit = 1000\n[checks.disk]\nwarn = 100\ncrit = 100\n";
 
-fn mail_config(env: &Env, port: u16) -> String {
+pub fn mail_config(env: &Env, port: u16) -> String {
     fs::write(env.root.join("smtp-pass"), "s3cret\n").unwrap();
     format!(
         "[alerts]\nremind-every = \"6h\"\n[alerts.email]\nsmtp = \"localhost:{port}\"\nsecurity = \"starttls\"\n\
