@@ -446,6 +446,7 @@ struct RawBackup {
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawGuard {
+    enabled: Option<bool>,
     removed_files: Option<f64>,
     removed_bytes: Option<f64>,
     became_random: Option<f64>,
@@ -1096,6 +1097,7 @@ impl Validator<'_> {
             }
         };
         Ok(GuardConfig {
+            enabled: r.enabled.unwrap_or(base.enabled),
             removed_files: limit(r.removed_files, "removed-files", base.removed_files)?,
             removed_bytes: limit(r.removed_bytes, "removed-bytes", base.removed_bytes)?,
             became_random: limit(r.became_random, "became-random", base.became_random)?,
@@ -1658,6 +1660,30 @@ mod tests {
         assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
         assert_eq!(expand_path("/a/./b/../c").unwrap(), PathBuf::from("/a/c"));
         assert!(expand_path("relative/x").is_err());
+    }
+
+    #[test]
+    fn guard_limits_default_merge_per_set_and_are_checked() {
+        let c = parse(
+            "[backup]\ndestination = \"/b\"\n[backup.guard]\nremoved-files = 70\n\
+             [[backup.set]]\nname = \"a\"\npaths = [\"/a\"]\n\
+             [[backup.set]]\nname = \"b\"\npaths = [\"/c\"]\n[backup.set.guard]\nbecame-random = 90\n",
+            Origin::Embedded,
+        )
+        .unwrap();
+        let (a, b) = (&c.backup.sets[0].guard, &c.backup.sets[1].guard);
+        assert_eq!(
+            (a.removed_files, a.became_random, a.removed_bytes),
+            (70.0, 30.0, 50.0)
+        );
+        assert_eq!((b.removed_files, b.became_random), (70.0, 90.0));
+        let e = err("[backup.guard]\nremoved-bytes = 150\n");
+        assert!(
+            e.contains("backup.guard.removed-bytes") && e.contains(":1:"),
+            "{e}"
+        );
+        let e = err("[backup.guard]\nsample = 3\n");
+        assert!(e.contains("sample"), "{e}");
     }
 
     #[test]

@@ -470,7 +470,7 @@ fn archive_file(
     let mut sampler = guard::Sampler::default();
     let reader = guard::Sampled {
         inner: std::io::Cursor::new(head).chain(BufReader::with_capacity(1 << 20, file)),
-        sampler: &mut sampler,
+        sampler: guard.enabled().then_some(&mut sampler),
     };
     let out = writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
     guard.file(

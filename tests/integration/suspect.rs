@@ -238,3 +238,34 @@ fn accept_and_pin_round_trip_and_survive_a_reindex() {
     let r = rows(&env);
     assert!(!r[0].2 && !r[0].3, "a damaged marker was applied: {r:?}");
 }
+
+#[test]
+fn a_database_failing_quick_check_on_its_image_makes_the_backup_suspect() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let db = data.join("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA page_size = 4096; CREATE TABLE t (v); CREATE INDEX tv ON t (v);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+         INSERT INTO t SELECT printf('row %08d', i) FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    configure(&env, &data, "");
+    backup(&env);
+    // The header survives; a b-tree page in the middle does not.
+    let mut bytes = fs::read(&db).unwrap();
+    let page = 4096 * (bytes.len() / 4096 / 2);
+    for b in &mut bytes[page + 8..page + 4000] {
+        *b = 0xA5;
+    }
+    fs::write(&db, bytes).unwrap();
+    let out = backup(&env);
+    assert!(
+        out.contains("SUSPECT") && out.contains("quick_check failed on the archived image"),
+        "{out}"
+    );
+    assert_eq!(rows(&env).len(), 2);
+}
