@@ -75,3 +75,12 @@ pub fn hostname() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
+
+/// Restores the default action of SIGPIPE (terminate), which Rust programs start with
+/// ignored, so that writing to a closed pipe ends the process like any Unix filter.
+pub fn default_sigpipe() {
+    // SAFETY: signal() with SIG_DFL installs no handler; nothing else runs yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -32,6 +32,15 @@ pub struct JobLock {
 
 /// Takes the lock for `job` without waiting.
 pub fn acquire(state_dir: &Path, job: &str) -> Result<JobLock, LockError> {
+    take(state_dir, job, false)
+}
+
+/// Takes the lock for `job`, waiting while another process holds it.
+pub fn acquire_waiting(state_dir: &Path, job: &str) -> Result<JobLock, LockError> {
+    take(state_dir, job, true)
+}
+
+fn take(state_dir: &Path, job: &str, wait: bool) -> Result<JobLock, LockError> {
     let dir = state_dir.join("locks");
     let path = dir.join(format!("{job}.lock"));
     let io = |source| LockError::Io {
@@ -46,7 +55,12 @@ pub fn acquire(state_dir: &Path, job: &str) -> Result<JobLock, LockError> {
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
+    let locked = if wait {
+        file.lock().map_err(std::fs::TryLockError::Error)
+    } else {
+        file.try_lock()
+    };
+    match locked {
         Ok(()) => {
             file.set_len(0).map_err(io)?;
             file.seek(SeekFrom::Start(0)).map_err(io)?;

@@ -32,6 +32,8 @@ mod prune;
 mod restic;
 #[path = "integration/restore.rs"]
 mod restore;
+#[path = "integration/robust.rs"]
+mod robust;
 #[path = "integration/runbook.rs"]
 mod runbook;
 #[path = "integration/suspect.rs"]

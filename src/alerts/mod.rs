@@ -26,6 +26,8 @@ pub enum AlertError {
     Message(String),
     #[error("SMTP {server}: {detail}")]
     Smtp { server: String, detail: String },
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 /// What kind of change an event is.
@@ -381,13 +383,51 @@ pub struct Delivery {
     pub failed: usize,
     pub waiting: i64,
     pub last_error: Option<String>,
+    /// Another process holds the outbox and is delivering; nothing was sent here.
+    pub busy: bool,
+}
+
+/// How [`deliver`] treats the outbox lock and the backoff.
+#[derive(Debug, Clone, Copy)]
+pub struct Flush {
+    /// Wait for another process's delivery to end (`alert flush`) instead of leaving the
+    /// outbox to it (a check or a job).
+    pub wait: bool,
+    /// Send everything waiting, whatever its backoff.
+    pub now_or_never: bool,
 }
 
 /// Sends every due mail in the outbox; a failure is retried later, waiting 1, 2, 4 ...
-/// minutes (at most an hour) between attempts.
-pub fn deliver(catalog: &Catalog, email: &EmailConfig, now: i64) -> Result<Delivery, AlertError> {
+/// minutes (at most an hour) between attempts, counted from `now`.
+///
+/// Exactly once across processes: delivery runs under the `outbox` lock in the state dir,
+/// and reads the due rows only once it holds it, so two processes never send the same
+/// row. A crash after the server accepted a mail and before its row is deleted sends that
+/// mail again on the next delivery: the rare duplicate is chosen over the rare loss,
+/// since an alert that never arrives is the worse failure.
+pub fn deliver(
+    catalog: &Catalog,
+    email: &EmailConfig,
+    state_dir: &std::path::Path,
+    now: i64,
+    how: Flush,
+) -> Result<Delivery, AlertError> {
     let mut d = Delivery::default();
-    for m in catalog.due_mail(now)? {
+    let _lock = if how.wait {
+        crate::lock::acquire_waiting(state_dir, "outbox")?
+    } else {
+        match crate::lock::acquire(state_dir, "outbox") {
+            Ok(l) => l,
+            Err(crate::lock::LockError::Held { .. }) => {
+                d.busy = true;
+                d.waiting = catalog.outbox_len()?;
+                return Ok(d);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let due = if how.now_or_never { i64::MAX } else { now };
+    for m in catalog.due_mail(due)? {
         match send(email, &m.subject, &m.body) {
             Ok(()) => {
                 catalog.mail_sent(m.id)?;

@@ -29,8 +29,13 @@ pub fn run(cfg: &Config, cmd: AlertCommand) -> anyhow::Result<ExitCode> {
         }
         AlertCommand::Flush => {
             let catalog = super::open_catalog(cfg)?;
-            // Everything waiting, whatever its backoff.
-            let d = crate::alerts::deliver(&catalog, email, i64::MAX)?;
+            // Everything waiting, whatever its backoff; after any delivery under way.
+            let how = crate::alerts::Flush {
+                wait: true,
+                now_or_never: true,
+            };
+            let d =
+                crate::alerts::deliver(&catalog, email, &cfg.state_dir, crate::clock::now(), how)?;
             println!(
                 "{} sent, {} failed, {} waiting",
                 d.sent, d.failed, d.waiting

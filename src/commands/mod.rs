@@ -24,6 +24,13 @@ use crate::cli::{Cli, Command};
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Daemon) {
+        // `steward backups list | head -1`: a closed stdout ends the command quietly with
+        // the usual status of a pipeline's writer (SIGPIPE), never a panic in println!.
+        // Sockets are unaffected (std writes them with MSG_NOSIGNAL / SO_NOSIGPIPE). The
+        // daemon keeps ignoring it: a log reader going away must not stop it.
+        crate::fsutil::default_sigpipe();
+    }
     let cfg = load_config(cli.config.as_deref())?;
     let restoring = matches!(cli.command, Command::Restore(_));
     if !restoring {
@@ -160,7 +167,11 @@ fn deliver_mail(
     now: i64,
 ) -> Option<crate::alerts::Delivery> {
     let email = cfg.alerts.email.as_ref()?;
-    match crate::alerts::deliver(catalog, email, now) {
+    let how = crate::alerts::Flush {
+        wait: false,
+        now_or_never: false,
+    };
+    match crate::alerts::deliver(catalog, email, &cfg.state_dir, now, how) {
         Ok(d) => {
             if let Some(e) = &d.last_error {
                 eprintln!(

@@ -74,10 +74,11 @@ fn field(
         if lo < min || hi > max || lo > hi {
             return Err(format!("{what}: {range:?} is outside {min}-{max}"));
         }
-        let mut v = lo;
-        while v <= hi {
-            out.push(v);
-            v += step;
+        // Counted in i16: `59/69` must not overflow the field's i8 on its way past `hi`.
+        let mut v = i16::from(lo);
+        while v <= i16::from(hi) {
+            out.push(v as i8);
+            v += i16::from(step);
         }
     }
     out.sort();
@@ -363,6 +364,19 @@ mod tests {
             .prev_at_or_before(at("Europe/Berlin", "2026-11-21T02:59"), &tz)
             .unwrap();
         assert_eq!(prev.to_string(), "2026-11-20T02:00:00Z");
+    }
+
+    /// Regression: `59/69` passed `config check`, then the step overflowed an i8 and
+    /// `status` panicked computing the next run.
+    #[test]
+    fn regression_a_step_past_the_end_of_the_field_does_not_overflow() {
+        let c = parse("59/69 * * * *").unwrap();
+        assert_eq!(c.minutes, vec![59]);
+        let c = parse("*/127 */100 * * *").unwrap();
+        assert_eq!((c.minutes.clone(), c.hours.clone()), (vec![0], vec![0]));
+        let next = c.next_after(at("UTC", "2026-01-01T00:00:01"), &TimeZone::UTC);
+        assert!(next.is_some());
+        assert!(parse("0/200 * * * *").is_err());
     }
 
     #[test]

@@ -362,3 +362,89 @@ fn a_scheduled_job_that_has_not_run_within_1_5_periods_is_a_failure() {
         .code(2);
     assert!(stdout(&a).contains("overdue"), "{}", stdout(&a));
 }
+
+/// Queues three alert mails while SMTP is down: a problem, its recovery, the problem again.
+fn three_queued_mails(env: &Env, port: u16) {
+    let flag = env.root.join("flag");
+    env.write_config(&format!(
+        "{}\n[checks]\npaths-exist = [\"{}\"]\n{QUIET}",
+        mail_config(env, port),
+        flag.display()
+    ));
+    check_at(env, T0).code(2);
+    fs::write(&flag, "").unwrap();
+    check_at(env, T0 + 60).code(0);
+    fs::remove_file(&flag).unwrap();
+    check_at(env, T0 + 120).code(2);
+}
+
+/// Regression: `alert flush` with SMTP down set the rows' next attempt to i64::MAX plus
+/// the backoff, so no later check ever retried them.
+#[test]
+fn regression_a_failed_flush_does_not_park_the_mail_forever() {
+    let env = Env::new();
+    let ca = test_ca(&env.root);
+    let port = free_port();
+    three_queued_mails(&env, port);
+    let a = env
+        .cmd()
+        .args(["alert", "flush"])
+        .env("STEWARD_NOW", (T0 + 180).to_string())
+        .assert()
+        .code(2);
+    assert!(stdout(&a).contains("0 sent, 3 failed"), "{}", stdout(&a));
+    let smtp = Smtp::start(&env.root, port, &ca);
+    // The ordinary job runs deliver once the backoff has passed; no manual flush.
+    check_at(&env, T0 + 7200).code(2);
+    assert_eq!(smtp.messages().len(), 3);
+}
+
+#[test]
+fn concurrent_flushes_and_checks_send_each_queued_mail_exactly_once() {
+    let env = Env::new();
+    let ca = test_ca(&env.root);
+    let port = free_port();
+    three_queued_mails(&env, port);
+    let smtp = Smtp::start_slow(&env.root, port, &ca, 0.4);
+    let later = (T0 + 7200).to_string();
+    let mut children: Vec<std::process::Child> = Vec::new();
+    for args in [
+        &["alert", "flush"][..],
+        &["check"],
+        &["alert", "flush"],
+        &["check"],
+        &["alert", "flush"],
+    ] {
+        children.push(
+            env.std_cmd()
+                .args(args)
+                .env("STEWARD_NOW", &later)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    let m = smtp.messages();
+    let mut bodies: Vec<String> = m
+        .iter()
+        .map(|x| x["content"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        bodies.len(),
+        3,
+        "each queued mail exactly once: {bodies:#?}"
+    );
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 3, "a mail arrived twice");
+    let a = env.cmd().args(["alert", "flush"]).assert().success();
+    assert!(
+        stdout(&a).contains("0 sent, 0 failed, 0 waiting"),
+        "{}",
+        stdout(&a)
+    );
+}

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SMTPD: &str = r#"
-import json, os, ssl, sys, warnings
+import asyncio, json, os, ssl, sys, warnings
 warnings.simplefilter("ignore")
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 port, cert, key, outdir = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+delay = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
 class Handler:
     async def handle_DATA(self, server, session, envelope):
+        # A slow server keeps concurrent deliveries overlapping.
+        await asyncio.sleep(delay)
         n = len(os.listdir(outdir))
         with open(os.path.join(outdir, "%04d.json" % n), "w") as f:
             json.dump({"from": envelope.mail_from, "to": envelope.rcpt_tos,
@@ -133,6 +136,11 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn start(dir: &Path, port: u16, ca: &TestCa) -> Smtp {
+        Smtp::start_slow(dir, port, ca, 0.0)
+    }
+
+    /// A server that takes `delay` seconds to accept each message.
+    pub fn start_slow(dir: &Path, port: u16, ca: &TestCa, delay: f64) -> Smtp {
         let script = dir.join("smtpd.py");
         std::fs::write(&script, SMTPD).unwrap();
         let outdir = dir.join("mail");
@@ -143,6 +151,7 @@ impl Smtp {
             .arg(&ca.cert)
             .arg(&ca.key)
             .arg(&outdir)
+            .arg(delay.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
