@@ -246,11 +246,22 @@ async fn daemon(cfg: Config) -> anyhow::Result<ExitCode> {
 
 async fn reload(sched: &JobScheduler, state: &State) {
     // The file the daemon was started with (the snapshot keeps its origin's path).
-    let (path, json) = {
+    let (path, json, snapshot) = {
         let s = lock(state);
-        (config_path(&s.config), s.config.schedule.log_json)
+        (
+            config_path(&s.config),
+            s.config.schedule.log_json,
+            s.snapshot.clone(),
+        )
     };
-    match crate::config::load(path.as_deref()) {
+    // The children run on the snapshot: it is rewritten with the new text, or the jobs
+    // would keep the configuration the daemon started with.
+    let loaded = load(path.as_deref()).and_then(|(new, text)| {
+        write_snapshot(&snapshot, &text)
+            .with_context(|| format!("writing {}", snapshot.display()))?;
+        Ok(new)
+    });
+    match loaded {
         Ok(new) => {
             {
                 let mut s = lock(state);
@@ -261,7 +272,7 @@ async fn reload(sched: &JobScheduler, state: &State) {
         }
         Err(e) => log(
             json,
-            &format!("configuration reload failed, keeping the running one: {e}"),
+            &format!("configuration reload failed, keeping the running one: {e:#}"),
         ),
     }
 }

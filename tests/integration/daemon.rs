@@ -203,3 +203,38 @@ fn a_missed_run_catches_up_once_at_start() {
     assert!(!log.contains("missed its run"), "{log}");
     assert_eq!(runs(&env.state, "backup").len(), 1);
 }
+
+/// Regression: SIGHUP reloaded the daemon's config and re-armed the schedule, but the jobs
+/// (child processes) still ran on the snapshot written at start-up.
+#[test]
+fn regression_sighup_after_editing_a_sets_paths_reaches_the_next_backup() {
+    let env = Env::new();
+    let (a, b) = (env.root.join("a"), env.root.join("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("fa"), "in a").unwrap();
+    fs::write(b.join("fb"), "in b").unwrap();
+    let write = |paths: &str| {
+        env.write_config(&format!(
+            "[[backup.set]]\nname = \"s\"\npaths = [{paths}]\n\n[schedule]\nbackup = \"* * * * * *\"\n"
+        ));
+    };
+    write(&format!("\"{}\"", a.display()));
+    let d = Daemon::start(&env);
+    wait_for("the first backup", Duration::from_secs(60), || {
+        env.archives("s").len() == 1
+    });
+    write(&format!("\"{}\", \"{}\"", a.display(), b.display()));
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), || {
+        d.log().contains("configuration reloaded")
+    });
+    wait_for("a backup of the new paths", Duration::from_secs(60), || {
+        env.archives("s").len() >= 2
+    });
+    assert!(d.stop().success());
+    let newest = env.archives("s").pop().unwrap();
+    let out = env.root.join("x");
+    crate::common::extract(&newest, &out);
+    assert!(out.join(b.strip_prefix("/").unwrap()).join("fb").is_file());
+}
