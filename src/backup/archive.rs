@@ -40,21 +40,19 @@ const JOB_SIZE: u32 = 2 << 20;
 /// Errors reading or writing an archive; each names the archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message and deliberately not a `source`: anyhow would
+    // print it twice ("x: x").
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
 }
 
 impl ArchiveError {
     fn io(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
-        move |source| ArchiveError::Io {
+        move |error| ArchiveError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
     fn corrupt(path: &Path, message: impl Into<String>) -> ArchiveError {
@@ -180,7 +178,8 @@ pub struct Written {
 pub struct ArchiveWriter {
     path: PathBuf,
     builder: tar::Builder<PipeWriter>,
-    compressor: std::thread::JoinHandle<io::Result<u64>>,
+    /// Taken when a broken pipe is explained by the compressor's own error.
+    compressor: Option<std::thread::JoinHandle<io::Result<u64>>>,
     verifier: std::thread::JoinHandle<Result<Verified, ArchiveError>>,
     records: mpsc::Sender<Record>,
     manifest_path: PathBuf,
@@ -250,7 +249,7 @@ impl ArchiveWriter {
         Ok(ArchiveWriter {
             path: path.to_path_buf(),
             builder,
-            compressor,
+            compressor: Some(compressor),
             verifier,
             records,
             manifest_path: manifest_spool.to_path_buf(),
@@ -261,8 +260,18 @@ impl ArchiveWriter {
         })
     }
 
-    fn err(&self) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
-        ArchiveError::io(&self.path)
+    /// The error of a write into the stream. A broken pipe only means the compressor
+    /// stopped: its own error (a full disk, say) is the one that explains it.
+    fn explain(&mut self, e: io::Error) -> ArchiveError {
+        if e.kind() == io::ErrorKind::BrokenPipe
+            && let Some(h) = self.compressor.take()
+        {
+            match h.join() {
+                Ok(Err(real)) => return ArchiveError::io(&self.path)(real),
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+        ArchiveError::io(&self.path)(e)
     }
 
     pub fn append_dir(
@@ -272,7 +281,7 @@ impl ArchiveWriter {
     ) -> Result<(), ArchiveError> {
         let mut h = base_header(meta, EntryType::Directory);
         let r = self.builder.append_data(&mut h, name, io::empty());
-        r.map_err(self.err())
+        r.map_err(|e| self.explain(e))
     }
 
     /// A symlink to `target` (stored as written, never followed), or with `hard`, a hard
@@ -291,7 +300,7 @@ impl ArchiveWriter {
         };
         let mut h = base_header(meta, kind);
         let r = self.builder.append_link(&mut h, name, target);
-        r.map_err(self.err())
+        r.map_err(|e| self.explain(e))
     }
 
     /// Archives exactly `size` bytes read from `data` (padding with zeros if it ends early,
@@ -315,7 +324,10 @@ impl ArchiveWriter {
             on_bytes,
         };
         let r = self.builder.append_data(&mut h, name, &mut reader);
-        r.map_err(ArchiveError::io(&self.path))?;
+        if let Err(e) = r {
+            drop(reader);
+            return Err(self.explain(e));
+        }
         let mut probe = [0u8; 1];
         let grew = matches!(reader.inner.read(&mut probe), Ok(n) if n > 0);
         let shrank = reader.shrank;
@@ -380,7 +392,10 @@ impl ArchiveWriter {
         });
         let _ = std::fs::remove_file(&manifest_path);
         // The compressor's own error (a full disk, say) explains a broken pipe better.
-        let size = join(compressor, &path)?;
+        let size = match compressor {
+            Some(h) => join(h, &path)?,
+            None => return Err(ArchiveError::corrupt(&path, "the compressor had stopped")),
+        };
         produced?;
         let verified = verifier
             .join()

@@ -47,3 +47,49 @@ fn regression_a_closed_stdout_ends_the_command_quietly() {
         .success();
     assert!(stderr(&a).is_empty(), "{}", stderr(&a));
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root (tests/run runs as root)");
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Regression: a full destination during the data phase was reported as "the other side
+/// of the pipe stopped: the other side of the pipe stopped".
+#[test]
+fn regression_a_full_disk_is_reported_as_no_space_left() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    // Far more than the pipe between archiver and compressor holds: the disk fills while
+    // files are still being archived.
+    for i in 0..16 {
+        crate::common::random_file(&data.join(format!("blob{i}")), 4 << 20, i);
+    }
+    let _disk = SmallDisk::mount(&env.dest, "3m");
+    env.one_set("s", &[&data], "");
+    let a = env.cmd().arg("backup").assert().code(2);
+    let err = stderr(&a);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("other side of the pipe"), "{err}");
+    // Nothing half-written is left.
+    let left: Vec<String> = crate::common::dir_names(&env.dest.join("s"));
+    assert!(left.is_empty(), "{left:?}");
+}
