@@ -708,11 +708,33 @@ pub fn locate(
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+            let bytes = std::fs::read(p).map_err(|source| ConfigError::Read {
                 path: p.to_path_buf(),
                 source,
             })?;
-            parse(&text, Origin::File(p.to_path_buf()))
+            let origin = Origin::File(p.to_path_buf());
+            match String::from_utf8(bytes) {
+                Ok(text) => parse(&text, origin),
+                Err(e) => {
+                    // Located like any other error: the line and column of the first byte
+                    // that is not UTF-8.
+                    let at = e.utf8_error().valid_up_to();
+                    let bytes = e.into_bytes();
+                    let valid = String::from_utf8_lossy(&bytes[..at]).into_owned();
+                    let v = Validator {
+                        text: &valid,
+                        origin: &origin,
+                    };
+                    Err(v.error_at(
+                        at,
+                        None,
+                        format!(
+                            "the file is not UTF-8 text (byte 0x{:02x}); save it as UTF-8",
+                            bytes[at]
+                        ),
+                    ))
+                }
+            }
         }
         None => parse(EMBEDDED_DEFAULT, Origin::Embedded),
     }
@@ -729,6 +751,18 @@ pub fn parse(text: &str, origin: Origin) -> Result<Config, ConfigError> {
         v.error_at(offset, None, e.message().to_string())
     })?;
     v.validate(raw)
+}
+
+/// The table name of a header line: `[backup]   # note` and `[[backup.set]]` give
+/// `backup` and `backup.set` (a trailing comment is not part of it).
+fn header_name(line: &str) -> String {
+    let inner = line.trim_start_matches('[');
+    inner
+        .split(']')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 struct Validator<'a> {
@@ -759,7 +793,7 @@ impl Validator<'_> {
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
-            .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+            .map(header_name);
         let key = line
             .split_once('=')
             .map(|(k, _)| k.trim().trim_matches('"').to_string())

@@ -96,17 +96,29 @@ pub struct Report {
     pub removed_abandoned: Vec<PathBuf>,
 }
 
-fn path_filter(patterns: &[String]) -> Result<Option<GlobSet>, RestoreError> {
+/// The `--path` globs, matched against an entry's absolute path as it was backed up. A
+/// relative pattern (`uploads/**`) is taken below each of the restored set paths.
+fn path_filter(patterns: &[String], plan: &Plan) -> Result<Option<GlobSet>, RestoreError> {
     if patterns.is_empty() {
         return Ok(None);
     }
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let g = Glob::new(p).map_err(|source| RestoreError::Pattern {
-            pattern: p.clone(),
-            source,
-        })?;
-        b.add(g);
+        let expanded: Vec<String> = if p.starts_with('/') {
+            vec![p.clone()]
+        } else {
+            plan.targets
+                .iter()
+                .map(|t| format!("/{}/{}", t.prefix, p.trim_start_matches("./")))
+                .collect()
+        };
+        for e in expanded {
+            let g = Glob::new(&e).map_err(|source| RestoreError::Pattern {
+                pattern: p.clone(),
+                source,
+            })?;
+            b.add(g);
+        }
     }
     b.build().map(Some).map_err(|source| RestoreError::Pattern {
         pattern: patterns.join(", "),
@@ -193,7 +205,7 @@ pub fn restore(
             "an interrupted restore is pending; run `steward restore --resume` first".into(),
         ));
     }
-    let filter = path_filter(&opts.paths)?;
+    let filter = path_filter(&opts.paths, plan)?;
     let prefixes: Vec<Vec<u8>> = plan
         .targets
         .iter()
@@ -207,11 +219,35 @@ pub fn restore(
         .unwrap_or(0);
     progress.phase(&format!("checking {}", record.id), size);
     let skip_rules = crate::fault::enabled("restore-skip-safety-pass");
+    let mut matched = 0u64;
     let verified = archive::verify_inspecting(
         &record.path,
-        &mut |e| if skip_rules { Ok(()) } else { rules.check(e) },
+        &mut |e| {
+            if let Some(f) = &filter {
+                let mut abs = b"/".to_vec();
+                abs.extend_from_slice(e.path);
+                if f.is_match(Path::new(
+                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&abs),
+                )) {
+                    matched += 1;
+                }
+            }
+            if skip_rules { Ok(()) } else { rules.check(e) }
+        },
         &mut |n| progress.advance(n),
     )?;
+    if filter.is_some() && matched == 0 {
+        return Err(RestoreError::Refused(format!(
+            "--path {} matches nothing in {}; nothing was changed (patterns are absolute \
+             paths as backed up, like {}/..., or relative to the set's paths)",
+            opts.paths.join(" "),
+            plan.id,
+            plan.targets
+                .first()
+                .map(|t| format!("/{}", t.prefix))
+                .unwrap_or_default()
+        )));
+    }
     if hex::encode(verified.sha256) != record.sha256 && !record.sha256.is_empty() {
         return Err(RestoreError::Refused(format!(
             "{}: its bytes differ from the catalog's record",

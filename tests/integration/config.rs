@@ -129,3 +129,34 @@ fn every_example_in_schedules_parses() {
     let cfg = steward::config::parse(&text, steward::config::Origin::File(p)).unwrap();
     assert_eq!(cfg.schedule.jobs.len(), 5);
 }
+
+/// Regression: a table header with a trailing comment garbled the key in errors
+/// (`backup]   # a comment.compression-level`).
+#[test]
+fn regression_a_comment_after_a_table_header_keeps_the_key_readable() {
+    let env = Env::new();
+    expect_invalid(
+        &env,
+        "[backup]   # a comment\ncompression-level = \"high\"\n",
+        2,
+        "backup.compression-level: ",
+    );
+    let err = {
+        let a = env.cmd().args(["config", "check"]).assert().code(78);
+        stderr(&a)
+    };
+    assert!(!err.contains("# a comment"), "{err}");
+}
+
+/// Regression: a config file that is not UTF-8 was reported without a line.
+#[test]
+fn regression_a_config_that_is_not_utf8_is_located() {
+    let env = Env::new();
+    fs::write(&env.config, b"[backup]\ndestination = \"/b\xe9\"\n").unwrap();
+    let a = env.cmd().args(["config", "check"]).assert().code(78);
+    let err = stderr(&a);
+    assert!(
+        err.contains(&format!("{}:2:", env.config.display())) && err.contains("UTF-8"),
+        "{err}"
+    );
+}

@@ -913,3 +913,43 @@ fn an_abandoned_staging_folder_is_reported_and_removed_by_cleanup() {
     let a = env.cmd().args(["backups", "list"]).assert().success();
     assert!(!stderr(&a).contains("staging"), "{}", stderr(&a));
 }
+
+/// Regression: a relative `restore --path 'static/**'` matched nothing and exited 0 with
+/// "0 files".
+#[test]
+fn regression_a_relative_path_pattern_is_taken_below_the_set_paths() {
+    let w = World::new("", "");
+    w.backup();
+    damage(&w);
+    let a = w
+        .env
+        .cmd()
+        .args([
+            "restore",
+            "--latest",
+            "--set",
+            "s",
+            "--yes",
+            "--path",
+            "static/**",
+        ])
+        .assert()
+        .success();
+    assert!(stdout(&a).contains("restored"), "{}", stdout(&a));
+    assert_eq!(
+        fs::read(w.data.join("static/index.html")).unwrap(),
+        b"<h1>hello</h1>\n"
+    );
+    assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
+    // A pattern that matches nothing is an error, and nothing changes.
+    let a = w
+        .env
+        .cmd()
+        .args([
+            "restore", "--latest", "--set", "s", "--yes", "--path", "nope/**",
+        ])
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("matches nothing"), "{}", stderr(&a));
+    assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
+}
