@@ -266,9 +266,8 @@ impl ArchiveWriter {
         if e.kind() == io::ErrorKind::BrokenPipe
             && let Some(h) = self.compressor.take()
         {
-            match h.join() {
-                Ok(Err(real)) => return ArchiveError::io(&self.path)(real),
-                Ok(Ok(_)) | Err(_) => {}
+            if let Ok(Err(real)) = h.join() {
+                return ArchiveError::io(&self.path)(real);
             }
         }
         ArchiveError::io(&self.path)(e)
