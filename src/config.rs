@@ -765,6 +765,12 @@ fn header_name(line: &str) -> String {
         .to_string()
 }
 
+/// The jobs that ping a `[pings]` URL: `maintain` pings for every period, `daily`,
+/// `weekly` and `monthly` for their own.
+pub const PING_JOBS: [&str; 7] = [
+    "check", "backup", "verify", "maintain", "daily", "weekly", "monthly",
+];
+
 struct Validator<'a> {
     text: &'a str,
     origin: &'a Origin,
@@ -963,6 +969,14 @@ impl Validator<'_> {
             )?,
         };
         for (job, url) in &raw.pings {
+            if !PING_JOBS.contains(&job.as_str()) {
+                let at = self.text.find(&format!("\n{job}")).map_or(0, |i| i + 1);
+                return Err(self.error_at(
+                    at,
+                    Some(&format!("pings.{job}")),
+                    format!("no job {job:?} pings; use one of {}", PING_JOBS.join(", ")),
+                ));
+            }
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(self.error_at(
                     self.text.find(url.as_str()).unwrap_or(0),

@@ -265,10 +265,9 @@ impl ArchiveWriter {
     fn explain(&mut self, e: io::Error) -> ArchiveError {
         if e.kind() == io::ErrorKind::BrokenPipe
             && let Some(h) = self.compressor.take()
+            && let Ok(Err(real)) = h.join()
         {
-            if let Ok(Err(real)) = h.join() {
-                return ArchiveError::io(&self.path)(real);
-            }
+            return ArchiveError::io(&self.path)(real);
         }
         ArchiveError::io(&self.path)(e)
     }

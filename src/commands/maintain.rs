@@ -16,6 +16,7 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
     let mut catalog = super::open_catalog(cfg)?;
     if !dry_run {
         super::ping(cfg, "maintain", super::Phase::Start);
+        super::ping(cfg, name, super::Phase::Start);
     }
     let run_id = (!dry_run)
         .then(|| catalog.start_run("maintain", Some(name)))
@@ -115,15 +116,13 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
     }
     // Warnings (a VACUUM skipped for lack of room) alert like failures do.
     super::job_finished(cfg, &mut catalog, &job, ok && warnings.is_empty(), &detail);
-    super::ping(
-        cfg,
-        "maintain",
-        if ok {
-            super::Phase::Success
-        } else {
-            super::Phase::Fail
-        },
-    );
+    let phase = if ok {
+        super::Phase::Success
+    } else {
+        super::Phase::Fail
+    };
+    super::ping(cfg, "maintain", phase);
+    super::ping(cfg, name, phase);
     for e in &errors {
         eprintln!("steward: error: {e}");
     }

@@ -448,3 +448,29 @@ fn concurrent_flushes_and_checks_send_each_queued_mail_exactly_once() {
         stdout(&a)
     );
 }
+
+/// Regression: `[pings]` keys were never checked (a typo pinged nothing, silently) and
+/// `pings.daily` could never fire, since maintenance pinged only as `maintain`.
+#[test]
+fn regression_ping_keys_are_checked_and_daily_maintenance_pings() {
+    let env = Env::new();
+    let http = Http::start();
+    env.write_config(&format!("[pings]\nbakcup = \"{}\"\n", http.url("/p")));
+    let a = env.cmd().args(["config", "check"]).assert().code(78);
+    let err = stderr(&a);
+    let line = fs::read_to_string(&env.config)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("bakcup"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("{}:{line}:", env.config.display())) && err.contains("pings.bakcup"),
+        "{err}"
+    );
+    env.write_config(&format!("[pings]\ndaily = \"{}\"\n", http.url("/daily")));
+    env.cmd().args(["maintain", "daily"]).assert().success();
+    env.cmd().args(["maintain", "weekly"]).assert().success();
+    let hits = http.hits.lock().unwrap().clone();
+    assert_eq!(hits, ["/daily/start", "/daily"]);
+}
