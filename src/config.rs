@@ -675,10 +675,16 @@ impl<'de> Deserialize<'de> for Size {
 
 /// Parses `10GiB`, `1.5 GB`, `512k` into bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    s.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|b| b.as_u64())
-        .map_err(|e| format!("invalid size {s:?} ({e}); write it like \"10GiB\" or \"500MB\""))
+    match s.trim().parse::<bytesize::ByteSize>().map(|b| b.as_u64()) {
+        // bytesize saturates instead of failing.
+        Ok(u64::MAX) => Err(format!(
+            "size {s:?} is larger than the largest steward handles (16 EiB)"
+        )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!(
+            "invalid size {s:?} ({e}); write it like \"10GiB\" or \"500MB\""
+        )),
+    }
 }
 
 // ---------------------------------------------------------------- loading
@@ -840,7 +846,22 @@ impl Validator<'_> {
 
     fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let state_dir = match &raw.state.dir {
-            Some(s) => self.path(s, "state.dir")?.value,
+            Some(s) => {
+                let p = self.path(s, "state.dir")?.value;
+                // The catalog, locks and journals go there: it must be a folder of its own.
+                let why = if p.parent().is_none() {
+                    Some("is the root folder; give steward a folder of its own".to_string())
+                } else {
+                    match std::fs::metadata(&p) {
+                        Ok(m) if !m.is_dir() => Some("exists and is not a folder".to_string()),
+                        _ => None,
+                    }
+                };
+                if let Some(why) = why {
+                    return Err(self.spanned_err(s, "state.dir", format!("{} {why}", p.display())));
+                }
+                p
+            }
             None => expand_path("~/.local/state/steward")
                 .map_err(|m| self.error_at(0, Some("state.dir"), m))?,
         };

@@ -160,3 +160,18 @@ fn regression_a_config_that_is_not_utf8_is_located() {
         "{err}"
     );
 }
+
+/// Regression: `state.dir = "/"` or a file, and sizes past the largest one, were accepted
+/// (the size silently capped).
+#[test]
+fn regression_nonsense_state_dirs_and_oversized_sizes_are_refused() {
+    let env = Env::new();
+    expect_invalid(&env, "[state]\ndir = \"/\"\n", 2, "state.dir");
+    expect_invalid(&env, "[state]\ndir = \"/dev/null\"\n", 2, "not a folder");
+    expect_invalid(
+        &env,
+        "[backup]\ndestination = \"/b\"\nmin-free-space = \"100000000 EiB\"\n",
+        3,
+        "larger than the largest",
+    );
+}
