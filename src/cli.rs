@@ -50,7 +50,11 @@ pub enum Command {
         json: bool,
     },
     /// The capacity and activity report (runs, backup growth, disk forecast).
-    Report,
+    Report {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one job once (the entry point for systemd timers and launchd): check, backup,
     /// backup:SET, daily, weekly, monthly, verify or prune.
     Run {

@@ -133,9 +133,13 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
     })
 }
 
-pub fn report(cfg: &Config) -> anyhow::Result<ExitCode> {
+pub fn report(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = super::open_catalog(cfg)?;
-    let text = crate::maintain::report(cfg, &catalog, crate::clock::now())?;
-    println!("{text}");
+    let now = crate::clock::now();
+    if json {
+        super::print_json(&crate::maintain::report_data(cfg, &catalog, now)?)?;
+    } else {
+        println!("{}", crate::maintain::report(cfg, &catalog, now)?);
+    }
     Ok(ExitCode::SUCCESS)
 }

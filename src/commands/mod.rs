@@ -50,7 +50,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
         } => maintain::run(&cfg, period, dry_run, json),
-        Command::Report => maintain::report(&cfg),
+        Command::Report { json } => maintain::report(&cfg, json),
         Command::Run { job } => run::run(&cfg, &job),
         Command::Status { json } => run::status(&cfg, json),
         Command::Daemon => daemon::run(cfg),

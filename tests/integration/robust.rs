@@ -93,3 +93,22 @@ fn regression_a_full_disk_is_reported_as_no_space_left() {
     let left: Vec<String> = crate::common::dir_names(&env.dest.join("s"));
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Regression: the README said every reporting command takes `--json`; `report` did not.
+#[test]
+fn regression_report_has_json() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "x").unwrap();
+    env.one_set("s", &[&data], "");
+    env.cmd().arg("backup").assert().success();
+    let a = env.cmd().args(["report", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_str(&crate::common::stdout(&a)).unwrap();
+    assert_eq!(v["days"], 30);
+    assert!(v["runs"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["sets"][0]["set"], "s");
+    assert!(v["sets"][0]["newest"].as_str().unwrap().starts_with("s-"));
+    let text = crate::common::stdout(&env.cmd().arg("report").assert().success());
+    assert!(text.contains("Backups per set"), "{text}");
+}
