@@ -777,6 +777,19 @@ pub const PING_JOBS: [&str; 7] = [
     "check", "backup", "verify", "maintain", "daily", "weekly", "monthly",
 ];
 
+/// The default window of the checks whose readings jump from one sample to the next (CPU
+/// over one sampling interval, load): 3 of the last 5 cycles, so one busy minute does not
+/// mail. An explicit `for` or `within` replaces it.
+pub const NOISY_WINDOW: Window = Window { n: 3, m: 5 };
+
+fn noisy(mut l: Limit, raw: Option<&Spanned<RawLimit>>) -> Limit {
+    let given = raw.is_some_and(|r| r.get_ref().for_cycles.is_some() || r.get_ref().within.is_some());
+    if !given {
+        l.window = NOISY_WINDOW;
+    }
+    l
+}
+
 struct Validator<'a> {
     text: &'a str,
     origin: &'a Origin,
@@ -1373,10 +1386,16 @@ impl Validator<'_> {
             });
         }
         Ok(ChecksConfig {
-            cpu: self.limit(raw.cpu.as_ref(), "checks.cpu", true, (80.0, 95.0))?,
+            cpu: noisy(
+                self.limit(raw.cpu.as_ref(), "checks.cpu", true, (80.0, 95.0))?,
+                raw.cpu.as_ref(),
+            ),
             memory: self.limit(raw.memory.as_ref(), "checks.memory", true, (80.0, 95.0))?,
             swap: self.limit(raw.swap.as_ref(), "checks.swap", true, (50.0, 80.0))?,
-            load: self.limit(raw.load.as_ref(), "checks.load", false, (2.0, 4.0))?,
+            load: noisy(
+                self.limit(raw.load.as_ref(), "checks.load", false, (2.0, 4.0))?,
+                raw.load.as_ref(),
+            ),
             disk,
             disk_paths,
             disk_min_free,
@@ -1753,6 +1772,18 @@ mod tests {
         );
         let e = err("[backup.guard]\nsample = 3\n");
         assert!(e.contains("sample"), "{e}");
+    }
+
+    /// Regression: CPU and load alerted on a single sample by default, so one busy minute
+    /// (CPU read 0 % and 100 % seconds apart on an idle machine) mailed.
+    #[test]
+    fn regression_noisy_checks_default_to_three_of_five_cycles() {
+        let c = parse("", Origin::Embedded).unwrap();
+        assert_eq!(c.checks.cpu.window, NOISY_WINDOW);
+        assert_eq!(c.checks.load.window, NOISY_WINDOW);
+        assert_eq!(c.checks.memory.window, Window::default());
+        let c = parse("[checks.cpu]\nfor = 1\n", Origin::Embedded).unwrap();
+        assert_eq!(c.checks.cpu.window, Window { n: 1, m: 1 });
     }
 
     #[test]
