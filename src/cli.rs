@@ -18,6 +18,17 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Writes the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "steward", out);
+}
+
+/// Writes the man page (roff).
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Back up the configured sets (all, or those named), verify each archive, record it.
@@ -58,7 +69,19 @@ pub enum Command {
     /// Run one job once (the entry point for systemd timers and launchd): check, backup,
     /// backup:SET, daily, weekly, monthly, verify or prune.
     Run {
-        #[arg(value_name = "JOB")]
+        /// The job to run.
+        #[arg(
+            value_name = "JOB",
+            long_help = "The job to run:\n  \
+              check       one check cycle (alerts, pings)\n  \
+              backup      back up every set that has no schedule of its own, then prune\n  \
+              backup:SET  back up the one set SET (its own [backup.set] schedule)\n  \
+              daily       the daily maintenance tasks\n  \
+              weekly      the weekly maintenance tasks\n  \
+              monthly     the monthly maintenance tasks\n  \
+              verify      read the newest backup of each set back in full\n  \
+              prune       apply the retention policy to every set"
+        )]
         job: String,
     },
     /// Jobs (last run, next run, skipped ticks), newest backups and open problems.
@@ -86,6 +109,14 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script (e.g. `steward completions bash >
+    /// /etc/bash_completion.d/steward`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; `steward man | man -l -`).
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -783,7 +783,8 @@ pub const PING_JOBS: [&str; 7] = [
 pub const NOISY_WINDOW: Window = Window { n: 3, m: 5 };
 
 fn noisy(mut l: Limit, raw: Option<&Spanned<RawLimit>>) -> Limit {
-    let given = raw.is_some_and(|r| r.get_ref().for_cycles.is_some() || r.get_ref().within.is_some());
+    let given =
+        raw.is_some_and(|r| r.get_ref().for_cycles.is_some() || r.get_ref().within.is_some());
     if !given {
         l.window = NOISY_WINDOW;
     }

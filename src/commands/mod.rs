@@ -31,6 +31,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         // daemon keeps ignoring it: a log reader going away must not stop it.
         crate::fsutil::default_sigpipe();
     }
+    // Neither needs (nor may be stopped by) a configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            crate::cli::completions(*shell, &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            crate::cli::man(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let cfg = load_config(cli.config.as_deref())?;
     let restoring = matches!(cli.command, Command::Restore(_));
     if !restoring {
@@ -56,6 +68,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon => daemon::run(cfg),
         Command::Install(c) => install::install(&cfg, c),
         Command::Uninstall { target, dry_run } => install::uninstall(&cfg, target, dry_run),
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }
 

@@ -112,3 +112,36 @@ fn regression_report_has_json() {
     let text = crate::common::stdout(&env.cmd().arg("report").assert().success());
     assert!(text.contains("Backups per set"), "{text}");
 }
+
+#[test]
+fn completions_and_man_page_need_no_config_and_load_in_bash() {
+    let env = Env::new();
+    // Even a broken config does not stand in the way.
+    fs::write(&env.config, "this is not toml = = =").unwrap();
+    let a = env.cmd().args(["completions", "bash"]).assert().success();
+    let script = env.root.join("steward.bash");
+    fs::write(&script, crate::common::stdout(&a)).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(". {} && complete -p steward", script.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("_steward"),
+        "{out:?}"
+    );
+    for shell in ["zsh", "fish"] {
+        env.cmd().args(["completions", shell]).assert().success();
+    }
+    let man = crate::common::stdout(&env.cmd().arg("man").assert().success());
+    assert!(
+        man.contains(".TH steward 1") && man.contains("restore"),
+        "{man}"
+    );
+    // `run JOB` lists what each job does.
+    let help = crate::common::stdout(&env.bare_cmd().args(["run", "--help"]).assert().success());
+    assert!(
+        help.contains("backup:SET  back up the one set SET"),
+        "{help}"
+    );
+}
