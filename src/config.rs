@@ -83,6 +83,10 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
     pub pings: std::collections::BTreeMap<String, String>,
+    /// The configuration as written, normalized: a valid config that parses back to this
+    /// one (what `config check` prints).
+    #[serde(skip)]
+    pub effective: String,
 }
 
 /// A service steward can stop and start around work on its data.
@@ -383,7 +387,7 @@ fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<
 
 // ---------------------------------------------------------------- raw (serde) layer
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -392,7 +396,7 @@ struct RawConfig {
     backup: RawBackup,
     #[serde(default)]
     checks: RawChecks,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     service: Vec<RawService>,
     #[serde(default)]
     alerts: RawAlerts,
@@ -400,11 +404,11 @@ struct RawConfig {
     maintenance: RawMaintenance,
     #[serde(default)]
     schedule: RawSchedule,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pings: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawService {
     name: Spanned<String>,
@@ -413,7 +417,7 @@ struct RawService {
     /// "system" or "user" (systemd: `--user`; launchd: `gui/<uid>`).
     scope: Option<Spanned<String>>,
     plist: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     after: Vec<Spanned<String>>,
     health_url: Option<Spanned<String>>,
     stop_timeout: Option<HumanDuration>,
@@ -423,13 +427,13 @@ struct RawService {
     status: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawState {
     dir: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawBackup {
     destination: Option<Spanned<String>>,
@@ -439,11 +443,11 @@ struct RawBackup {
     prune_after_backup: Option<bool>,
     keep: Option<Spanned<RawKeep>>,
     guard: Option<Spanned<RawGuard>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     set: Vec<RawSet>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawGuard {
     enabled: Option<bool>,
@@ -453,7 +457,7 @@ struct RawGuard {
     sqlite_check: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawKeep {
     last: Option<i64>,
@@ -465,27 +469,27 @@ struct RawKeep {
     within: Option<HumanDuration>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawSet {
     name: Spanned<String>,
     paths: Spanned<Vec<Spanned<String>>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     exclude: Vec<Spanned<String>>,
     max_age: Option<HumanDuration>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     one_file_system: bool,
     keep: Option<Spanned<RawKeep>>,
     guard: Option<Spanned<RawGuard>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     quiesce: Vec<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     quiesce_on_backup: bool,
     /// This set's own backup schedule (job `backup:NAME`), instead of `[schedule] backup`.
     schedule: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawChecks {
     cpu: Option<Spanned<RawLimit>>,
@@ -493,19 +497,19 @@ struct RawChecks {
     swap: Option<Spanned<RawLimit>>,
     load: Option<Spanned<RawLimit>>,
     disk: Option<Spanned<RawDisk>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     http: Vec<Spanned<RawHttp>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tcp: Vec<Spanned<RawTcp>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sqlite: Vec<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     paths_exist: Vec<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     paths_writable: Vec<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawLimit {
     warn: Option<f64>,
@@ -515,12 +519,12 @@ struct RawLimit {
     within: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawDisk {
     warn: Option<f64>,
     crit: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     paths: Vec<Spanned<String>>,
     min_free: Option<Size>,
     #[serde(rename = "for")]
@@ -528,7 +532,7 @@ struct RawDisk {
     within: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawHttp {
     name: String,
@@ -542,7 +546,7 @@ struct RawHttp {
     within: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawTcp {
     name: String,
@@ -553,7 +557,7 @@ struct RawTcp {
     within: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawSchedule {
     check: Option<Spanned<String>>,
@@ -570,7 +574,7 @@ struct RawSchedule {
     log_format: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawMaintenance {
     #[serde(default)]
@@ -581,46 +585,46 @@ struct RawMaintenance {
     monthly: RawPeriod,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawPeriod {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     task: Vec<Spanned<RawTask>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawTask {
     kind: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     databases: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     actions: Vec<SqliteAction>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     quiesce: Vec<String>,
     vacuum_margin: Option<Size>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     paths: Vec<String>,
     pattern: Option<String>,
     compress_after: Option<HumanDuration>,
     delete_after: Option<HumanDuration>,
     max_total_size: Option<Size>,
     keep_min_files: Option<usize>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     copy_truncate: bool,
     max_age: Option<HumanDuration>,
     sample: Option<f64>,
     keep_runs: Option<HumanDuration>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawAlerts {
     remind_every: Option<HumanDuration>,
     email: Option<Spanned<RawEmail>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawEmail {
     smtp: String,
@@ -637,6 +641,12 @@ struct RawEmail {
 /// A duration written like `26h`, `30d` or `1h 30m`.
 #[derive(Debug, Clone, Copy)]
 struct HumanDuration(Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -657,6 +667,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// A byte size written like `10GiB`, `500 MB` or a plain number of bytes.
 #[derive(Debug, Clone, Copy)]
 struct Size(u64);
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -756,7 +772,11 @@ pub fn parse(text: &str, origin: Origin) -> Result<Config, ConfigError> {
         let offset = e.span().map(|s| s.start).unwrap_or(0);
         v.error_at(offset, None, e.message().to_string())
     })?;
-    v.validate(raw)
+    let effective = toml::to_string_pretty(&raw)
+        .unwrap_or_else(|e| format!("# the configuration cannot be printed: {e}\n"));
+    let mut cfg = v.validate(raw)?;
+    cfg.effective = effective;
+    Ok(cfg)
 }
 
 /// The table name of a header line: `[backup]   # note` and `[[backup.set]]` give
@@ -814,6 +834,10 @@ impl Validator<'_> {
             .find('\n')
             .map_or(self.text.len(), |i| offset + i);
         let line = &self.text[line_start..line_end];
+        // An error on a header line (a table missing a field) is about that table.
+        if line.trim_start().starts_with('[') {
+            return Some(header_name(line.trim()));
+        }
         let header = self.text[..line_start]
             .lines()
             .rev()
@@ -1028,6 +1052,7 @@ impl Validator<'_> {
             maintenance,
             schedule,
             pings: raw.pings.clone(),
+            effective: String::new(),
             state_dir,
             backup: BackupConfig {
                 destination,

@@ -18,6 +18,8 @@ mod config;
 mod crash;
 #[path = "integration/daemon.rs"]
 mod daemon;
+#[path = "integration/docs.rs"]
+mod docs;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/hosts.rs"]

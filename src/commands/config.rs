@@ -1,4 +1,5 @@
-//! `steward config check`: validate and print the effective configuration.
+//! `steward config check`: validate and print the configuration (as written, normalized;
+//! `--json`: every value in effect).
 
 use std::process::ExitCode;
 
@@ -13,7 +14,11 @@ pub fn run(cfg: &Config, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
         super::print_json(cfg)?;
     } else {
         println!("# configuration OK: {}", cfg.origin);
-        println!("{}", toml::to_string_pretty(cfg)?);
+        println!(
+            "# As written, normalized: a valid config that reads back the same. Keys left out \
+             have their defaults;\n# `steward config check --json` shows every value in effect."
+        );
+        print!("{}", cfg.effective);
     }
     Ok(ExitCode::SUCCESS)
 }
