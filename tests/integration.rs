@@ -20,6 +20,8 @@ mod crash;
 mod daemon;
 #[path = "integration/docs.rs"]
 mod docs;
+#[path = "integration/fuzz.rs"]
+mod fuzz;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/hosts.rs"]
