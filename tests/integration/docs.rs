@@ -119,3 +119,22 @@ fn regression_config_check_prints_a_config_that_config_check_accepts() {
         strip(crate::common::stdout(&c))
     );
 }
+
+/// Regression: the README's first Quick-tour command only worked on the host its example
+/// config describes.
+#[test]
+fn regression_the_quick_tours_first_command_runs_anywhere() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let tour = readme.split("## Quick tour").nth(1).unwrap();
+    let first = tour
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .nth(1)
+        .unwrap();
+    let command = first.split('#').next().unwrap().trim();
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args[0], "steward", "{first}");
+    let env = crate::common::Env::new();
+    env.bare_cmd().args(&args[1..]).assert().success();
+}
