@@ -209,7 +209,7 @@ pub struct Catalog {
 }
 
 fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    crate::clock::now()
 }
 
 impl Catalog {

@@ -172,11 +172,7 @@ pub fn step(
 }
 
 fn show_time(unix: i64) -> String {
-    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]Z");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(f).ok())
-        .unwrap_or_else(|| unix.to_string())
+    crate::clock::show(unix, "%Y-%m-%d %H:%MZ")
 }
 
 /// The digest mail for a cycle's events: subject with host, worst state and counts.

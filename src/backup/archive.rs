@@ -373,7 +373,7 @@ impl ArchiveWriter {
             drop(mfile);
             (|| -> io::Result<()> {
                 builder.get_mut().mark()?;
-                let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+                let now = crate::clock::now().max(0) as u64;
                 let mut h = Header::new_gnu();
                 h.set_entry_type(EntryType::Regular);
                 h.set_mode(0o600);
@@ -925,15 +925,13 @@ pub fn check_identity(path: &Path, meta: &BackupMeta) -> Result<(), ArchiveError
         .strip_prefix(&meta.set)
         .and_then(|r| r.strip_prefix('-'))
         .unwrap_or_default();
-    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let named = time::PrimitiveDateTime::parse(stamp, f).map(|t| t.assume_utc().unix_timestamp());
-    match named {
-        Ok(t) if (0..=NAME_SLACK_SECS).contains(&(t - meta.created_unix)) => Ok(()),
-        Ok(_) => bad(format!(
+    match crate::clock::parse_stamp(stamp).map(|t| t.as_second()) {
+        Some(t) if (0..=NAME_SLACK_SECS).contains(&(t - meta.created_unix)) => Ok(()),
+        Some(_) => bad(format!(
             "the ID {:?} does not match the creation time {} in backup.json",
             meta.id, meta.created
         )),
-        Err(_) => bad(format!(
+        None => bad(format!(
             "the ID {:?} is not <set>-<YYYYMMDDTHHMMSSZ>",
             meta.id
         )),

@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::archive::{self, ArchiveWriter, BackupMeta, SqliteSnapshot};
 use super::guard::{self, Guard};
@@ -61,7 +61,7 @@ pub struct BackupSummary {
 }
 
 /// The archive name for `set` at `when`: `<set>-<YYYYMMDDTHHMMSSZ>`.
-pub fn archive_id(set: &str, when: OffsetDateTime) -> String {
+pub fn archive_id(set: &str, when: Timestamp) -> String {
     format!("{set}-{}", crate::clock::stamp(when))
 }
 
@@ -125,14 +125,14 @@ pub fn backup_set(
         });
     }
 
-    let created = OffsetDateTime::now_utc();
+    let created = crate::clock::now_ts();
     let mut when = created;
     let mut id = archive_id(&set.name, when);
     // Two runs in one second (a forced re-run): the next free second keeps names unique
     // and sortable; backup.json keeps the true time, so the name's stamp is at or after
     // it (archive::check_identity relies on that).
     while dir.join(format!("{id}.tar.zst")).exists() || catalog.backup(&id)?.is_some() {
-        when += Duration::from_secs(1);
+        when += jiff::SignedDuration::from_secs(1);
         id = archive_id(&set.name, when);
     }
     let name = format!("{id}.tar.zst");
@@ -227,7 +227,7 @@ pub fn backup_set(
     let _ = std::fs::rename(&facts_partial, guard::facts_path(&config.state_dir, &id));
     let suspect = meta.suspect();
 
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = crate::clock::now();
     catalog.put_backup(&BackupRecord {
         id: id.clone(),
         set: set.name.clone(),
@@ -307,7 +307,7 @@ fn archive_name(path: &Path) -> Option<PathBuf> {
 fn write_archive(
     config: &Config,
     set: &BackupSet,
-    (id, created): (&str, OffsetDateTime),
+    (id, created): (&str, Timestamp),
     partial: &Path,
     spool: &Path,
     snapshot_tmp: &Path,
@@ -409,10 +409,8 @@ fn write_archive(
         id: id.to_string(),
         set: set.name.clone(),
         host: crate::fsutil::hostname(),
-        created: created
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        created_unix: created.unix_timestamp(),
+        created: created.to_string(),
+        created_unix: created.as_second(),
         tool: format!("steward {}", env!("CARGO_PKG_VERSION")),
         paths: set
             .paths

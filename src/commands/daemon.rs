@@ -51,10 +51,7 @@ fn log(json: bool, msg: &str) {
     } else if std::env::var_os("JOURNAL_STREAM").is_some() {
         eprintln!("steward: {msg}");
     } else {
-        let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-        let now = time::OffsetDateTime::now_utc()
-            .format(f)
-            .unwrap_or_default();
+        let now = crate::clock::show(crate::clock::now(), "%Y-%m-%dT%H:%M:%SZ");
         eprintln!("{now} steward: {msg}");
     }
 }

@@ -120,11 +120,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// A Unix time as `2026-11-21 03:00:12Z`.
 fn show_time(unix: i64) -> String {
-    let shown = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(shown).ok())
-        .unwrap_or_else(|| unix.to_string())
+    crate::clock::show(unix, "%Y-%m-%d %H:%M:%SZ")
 }
 
 /// Bytes in IEC units.

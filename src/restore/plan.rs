@@ -136,9 +136,7 @@ pub fn plan(
             record.set
         )));
     }
-    let now = time::OffsetDateTime::from_unix_timestamp(crate::clock::now())
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    let stamp = crate::clock::stamp(now);
+    let stamp = crate::clock::stamp(crate::clock::now_ts());
     let suffix = unique_suffix(&stamp);
     let mut recorded = Vec::new();
     for p in &meta.paths {

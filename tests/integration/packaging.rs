@@ -221,24 +221,18 @@ fn generated_units_pass_systemd_analyze_verify() {
 }
 
 #[test]
-fn plists_parse_with_the_plist_crate_and_plistlib() {
+fn plists_parse_with_plistlib() {
     for (name, cfg) in examples() {
         for mode in [Mode::Timers, Mode::Daemon] {
             for f in plists(&cfg, mode).files {
-                let v: plist::Value = plist::from_bytes(f.content.as_bytes())
-                    .unwrap_or_else(|e| panic!("{name} {}: {e}", f.name));
-                let d = v.as_dictionary().unwrap();
-                assert_eq!(
-                    d.get("Label").unwrap().as_string().unwrap(),
-                    f.name.trim_end_matches(".plist")
-                );
+                // Python's plistlib, the same parser family launchd's tools accept.
                 let out = Command::new("python3")
                     .args([
                         "-c",
-                        "import plistlib,sys; plistlib.loads(sys.stdin.buffer.read())",
+                        "import plistlib,sys; print(plistlib.loads(sys.stdin.buffer.read())['Label'])",
                     ])
                     .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped())
                     .spawn()
                     .and_then(|mut c| {
@@ -252,6 +246,11 @@ fn plists_parse_with_the_plist_crate_and_plistlib() {
                     "{name} {}: {}",
                     f.name,
                     String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    f.name.trim_end_matches(".plist"),
+                    "{name}: the Label differs from the file name"
                 );
             }
         }
