@@ -188,6 +188,22 @@ impl RunStatus {
             RunStatus::Failed => "failed",
         }
     }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => RunStatus::Running,
+            "skipped" => RunStatus::Skipped,
+            "ok" => RunStatus::Ok,
+            "unchanged" => RunStatus::Unchanged,
+            "warning" => RunStatus::Warning,
+            _ => RunStatus::Failed,
+        }
+    }
+
+    /// The word stored and shown (`ok`, `failed`, ...).
+    pub fn word(self) -> &'static str {
+        self.as_str()
+    }
 }
 
 /// One recorded run of a job.
@@ -198,7 +214,7 @@ pub struct RunRecord {
     pub target: Option<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    pub status: String,
+    pub status: RunStatus,
     pub summary: Option<String>,
 }
 
@@ -461,7 +477,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         target: r.get(2)?,
         started_at: r.get(3)?,
         finished_at: r.get(4)?,
-        status: r.get(5)?,
+        status: RunStatus::parse(&r.get::<_, String>(5)?),
         summary: r.get(6)?,
     })
 }

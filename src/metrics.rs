@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{Catalog, CatalogError, RunStatus};
 use crate::config::Config;
 
 fn label(s: &str) -> String {
@@ -30,7 +30,7 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
         let runs = catalog.runs(Some(&crate::catalog::scheduled(job)), 200)?;
         if let Some(ok) = runs
             .iter()
-            .find(|r| r.status == "ok" || r.status == "warning")
+            .find(|r| matches!(r.status, RunStatus::Ok | RunStatus::Warning))
         {
             let _ = writeln!(
                 out,
@@ -41,13 +41,13 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
         }
         if let Some(last) = runs
             .iter()
-            .find(|r| r.finished_at.is_some() && r.status != "skipped")
+            .find(|r| r.finished_at.is_some() && r.status != RunStatus::Skipped)
         {
             let _ = writeln!(
                 durations,
                 "steward_job_last_duration_seconds{{job=\"{}\",status=\"{}\"}} {}",
                 label(job),
-                label(&last.status),
+                label(last.status.word()),
                 last.finished_at.unwrap_or(last.started_at) - last.started_at
             );
         }

@@ -114,7 +114,7 @@ struct JobStatus {
     job: String,
     schedule: String,
     last_run: Option<i64>,
-    last_result: Option<String>,
+    last_result: Option<crate::catalog::RunStatus>,
     last_seconds: Option<i64>,
     next_run: Option<i64>,
     skipped_ticks: u64,
@@ -159,7 +159,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             job: job.clone(),
             schedule: cron.source.clone(),
             last_run: last.map(|r| r.started_at),
-            last_result: last.map(|r| r.status.clone()),
+            last_result: last.map(|r| r.status),
             last_seconds: last.and_then(|r| r.finished_at.map(|f| f - r.started_at)),
             next_run: cron.next_after(now, &tz).map(|t| t.as_second()),
             skipped_ticks: catalog.skipped_runs(&name)?,
@@ -217,7 +217,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             j.job,
             j.schedule,
             t(j.last_run),
-            j.last_result.as_deref().unwrap_or("-"),
+            j.last_result.map_or("-", |s| s.word()),
             j.last_seconds
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
