@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::backup::guard::GuardConfig;
 use crate::retention::KeepPolicy;
 
 /// The configuration used when no file is found: state under `~/.local/state/steward`,
@@ -147,6 +146,9 @@ pub struct BackupSet {
     pub name: String,
     pub paths: Vec<Located<PathBuf>>,
     pub exclude: Vec<String>,
+    /// `exclude`, compiled once.
+    #[serde(skip)]
+    pub excludes: crate::patterns::Excludes,
     /// Newest verified backup older than this is a failed freshness check.
     #[serde(serialize_with = "ser_opt_duration")]
     pub max_age: Option<Duration>,
@@ -159,6 +161,36 @@ pub struct BackupSet {
     /// with `quiesce_on_backup`).
     pub quiesce: Vec<String>,
     pub quiesce_on_backup: bool,
+}
+
+/// Limits of the change guard, in percent; a share above the limit makes the backup
+/// suspect (so 100 never fires).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GuardConfig {
+    /// Off: no facts, no comparison (the SQLite check has its own switch).
+    pub enabled: bool,
+    /// Share of the last good backup's files that are gone.
+    pub removed_files: f64,
+    /// Share of the last good backup's bytes that are gone.
+    pub removed_bytes: f64,
+    /// Share of files present in both whose start turned high-entropy (compressed or
+    /// encrypted looking) while it was not before.
+    pub became_random: f64,
+    /// `PRAGMA quick_check` on the image of every database that is archived.
+    pub sqlite_check: bool,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            removed_files: 50.0,
+            removed_bytes: 50.0,
+            became_random: 30.0,
+            sqlite_check: true,
+        }
+    }
 }
 
 /// What `steward check` measures, and its limits.
@@ -974,14 +1006,19 @@ impl Validator<'_> {
             }
             let mut exclude = Vec::new();
             for e in &s.exclude {
-                crate::backup::walk::check_pattern(e.get_ref())
-                    .map_err(|m| self.spanned_err(e, "backup.set.exclude", m))?;
+                crate::patterns::Excludes::new(std::slice::from_ref(e.get_ref())).map_err(|m| {
+                    self.spanned_err(e, "backup.set.exclude", crate::error::chain(&m))
+                })?;
                 exclude.push(e.get_ref().clone());
             }
+            let excludes = crate::patterns::Excludes::new(&exclude).map_err(|m| {
+                self.spanned_err(&s.name, "backup.set.exclude", crate::error::chain(&m))
+            })?;
             sets.push(BackupSet {
                 name: name.clone(),
                 paths,
                 exclude,
+                excludes,
                 max_age: s.max_age.map(|d| d.0),
                 one_file_system: s.one_file_system,
                 keep: match &s.keep {

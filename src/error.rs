@@ -1,6 +1,5 @@
-//! Exit codes, and the mapping from an error chain to one of them.
-
-use std::process::ExitCode;
+//! Exit codes and the error-chain formatter. Imports nothing from the crate (the mapping
+//! from an error to its exit code is `crate::exit_code`, at the top).
 
 /// Success; `check`: all OK.
 pub const OK: u8 = 0;
@@ -19,19 +18,6 @@ pub const CONFIG: u8 = 78;
 #[error("{message}")]
 pub struct Failed {
     pub message: String,
-}
-
-/// The exit code for an error: the most specific cause in its chain decides.
-pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    for cause in err.chain() {
-        if cause.is::<crate::config::ConfigError>() {
-            return ExitCode::from(CONFIG);
-        }
-        if let Some(crate::lock::LockError::Held { .. }) = cause.downcast_ref() {
-            return ExitCode::from(LOCKED);
-        }
-    }
-    ExitCode::from(FAILED)
 }
 
 /// An error with its causes, `a: b: c` (for messages stored or mailed, where `{:#}` of

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod maintain;
 pub mod metrics;
 pub mod packaging;
+pub mod patterns;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
@@ -26,4 +27,17 @@ use std::process::ExitCode;
 /// Runs one parsed command line and returns its exit code.
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
     commands::dispatch(cli)
+}
+
+/// The exit code for an error: the most specific cause in its chain decides.
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.is::<config::ConfigError>() {
+            return ExitCode::from(error::CONFIG);
+        }
+        if let Some(lock::LockError::Held { .. }) = cause.downcast_ref() {
+            return ExitCode::from(error::LOCKED);
+        }
+    }
+    ExitCode::from(error::FAILED)
 }

@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("steward: error: {err:#}");
-            steward::error::exit_code(&err)
+            steward::exit_code(&err)
         }
     }
 }

@@ -13,37 +13,9 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::config::GuardConfig;
 use xxhash_rust::xxh3::xxh3_64;
-
-/// Limits of the change guard, in percent; a share above the limit makes the backup
-/// suspect (so 100 never fires).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct GuardConfig {
-    /// Off: no facts, no comparison (the SQLite check has its own switch).
-    pub enabled: bool,
-    /// Share of the last good backup's files that are gone.
-    pub removed_files: f64,
-    /// Share of the last good backup's bytes that are gone.
-    pub removed_bytes: f64,
-    /// Share of files present in both whose start turned high-entropy (compressed or
-    /// encrypted looking) while it was not before.
-    pub became_random: f64,
-    /// `PRAGMA quick_check` on the image of every database that is archived.
-    pub sqlite_check: bool,
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig {
-            enabled: true,
-            removed_files: 50.0,
-            removed_bytes: 50.0,
-            became_random: 30.0,
-            sqlite_check: true,
-        }
-    }
-}
 
 /// What the guard measured, recorded in `backup.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::config::BackupSet;
@@ -25,12 +24,6 @@ pub enum WalkError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("invalid exclude pattern {pattern:?}")]
-    Pattern {
-        pattern: String,
-        #[source]
-        source: globset::Error,
     },
 }
 
@@ -55,74 +48,13 @@ pub struct Entry {
     pub sqlite_side_file: bool,
 }
 
-/// Checks an exclude pattern when the config is validated.
-pub fn check_pattern(p: &str) -> Result<(), String> {
-    Excludes::new(&[p.to_string()])
-        .map(|_| ())
-        .map_err(|e| format!("{e:#}"))
-}
-
-/// Exclude rules in the spirit of `.gitignore`: a pattern without `/` matches a name at any
-/// depth (`*.tmp`), a trailing `/` matches directories only (`cache/`), a pattern with a
-/// leading `/` matches the absolute path, and any other pattern with `/` matches a path
-/// suffix.
-pub struct Excludes {
-    any: GlobSet,
-    dirs: GlobSet,
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Self, WalkError> {
-        let mut any = GlobSetBuilder::new();
-        let mut dirs = GlobSetBuilder::new();
-        for p in patterns {
-            let (body, dir_only) = match p.strip_suffix('/') {
-                Some(b) => (b, true),
-                None => (p.as_str(), false),
-            };
-            let full = if body.starts_with('/') {
-                body.to_string()
-            } else {
-                format!("**/{body}")
-            };
-            let glob = GlobBuilder::new(&full)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|source| WalkError::Pattern {
-                    pattern: p.clone(),
-                    source,
-                })?;
-            if dir_only {
-                dirs.add(glob);
-            } else {
-                any.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build().map_err(|source| WalkError::Pattern {
-                pattern: patterns.join(", "),
-                source,
-            })
-        };
-        Ok(Excludes {
-            any: build(any)?,
-            dirs: build(dirs)?,
-        })
-    }
-
-    pub fn excluded(&self, path: &Path, is_dir: bool) -> bool {
-        self.any.is_match(path) || (is_dir && self.dirs.is_match(path))
-    }
-}
-
 /// Visits every entry of `set` in walk order, calling `visit` for each one. Configured paths
 /// that are themselves excluded are still skipped. Symlinks are never followed.
 pub fn walk_set(
     set: &BackupSet,
     mut visit: impl FnMut(Entry) -> Result<(), crate::backup::BackupError>,
 ) -> Result<(), crate::backup::BackupError> {
-    let excludes = Excludes::new(&set.exclude)?;
+    let excludes = &set.excludes;
     let mut sqlite_cache = SqliteDetector::default();
     for root in &set.paths {
         let mut it = walkdir::WalkDir::new(&root.value)
@@ -303,25 +235,4 @@ pub fn survey(set: &BackupSet) -> Result<(String, u64, u64), crate::backup::Back
         Ok(())
     })?;
     Ok((fp.finish(set), files, bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exclude_rules_follow_gitignore_spirit() {
-        let x = Excludes::new(&["*.tmp".into(), "cache/".into(), "/srv/a/skip".into()]).unwrap();
-        assert!(x.excluded(Path::new("/srv/a/b/c.tmp"), false));
-        assert!(!x.excluded(Path::new("/srv/a/b/c.tmpx"), false));
-        assert!(x.excluded(Path::new("/srv/a/cache"), true));
-        assert!(!x.excluded(Path::new("/srv/a/cache"), false));
-        assert!(x.excluded(Path::new("/srv/a/skip"), false));
-        assert!(!x.excluded(Path::new("/srv/b/srv/a/skipx"), false));
-    }
-
-    #[test]
-    fn bad_pattern_is_reported() {
-        assert!(check_pattern("a[").is_err());
-    }
 }

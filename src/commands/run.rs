@@ -88,7 +88,7 @@ pub fn run(cfg: &Config, job: &str) -> anyhow::Result<ExitCode> {
             (RunStatus::Warning, "warning".to_string())
         }
         Ok(_) => (RunStatus::Failed, "failed".to_string()),
-        Err(e) => match crate::error::exit_code(e) {
+        Err(e) => match crate::exit_code(e) {
             c if c == ExitCode::from(crate::error::LOCKED) => {
                 (RunStatus::Skipped, format!("{e:#}"))
             }

@@ -566,7 +566,10 @@ pub fn report_data(config: &Config, catalog: &Catalog, now: i64) -> Result<Repor
     let since = now - i64::from(days) * 86_400;
     let runs = catalog.runs(None, 10_000).map_err(|e| fail(name, e))?;
     let recent: Vec<_> = runs.iter().filter(|r| r.started_at >= since).collect();
-    let failed: Vec<_> = recent.iter().filter(|r| r.status == crate::catalog::RunStatus::Failed).collect();
+    let failed: Vec<_> = recent
+        .iter()
+        .filter(|r| r.status == crate::catalog::RunStatus::Failed)
+        .collect();
     let mut slow: Vec<_> = recent
         .iter()
         .filter_map(|r| r.finished_at.map(|f| (f - r.started_at, *r)))

@@ -20,13 +20,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::backup::Progress;
 use crate::backup::archive::{self, ArchiveError};
 use crate::catalog::BackupRecord;
 use crate::config::Config;
+use crate::patterns::PathFilter;
 use crate::services::{self, Runner, ServiceError};
 
 pub use journal::{Journal, Phase, Unit, journal_path, pending};
@@ -65,7 +65,7 @@ pub enum RestoreError {
     Pattern {
         pattern: String,
         #[source]
-        source: globset::Error,
+        source: crate::patterns::PatternError,
     },
     #[error(
         "the data is restored, but services did not come back: {0}; \
@@ -96,33 +96,12 @@ pub struct Report {
     pub removed_abandoned: Vec<PathBuf>,
 }
 
-/// The `--path` globs, matched against an entry's absolute path as it was backed up. A
-/// relative pattern (`uploads/**`) is taken below each of the restored set paths.
-fn path_filter(patterns: &[String], plan: &Plan) -> Result<Option<GlobSet>, RestoreError> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let expanded: Vec<String> = if p.starts_with('/') {
-            vec![p.clone()]
-        } else {
-            plan.targets
-                .iter()
-                .map(|t| format!("/{}/{}", t.prefix, p.trim_start_matches("./")))
-                .collect()
-        };
-        for e in expanded {
-            let g = Glob::new(&e).map_err(|source| RestoreError::Pattern {
-                pattern: p.clone(),
-                source,
-            })?;
-            b.add(g);
-        }
-    }
-    b.build().map(Some).map_err(|source| RestoreError::Pattern {
-        pattern: patterns.join(", "),
-        source,
+/// The `--path` filter: relative patterns are taken below the restored set paths.
+fn path_filter(patterns: &[String], plan: &Plan) -> Result<Option<PathFilter>, RestoreError> {
+    let roots: Vec<&str> = plan.targets.iter().map(|t| t.prefix.as_str()).collect();
+    PathFilter::new(patterns, &roots).map_err(|e| RestoreError::Pattern {
+        pattern: e.pattern.clone(),
+        source: e,
     })
 }
 
@@ -223,14 +202,8 @@ pub fn restore(
     let verified = archive::verify_inspecting(
         &record.path,
         &mut |e| {
-            if let Some(f) = &filter {
-                let mut abs = b"/".to_vec();
-                abs.extend_from_slice(e.path);
-                if f.is_match(Path::new(
-                    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&abs),
-                )) {
-                    matched += 1;
-                }
+            if filter.as_ref().is_some_and(|f| f.matches(e.path)) {
+                matched += 1;
             }
             if skip_rules { Ok(()) } else { rules.check(e) }
         },

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
-use globset::GlobSet;
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
@@ -22,6 +21,7 @@ use super::plan::{Plan, Target};
 use super::{RestoreError, io_err};
 use crate::backup::archive::{self, ArchiveError, MANIFEST_PATH, entry_key};
 use crate::backup::{Progress, manifest};
+use crate::patterns::PathFilter;
 
 /// A SQLite database the restore writes, with the digest the manifest promises for it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -144,7 +144,7 @@ fn unsafe_entry(path: &[u8]) -> impl FnOnce(ConfineError) -> RestoreError + '_ {
 /// Extracts into the staging folders, checking every file against the manifest.
 pub fn stage(
     plan: &Plan,
-    filter: Option<&GlobSet>,
+    filter: Option<&PathFilter>,
     progress: &dyn Progress,
     interrupted: &AtomicBool,
 ) -> Result<Staged, RestoreError> {
@@ -161,14 +161,7 @@ pub fn stage(
     };
     crate::fault::crash_point("restore-staging-created");
     let (stream, decoder) = archive::decompressed(archive_path)?;
-    let included = |path: &[u8]| match filter {
-        None => true,
-        Some(g) => {
-            let mut abs = b"/".to_vec();
-            abs.extend_from_slice(path);
-            g.is_match(Path::new(std::ffi::OsStr::from_bytes(&abs)))
-        }
-    };
+    let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
     let root = is_root();
     let mut keys: Vec<[u8; 16]> = Vec::new();
     // (target, rel, mode, mtime, uid, gid) of every folder, for after their contents.
