@@ -1,0 +1,399 @@
+//! Reading an archive back in full: its bytes against the expected digest, every zstd
+//! frame checksum, every file against the manifest, and `backup.json` against what was
+//! found; the entry inspector a restore hooks in; the decompressed stream for staging.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use std::sync::mpsc;
+use tar::EntryType;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::backup::manifest;
+use crate::backup::pipe::{self, PipeReader};
+
+use super::{ArchiveError, BackupMeta, MANIFEST_PATH, META_PATH, entry_key, read_sidecar};
+
+// ------------------------------------------------------------------ reading
+
+/// What a full verification found.
+#[derive(Debug)]
+pub struct Verified {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub files: u64,
+    pub meta: BackupMeta,
+}
+
+fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// What the archive's bytes must hash to.
+#[derive(Debug, Clone, Copy)]
+pub enum Expect {
+    /// The digest in `<archive>.sha256`.
+    Sidecar,
+    /// A digest known from elsewhere (the catalog).
+    Digest([u8; 32]),
+    /// Nothing yet: a new archive, whose sidecar is written from this read once the
+    /// content is proven to match the manifest.
+    Nothing,
+}
+
+/// Reads the whole archive: its bytes against the expected digest, every zstd frame
+/// checksum, every file's content against the manifest, and `backup.json` against what
+/// was found. Reading and hashing the file runs on one thread, decompressing and hashing
+/// the content on another. Memory stays small: 16 bytes per file.
+pub fn verify(
+    path: &Path,
+    expect: Expect,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    verify_from(path, file, expect, on_bytes)
+}
+
+/// [`verify`] over bytes from `source`, checking contents against the manifest.
+pub(super) fn verify_from(
+    path: &Path,
+    source: impl Read + Send + 'static,
+    expect: Expect,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let checker = Checker::Manifest {
+        keys: Vec::new(),
+        checked: 0,
+    };
+    verify_with(path, source, expect, checker, None, on_bytes)
+}
+
+/// What the writer recorded, in archive order, for the read-back that follows it.
+pub(super) enum Record {
+    /// [`quick_key`] of a regular file.
+    File(u128),
+    /// SHA-256 of the manifest's bytes.
+    Manifest([u8; 32]),
+}
+
+/// XXH3-128 of a file's archive path and its content digest.
+pub(super) fn quick_key(path: &[u8], content: u128) -> u128 {
+    let mut h = Xxh3::new();
+    h.update(path);
+    h.update(&[0]);
+    h.update(&content.to_le_bytes());
+    h.digest128()
+}
+
+/// How a read-back checks file contents.
+pub(super) enum Checker {
+    /// Against the archive's own manifest: SHA-256 of every file, compared when the
+    /// manifest entry arrives (`steward verify`). 16 bytes of memory per file.
+    Manifest { keys: Vec<[u8; 16]>, checked: usize },
+    /// Against what the writer recorded from the very source reads that fed the
+    /// manifest: an XXH3-128 per file (end to end from source to disk, and ten times
+    /// cheaper than SHA-256) and the manifest's own bytes. Used while writing.
+    Written {
+        records: mpsc::Receiver<Record>,
+        files: u64,
+    },
+}
+
+impl Checker {
+    fn files(&self) -> u64 {
+        match self {
+            Checker::Manifest { keys, .. } => keys.len() as u64,
+            Checker::Written { files, .. } => *files,
+        }
+    }
+}
+
+/// One archive entry as the safety checks of a restore see it.
+pub struct EntryInfo<'a> {
+    pub path: &'a [u8],
+    pub kind: EntryType,
+    pub link: Option<&'a [u8]>,
+    pub mode: u32,
+}
+
+/// An entry check: `Err(reason)` refuses the archive.
+pub type Inspector<'a> = &'a mut dyn FnMut(&EntryInfo<'_>) -> Result<(), String>;
+
+/// [`verify`] that also shows every entry to `inspect` (for the safety checks of a restore,
+/// done in the same read as the verification, before anything is written).
+pub fn verify_inspecting(
+    path: &Path,
+    inspect: Inspector<'_>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let checker = Checker::Manifest {
+        keys: Vec::new(),
+        checked: 0,
+    };
+    verify_with(
+        path,
+        file,
+        Expect::Sidecar,
+        checker,
+        Some(inspect),
+        on_bytes,
+    )
+}
+
+/// The archive's decompressed tar stream, decompressed on another thread; the handle
+/// reports zstd errors (checksums, truncation) once the stream has been read.
+pub fn decompressed(
+    path: &Path,
+) -> Result<(PipeReader, std::thread::JoinHandle<io::Result<()>>), ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io(path))?;
+    let (mut tx, rx) = pipe::pipe();
+    let handle = std::thread::spawn(move || -> io::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::new(file)?;
+        decoder.window_log_max(31)?;
+        while tx.fill_from(&mut decoder)? > 0 {}
+        tx.close()
+    });
+    Ok((rx, handle))
+}
+
+pub(super) fn verify_with(
+    path: &Path,
+    mut source: impl Read + Send + 'static,
+    expect: Expect,
+    checker: Checker,
+    inspect: Option<Inspector<'_>>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
+    let expected = match expect {
+        Expect::Sidecar => Some(read_sidecar(path)?),
+        Expect::Digest(d) => Some(d),
+        Expect::Nothing => None,
+    };
+    let (mut tx, rx) = pipe::pipe();
+    let reader = std::thread::spawn(move || -> io::Result<(u64, [u8; 32])> {
+        let mut h = Sha256::new();
+        let mut total = 0u64;
+        loop {
+            let n = tx.fill_from(&mut source)?;
+            if n == 0 {
+                break;
+            }
+            let pending = tx.pending();
+            h.update(&pending[pending.len() - n..]);
+            total += n as u64;
+        }
+        tx.close()?;
+        Ok((total, h.finalize().into()))
+    });
+    let (mut plain_tx, plain_rx) = pipe::pipe();
+    let decompressor = std::thread::spawn(move || -> io::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(rx)?;
+        decoder.window_log_max(31)?;
+        while plain_tx.fill_from(&mut decoder)? > 0 {}
+        plain_tx.close()
+    });
+    let content = verify_stream(path, plain_rx, checker, inspect, on_bytes);
+    let read = reader
+        .join()
+        .map_err(|_| ArchiveError::corrupt(path, "the reader thread panicked"));
+    let decoded = decompressor
+        .join()
+        .map_err(|_| ArchiveError::corrupt(path, "the decompression thread panicked"))?;
+    // A zstd error (bad checksum, truncation) explains a tar error that follows from it.
+    if let Err(e) = decoded {
+        let at = match &content {
+            Err(ArchiveError::Corrupt { message, .. }) => format!(" ({message})"),
+            _ => String::new(),
+        };
+        return Err(ArchiveError::corrupt(
+            path,
+            format!("zstd data is damaged: {e}{at}"),
+        ));
+    }
+    let (files, meta) = content?;
+    let (size, sha256) = read?.map_err(ArchiveError::io(path))?;
+    if let Some(expected) = expected
+        && sha256 != expected
+    {
+        return Err(ArchiveError::corrupt(
+            path,
+            format!(
+                "sha256 {} does not match the sidecar's {}",
+                hex::encode(sha256),
+                hex::encode(expected)
+            ),
+        ));
+    }
+    Ok(Verified {
+        size,
+        sha256,
+        files,
+        meta,
+    })
+}
+
+fn verify_stream(
+    path: &Path,
+    mut decoder: PipeReader,
+    mut checker: Checker,
+    mut inspect: Option<Inspector<'_>>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<(u64, BackupMeta), ArchiveError> {
+    let mut meta: Option<BackupMeta> = None;
+    let mut manifest_seen = false;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut current = String::from("(archive start)");
+    let at = |current: &str, e: io::Error| {
+        ArchiveError::corrupt(path, format!("reading entry {current}: {e}"))
+    };
+    let bad = |message: String| ArchiveError::corrupt(path, message);
+    {
+        let mut archive = tar::Archive::new(&mut decoder);
+        let entries = archive.entries().map_err(|e| at(&current, e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| at(&current, e))?;
+            let name = entry.path_bytes().into_owned();
+            current = String::from_utf8_lossy(&name).into_owned();
+            let kind = entry.header().entry_type();
+            on_bytes(entry.size() + 512);
+            if let Some(inspect) = inspect.as_mut() {
+                let link = entry.link_name_bytes().map(|l| l.into_owned());
+                let info = EntryInfo {
+                    path: &name,
+                    kind,
+                    link: link.as_deref(),
+                    mode: entry.header().mode().unwrap_or(0),
+                };
+                inspect(&info)
+                    .map_err(|reason| bad(format!("unsafe entry {current}: {reason}")))?;
+            }
+            if name == MANIFEST_PATH.as_bytes() {
+                manifest_seen = true;
+                check_manifest(&mut entry, &mut checker, &current, &bad)?;
+            } else if name == META_PATH.as_bytes() {
+                let mut json = Vec::new();
+                entry.read_to_end(&mut json).map_err(|e| at(&current, e))?;
+                let m: BackupMeta = serde_json::from_slice(&json)
+                    .map_err(|e| bad(format!("{META_PATH} is not valid: {e}")))?;
+                meta = Some(m);
+            } else if matches!(kind, EntryType::Regular | EntryType::Continuous) {
+                match &mut checker {
+                    Checker::Manifest { keys, .. } => {
+                        let digest =
+                            hash_entry(&mut entry, &mut buf).map_err(|e| at(&current, e))?;
+                        keys.push(entry_key(&name, &digest));
+                    }
+                    Checker::Written { records, files } => {
+                        let digest =
+                            quick_entry(&mut entry, &mut buf).map_err(|e| at(&current, e))?;
+                        match records.recv() {
+                            Ok(Record::File(k)) if k == quick_key(&name, digest) => {}
+                            _ => {
+                                return Err(bad(format!(
+                                    "file {current}: read back differs from what was archived"
+                                )));
+                            }
+                        }
+                        *files += 1;
+                    }
+                }
+            }
+        }
+    }
+    // Drain to the end so the trailer frame's checksum is checked too.
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| at("(end of archive)", e))?;
+    let meta = meta.ok_or_else(|| bad(format!("{META_PATH} is missing")))?;
+    if !manifest_seen {
+        return Err(bad(format!("{MANIFEST_PATH} is missing")));
+    }
+    let files = checker.files();
+    if meta.files != files {
+        return Err(bad(format!(
+            "{META_PATH} says {} files, the archive holds {files}",
+            meta.files
+        )));
+    }
+    Ok((files, meta))
+}
+
+/// Checks the manifest entry: line by line against the files' SHA-256 (`Manifest`), or
+/// its bytes against what the writer produced (`Written`).
+fn check_manifest(
+    entry: &mut impl Read,
+    checker: &mut Checker,
+    current: &str,
+    bad: &dyn Fn(String) -> ArchiveError,
+) -> Result<(), ArchiveError> {
+    let read_err = |e: io::Error| bad(format!("reading entry {current}: {e}"));
+    match checker {
+        Checker::Written { records, .. } => {
+            let mut h = Sha256::new();
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                let n = entry.read(&mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            let digest: [u8; 32] = h.finalize().into();
+            match records.recv() {
+                Ok(Record::Manifest(d)) if d == digest => Ok(()),
+                _ => Err(bad(format!(
+                    "{MANIFEST_PATH}: read back differs from what was written"
+                ))),
+            }
+        }
+        Checker::Manifest { keys, checked } => {
+            for line in BufReader::new(entry).split(b'\n') {
+                let line = line.map_err(read_err)?;
+                let (digest, file) = manifest::parse_line(&line)
+                    .ok_or_else(|| bad(format!("manifest line {} is malformed", *checked + 1)))?;
+                let shown = String::from_utf8_lossy(&file);
+                match keys.get(*checked) {
+                    Some(k) if *k == entry_key(&file, &digest) => {}
+                    Some(_) => {
+                        return Err(bad(format!(
+                            "file {shown}: content does not match the manifest"
+                        )));
+                    }
+                    None => {
+                        return Err(bad(format!(
+                            "file {shown}: in the manifest but not in the archive"
+                        )));
+                    }
+                }
+                *checked += 1;
+            }
+            if *checked != keys.len() {
+                return Err(bad(format!(
+                    "the archive holds {} files but the manifest lists {checked}",
+                    keys.len()
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn quick_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u128> {
+    let mut h = Xxh3::new();
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            return Ok(h.digest128());
+        }
+        h.update(&buf[..n]);
+    }
+}
