@@ -10,6 +10,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
+use crate::job::Job;
+use crate::severity::Severity;
+
 /// Catalog errors, naming the database file.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -95,6 +98,20 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE backups ADD COLUMN suspect TEXT;
      ALTER TABLE backups ADD COLUMN accepted INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE backups ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;",
+    // 5: one spelling per job. A scheduled tick (`steward run JOB`, stored as `job JOB`)
+    // becomes a flag; a set's backup (`backup` + set) is `backup:SET`, a period's
+    // maintenance (`maintain` + period) is the period; alert states follow.
+    "ALTER TABLE runs ADD COLUMN scheduled INTEGER NOT NULL DEFAULT 0;
+     UPDATE runs SET scheduled = 1, job = substr(job, 5) WHERE substr(job, 1, 4) = 'job ';
+     UPDATE runs SET job = 'backup:' || target, target = NULL
+        WHERE scheduled = 0 AND job = 'backup' AND target IS NOT NULL;
+     UPDATE runs SET job = target, target = NULL
+        WHERE scheduled = 0 AND job = 'maintain' AND target IN ('daily', 'weekly', 'monthly');
+     UPDATE OR REPLACE check_states SET name = 'job backup:' || substr(name, 12)
+        WHERE substr(name, 1, 11) = 'job backup ';
+     UPDATE OR REPLACE check_states SET name = 'job ' || substr(name, 14)
+        WHERE substr(name, 1, 13) = 'job maintain ';
+     CREATE INDEX runs_by_scheduled_job ON runs (scheduled, job, id);",
 ];
 
 /// The state of a backup in the catalog.
@@ -206,11 +223,23 @@ impl RunStatus {
     }
 }
 
+/// What started a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// A command: `steward backup`, or the work inside a scheduled run.
+    Direct,
+    /// A scheduled tick (`steward run JOB`, from a timer, launchd or the daemon): what
+    /// catch-up, the overdue check, status and metrics follow.
+    Scheduled,
+}
+
 /// One recorded run of a job.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: i64,
-    pub job: String,
+    pub job: Job,
+    pub trigger: Trigger,
     pub target: Option<String>,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -402,12 +431,24 @@ impl Catalog {
         tx.commit().map_err(sq)
     }
 
-    /// Starts a run of `job` and returns its id.
-    pub fn start_run(&self, job: &str, target: Option<&str>) -> Result<i64, CatalogError> {
+    /// Starts a run of `job` (`target`: what it works on, a restore's backup ID) and
+    /// returns its id.
+    pub fn start_run(
+        &self,
+        job: &Job,
+        target: Option<&str>,
+        trigger: Trigger,
+    ) -> Result<i64, CatalogError> {
         self.conn
             .execute(
-                "INSERT INTO runs (job, target, started_at, status) VALUES (?1, ?2, ?3, 'running')",
-                params![job, target, now()],
+                "INSERT INTO runs (job, target, started_at, status, scheduled)
+                 VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![
+                    job.to_string(),
+                    target,
+                    now(),
+                    trigger == Trigger::Scheduled
+                ],
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
@@ -429,23 +470,29 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// Recent runs, newest first.
-    pub fn runs(&self, job: Option<&str>, limit: u32) -> Result<Vec<RunRecord>, CatalogError> {
+    /// Recent runs (all, or the scheduled ticks of one job), newest first.
+    pub fn runs(&self, ticks_of: Option<&Job>, limit: u32) -> Result<Vec<RunRecord>, CatalogError> {
         self.rows(
-            "SELECT id, job, target, started_at, finished_at, status, summary FROM runs
-                 WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
-            params![job, limit],
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (?1 IS NULL OR (scheduled = 1 AND job = ?1)) ORDER BY id DESC LIMIT ?2"
+            ),
+            params![ticks_of.map(Job::to_string), limit],
             run_from_row,
         )
     }
 
-    /// The newest run of `job` that was not a skipped tick, however many ticks followed it.
-    pub fn last_run(&self, job: &str) -> Result<Option<RunRecord>, CatalogError> {
+    /// The newest scheduled run of `job` that was not a skipped tick, however many ticks
+    /// followed it.
+    pub fn last_run(&self, job: &Job) -> Result<Option<RunRecord>, CatalogError> {
         self.conn
             .query_row(
-                "SELECT id, job, target, started_at, finished_at, status, summary FROM runs
-                 WHERE job = ?1 AND status != 'skipped' ORDER BY id DESC LIMIT 1",
-                [job],
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE scheduled = 1 AND job = ?1 AND status != 'skipped'
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [job.to_string()],
                 run_from_row,
             )
             .optional()
@@ -453,11 +500,11 @@ impl Catalog {
     }
 
     /// How many ticks of `job` were skipped because it was still running.
-    pub fn skipped_runs(&self, job: &str) -> Result<u64, CatalogError> {
+    pub fn skipped_runs(&self, job: &Job) -> Result<u64, CatalogError> {
         self.conn
             .query_row(
-                "SELECT count(*) FROM runs WHERE job = ?1 AND status = 'skipped'",
-                [job],
+                "SELECT count(*) FROM runs WHERE scheduled = 1 AND job = ?1 AND status = 'skipped'",
+                [job.to_string()],
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)
@@ -465,20 +512,25 @@ impl Catalog {
     }
 }
 
-/// The `runs.job` name of a scheduled job's runs (`steward run JOB`).
-pub fn scheduled(job: &str) -> String {
-    format!("job {job}")
-}
+const RUN_COLUMNS: &str = "id, job, target, started_at, finished_at, status, summary, scheduled";
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    let job: String = r.get(1)?;
     Ok(RunRecord {
         id: r.get(0)?,
-        job: r.get(1)?,
+        job: job.parse().map_err(|e: crate::job::UnknownJob| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?,
         target: r.get(2)?,
         started_at: r.get(3)?,
         finished_at: r.get(4)?,
         status: RunStatus::parse(&r.get::<_, String>(5)?),
         summary: r.get(6)?,
+        trigger: if r.get(7)? {
+            Trigger::Scheduled
+        } else {
+            Trigger::Direct
+        },
     })
 }
 
@@ -486,7 +538,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredState {
     pub name: String,
-    pub state: String,
+    pub state: Severity,
     pub since: i64,
     pub history: String,
     pub last_notified: Option<i64>,
@@ -514,7 +566,9 @@ impl Catalog {
             [], |r| {
                 Ok(StoredState {
                     name: r.get(0)?,
-                    state: r.get(1)?,
+                    state: Severity::from_letter(
+                        r.get::<_, String>(1)?.chars().next().unwrap_or('O'),
+                    ),
                     since: r.get(2)?,
                     history: r.get(3)?,
                     last_notified: r.get(4)?,
@@ -543,7 +597,7 @@ impl Catalog {
             tx.execute(
                 "INSERT OR REPLACE INTO check_states (name, state, since, history, last_notified, value, threshold)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![s.name, s.state, s.since, s.history, s.last_notified, s.value, s.threshold],
+                params![s.name, s.state.letter().to_string(), s.since, s.history, s.last_notified, s.value, s.threshold],
             )
             .map_err(sq)?;
         }
@@ -733,17 +787,67 @@ mod tests {
     fn regression_last_run_is_found_behind_many_skipped_ticks() {
         let dir = tempfile::tempdir().unwrap();
         let c = Catalog::open(dir.path()).unwrap();
-        let job = scheduled("backup");
-        let id = c.start_run(&job, None).unwrap();
+        let job = Job::Backup;
+        let id = c.start_run(&job, None, Trigger::Scheduled).unwrap();
         c.finish_run(id, RunStatus::Ok, "ok").unwrap();
+        // A direct run is no tick.
+        c.start_run(&job, None, Trigger::Direct).unwrap();
         for _ in 0..60 {
-            let s = c.start_run(&job, None).unwrap();
+            let s = c.start_run(&job, None, Trigger::Scheduled).unwrap();
             c.finish_run(s, RunStatus::Skipped, "still running")
                 .unwrap();
         }
         assert_eq!(c.last_run(&job).unwrap().unwrap().id, id);
         assert_eq!(c.skipped_runs(&job).unwrap(), 60);
-        assert!(c.last_run(&scheduled("check")).unwrap().is_none());
+        assert!(c.last_run(&Job::Check).unwrap().is_none());
+    }
+
+    /// Migration 5 gives every job its one spelling in catalogs written before it.
+    #[test]
+    fn old_job_spellings_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        for m in &MIGRATIONS[..4] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (job, target, started_at, status) VALUES
+               ('job backup:s', NULL, 1, 'ok'), ('backup', 's', 2, 'ok'),
+               ('maintain', 'weekly', 3, 'warning'), ('restore', 'id-1', 4, 'ok');
+             INSERT INTO check_states VALUES
+               ('job backup s', 'C', 1, 'C', NULL, 'x', 'y'),
+               ('job maintain weekly', 'O', 1, 'O', NULL, 'x', 'y');",
+        )
+        .unwrap();
+        drop(conn);
+        let c = Catalog::open(dir.path()).unwrap();
+        let runs = c.runs(None, 10).unwrap();
+        let seen: Vec<_> = runs
+            .iter()
+            .rev()
+            .map(|r| (r.job.to_string(), r.target.clone(), r.trigger))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("backup:s".to_string(), None, Trigger::Scheduled),
+                ("backup:s".to_string(), None, Trigger::Direct),
+                ("weekly".to_string(), None, Trigger::Direct),
+                (
+                    "restore".to_string(),
+                    Some("id-1".to_string()),
+                    Trigger::Direct
+                ),
+            ]
+        );
+        let names: Vec<_> = c
+            .check_states()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["job backup:s", "job weekly"]);
     }
 
     #[test]

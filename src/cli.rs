@@ -313,6 +313,16 @@ pub enum Period {
     Monthly,
 }
 
+impl From<Period> for crate::job::Period {
+    fn from(p: Period) -> Self {
+        match p {
+            Period::Daily => crate::job::Period::Daily,
+            Period::Weekly => crate::job::Period::Weekly,
+            Period::Monthly => crate::job::Period::Monthly,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AlertCommand {
     /// Send a test mail now and report how the SMTP conversation went.

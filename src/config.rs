@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::job::{Job, PING_KEYS, Period};
 use crate::retention::KeepPolicy;
 
 /// The configuration used when no file is found: state under `~/.local/state/steward`,
@@ -270,7 +271,7 @@ pub struct ScheduleConfig {
     /// Job name (`check`, `backup`, `backup:SET`, `daily`, `weekly`, `monthly`, `verify`,
     /// `prune`) and its schedule, in config order.
     #[serde(serialize_with = "ser_jobs")]
-    pub jobs: Vec<(String, crate::schedule::Cron)>,
+    pub jobs: Vec<(Job, crate::schedule::Cron)>,
     /// Run a job once at start (and after a clock jump) when its last run is older than its
     /// previous scheduled time.
     pub catch_up: bool,
@@ -285,13 +286,13 @@ pub struct ScheduleConfig {
 }
 
 fn ser_jobs<S: serde::Serializer>(
-    jobs: &[(String, crate::schedule::Cron)],
+    jobs: &[(Job, crate::schedule::Cron)],
     s: S,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(jobs.len()))?;
-    for (name, cron) in jobs {
-        m.serialize_entry(name, &cron.source)?;
+    for (job, cron) in jobs {
+        m.serialize_entry(job, &cron.source)?;
     }
     m.end()
 }
@@ -303,6 +304,17 @@ pub struct MaintenanceConfig {
     pub daily: Vec<Task>,
     pub weekly: Vec<Task>,
     pub monthly: Vec<Task>,
+}
+
+impl MaintenanceConfig {
+    /// The tasks of one period.
+    pub fn tasks(&self, period: Period) -> &[Task] {
+        match period {
+            Period::Daily => &self.daily,
+            Period::Weekly => &self.weekly,
+            Period::Monthly => &self.monthly,
+        }
+    }
 }
 
 /// One maintenance task.
@@ -823,12 +835,6 @@ fn header_name(line: &str) -> String {
         .to_string()
 }
 
-/// The jobs that ping a `[pings]` URL: `maintain` pings for every period, `daily`,
-/// `weekly` and `monthly` for their own.
-pub const PING_JOBS: [&str; 7] = [
-    "check", "backup", "verify", "maintain", "daily", "weekly", "monthly",
-];
-
 /// The default window of the checks whose readings jump from one sample to the next (CPU
 /// over one sampling interval, load): 3 of the last 5 cycles, so one busy minute does not
 /// mail. An explicit `for` or `within` replaces it.
@@ -1065,12 +1071,12 @@ impl Validator<'_> {
             )?,
         };
         for (job, url) in &raw.pings {
-            if !PING_JOBS.contains(&job.as_str()) {
+            if !PING_KEYS.contains(&job.as_str()) {
                 let at = self.text.find(&format!("\n{job}")).map_or(0, |i| i + 1);
                 return Err(self.error_at(
                     at,
                     Some(&format!("pings.{job}")),
-                    format!("no job {job:?} pings; use one of {}", PING_JOBS.join(", ")),
+                    format!("no job {job:?} pings; use one of {}", PING_KEYS.join(", ")),
                 ));
             }
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -1472,29 +1478,30 @@ impl Validator<'_> {
 
     fn schedule(&self, raw: &RawSchedule, sets: &[RawSet]) -> Result<ScheduleConfig, ConfigError> {
         let mut jobs = Vec::new();
-        let mut add = |name: String, s: &Spanned<String>, key: &str| -> Result<(), ConfigError> {
+        let mut add = |job: Job, s: &Spanned<String>, key: &str| -> Result<(), ConfigError> {
             let cron =
                 crate::schedule::parse(s.get_ref()).map_err(|m| self.spanned_err(s, key, m))?;
-            jobs.push((name, cron));
+            jobs.push((job, cron));
             Ok(())
         };
-        for (name, v) in [
-            ("check", &raw.check),
-            ("backup", &raw.backup),
-            ("daily", &raw.daily),
-            ("weekly", &raw.weekly),
-            ("monthly", &raw.monthly),
-            ("verify", &raw.verify),
-            ("prune", &raw.prune),
+        for (job, v) in [
+            (Job::Check, &raw.check),
+            (Job::Backup, &raw.backup),
+            (Job::Maintain(Period::Daily), &raw.daily),
+            (Job::Maintain(Period::Weekly), &raw.weekly),
+            (Job::Maintain(Period::Monthly), &raw.monthly),
+            (Job::Verify, &raw.verify),
+            (Job::Prune, &raw.prune),
         ] {
             if let Some(s) = v {
-                add(name.to_string(), s, &format!("schedule.{name}"))?;
+                let key = format!("schedule.{job}");
+                add(job, s, &key)?;
             }
         }
         for set in sets {
             if let Some(s) = &set.schedule {
                 add(
-                    format!("backup:{}", set.name.get_ref()),
+                    Job::BackupSet(set.name.get_ref().clone()),
                     s,
                     "backup.set.schedule",
                 )?;

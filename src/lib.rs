@@ -12,6 +12,8 @@ pub mod config;
 pub mod error;
 mod fault;
 pub mod fsutil;
+pub mod job;
+pub mod jobs;
 pub mod lock;
 pub mod maintain;
 pub mod metrics;
@@ -21,6 +23,7 @@ pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod services;
+pub mod severity;
 
 use std::process::ExitCode;
 
@@ -35,7 +38,11 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         if cause.is::<config::ConfigError>() {
             return ExitCode::from(error::CONFIG);
         }
-        if let Some(lock::LockError::Held { .. }) = cause.downcast_ref() {
+        let held = matches!(cause.downcast_ref(), Some(lock::LockError::Held { .. }))
+            || cause
+                .downcast_ref::<jobs::JobError>()
+                .is_some_and(jobs::JobError::is_held);
+        if held {
             return ExitCode::from(error::LOCKED);
         }
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::catalog::{Catalog, CatalogError, RunStatus};
 use crate::config::Config;
+use crate::severity::Severity;
 
 fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
@@ -27,7 +28,7 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
     );
     let mut durations = String::new();
     for (job, _) in &config.schedule.jobs {
-        let runs = catalog.runs(Some(&crate::catalog::scheduled(job)), 200)?;
+        let runs = catalog.runs(Some(job), 200)?;
         if let Some(ok) = runs
             .iter()
             .find(|r| matches!(r.status, RunStatus::Ok | RunStatus::Warning))
@@ -35,7 +36,7 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
             let _ = writeln!(
                 out,
                 "steward_job_last_success_timestamp_seconds{{job=\"{}\"}} {}",
-                label(job),
+                label(&job.to_string()),
                 ok.finished_at.unwrap_or(ok.started_at)
             );
         }
@@ -46,7 +47,7 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
             let _ = writeln!(
                 durations,
                 "steward_job_last_duration_seconds{{job=\"{}\",status=\"{}\"}} {}",
-                label(job),
+                label(&job.to_string()),
                 label(last.status.word()),
                 last.finished_at.unwrap_or(last.started_at) - last.started_at
             );
@@ -85,10 +86,10 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
     );
     let _ = writeln!(out, "# TYPE steward_check_state gauge");
     for s in catalog.check_states()? {
-        let v = match s.state.as_str() {
-            "W" => 1,
-            "C" => 2,
-            _ => 0,
+        let v = match s.state {
+            Severity::Ok => 0,
+            Severity::Warn => 1,
+            Severity::Crit => 2,
         };
         let _ = writeln!(
             out,

@@ -70,7 +70,7 @@ impl State {
     fn from_stored(s: &StoredState) -> State {
         State {
             name: s.name.clone(),
-            state: Severity::from_letter(s.state.chars().next().unwrap_or('O')),
+            state: s.state,
             since: s.since,
             history: s.history.clone(),
             last_notified: s.last_notified,
@@ -81,7 +81,7 @@ impl State {
     fn to_stored(&self) -> StoredState {
         StoredState {
             name: self.name.clone(),
-            state: self.state.letter().to_string(),
+            state: self.state,
             since: self.since,
             history: self.history.clone(),
             last_notified: self.last_notified,
@@ -289,13 +289,13 @@ pub fn record(
 /// a failure alerts at once and the next success sends the recovery.
 pub fn record_job(
     catalog: &mut Catalog,
-    job: &str,
+    job: &crate::job::Job,
     ok: bool,
     detail: &str,
     round: &Round<'_>,
 ) -> Result<Vec<Event>, AlertError> {
     let r = Reading {
-        name: format!("job {job}"),
+        name: job.alert_name(),
         severity: if ok { Severity::Ok } else { Severity::Crit },
         value: if ok {
             "succeeded".into()

@@ -4,46 +4,13 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Limit, Window};
 use crate::services::{Controller, Runner, http_get};
 
-/// How bad a reading is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Severity {
-    Ok,
-    Warn,
-    Crit,
-}
-
-impl Severity {
-    /// One letter, for the history kept in the catalog.
-    pub fn letter(self) -> char {
-        match self {
-            Severity::Ok => 'O',
-            Severity::Warn => 'W',
-            Severity::Crit => 'C',
-        }
-    }
-    pub fn from_letter(c: char) -> Severity {
-        match c {
-            'W' => Severity::Warn,
-            'C' => Severity::Crit,
-            _ => Severity::Ok,
-        }
-    }
-    /// Nagios-style word.
-    pub fn word(self) -> &'static str {
-        match self {
-            Severity::Ok => "OK",
-            Severity::Warn => "WARNING",
-            Severity::Crit => "CRITICAL",
-        }
-    }
-}
+pub use crate::severity::Severity;
 
 /// One check's result in one cycle.
 #[derive(Debug, Clone, Serialize)]
@@ -338,11 +305,7 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
             };
             let period = prev.as_second() - before.as_second();
             let limit = period + period / 2;
-            let last = catalog
-                .last_run(&crate::catalog::scheduled(job))
-                .ok()
-                .flatten()
-                .map(|r| r.started_at);
+            let last = catalog.last_run(job).ok().flatten().map(|r| r.started_at);
             let threshold = format!(
                 "ran within {}",
                 humantime::format_duration(Duration::from_secs(limit as u64))

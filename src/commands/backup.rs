@@ -1,16 +1,16 @@
 //! `steward backup [SET...]`: back up each set under the backup lock, record each run,
 //! print a summary per set; exit 2 when any set failed.
 
-use std::process::ExitCode;
-
 use anyhow::{Context, bail};
 
 use crate::backup::{BackupOptions, SetOutcome};
 use crate::catalog::RunStatus;
 use crate::cli::BackupArgs;
 use crate::config::Config;
+use crate::job::Job;
+use crate::jobs::{Done, Outcome, Session};
 
-pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
+pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
     for name in &args.sets {
         if cfg.set(name).is_none() {
             let known: Vec<_> = cfg.backup.sets.iter().map(|s| s.name.as_str()).collect();
@@ -32,8 +32,12 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
         .filter(|s| args.sets.is_empty() || args.sets.contains(&s.name))
         .collect();
     cfg.check_set_paths(&sets)?;
-    let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
-    let mut catalog = super::open_catalog(cfg)?;
+    let job = match args.sets.as_slice() {
+        [one] => Job::BackupSet(one.clone()),
+        _ => Job::Backup,
+    };
+    // Nothing to back up: the state is set up, but nothing pings or is recorded.
+    let mut session = Session::begin(cfg, job, sets.is_empty(), &super::warn)?;
     if sets.is_empty() {
         if args.json {
             super::print_json(&Vec::<SetOutcome>::new())?;
@@ -43,12 +47,11 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
                 cfg.origin
             );
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Done::OK);
     }
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, crate::backup::stop_flag().clone())?;
     }
-    super::ping(cfg, "backup", super::Phase::Start);
     let progress = super::progress::for_stderr();
     let options = BackupOptions { force: args.force };
     let tz = jiff::tz::TimeZone::system();
@@ -56,10 +59,11 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
     let mut prunes = Vec::new();
     let mut failures = Vec::new();
     for set in sets {
-        let run_id = catalog.start_run("backup", Some(&set.name))?;
+        let unit = Job::BackupSet(set.name.clone());
+        let run = session.start(unit, None)?;
         let outcome = crate::backup::backup_quiesced(
             cfg,
-            &catalog,
+            &session.catalog,
             set,
             options,
             &crate::services::SystemRunner,
@@ -88,20 +92,21 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
                         (RunStatus::Unchanged, format!("unchanged since {newest}"))
                     }
                 };
-                catalog.finish_run(run_id, status, &summary)?;
                 // A suspect backup alerts at once, like a failure; the next good one
                 // sends the recovery.
                 let suspect = matches!(&o, SetOutcome::Created(s) if !s.suspect.is_empty());
-                super::job_finished(
-                    cfg,
-                    &mut catalog,
-                    &format!("backup {}", set.name),
-                    !suspect,
-                    &summary,
-                );
+                session.finish(
+                    run,
+                    &Outcome {
+                        status,
+                        summary: &summary,
+                        alert_ok: !suspect,
+                        detail: &summary,
+                    },
+                )?;
                 results.push(o);
                 if cfg.backup.prune_after_backup && !set.keep.is_empty() {
-                    match crate::backup::prune_set(cfg, &catalog, set, &tz, false) {
+                    match crate::backup::prune_set(cfg, &session.catalog, set, &tz, false) {
                         Ok(r) => prunes.push(r),
                         Err(e) => failures.push(
                             anyhow::Error::new(e)
@@ -111,25 +116,22 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(e) => {
-                catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
-                super::job_finished(
-                    cfg,
-                    &mut catalog,
-                    &format!("backup {}", set.name),
-                    false,
-                    &format!("{e:#}"),
-                );
+                let text = format!("{e:#}");
+                session.finish(
+                    run,
+                    &Outcome {
+                        status: RunStatus::Failed,
+                        summary: &text,
+                        alert_ok: false,
+                        detail: &text,
+                    },
+                )?;
                 failures.push(e);
             }
         }
     }
     drop(progress);
-    let phase = if failures.is_empty() {
-        super::Phase::Success
-    } else {
-        super::Phase::Fail
-    };
-    super::ping(cfg, "backup", phase);
+    session.end(failures.is_empty());
     if args.json {
         super::print_json(&results)?;
     } else {
@@ -144,9 +146,9 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
         eprintln!("steward: error: {e:#}");
     }
     Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
+        Done::OK
     } else {
-        ExitCode::from(crate::error::FAILED)
+        Done::FAILED
     })
 }
 

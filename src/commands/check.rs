@@ -1,13 +1,14 @@
 //! `steward check`: one cycle of every check, states and alerts updated, a table (or
 //! JSON), and the Nagios exit code of the worst state.
 
-use std::process::ExitCode;
-
 use serde::Serialize;
 
 use crate::alerts::{Event, State};
+use crate::catalog::RunStatus;
 use crate::checks::Severity;
 use crate::config::Config;
+use crate::job::Job;
+use crate::jobs::{Done, Session};
 
 #[derive(Serialize)]
 struct CheckRow<'a> {
@@ -26,22 +27,21 @@ struct CheckJson<'a> {
     mail: Option<crate::alerts::Delivery>,
 }
 
-pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let _lock = crate::lock::acquire(&cfg.state_dir, "check")?;
-    let mut catalog = super::open_catalog(cfg)?;
-    super::ping(cfg, "check", super::Phase::Start);
+pub fn run(cfg: &Config, json: bool) -> anyhow::Result<Done> {
+    let mut session = Session::begin(cfg, Job::Check, false, &super::warn)?;
+    let catalog = &mut session.catalog;
     let now = crate::clock::now();
-    let cycle = crate::checks::cycle(cfg, &catalog, &crate::services::SystemRunner, now);
+    let cycle = crate::checks::cycle(cfg, catalog, &crate::services::SystemRunner, now);
     let readings = cycle.readings;
     let host = crate::fsutil::hostname();
     let (states, events) =
-        crate::alerts::record(&mut catalog, &readings, &super::round(cfg, &host, now))?;
+        crate::alerts::record(catalog, &readings, &crate::jobs::round(cfg, &host, now))?;
     // The disks the cycle measured feed the capacity forecast of the report.
     for d in &cycle.disks {
         catalog.add_disk_sample(&d.path.to_string_lossy(), now, d.used, d.free)?;
     }
-    let mail = super::deliver_mail(cfg, &catalog, now);
-    super::ping(cfg, "check", super::Phase::Success);
+    let mail = session.deliver(now);
+    session.end(true);
     let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);
     if json {
         let checks = states.iter().map(row).collect();
@@ -79,11 +79,14 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::from(match worst {
-        Severity::Ok => crate::error::OK,
-        Severity::Warn => crate::error::WARNING,
-        Severity::Crit => crate::error::FAILED,
-    }))
+    Ok(match worst {
+        Severity::Ok => Done::OK,
+        Severity::Warn => Done {
+            status: RunStatus::Warning,
+            code: crate::error::WARNING,
+        },
+        Severity::Crit => Done::FAILED,
+    })
 }
 
 fn row(s: &State) -> CheckRow<'_> {

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
 
-use crate::catalog::{Catalog, RunStatus};
+use crate::catalog::{Catalog, RunStatus, Trigger};
 use crate::config::{Config, Origin};
+use crate::job::Job;
 
 struct Shared {
     config: Config,
@@ -34,7 +35,7 @@ struct Shared {
     generation: u64,
     stopping: bool,
     /// Job -> child PID.
-    running: HashMap<String, u32>,
+    running: HashMap<Job, u32>,
 }
 
 type State = Arc<Mutex<Shared>>;
@@ -279,7 +280,7 @@ async fn arm_all(sched: &JobScheduler, state: &State) {
     let (jobs, generation) = {
         let mut s = lock(state);
         s.generation += 1;
-        let jobs: Vec<String> = s
+        let jobs: Vec<Job> = s
             .config
             .schedule
             .jobs
@@ -298,7 +299,7 @@ static SKIPS: AtomicU64 = AtomicU64::new(0);
 fn arm(
     sched: JobScheduler,
     state: State,
-    job: String,
+    job: Job,
     generation: u64,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
@@ -323,7 +324,7 @@ fn arm(
             (delay, s.config.schedule.log_json)
         };
         let (st, jb, sc) = (state.clone(), job.clone(), sched.clone());
-        let one_shot = Job::new_one_shot_async(delay, move |_id, _l| {
+        let one_shot = CronJob::new_one_shot_async(delay, move |_id, _l| {
             let (st, jb, sc) = (st.clone(), jb.clone(), sc.clone());
             Box::pin(async move {
                 {
@@ -370,11 +371,7 @@ fn catch_up(state: &State, why: &str) {
         let Some(prev) = cron.prev_at_or_before(now, &tz) else {
             continue;
         };
-        let last = catalog
-            .last_run(&crate::catalog::scheduled(&job))
-            .ok()
-            .flatten()
-            .map(|r| r.started_at);
+        let last = catalog.last_run(&job).ok().flatten().map(|r| r.started_at);
         if last.is_none_or(|l| l < prev.as_second()) {
             log(
                 json,
@@ -387,7 +384,7 @@ fn catch_up(state: &State, why: &str) {
 
 /// Starts `steward run JOB` as a child unless the job is still running (then the tick is
 /// skipped, logged and counted).
-fn start_job(state: &State, job: &str, why: &str) {
+fn start_job(state: &State, job: &Job, why: &str) {
     let mut s = lock(state);
     let json = s.config.schedule.log_json;
     if s.stopping {
@@ -400,7 +397,7 @@ fn start_job(state: &State, job: &str, why: &str) {
             &format!("{job}: still running; this tick is skipped ({n} skipped so far)"),
         );
         if let Ok(catalog) = Catalog::open(&s.config.state_dir)
-            && let Ok(id) = catalog.start_run(&crate::catalog::scheduled(job), None)
+            && let Ok(id) = catalog.start_run(job, None, Trigger::Scheduled)
         {
             let _ = catalog.finish_run(id, RunStatus::Skipped, "the previous run was still going");
         }
@@ -420,7 +417,7 @@ fn start_job(state: &State, job: &str, why: &str) {
     cmd.arg("--config")
         .arg(&s.snapshot)
         .arg("run")
-        .arg(job)
+        .arg(job.to_string())
         .stdin(std::process::Stdio::null())
         .kill_on_drop(false);
     let mut child = match cmd.spawn() {
@@ -431,14 +428,14 @@ fn start_job(state: &State, job: &str, why: &str) {
         }
     };
     let pid = child.id().unwrap_or(0);
-    s.running.insert(job.to_string(), pid);
+    s.running.insert(job.clone(), pid);
     let (timeout, grace) = (
         s.config.schedule.job_timeout,
         s.config.schedule.grace_period,
     );
     drop(s);
     log(json, &format!("{job}: started ({why}, pid {pid})"));
-    let (state, job) = (state.clone(), job.to_string());
+    let (state, job) = (state.clone(), job.clone());
     tokio::spawn(async move {
         let started = Instant::now();
         let status = tokio::select! {

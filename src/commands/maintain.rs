@@ -2,30 +2,22 @@
 
 use std::process::ExitCode;
 
-use crate::cli::Period;
+use crate::catalog::RunStatus;
 use crate::config::Config;
+use crate::job::{Job, Period};
+use crate::jobs::{Done, Outcome, Session};
 
-pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let (name, tasks) = match period {
-        Period::Daily => ("daily", &cfg.maintenance.daily),
-        Period::Weekly => ("weekly", &cfg.maintenance.weekly),
-        Period::Monthly => ("monthly", &cfg.maintenance.monthly),
-    };
-    let job = format!("maintain {name}");
-    let _lock = crate::lock::acquire(&cfg.state_dir, "maintain")?;
-    let mut catalog = super::open_catalog(cfg)?;
-    if !dry_run {
-        super::ping(cfg, "maintain", super::Phase::Start);
-        super::ping(cfg, name, super::Phase::Start);
-    }
-    let run_id = (!dry_run)
-        .then(|| catalog.start_run("maintain", Some(name)))
-        .transpose()?;
+pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::Result<Done> {
+    let name = period.name();
+    let tasks = cfg.maintenance.tasks(period);
+    let job = Job::Maintain(period);
+    let mut session = Session::begin(cfg, job.clone(), dry_run, &super::warn)?;
+    let run = session.start(job, None)?;
     let progress = super::progress::for_stderr();
     let now = crate::clock::now();
     let results = crate::maintain::run(
         cfg,
-        &catalog,
+        &session.catalog,
         tasks,
         dry_run,
         now,
@@ -82,7 +74,7 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
         }
     }
     if dry_run {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Done::OK);
     }
     // Mail the report when alerts are configured.
     if let Some(email) = &cfg.alerts.email {
@@ -104,33 +96,28 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
         .cloned()
         .collect::<Vec<_>>()
         .join("; ");
-    if let Some(id) = run_id {
-        let status = if !ok {
-            crate::catalog::RunStatus::Failed
-        } else if warnings.is_empty() {
-            crate::catalog::RunStatus::Ok
-        } else {
-            crate::catalog::RunStatus::Warning
-        };
-        catalog.finish_run(id, status, &detail)?;
-    }
-    // Warnings (a VACUUM skipped for lack of room) alert like failures do.
-    super::job_finished(cfg, &mut catalog, &job, ok && warnings.is_empty(), &detail);
-    let phase = if ok {
-        super::Phase::Success
+    let status = if !ok {
+        RunStatus::Failed
+    } else if warnings.is_empty() {
+        RunStatus::Ok
     } else {
-        super::Phase::Fail
+        RunStatus::Warning
     };
-    super::ping(cfg, "maintain", phase);
-    super::ping(cfg, name, phase);
+    // Warnings (a VACUUM skipped for lack of room) alert like failures do.
+    session.finish(
+        run,
+        &Outcome {
+            status,
+            summary: &detail,
+            alert_ok: ok && warnings.is_empty(),
+            detail: &detail,
+        },
+    )?;
+    session.end(ok);
     for e in &errors {
         eprintln!("steward: error: {e}");
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(crate::error::FAILED)
-    })
+    Ok(if ok { Done::OK } else { Done::FAILED })
 }
 
 pub fn report(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {

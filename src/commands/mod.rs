@@ -49,21 +49,21 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         warn_interrupted_restore(&cfg);
     }
     match cli.command {
-        Command::Backup(a) => backup::run(&cfg, a),
+        Command::Backup(a) => backup::run(&cfg, a).map(exit),
         Command::Backups(c) => backups::run(&cfg, c),
-        Command::Verify(a) => verify::run(&cfg, a),
-        Command::Prune(a) => prune::run(&cfg, a),
+        Command::Verify(a) => verify::run(&cfg, a).map(exit),
+        Command::Prune(a) => prune::run(&cfg, a).map(exit),
         Command::Restore(a) => restore::run(&cfg, a),
         Command::Config(c) => config::run(&cfg, c),
-        Command::Check { json } => check::run(&cfg, json),
+        Command::Check { json } => check::run(&cfg, json).map(exit),
         Command::Alert(c) => alert::run(&cfg, c),
         Command::Maintain {
             period,
             dry_run,
             json,
-        } => maintain::run(&cfg, period, dry_run, json),
+        } => maintain::run(&cfg, period.into(), dry_run, json).map(exit),
         Command::Report { json } => maintain::report(&cfg, json),
-        Command::Run { job } => run::run(&cfg, &job),
+        Command::Run { job } => run::run(&cfg, &job).map(exit),
         Command::Status { json } => run::status(&cfg, json),
         Command::Daemon => daemon::run(cfg),
         Command::Install(c) => install::install(&cfg, c),
@@ -128,81 +128,12 @@ fn show_bytes(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()
 }
 
-/// Where a job is, for pings.
-#[derive(Clone, Copy)]
-enum Phase {
-    Start,
-    Success,
-    Fail,
+/// Tells on stderr about trouble around a job that does not fail it.
+fn warn(message: &str) {
+    eprintln!("steward: warning: {message}");
 }
 
-/// Pings the job's URL from `[pings]` (healthchecks.io style), best effort.
-fn ping(cfg: &crate::config::Config, job: &str, phase: Phase) {
-    let Some(base) = cfg.pings.get(job) else {
-        return;
-    };
-    let url = match phase {
-        Phase::Start => format!("{}/start", base.trim_end_matches('/')),
-        Phase::Success => base.clone(),
-        Phase::Fail => format!("{}/fail", base.trim_end_matches('/')),
-    };
-    if let Err(e) = crate::services::health(&url, std::time::Duration::from_secs(10)) {
-        eprintln!("steward: warning: ping {url} failed: {e}");
-    }
-}
-
-/// Records a job's result as the alert state `job NAME` (a failure mails at once, the
-/// next success mails the recovery) and sends due mail.
-fn job_finished(
-    cfg: &crate::config::Config,
-    catalog: &mut crate::catalog::Catalog,
-    job: &str,
-    ok: bool,
-    detail: &str,
-) {
-    let now = crate::clock::now();
-    let host = crate::fsutil::hostname();
-    if let Err(e) = crate::alerts::record_job(catalog, job, ok, detail, &round(cfg, &host, now)) {
-        eprintln!("steward: warning: recording the job's alert state failed: {e:#}");
-        return;
-    }
-    deliver_mail(cfg, catalog, now);
-}
-
-/// Sends what waits in the outbox, telling on stderr when it could not.
-fn deliver_mail(
-    cfg: &crate::config::Config,
-    catalog: &crate::catalog::Catalog,
-    now: i64,
-) -> Option<crate::alerts::Delivery> {
-    let email = cfg.alerts.email.as_ref()?;
-    let how = crate::alerts::Flush {
-        wait: false,
-        now_or_never: false,
-    };
-    match crate::alerts::deliver(catalog, email, &cfg.state_dir, now, how) {
-        Ok(d) => {
-            if let Some(e) = &d.last_error {
-                eprintln!(
-                    "steward: warning: alert mail not sent ({e}); {} waiting, retried later",
-                    d.waiting
-                );
-            }
-            Some(d)
-        }
-        Err(e) => {
-            eprintln!("steward: warning: alert delivery failed: {e:#}");
-            None
-        }
-    }
-}
-
-/// The alerting context of this run.
-fn round<'a>(cfg: &crate::config::Config, host: &'a str, now: i64) -> crate::alerts::Round<'a> {
-    crate::alerts::Round {
-        remind_every: cfg.alerts.remind_every,
-        host,
-        queue_mail: cfg.alerts.email.is_some(),
-        now,
-    }
+/// A job's exit code.
+fn exit(done: crate::jobs::Done) -> ExitCode {
+    ExitCode::from(done.code)
 }

@@ -1,21 +1,21 @@
 //! `steward prune [--set S] [--dry-run]`: retention, with a table that explains itself.
 
-use std::process::ExitCode;
-
 use anyhow::{Context, bail};
 
 use crate::backup::{Action, PruneReport};
 use crate::cli::PruneArgs;
 use crate::config::Config;
+use crate::job::Job;
+use crate::jobs::{Done, Session};
 
-pub fn run(cfg: &Config, args: PruneArgs) -> anyhow::Result<ExitCode> {
+pub fn run(cfg: &Config, args: PruneArgs) -> anyhow::Result<Done> {
     if let Some(name) = &args.set
         && cfg.set(name).is_none()
     {
         bail!("no backup set {name:?} in {}", cfg.origin);
     }
-    let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
-    let catalog = super::open_catalog(cfg)?;
+    let session = Session::begin(cfg, Job::Prune, args.dry_run, &super::warn)?;
+    let catalog = &session.catalog;
     let tz = jiff::tz::TimeZone::system();
     let mut reports = Vec::new();
     for set in cfg
@@ -24,7 +24,7 @@ pub fn run(cfg: &Config, args: PruneArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| args.set.as_ref().is_none_or(|n| n == &s.name))
     {
-        let report = crate::backup::prune_set(cfg, &catalog, set, &tz, args.dry_run)
+        let report = crate::backup::prune_set(cfg, catalog, set, &tz, args.dry_run)
             .with_context(|| format!("pruning set {:?}", set.name))?;
         reports.push(report);
     }
@@ -35,7 +35,7 @@ pub fn run(cfg: &Config, args: PruneArgs) -> anyhow::Result<ExitCode> {
             print_report(r, &tz);
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Done::OK)
 }
 
 /// The policy in one line, as written in the config.

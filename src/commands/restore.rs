@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use crate::catalog::{BackupRecord, BackupStatus, Catalog, RunStatus};
 use crate::cli::RestoreArgs;
 use crate::config::Config;
+use crate::job::Job;
+use crate::jobs::{Outcome, Session};
 use crate::restore::{self, Plan, RestoreOptions};
 use crate::services::SystemRunner;
 
@@ -30,7 +32,7 @@ fn ask(prompt: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let _restore_lock = crate::lock::acquire(&cfg.state_dir, "restore")?;
+    let mut session = Session::begin(cfg, Job::Restore, false, &super::warn)?;
     // No backup or prune may change the destination while a restore reads it.
     let _backup_lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
     let runner = SystemRunner;
@@ -79,8 +81,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let mut catalog = super::open_catalog(cfg)?;
-    let record = choose(cfg, &catalog, &args)?;
+    let record = choose(cfg, &session.catalog, &args)?;
     let opts = RestoreOptions {
         to: args.to.clone(),
         paths: args.paths.clone(),
@@ -104,7 +105,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, interrupted.clone())
             .context("installing signal handlers")?;
     }
-    let run_id = catalog.start_run("restore", Some(&record.id))?;
+    let run = session.start(Job::Restore, Some(&record.id))?;
     let progress = super::progress::for_stderr();
     let result = restore::restore(
         cfg,
@@ -118,8 +119,15 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     drop(progress);
     match result {
         Ok(r) => {
-            catalog.finish_run(run_id, RunStatus::Ok, &format!("{} restored", r.id))?;
-            super::job_finished(cfg, &mut catalog, "restore", true, "");
+            session.finish(
+                run,
+                &Outcome {
+                    status: RunStatus::Ok,
+                    summary: &format!("{} restored", r.id),
+                    alert_ok: true,
+                    detail: "",
+                },
+            )?;
             if args.json {
                 super::print_json(&r)?;
             } else {
@@ -144,14 +152,15 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            catalog.finish_run(run_id, RunStatus::Failed, &format!("{e:#}"))?;
-            super::job_finished(
-                cfg,
-                &mut catalog,
-                "restore",
-                false,
-                &format!("{} failed: {}", record.id, e),
-            );
+            session.finish(
+                run,
+                &Outcome {
+                    status: RunStatus::Failed,
+                    summary: &format!("{e:#}"),
+                    alert_ok: false,
+                    detail: &format!("{} failed: {}", record.id, e),
+                },
+            )?;
             Err(anyhow::Error::new(e).context(format!("restore of {} failed", record.id)))
         }
     }

@@ -3,109 +3,93 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::catalog::RunStatus;
-use crate::cli::{BackupArgs, Period, PruneArgs, VerifyArgs};
+use crate::cli::{BackupArgs, PruneArgs, VerifyArgs};
 use crate::config::Config;
-
-/// The jobs that can be scheduled or run.
-pub const JOBS: &str = "check, backup, backup:SET, daily, weekly, monthly, verify, prune";
+use crate::job::Job;
+use crate::jobs::{Done, Tick};
 
 /// Runs `job` through the same function as its direct command.
-fn dispatch(cfg: &Config, job: &str) -> anyhow::Result<ExitCode> {
-    let own: Vec<String> = cfg
-        .schedule
-        .jobs
-        .iter()
-        .filter_map(|(j, _)| j.strip_prefix("backup:").map(str::to_string))
-        .collect();
+fn dispatch(cfg: &Config, job: &Job) -> anyhow::Result<Done> {
+    let (force, json) = (false, false);
     match job {
-        "check" => super::check::run(cfg, false),
-        "backup" => {
+        Job::Check => super::check::run(cfg, json),
+        Job::Backup => {
             // Sets with a schedule of their own run as their own job.
+            let own: Vec<&str> = cfg
+                .schedule
+                .jobs
+                .iter()
+                .filter_map(|(j, _)| match j {
+                    Job::BackupSet(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect();
             let sets: Vec<String> = cfg
                 .backup
                 .sets
                 .iter()
                 .map(|s| s.name.clone())
-                .filter(|n| !own.contains(n))
+                .filter(|n| !own.contains(&n.as_str()))
                 .collect();
             if sets.is_empty() && !cfg.backup.sets.is_empty() {
                 println!("every set has its own schedule; nothing for the backup job");
-                return Ok(ExitCode::SUCCESS);
+                return Ok(Done::OK);
             }
-            super::backup::run(
-                cfg,
-                BackupArgs {
-                    sets,
-                    force: false,
-                    json: false,
-                },
-            )
+            super::backup::run(cfg, BackupArgs { sets, force, json })
         }
-        j if j.starts_with("backup:") => super::backup::run(
+        Job::BackupSet(set) => super::backup::run(
             cfg,
             BackupArgs {
-                sets: vec![j["backup:".len()..].to_string()],
-                force: false,
-                json: false,
+                sets: vec![set.clone()],
+                force,
+                json,
             },
         ),
-        "daily" => super::maintain::run(cfg, Period::Daily, false, false),
-        "weekly" => super::maintain::run(cfg, Period::Weekly, false, false),
-        "monthly" => super::maintain::run(cfg, Period::Monthly, false, false),
-        "verify" => super::verify::run(
+        Job::Maintain(period) => super::maintain::run(cfg, *period, false, json),
+        Job::Verify => super::verify::run(
             cfg,
             VerifyArgs {
                 id: None,
                 latest: true,
                 all: false,
                 set: None,
-                json: false,
+                json,
             },
         ),
-        "prune" => super::prune::run(
+        Job::Prune => super::prune::run(
             cfg,
             PruneArgs {
                 set: None,
                 dry_run: false,
-                json: false,
+                json,
             },
         ),
-        other => bail!("unknown job {other:?}; jobs are: {JOBS}"),
+        Job::Restore => bail!("a restore is never scheduled; run `steward restore`"),
     }
 }
 
-pub fn run(cfg: &Config, job: &str) -> anyhow::Result<ExitCode> {
-    let catalog = super::open_catalog(cfg)?;
-    let run_id = catalog.start_run(&crate::catalog::scheduled(job), None)?;
-    let result = dispatch(cfg, job);
-    let (status, summary) = match &result {
-        Ok(c) if *c == ExitCode::SUCCESS => (RunStatus::Ok, "ok".to_string()),
-        Ok(c) if *c == ExitCode::from(crate::error::WARNING) => {
-            (RunStatus::Warning, "warning".to_string())
-        }
-        Ok(_) => (RunStatus::Failed, "failed".to_string()),
-        Err(e) => match crate::exit_code(e) {
-            c if c == ExitCode::from(crate::error::LOCKED) => {
-                (RunStatus::Skipped, format!("{e:#}"))
-            }
-            _ => (RunStatus::Failed, format!("{e:#}")),
-        },
+/// `steward run JOB`: one scheduled tick of the job, recorded around its run.
+pub fn run(cfg: &Config, job: &str) -> anyhow::Result<Done> {
+    let job = match job.parse::<Job>() {
+        Ok(j) if j.schedulable() => j,
+        _ => return Err(crate::job::UnknownJob(job.to_string()).into()),
     };
-    catalog.finish_run(run_id, status, &summary)?;
-    if let Some(path) = &cfg.schedule.metrics_file {
-        match crate::metrics::render(cfg, &catalog) {
-            Ok(text) => {
-                if let Err(e) = crate::metrics::write(path, &text) {
-                    eprintln!("steward: warning: metrics file {}: {e}", path.display());
-                }
-            }
-            Err(e) => eprintln!("steward: warning: metrics: {e}"),
+    let tick = Tick::start(cfg, &job)
+        .with_context(|| format!("opening the catalog in {}", cfg.state_dir.display()))?;
+    let result = dispatch(cfg, &job);
+    let (status, summary) = match &result {
+        Ok(d) => (d.status, d.status.word().to_string()),
+        // Another run holds the job's lock: this tick is skipped.
+        Err(e) if crate::exit_code(e) == ExitCode::from(crate::error::LOCKED) => {
+            (RunStatus::Skipped, format!("{e:#}"))
         }
-    }
+        Err(e) => (RunStatus::Failed, format!("{e:#}")),
+    };
+    tick.end(cfg, status, &summary, &super::warn)?;
     result
 }
 
@@ -152,17 +136,16 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let now = jiff::Timestamp::from_second(crate::clock::now())?;
     let mut jobs = Vec::new();
     for (job, cron) in &cfg.schedule.jobs {
-        let name = crate::catalog::scheduled(job);
-        let last = catalog.last_run(&name)?;
+        let last = catalog.last_run(job)?;
         let last = last.as_ref();
         jobs.push(JobStatus {
-            job: job.clone(),
+            job: job.to_string(),
             schedule: cron.source.clone(),
             last_run: last.map(|r| r.started_at),
             last_result: last.map(|r| r.status),
             last_seconds: last.and_then(|r| r.finished_at.map(|f| f - r.started_at)),
             next_run: cron.next_after(now, &tz).map(|t| t.as_second()),
-            skipped_ticks: catalog.skipped_runs(&name)?,
+            skipped_ticks: catalog.skipped_runs(job)?,
         });
     }
     let mut sets = Vec::new();
@@ -185,14 +168,10 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let problems: Vec<Problem> = catalog
         .check_states()?
         .into_iter()
-        .filter(|s| s.state != "O")
+        .filter(|s| s.state != crate::severity::Severity::Ok)
         .map(|s| Problem {
             check: s.name,
-            state: if s.state == "C" {
-                "CRITICAL".into()
-            } else {
-                "WARNING".into()
-            },
+            state: s.state.word().to_string(),
             value: s.value,
             since: s.since,
         })

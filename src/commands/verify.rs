@@ -1,18 +1,16 @@
 //! `steward verify [ID | --latest | --all]`.
 
-use std::process::ExitCode;
-
 use anyhow::{Context, bail};
 
 use crate::catalog::BackupRecord;
 use crate::cli::VerifyArgs;
 use crate::config::Config;
+use crate::job::Job;
+use crate::jobs::{Done, Session};
 
-pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let _lock = crate::lock::acquire(&cfg.state_dir, "verify")?;
-    let mut catalog = super::open_catalog(cfg)?;
-    super::ping(cfg, "verify", super::Phase::Start);
-    let all = catalog.backups(args.set.as_deref())?;
+pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<Done> {
+    let mut session = Session::begin(cfg, Job::Verify, false, &super::warn)?;
+    let all = session.catalog.backups(args.set.as_deref())?;
     let chosen: Vec<BackupRecord> = if let Some(id) = &args.id {
         match all.into_iter().find(|b| &b.id == id) {
             Some(b) => vec![b],
@@ -33,23 +31,15 @@ pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let progress = super::progress::for_stderr();
     let mut outcomes = Vec::new();
     for b in &chosen {
-        let o = crate::backup::verify_backup(&catalog, b, progress.as_ref())
+        let o = crate::backup::verify_backup(&session.catalog, b, progress.as_ref())
             .with_context(|| format!("verifying {}", b.id))?;
         outcomes.push(o);
     }
     drop(progress);
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     let detail: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
-    super::job_finished(cfg, &mut catalog, "verify", failed == 0, &detail.join("; "));
-    super::ping(
-        cfg,
-        "verify",
-        if failed == 0 {
-            super::Phase::Success
-        } else {
-            super::Phase::Fail
-        },
-    );
+    session.alert(&Job::Verify, failed == 0, &detail.join("; "));
+    session.end(failed == 0);
     if args.json {
         super::print_json(&outcomes)?;
     } else {
@@ -70,7 +60,7 @@ pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<ExitCode> {
             "steward: {failed} of {} backups failed verification",
             outcomes.len()
         );
-        return Ok(ExitCode::from(crate::error::FAILED));
+        return Ok(Done::FAILED);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Done::OK)
 }

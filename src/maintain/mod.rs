@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::backup::{self, Progress};
 use crate::catalog::{BackupStatus, Catalog};
 use crate::config::{Config, LogsTask, SqliteAction, Task};
+use crate::job::Job;
 use crate::services::Runner;
 
 /// What one task did (or would do).
@@ -530,9 +531,9 @@ pub struct ReportData {
     pub runs: usize,
     pub failed: usize,
     /// Up to ten failed runs: (job, target, summary).
-    pub failures: Vec<(String, Option<String>, Option<String>)>,
+    pub failures: Vec<(Job, Option<String>, Option<String>)>,
     /// The five slowest runs: (seconds, job, target).
-    pub slowest: Vec<(i64, String, Option<String>)>,
+    pub slowest: Vec<(i64, Job, Option<String>)>,
     pub sets: Vec<SetGrowth>,
     pub disks: Vec<DiskForecast>,
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::job::Job;
 use crate::schedule::Cron;
 
 const JOB_SERVICE: &str = include_str!("../../packaging/systemd/job.service");
@@ -135,12 +136,8 @@ pub fn launchd_fires(dicts: &[BTreeMap<&'static str, i64>], t: &jiff::civil::Dat
     })
 }
 
-fn unit_name(job: &str) -> String {
-    format!("steward-{}", job.replace(':', "-"))
-}
-
-fn heavy(job: &str) -> bool {
-    job.starts_with("backup") || matches!(job, "daily" | "weekly" | "monthly" | "verify" | "prune")
+fn unit_name(job: &Job) -> String {
+    format!("steward-{}", job.file_stem())
 }
 
 /// The folders steward writes to: state, destination, the parents of backed-up paths
@@ -271,7 +268,8 @@ pub fn systemd(config: &Config, o: &SystemdOptions<'_>) -> Result<Generated, Str
             }
             for (job, cron) in &config.schedule.jobs {
                 let unit = unit_name(job);
-                let priority = if heavy(job) {
+                let name = job.to_string();
+                let priority = if job.heavy() {
                     "Nice=10\nIOSchedulingClass=idle"
                 } else {
                     ""
@@ -280,7 +278,7 @@ pub fn systemd(config: &Config, o: &SystemdOptions<'_>) -> Result<Generated, Str
                 let service = fill(
                     JOB_SERVICE,
                     &[
-                        ("JOB", job),
+                        ("JOB", &name),
                         ("BINARY", &binary),
                         ("CONFIG", &config_path),
                         ("TIMEOUT", &timeout),
@@ -298,7 +296,7 @@ pub fn systemd(config: &Config, o: &SystemdOptions<'_>) -> Result<Generated, Str
                 let timer = fill(
                     JOB_TIMER,
                     &[
-                        ("JOB", job),
+                        ("JOB", &name),
                         ("CRON", &cron.source),
                         ("CALENDAR", &calendar),
                         ("DELAY", o.randomized_delay),
@@ -361,8 +359,9 @@ pub fn launchd(config: &Config, o: &LaunchdOptions<'_>) -> Result<Generated, Str
     let binary = xml(&o.binary.display().to_string());
     let config_path = xml(&o.config_path.display().to_string());
     let mut files = Vec::new();
-    let jobs: Vec<(String, Option<&Cron>)> = match o.mode {
-        Mode::Daemon => vec![("daemon".to_string(), None)],
+    // (file stem, cron, heavy): the daemon is one always-on agent, a timer runs one job.
+    let jobs: Vec<(String, Option<&Cron>, bool)> = match o.mode {
+        Mode::Daemon => vec![("daemon".to_string(), None, false)],
         Mode::Timers => {
             if config.schedule.jobs.is_empty() {
                 return Err("no jobs in [schedule]: nothing to install".into());
@@ -371,12 +370,13 @@ pub fn launchd(config: &Config, o: &LaunchdOptions<'_>) -> Result<Generated, Str
                 .schedule
                 .jobs
                 .iter()
-                .map(|(j, c)| (j.clone(), Some(c)))
+                .map(|(j, c)| (j.to_string(), Some(c), j.heavy()))
                 .collect()
         }
     };
-    for (job, cron) in jobs {
-        let label = format!("com.steward.{}", job.replace(':', "-"));
+    for (job, cron, heavy) in jobs {
+        let stem = job.replace(':', "-");
+        let label = format!("com.steward.{stem}");
         let args = match cron {
             None => "\t\t<string>daemon</string>\n".to_string(),
             Some(_) => format!(
@@ -402,16 +402,12 @@ pub fn launchd(config: &Config, o: &LaunchdOptions<'_>) -> Result<Generated, Str
                 s
             }
         };
-        let priority = if heavy(&job) {
+        let priority = if heavy {
             "\t<key>ProcessType</key>\n\t<string>Background</string>\n\t<key>LowPriorityIO</key>\n\t<true/>\n"
         } else {
             ""
         };
-        let log = xml(&o
-            .log_dir
-            .join(format!("{}.log", job.replace(':', "-")))
-            .display()
-            .to_string());
+        let log = xml(&o.log_dir.join(format!("{stem}.log")).display().to_string());
         files.push(File {
             name: format!("{label}.plist"),
             content: fill(

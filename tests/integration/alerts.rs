@@ -274,7 +274,7 @@ fn a_failed_backup_job_alerts_and_its_success_recovers() {
     assert_eq!(m.len(), 1);
     let content = m[0]["content"].as_str().unwrap();
     assert!(
-        content.contains("job backup s") && content.contains("min-free-space"),
+        content.contains("job backup:s") && content.contains("min-free-space"),
         "{content}"
     );
     env.write_config(&base);
@@ -285,7 +285,7 @@ fn a_failed_backup_job_alerts_and_its_success_recovers() {
         m[1]["content"]
             .as_str()
             .unwrap()
-            .contains("RECOVERED  job backup s")
+            .contains("RECOVERED  job backup:s")
     );
     let hits = http.hits.lock().unwrap().clone();
     assert_eq!(

@@ -61,18 +61,16 @@ impl Drop for Daemon {
     }
 }
 
-/// (started, finished, status) of the runs of `job`, oldest first.
+/// (started, finished, status) of the scheduled runs of `job`, oldest first.
 fn runs(state: &Path, job: &str) -> Vec<(i64, Option<i64>, String)> {
     let db = Connection::open(state.join("state.db")).unwrap();
     let mut stmt = db
-        .prepare("SELECT started_at, finished_at, status FROM runs WHERE job = ?1 ORDER BY id")
+        .prepare("SELECT started_at, finished_at, status FROM runs WHERE scheduled = 1 AND job = ?1 ORDER BY id")
         .unwrap();
-    stmt.query_map([format!("job {job}")], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+    stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 fn slow_backup_env(schedule: &str) -> Env {

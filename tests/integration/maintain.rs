@@ -225,7 +225,7 @@ fn vacuum_without_room_is_skipped_with_a_warning_and_an_alert() {
     assert_eq!(m.len(), 1);
     let content = m[0]["content"].as_str().unwrap();
     assert!(
-        content.contains("job maintain weekly") && content.contains("VACUUM skipped"),
+        content.contains("job weekly") && content.contains("VACUUM skipped"),
         "{content}"
     );
 }

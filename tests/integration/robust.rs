@@ -145,3 +145,27 @@ fn completions_and_man_page_need_no_config_and_load_in_bash() {
         "{help}"
     );
 }
+
+/// `run` takes only schedulable jobs, by their one spelling, and records nothing for a
+/// name that is none (it used to record a tick of `job restore`).
+#[test]
+fn run_refuses_unknown_and_unschedulable_jobs_before_recording() {
+    let env = Env::new();
+    env.write_config("");
+    for bad in ["restore", "maintain", "backup:", "nightly"] {
+        let a = env.cmd().args(["run", bad]).assert().code(2);
+        let err = stderr(&a);
+        assert!(
+            err.contains(&format!("unknown job {bad:?}")) && err.contains("backup:SET"),
+            "{bad}: {err}"
+        );
+    }
+    let db = env.state.join("state.db");
+    if db.exists() {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,250 @@
+//! Running a job: the bookkeeping every job shares, in one place. A [`Session`] takes the
+//! job's lock, opens the catalog and pings the start; each unit of work (the job, or one
+//! set of a backup) is recorded as a run, its result feeds the job's alert state (a failure
+//! mails at once, the next success mails the recovery) and due mail is sent; the end pings
+//! success or failure; a scheduled [`Tick`] records the tick around it and rewrites the
+//! metrics file. Never prints: what goes wrong around the job (a ping, a mail) is handed to
+//! the caller's `warn`.
+
+use crate::alerts::{Delivery, Flush, Round};
+use crate::catalog::{Catalog, CatalogError, RunStatus, Trigger};
+use crate::config::Config;
+use crate::job::Job;
+use crate::lock::{JobLock, LockError};
+
+/// Where a caller hears about trouble around a job that does not fail it.
+pub type Warn<'a> = &'a dyn Fn(&str);
+
+/// Errors of the bookkeeping itself.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl JobError {
+    /// Another run of the job holds its lock.
+    pub fn is_held(&self) -> bool {
+        matches!(self, JobError::Lock(LockError::Held { .. }))
+    }
+}
+
+/// How a job ended, for the schedule's record and the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub status: RunStatus,
+    /// The exit code of the command (see `error`).
+    pub code: u8,
+}
+
+impl Done {
+    /// A job that went well.
+    pub const OK: Done = Done {
+        status: RunStatus::Ok,
+        code: crate::error::OK,
+    };
+
+    /// A job that failed in part, already reported.
+    pub const FAILED: Done = Done {
+        status: RunStatus::Failed,
+        code: crate::error::FAILED,
+    };
+}
+
+/// One unit's result, as recorded and alerted on.
+pub struct Outcome<'s> {
+    pub status: RunStatus,
+    pub summary: &'s str,
+    /// Whether it counts as a success for the alert state (a suspect backup does not).
+    pub alert_ok: bool,
+    /// What the failure mail says.
+    pub detail: &'s str,
+}
+
+/// One job in progress.
+pub struct Session<'a> {
+    cfg: &'a Config,
+    job: Job,
+    /// The catalog, open for the job's own use.
+    pub catalog: Catalog,
+    warn: Warn<'a>,
+    /// Dry runs neither ping nor record.
+    quiet: bool,
+    _lock: JobLock,
+}
+
+/// A unit of work started in the catalog.
+#[must_use = "finish the run"]
+pub struct Started {
+    id: Option<i64>,
+    job: Job,
+}
+
+impl<'a> Session<'a> {
+    /// Takes the job's lock, opens the catalog, pings the start (unless `quiet`).
+    pub fn begin(cfg: &'a Config, job: Job, quiet: bool, warn: Warn<'a>) -> Result<Self, JobError> {
+        let lock = crate::lock::acquire(&cfg.state_dir, job.lock())?;
+        let catalog = Catalog::open(&cfg.state_dir)?;
+        let s = Session {
+            cfg,
+            job,
+            catalog,
+            warn,
+            quiet,
+            _lock: lock,
+        };
+        s.ping(Phase::Start);
+        Ok(s)
+    }
+
+    /// Records the start of a unit of work: `unit` is the job itself or one of its parts.
+    pub fn start(&self, unit: Job, target: Option<&str>) -> Result<Started, JobError> {
+        let id = if self.quiet {
+            None
+        } else {
+            Some(self.catalog.start_run(&unit, target, Trigger::Direct)?)
+        };
+        Ok(Started { id, job: unit })
+    }
+
+    /// Records how a unit ended, updates its alert state and sends the mail that is due.
+    pub fn finish(&mut self, run: Started, o: &Outcome<'_>) -> Result<(), JobError> {
+        let Some(id) = run.id else {
+            return Ok(());
+        };
+        self.catalog.finish_run(id, o.status, o.summary)?;
+        self.alert(&run.job, o.alert_ok, o.detail);
+        Ok(())
+    }
+
+    /// Feeds a job's alert state (without a run record: the run is the caller's) and
+    /// sends due mail.
+    pub fn alert(&mut self, unit: &Job, ok: bool, detail: &str) {
+        let now = crate::clock::now();
+        let host = crate::fsutil::hostname();
+        let round = round(self.cfg, &host, now);
+        if let Err(e) = crate::alerts::record_job(&mut self.catalog, unit, ok, detail, &round) {
+            (self.warn)(&format!("recording the job's alert state failed: {e:#}"));
+            return;
+        }
+        self.deliver(now);
+    }
+
+    /// Sends what waits in the outbox; `None` when no mail is configured or it failed.
+    pub fn deliver(&self, now: i64) -> Option<Delivery> {
+        deliver(self.cfg, &self.catalog, now, self.warn)
+    }
+
+    /// Pings success (`ok`) or failure; the lock is released when the session drops.
+    pub fn end(self, ok: bool) {
+        self.ping(if ok { Phase::Success } else { Phase::Fail });
+    }
+
+    fn ping(&self, phase: Phase) {
+        if self.quiet {
+            return;
+        }
+        for key in self.job.ping_keys() {
+            ping(self.cfg, key, phase, self.warn);
+        }
+    }
+}
+
+/// A scheduled tick of a job in progress (`steward run JOB`): a run of the job with the
+/// scheduled trigger, what catch-up, the overdue check, status and metrics follow.
+#[must_use = "end the tick"]
+pub struct Tick {
+    catalog: Catalog,
+    id: i64,
+}
+
+impl Tick {
+    /// Records the tick's start.
+    pub fn start(cfg: &Config, job: &Job) -> Result<Tick, CatalogError> {
+        let catalog = Catalog::open(&cfg.state_dir)?;
+        let id = catalog.start_run(job, None, Trigger::Scheduled)?;
+        Ok(Tick { catalog, id })
+    }
+
+    /// Records its end (`Skipped` when the job's lock was held) and rewrites the metrics
+    /// file.
+    pub fn end(
+        self,
+        cfg: &Config,
+        status: RunStatus,
+        summary: &str,
+        warn: Warn<'_>,
+    ) -> Result<(), CatalogError> {
+        self.catalog.finish_run(self.id, status, summary)?;
+        if let Some(path) = &cfg.schedule.metrics_file {
+            match crate::metrics::render(cfg, &self.catalog) {
+                Ok(text) => {
+                    if let Err(e) = crate::metrics::write(path, &text) {
+                        warn(&format!("metrics file {}: {e}", path.display()));
+                    }
+                }
+                Err(e) => warn(&format!("metrics: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a job is, for pings.
+#[derive(Clone, Copy)]
+enum Phase {
+    Start,
+    Success,
+    Fail,
+}
+
+/// Pings the `[pings]` URL of `key` (healthchecks.io style), best effort.
+fn ping(cfg: &Config, key: &str, phase: Phase, warn: Warn<'_>) {
+    let Some(base) = cfg.pings.get(key) else {
+        return;
+    };
+    let url = match phase {
+        Phase::Start => format!("{}/start", base.trim_end_matches('/')),
+        Phase::Success => base.clone(),
+        Phase::Fail => format!("{}/fail", base.trim_end_matches('/')),
+    };
+    if let Err(e) = crate::services::health(&url, std::time::Duration::from_secs(10)) {
+        warn(&format!("ping {url} failed: {e}"));
+    }
+}
+
+/// Sends what waits in the outbox, telling `warn` when it could not.
+pub fn deliver(cfg: &Config, catalog: &Catalog, now: i64, warn: Warn<'_>) -> Option<Delivery> {
+    let email = cfg.alerts.email.as_ref()?;
+    let how = Flush {
+        wait: false,
+        now_or_never: false,
+    };
+    match crate::alerts::deliver(catalog, email, &cfg.state_dir, now, how) {
+        Ok(d) => {
+            if let Some(e) = &d.last_error {
+                warn(&format!(
+                    "alert mail not sent ({e}); {} waiting, retried later",
+                    d.waiting
+                ));
+            }
+            Some(d)
+        }
+        Err(e) => {
+            warn(&format!("alert delivery failed: {e:#}"));
+            None
+        }
+    }
+}
+
+/// The alerting context of this run.
+pub fn round<'h>(cfg: &Config, host: &'h str, now: i64) -> Round<'h> {
+    Round {
+        remind_every: cfg.alerts.remind_every,
+        host,
+        queue_mail: cfg.alerts.email.is_some(),
+        now,
+    }
+}
