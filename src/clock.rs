@@ -40,8 +40,7 @@ pub fn parse_stamp(s: &str) -> Option<Timestamp> {
 /// out of range.
 pub fn show(unix: i64, format: &str) -> String {
     Timestamp::from_second(unix)
-        .map(|t| t.strftime(format).to_string())
-        .unwrap_or_else(|_| unix.to_string())
+        .map_or_else(|_| unix.to_string(), |t| t.strftime(format).to_string())
 }
 
 #[cfg(test)]

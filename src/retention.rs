@@ -199,7 +199,7 @@ pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<
                 humantime::format_duration(policy.within.unwrap_or_default())
             ));
         }
-        for (period, count, last) in buckets.iter_mut() {
+        for (period, count, last) in &mut buckets {
             if *count == -1 || *count > 0 {
                 let label = period.label(&z);
                 if last.as_deref() != Some(label.as_str()) {
@@ -378,7 +378,7 @@ mod tests {
                     "2026-10-02T11:59:59",
                 ],
                 policy: KeepPolicy {
-                    within: Some(Duration::from_secs(30 * 86400)),
+                    within: Some(Duration::from_hours(720)),
                     ..Default::default()
                 },
                 keep: &["2026-11-01T12:00:00", "2026-10-02T12:00:01"],

@@ -2,6 +2,11 @@
 //! environment (HOME inside the temp dir, no inherited STEWARD_* variables), driving the
 //! real `steward` binary and real tools (tar, zstd, sha256sum, sqlite).
 
+// A test that unwraps fails loudly at the place that broke, which is what a test wants.
+#![allow(clippy::unwrap_used)]
+// The file names compared are the tests' own, in lower case.
+#![allow(clippy::case_sensitive_file_extension_comparisons)]
+
 #[path = "integration/common.rs"]
 mod common;
 

@@ -140,10 +140,10 @@ pub fn step(
             _ => None,
         },
     };
-    let since = if effective != before {
-        now
-    } else {
+    let since = if effective == before {
         prev.map_or(now, |p| p.since)
+    } else {
+        now
     };
     match kind {
         Some(Kind::Recovered) => last_notified = None,
@@ -477,7 +477,7 @@ mod tests {
         let ev = run(
             &[O, C, C, C, O, O],
             Window::default(),
-            Duration::from_secs(3600),
+            Duration::from_hours(1),
         );
         assert_eq!(ev, [(60, Kind::Problem), (240, Kind::Recovered)]);
     }
@@ -487,7 +487,7 @@ mod tests {
         let ev = run(
             &[O, W, W, C, W, O],
             Window::default(),
-            Duration::from_secs(3600),
+            Duration::from_hours(1),
         );
         let kinds: Vec<Kind> = ev.iter().map(|e| e.1).collect();
         assert_eq!(
@@ -504,7 +504,7 @@ mod tests {
     #[test]
     fn reminders_come_every_remind_every_while_not_ok() {
         // 10 cycles a minute apart, remind every 3 minutes.
-        let ev = run(&[C; 10], Window::default(), Duration::from_secs(180));
+        let ev = run(&[C; 10], Window::default(), Duration::from_mins(3));
         assert_eq!(
             ev,
             [
@@ -521,16 +521,16 @@ mod tests {
         let w = Window { n: 3, m: 5 };
         // Failing every other cycle: bad in 3 of the last 5 from the fifth cycle on.
         let seq = [C, O, C, O, C, O, C, O, C, O, O, O, O, O];
-        let ev = run(&seq, w, Duration::from_secs(24 * 3600));
+        let ev = run(&seq, w, Duration::from_hours(24));
         assert_eq!(ev, [(240, Kind::Problem), (660, Kind::Recovered)]);
         // The same input without a window would have mailed at every change.
-        let plain = run(&seq, Window::default(), Duration::from_secs(24 * 3600));
+        let plain = run(&seq, Window::default(), Duration::from_hours(24));
         assert_eq!(plain.len(), 10);
         // `for = 3`: three bad cycles in a row.
         let ev = run(
             &[C, C, O, C, C, C, C],
             Window { n: 3, m: 3 },
-            Duration::from_secs(3600),
+            Duration::from_hours(1),
         );
         assert_eq!(ev, [(300, Kind::Problem)]);
     }

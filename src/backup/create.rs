@@ -507,12 +507,12 @@ fn archive_sqlite(
     guard: &mut Guard,
 ) -> Result<bool, BackupError> {
     let _ = std::fs::remove_file(tmp);
-    let result = super::sqlite::image(&e.path, tmp, Duration::from_secs(60))
+    let result = super::sqlite::image(&e.path, tmp, Duration::from_mins(1))
         .map_err(BackupError::from)
         .and_then(|image| {
             let (file, size) = match &image {
-                super::sqlite::Image::Live { file, size, .. } => (file, *size),
-                super::sqlite::Image::Copy { file, size } => (file, *size),
+                super::sqlite::Image::Live { file, size, .. }
+                | super::sqlite::Image::Copy { file, size } => (file, *size),
             };
             let reader = BufReader::with_capacity(1 << 20, file);
             writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;

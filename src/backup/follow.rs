@@ -22,7 +22,10 @@ struct Shared {
 
 impl Shared {
     fn update(&self, f: impl FnOnce(&mut State)) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut s);
         self.more.notify_all();
     }
@@ -116,9 +119,17 @@ impl Read for Follower {
             return Ok(0);
         }
         let available = {
-            let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             while s.len <= self.pos && !s.done {
-                s = self.shared.more.wait(s).unwrap_or_else(|e| e.into_inner());
+                s = self
+                    .shared
+                    .more
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if let Some(e) = &s.failed {
                 return Err(io::Error::other(format!("writing the archive failed: {e}")));

@@ -89,7 +89,7 @@ pub fn backup_quiesced(
     }
     let errors = down
         .iter()
-        .map(|e| e.to_string())
+        .map(std::string::ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ");
     let outcome = match &result {

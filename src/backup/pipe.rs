@@ -74,7 +74,7 @@ impl PipeWriter {
         self.buf.resize(CHUNK, 0);
         let n = loop {
             match r.read(&mut self.buf[start..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 other => break other,
             }
         };

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -33,12 +32,10 @@ pub fn verify_backup(
     record: &BackupRecord,
     progress: &dyn Progress,
 ) -> Result<VerifyOutcome, BackupError> {
-    let size = std::fs::metadata(&record.path)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let size = std::fs::metadata(&record.path).map_or(0, |m| m.len());
     progress.phase(&format!("verifying {}", record.id), size);
     let result = archive::verify(&record.path, archive::Expect::Sidecar, &mut |n| {
-        progress.advance(n)
+        progress.advance(n);
     })
     .and_then(|v| {
         // The catalog also knows the hash: a sidecar replaced along with the archive still
@@ -53,7 +50,9 @@ pub fn verify_backup(
                 ),
             });
         }
-        if hex::encode(v.sha256) != record.sha256 {
+        if hex::encode(v.sha256) == record.sha256 {
+            Ok(v)
+        } else {
             Err(archive::ArchiveError::Corrupt {
                 path: record.path.clone(),
                 message: format!(
@@ -62,8 +61,6 @@ pub fn verify_backup(
                     record.sha256
                 ),
             })
-        } else {
-            Ok(v)
         }
     });
     let outcome = match result {
@@ -154,7 +151,10 @@ pub fn reindex(
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
-                let n = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                let n = p
+                    .file_name()
+                    .map(std::os::unix::ffi::OsStrExt::as_bytes)
+                    .unwrap_or_default();
                 n.ends_with(b".tar.zst") && !n.starts_with(b".")
             })
             .collect();
@@ -182,7 +182,7 @@ pub fn reindex(
                 ));
                 continue;
             }
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
             let (status, sha, note) = match archive::read_sidecar(&path) {
                 Err(e) => (
                     BackupStatus::Unverified,

@@ -125,7 +125,10 @@ struct SqliteDetector {
 
 impl SqliteDetector {
     fn is_side_file(&mut self, path: &Path) -> bool {
-        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(std::os::unix::ffi::OsStrExt::as_bytes)
+            .unwrap_or_default();
         let base_len = [b"-wal".as_slice(), b"-shm", b"-journal"]
             .iter()
             .find(|s| name.ends_with(s))

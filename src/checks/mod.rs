@@ -279,8 +279,7 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
         use std::os::unix::ffi::OsStrExt;
         let ok = std::ffi::CString::new(p.as_os_str().as_bytes())
             // SAFETY: a valid C string.
-            .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
-            .unwrap_or(false);
+            .is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
         out.push(reading(
             format!("writable {}", p.display()),
             if ok { Severity::Ok } else { Severity::Crit },

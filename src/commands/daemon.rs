@@ -41,7 +41,7 @@ struct Shared {
 type State = Arc<Mutex<Shared>>;
 
 fn lock(s: &State) -> std::sync::MutexGuard<'_, Shared> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A log line: no timestamp under journald (it adds its own), JSON with `log-format`.
@@ -193,7 +193,7 @@ async fn daemon(cfg: Config) -> anyhow::Result<ExitCode> {
                     notify("WATCHDOG=1");
                 }
                 let (w, m) = (SystemTime::now(), Instant::now());
-                let wall_gap = w.duration_since(wall).map(|d| d.as_secs_f64()).unwrap_or(-1.0);
+                let wall_gap = w.duration_since(wall).map_or(-1.0, |d| d.as_secs_f64());
                 let mono_gap = m.duration_since(mono).as_secs_f64();
                 if (wall_gap - mono_gap).abs() > 30.0 {
                     // Sleep/wake or a clock change: schedules from now, and missed runs.
@@ -440,16 +440,13 @@ fn start_job(state: &State, job: &Job, why: &str) {
         let started = Instant::now();
         let status = tokio::select! {
             st = child.wait() => st,
-            _ = tokio::time::sleep(timeout) => {
+            () = tokio::time::sleep(timeout) => {
                 log(json, &format!("{job}: timed out after {timeout:?}; stopping it"));
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-                match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(st) => st,
-                    Err(_) => {
-                        let _ = child.kill().await;
-                        child.wait().await
-                    }
+                if let Ok(st) = tokio::time::timeout(grace, child.wait()).await { st } else {
+                    let _ = child.kill().await;
+                    child.wait().await
                 }
             }
         };

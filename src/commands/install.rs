@@ -53,7 +53,7 @@ fn run_all(cmds: &[Vec<String>], live: bool, dry_run: bool) -> anyhow::Result<()
             );
             continue;
         }
-        let out = SystemRunner.run(c, Duration::from_secs(120))?;
+        let out = SystemRunner.run(c, Duration::from_mins(2))?;
         if !out.success {
             bail!("`{}` failed: {}", c.join(" "), out.output.trim());
         }
@@ -63,7 +63,7 @@ fn run_all(cmds: &[Vec<String>], live: bool, dry_run: bool) -> anyhow::Result<()
 }
 
 fn strs(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    v.iter().map(std::string::ToString::to_string).collect()
 }
 
 pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
@@ -73,9 +73,7 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
             bail!("install needs a config file: pass --config or create /etc/steward/steward.toml")
         }
     };
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
     let this = std::env::current_exe().context("finding steward's own path")?;
     let mode = |m: InstallMode| match m {
         InstallMode::Timers => Mode::Timers,

@@ -27,7 +27,7 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
     drop(progress);
     let errors: Vec<String> = results
         .iter()
-        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .filter_map(|r| r.as_ref().err().map(std::string::ToString::to_string))
         .collect();
     let warnings: Vec<String> = results
         .iter()

@@ -25,7 +25,10 @@ struct Bar {
 
 impl Progress for Bar {
     fn phase(&self, name: &str, total: u64) {
-        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(old) = slot.take() {
             old.finish_and_clear();
         }
@@ -40,12 +43,22 @@ impl Progress for Bar {
         *slot = Some(bar);
     }
     fn advance(&self, n: u64) {
-        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(b) = self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
             b.inc(n);
         }
     }
     fn note(&self, message: &str) {
-        match self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        match self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
             Some(b) => b.println(format!("note: {message}")),
             None => eprintln!("note: {message}"),
         }
@@ -54,7 +67,12 @@ impl Progress for Bar {
 
 impl Drop for Bar {
     fn drop(&mut self) {
-        if let Some(b) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(b) = self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
             b.finish_and_clear();
         }
     }

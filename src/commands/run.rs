@@ -144,7 +144,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             last_run: last.map(|r| r.started_at),
             last_result: last.map(|r| r.status),
             last_seconds: last.and_then(|r| r.finished_at.map(|f| f - r.started_at)),
-            next_run: cron.next_after(now, &tz).map(|t| t.as_second()),
+            next_run: cron.next_after(now, &tz).map(jiff::Timestamp::as_second),
             skipped_ticks: catalog.skipped_runs(job)?,
         });
     }
@@ -155,7 +155,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             .backups(Some(&s.name))?
             .into_iter()
             .next()
-            .filter(|n| n.is_suspect())
+            .filter(super::super::catalog::BackupRecord::is_suspect)
             .map(|n| (n.id, n.suspect));
         sets.push(SetStatus {
             set: s.name.clone(),
@@ -185,7 +185,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         super::print_json(&st)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let t = |x: Option<i64>| x.map(super::show_time).unwrap_or_else(|| "never".into());
+    let t = |x: Option<i64>| x.map_or_else(|| "never".into(), super::show_time);
     println!(
         "{:<16} {:<16} {:<21} {:<9} {:>7} {:<21} SKIPPED",
         "JOB", "SCHEDULE", "LAST RUN", "RESULT", "SECONDS", "NEXT RUN"
@@ -197,9 +197,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             j.schedule,
             t(j.last_run),
             j.last_result.map_or("-", |s| s.word()),
-            j.last_seconds
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".into()),
+            j.last_seconds.map_or_else(|| "-".into(), |s| s.to_string()),
             t(j.next_run),
             j.skipped_ticks
         );

@@ -78,9 +78,7 @@ pub(super) struct RawEmail {
 
 impl Validator<'_> {
     pub(super) fn alerts(&self, raw: &RawAlerts) -> Result<AlertsConfig, ConfigError> {
-        let remind_every = raw
-            .remind_every
-            .map_or(Duration::from_secs(6 * 3600), |d| d.0);
+        let remind_every = raw.remind_every.map_or(Duration::from_hours(6), |d| d.0);
         let Some(e) = &raw.email else {
             return Ok(AlertsConfig {
                 remind_every,

@@ -265,7 +265,7 @@ impl Validator<'_> {
                     Task::VerifyBackups { sample }
                 }
                 RawTask::Catalog(v) => Task::Catalog {
-                    keep_runs: v.keep_runs.map_or(Duration::from_secs(90 * 86400), |d| d.0),
+                    keep_runs: v.keep_runs.map_or(Duration::from_hours(2160), |d| d.0),
                 },
                 RawTask::Report(RawReportTask {}) => Task::Report,
             };

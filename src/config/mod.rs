@@ -203,7 +203,7 @@ pub fn parse(text: &str, origin: Origin) -> Result<Config, ConfigError> {
         origin: &origin,
     };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let offset = e.span().map_or(0, |s| s.start);
         v.error_at(offset, None, e.message().to_string())
     })?;
     let effective = toml::to_string_pretty(&raw)
@@ -462,14 +462,8 @@ mod tests {
 
     #[test]
     fn durations_sizes_and_paths_expand() {
-        assert_eq!(
-            parse_duration("26h").unwrap(),
-            Duration::from_secs(26 * 3600)
-        );
-        assert_eq!(
-            parse_duration("30d").unwrap(),
-            Duration::from_secs(30 * 86400)
-        );
+        assert_eq!(parse_duration("26h").unwrap(), Duration::from_hours(26));
+        assert_eq!(parse_duration("30d").unwrap(), Duration::from_hours(720));
         assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
         assert_eq!(expand_path("/a/./b/../c").unwrap(), PathBuf::from("/a/c"));
         assert!(expand_path("relative/x").is_err());
@@ -521,10 +515,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.backup.sets[0].keep.daily, Some(7));
-        assert_eq!(
-            c.backup.sets[0].keep.within,
-            Some(Duration::from_secs(2 * 86400))
-        );
+        assert_eq!(c.backup.sets[0].keep.within, Some(Duration::from_hours(48)));
         assert_eq!(c.backup.sets[1].keep.last, Some(3));
         assert_eq!(c.backup.sets[1].keep.daily, None);
         assert!(c.backup.prune_after_backup);

@@ -116,10 +116,8 @@ impl Validator<'_> {
         Ok(ScheduleConfig {
             jobs,
             catch_up: raw.catch_up.unwrap_or(true),
-            job_timeout: raw
-                .job_timeout
-                .map_or(Duration::from_secs(12 * 3600), |d| d.0),
-            grace_period: raw.grace_period.map_or(Duration::from_secs(60), |d| d.0),
+            job_timeout: raw.job_timeout.map_or(Duration::from_hours(12), |d| d.0),
+            grace_period: raw.grace_period.map_or(Duration::from_mins(1), |d| d.0),
             metrics_file: match &raw.metrics_file {
                 Some(p) => Some(self.path(p, "schedule.metrics-file")?.value),
                 None => None,

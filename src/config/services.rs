@@ -164,7 +164,7 @@ impl Validator<'_> {
                 after: r.after.iter().map(|a| a.get_ref().clone()).collect(),
                 health_url: r.health_url.as_ref().map(|u| u.get_ref().clone()),
                 stop_timeout: r.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
-                start_timeout: r.start_timeout.map_or(Duration::from_secs(60), |d| d.0),
+                start_timeout: r.start_timeout.map_or(Duration::from_mins(1), |d| d.0),
             });
         }
         // Order: each service after everything in its `after` (Kahn's algorithm, stable).
@@ -174,23 +174,22 @@ impl Validator<'_> {
             let ready = pending
                 .iter()
                 .position(|s| s.after.iter().all(|a| ordered.iter().any(|o| &o.name == a)));
-            match ready {
-                Some(i) => ordered.push(pending.remove(i)),
-                None => {
-                    let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
-                    let first = raw
-                        .iter()
-                        .find(|r| r.name.get_ref() == names[0])
-                        .expect("pending service is configured");
-                    return Err(self.spanned_err(
-                        &first.name,
-                        "service.after",
-                        format!(
-                            "services {} depend on each other in a cycle",
-                            names.join(", ")
-                        ),
-                    ));
-                }
+            if let Some(i) = ready {
+                ordered.push(pending.remove(i))
+            } else {
+                let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
+                let first = raw
+                    .iter()
+                    .find(|r| r.name.get_ref() == names[0])
+                    .expect("pending service is configured");
+                return Err(self.spanned_err(
+                    &first.name,
+                    "service.after",
+                    format!(
+                        "services {} depend on each other in a cycle",
+                        names.join(", ")
+                    ),
+                ));
             }
         }
         Ok(ordered)

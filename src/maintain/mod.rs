@@ -113,9 +113,9 @@ fn size_with_wal(db: &Path) -> u64 {
     let side = |suffix: &str| {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
-        fs::metadata(PathBuf::from(p)).map(|m| m.len()).unwrap_or(0)
+        fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
     };
-    fs::metadata(db).map(|m| m.len()).unwrap_or(0) + side("-wal")
+    fs::metadata(db).map_or(0, |m| m.len()) + side("-wal")
 }
 
 /// Runs `sql` on `conn`, waiting out other writers' locks for a while.
@@ -257,7 +257,7 @@ fn sqlite_task(
             result = Err(fail(
                 &name,
                 down.iter()
-                    .map(|e| e.to_string())
+                    .map(std::string::ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; "),
             ));
@@ -272,8 +272,9 @@ fn open_elsewhere(path: &Path) -> bool {
     let Ok(procs) = fs::read_dir("/proc") else {
         return fs::metadata(path)
             .and_then(|m| m.modified())
-            .map(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60))
-            .unwrap_or(true);
+            .map_or(true, |t| {
+                t.elapsed().unwrap_or_default() < Duration::from_mins(1)
+            });
     };
     let me = std::process::id().to_string();
     let target = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -430,8 +431,7 @@ fn tmp_task(paths: &[PathBuf], max_age: Duration, dry_run: bool) -> Result<TaskR
             let Ok(m) = e.metadata() else { continue };
             let old = m
                 .modified()
-                .map(|t| now.duration_since(t).unwrap_or_default() > max_age)
-                .unwrap_or(false);
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > max_age);
             if !old {
                 continue;
             }

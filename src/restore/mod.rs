@@ -108,7 +108,7 @@ fn path_filter(patterns: &[String], plan: &Plan) -> Result<Option<PathFilter>, R
 fn join_errors(errors: &[ServiceError]) -> String {
     errors
         .iter()
-        .map(|e| e.to_string())
+        .map(std::string::ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -136,7 +136,9 @@ fn abandon(
     e: RestoreError,
 ) -> RestoreError {
     journal.remove_staging();
-    let down = quiesced.map(|q| q.resume()).unwrap_or_default();
+    let down = quiesced
+        .map(super::services::Quiesced::resume)
+        .unwrap_or_default();
     if down.is_empty() {
         let _ = Journal::remove(&config.state_dir);
     } else {
@@ -193,9 +195,7 @@ pub fn restore(
     let mut rules = safety::Rules::new(prefixes, opts.allow_external_symlinks);
 
     // 1. The whole archive, verified and every entry checked, before anything is written.
-    let size = std::fs::metadata(&record.path)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let size = std::fs::metadata(&record.path).map_or(0, |m| m.len());
     progress.phase(&format!("checking {}", record.id), size);
     let skip_rules = crate::fault::enabled("restore-skip-safety-pass");
     let mut matched = 0u64;
@@ -269,7 +269,7 @@ pub fn restore(
             RestoreError::Confined(e),
         ));
     }
-    journal.databases = staged.databases.clone();
+    journal.databases.clone_from(&staged.databases);
     journal.phase = Phase::Stopping;
     if let Err(e) = journal.save(&config.state_dir) {
         return Err(abandon(config, &mut journal, None, e));

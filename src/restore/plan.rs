@@ -106,8 +106,7 @@ fn overlapping(paths: &[String]) -> Option<(&String, &String)> {
 fn unique_suffix(stamp: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!("{stamp}-{}-{nanos:x}", std::process::id())
 }
 

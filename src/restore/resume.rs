@@ -133,7 +133,13 @@ pub fn abandoned(config: &Config) -> Vec<PathBuf> {
     let owned: Vec<PathBuf> = journal::pending(&config.state_dir)
         .ok()
         .flatten()
-        .map(|j| j.plan.targets.iter().map(|t| t.staging_path()).collect())
+        .map(|j| {
+            j.plan
+                .targets
+                .iter()
+                .map(super::plan::Target::staging_path)
+                .collect()
+        })
         .unwrap_or_default();
     let mut found = Vec::new();
     for set in &config.backup.sets {

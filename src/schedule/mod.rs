@@ -81,7 +81,7 @@ fn field(
             v += i16::from(step);
         }
     }
-    out.sort();
+    out.sort_unstable();
     out.dedup();
     Ok((out, text != "*"))
 }
@@ -119,12 +119,12 @@ pub fn parse(expr: &str) -> Result<Cron, String> {
              tokio-cron-scheduler only on both, and systemd and launchd differ again; use one of them"
         ));
     }
-    for w in weekdays.iter_mut() {
+    for w in &mut weekdays {
         if *w == 7 {
             *w = 0;
         }
     }
-    weekdays.sort();
+    weekdays.sort_unstable();
     weekdays.dedup();
     Ok(Cron {
         source: expr.to_string(),

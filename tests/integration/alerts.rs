@@ -95,13 +95,15 @@ fn http_checks_against_a_real_server() {
             .unwrap()
             .iter()
             .find(|c| c["name"] == name)
-            .map(|c| {
-                (
-                    c["state"].as_str().unwrap().to_string(),
-                    c["value"].as_str().unwrap().to_string(),
-                )
-            })
-            .unwrap_or_else(|| panic!("no check {name}"))
+            .map_or_else(
+                || panic!("no check {name}"),
+                |c| {
+                    (
+                        c["state"].as_str().unwrap().to_string(),
+                        c["value"].as_str().unwrap().to_string(),
+                    )
+                },
+            )
     };
     assert_eq!(state("http ok").0, "OK");
     assert_eq!(state("http fail"), ("CRIT".into(), "HTTP 500".into()));

@@ -59,7 +59,7 @@ impl Env {
     /// `steward --config <config> ARGS` with a clean environment.
     pub fn cmd(&self) -> assert_cmd::Command {
         let mut c = assert_cmd::Command::from_std(self.std_cmd());
-        c.timeout(Duration::from_secs(120));
+        c.timeout(Duration::from_mins(2));
         c
     }
 
@@ -76,7 +76,7 @@ impl Env {
         let mut std = std::process::Command::new(STEWARD);
         self.clean(&mut std);
         let mut c = assert_cmd::Command::from_std(std);
-        c.timeout(Duration::from_secs(60));
+        c.timeout(Duration::from_mins(1));
         c
     }
 
@@ -152,8 +152,8 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 /// Writes `len` deterministic pseudo-random (incompressible) bytes.
 pub fn random_file(path: &Path, len: usize, seed: u64) {
     let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407)
         | 1;
     let mut buf = Vec::with_capacity(len);
     while buf.len() < len {

@@ -31,22 +31,16 @@ fn sigkill_mid_backup_leaves_no_archive_and_the_next_run_cleans_up() {
         .spawn()
         .unwrap();
     let set_dir = env.dest.join("s");
-    wait_for(
-        "a growing .partial archive",
-        Duration::from_secs(60),
-        || {
-            fs::read_dir(&set_dir)
-                .map(|rd| {
-                    rd.filter_map(Result::ok).any(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .ends_with(".tar.zst.partial")
-                            && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
-                    })
-                })
-                .unwrap_or(false)
-        },
-    );
+    wait_for("a growing .partial archive", Duration::from_mins(1), || {
+        fs::read_dir(&set_dir).is_ok_and(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(".tar.zst.partial")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    });
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());

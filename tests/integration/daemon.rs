@@ -96,17 +96,15 @@ fn slow_backup_env(schedule: &str) -> Env {
 fn a_slow_job_never_overlaps_its_skipped_ticks_are_counted_and_sigterm_leaves_no_partial() {
     let env = slow_backup_env("* * * * * *");
     let d = Daemon::start(&env);
-    wait_for("a skipped tick", Duration::from_secs(60), || {
+    wait_for("a skipped tick", Duration::from_mins(1), || {
         runs(&env.state, "backup").iter().any(|r| r.2 == "skipped")
     });
     // Stop while a backup runs (they run back to back at this schedule).
-    wait_for("a backup in progress", Duration::from_secs(60), || {
-        fs::read_dir(env.dest.join("s"))
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
-            })
-            .unwrap_or(false)
+    wait_for("a backup in progress", Duration::from_mins(1), || {
+        fs::read_dir(env.dest.join("s")).is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        })
     });
     let status = d.stop();
     assert!(status.success(), "daemon exit {status:?}");
@@ -219,7 +217,7 @@ fn regression_sighup_after_editing_a_sets_paths_reaches_the_next_backup() {
     };
     write(&format!("\"{}\"", a.display()));
     let d = Daemon::start(&env);
-    wait_for("the first backup", Duration::from_secs(60), || {
+    wait_for("the first backup", Duration::from_mins(1), || {
         env.archives("s").len() == 1
     });
     write(&format!("\"{}\", \"{}\"", a.display(), b.display()));
@@ -227,7 +225,7 @@ fn regression_sighup_after_editing_a_sets_paths_reaches_the_next_backup() {
     wait_for("the reload", Duration::from_secs(30), || {
         d.log().contains("configuration reloaded")
     });
-    wait_for("a backup of the new paths", Duration::from_secs(60), || {
+    wait_for("a backup of the new paths", Duration::from_mins(1), || {
         env.archives("s").len() >= 2
     });
     assert!(d.stop().success());

@@ -14,7 +14,7 @@ fn toml_blocks(md: &Path) -> Vec<(usize, String)> {
     for (i, line) in text.lines().enumerate() {
         match &mut current {
             None if line.trim_start().starts_with("```toml") => {
-                current = Some((i + 1, String::new()))
+                current = Some((i + 1, String::new()));
             }
             Some(_) if line.trim_start().starts_with("```") => out.push(current.take().unwrap()),
             Some((_, body)) => {

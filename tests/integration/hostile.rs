@@ -572,31 +572,28 @@ fn run_cell(case: &Case, to: bool, allow: bool, skip_pass: bool) {
         // nothing above may have changed.
         return;
     }
-    match (case.reason)(to, allow) {
-        Some(reason) => {
-            assert_eq!(out.status.code(), Some(2), "{cell}: {err}");
-            let entry = (case.entry)(&prefix, &root_rel);
-            assert!(err.contains(reason), "{cell}: {err}");
-            assert!(err.contains(&entry), "{cell} does not name {entry}: {err}");
-            assert_eq!(
-                tree(&target, &[]),
-                live_before,
-                "{cell} wrote into live data"
-            );
-            assert!(
-                !to_dir.join(&prefix).exists(),
-                "{cell} created the --to target"
-            );
-        }
-        None => {
-            assert_eq!(out.status.code(), Some(0), "{cell}: {err}");
-            let got = if to {
-                to_dir.join(&prefix)
-            } else {
-                target.clone()
-            };
-            assert_eq!(fs::read(got.join("good.txt")).unwrap(), b"good\n", "{cell}");
-        }
+    if let Some(reason) = (case.reason)(to, allow) {
+        assert_eq!(out.status.code(), Some(2), "{cell}: {err}");
+        let entry = (case.entry)(&prefix, &root_rel);
+        assert!(err.contains(reason), "{cell}: {err}");
+        assert!(err.contains(&entry), "{cell} does not name {entry}: {err}");
+        assert_eq!(
+            tree(&target, &[]),
+            live_before,
+            "{cell} wrote into live data"
+        );
+        assert!(
+            !to_dir.join(&prefix).exists(),
+            "{cell} created the --to target"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{cell}: {err}");
+        let got = if to {
+            to_dir.join(&prefix)
+        } else {
+            target.clone()
+        };
+        assert_eq!(fs::read(got.join("good.txt")).unwrap(), b"good\n", "{cell}");
     }
 }
 

@@ -38,7 +38,7 @@ fn tree_hash(root: &Path) -> String {
     let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .into_iter()
         .filter_map(Result::ok)
-        .map(|e| e.into_path())
+        .map(walkdir::DirEntry::into_path)
         .collect();
     entries.sort();
     for p in entries {

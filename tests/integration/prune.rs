@@ -60,8 +60,10 @@ fn action_of(report: &serde_json::Value, id: &str) -> String {
         .unwrap()
         .iter()
         .find(|r| r["id"] == id)
-        .map(|r| r["action"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("{id} not in the prune table"))
+        .map_or_else(
+            || panic!("{id} not in the prune table"),
+            |r| r["action"].as_str().unwrap().to_string(),
+        )
 }
 
 fn archive_of(env: &Env, id: &str) -> PathBuf {

@@ -145,7 +145,7 @@ fn retention_matches_restic_forget() {
         ),
         (
             KeepPolicy {
-                within: Some(Duration::from_secs(45 * 86400)),
+                within: Some(Duration::from_hours(1080)),
                 monthly: Some(6),
                 ..Default::default()
             },
@@ -162,7 +162,7 @@ fn retention_matches_restic_forget() {
         ),
         (
             KeepPolicy {
-                within: Some(Duration::from_secs(200 * 86400 + 5 * 3600)),
+                within: Some(Duration::from_hours(4805)),
                 daily: Some(3),
                 ..Default::default()
             },

@@ -624,7 +624,7 @@ fn ctrl_c_during_staging_changes_nothing() {
                 .contains("steward-staging")
         })
     };
-    wait_for("staging to begin", Duration::from_secs(60), staging_started);
+    wait_for("staging to begin", Duration::from_mins(1), staging_started);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();

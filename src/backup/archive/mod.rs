@@ -138,7 +138,7 @@ pub fn read_sidecar(archive: &Path) -> Result<[u8; 32], ArchiveError> {
         .ok_or_else(|| ArchiveError::corrupt(&sc, "not a sha256sum line"))?;
     let expected_name = archive
         .file_name()
-        .map(|n| n.as_bytes())
+        .map(OsStrExt::as_bytes)
         .unwrap_or_default();
     if name != expected_name {
         return Err(ArchiveError::corrupt(
@@ -207,7 +207,7 @@ pub fn check_identity(path: &Path, meta: &BackupMeta) -> Result<(), ArchiveError
         .strip_prefix(&meta.set)
         .and_then(|r| r.strip_prefix('-'))
         .unwrap_or_default();
-    match crate::clock::parse_stamp(stamp).map(|t| t.as_second()) {
+    match crate::clock::parse_stamp(stamp).map(jiff::Timestamp::as_second) {
         Some(t) if (0..=NAME_SLACK_SECS).contains(&(t - meta.created_unix)) => Ok(()),
         Some(_) => bad(format!(
             "the ID {:?} does not match the creation time {} in backup.json",

@@ -268,7 +268,7 @@ fn verify_stream(
             let kind = entry.header().entry_type();
             on_bytes(entry.size() + 512);
             if let Some(inspect) = inspect.as_mut() {
-                let link = entry.link_name_bytes().map(|l| l.into_owned());
+                let link = entry.link_name_bytes().map(std::borrow::Cow::into_owned);
                 let info = EntryInfo {
                     path: &name,
                     kind,
@@ -339,7 +339,7 @@ fn check_manifest(
     match checker {
         Checker::Written { records, .. } => {
             let mut h = Sha256::new();
-            let mut buf = [0u8; 64 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = entry.read(&mut buf).map_err(read_err)?;
                 if n == 0 {

@@ -339,7 +339,7 @@ impl<R: Read> Read for ExactReader<'_, R> {
         } else {
             loop {
                 match self.inner.read(&mut buf[..want]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     r => break r?,
                 }
             }
