@@ -534,12 +534,13 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
-/// A check's alert state, as stored.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredState {
+/// A check's alert state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckState {
     pub name: String,
     pub state: Severity,
     pub since: i64,
+    /// Raw results, oldest first, one letter each (O, W, C), at most 32.
     pub history: String,
     pub last_notified: Option<i64>,
     pub value: String,
@@ -560,11 +561,11 @@ pub struct QueuedMail {
 
 impl Catalog {
     /// Every stored check state.
-    pub fn check_states(&self) -> Result<Vec<StoredState>, CatalogError> {
+    pub fn check_states(&self) -> Result<Vec<CheckState>, CatalogError> {
         self.rows(
             "SELECT name, state, since, history, last_notified, value, threshold FROM check_states ORDER BY name",
             [], |r| {
-                Ok(StoredState {
+                Ok(CheckState {
                     name: r.get(0)?,
                     state: Severity::from_letter(
                         r.get::<_, String>(1)?.chars().next().unwrap_or('O'),
@@ -583,7 +584,7 @@ impl Catalog {
     /// a change without its alert.
     pub fn save_states(
         &mut self,
-        states: &[StoredState],
+        states: &[CheckState],
         mail: Option<(&str, &str)>,
         now: i64,
     ) -> Result<(), CatalogError> {

@@ -105,16 +105,21 @@ impl Job {
 }
 
 impl fmt::Display for Job {
+    /// Honours width and alignment (`{:<16}`), for tables.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Job::Check => f.write_str("check"),
-            Job::Backup => f.write_str("backup"),
-            Job::BackupSet(s) => write!(f, "backup:{s}"),
-            Job::Maintain(p) => f.write_str(p.name()),
-            Job::Verify => f.write_str("verify"),
-            Job::Prune => f.write_str("prune"),
-            Job::Restore => f.write_str("restore"),
-        }
+        let set;
+        f.pad(match self {
+            Job::Check => "check",
+            Job::Backup => "backup",
+            Job::BackupSet(s) => {
+                set = format!("backup:{s}");
+                &set
+            }
+            Job::Maintain(p) => p.name(),
+            Job::Verify => "verify",
+            Job::Prune => "prune",
+            Job::Restore => "restore",
+        })
     }
 }
 
@@ -166,6 +171,7 @@ mod tests {
             assert_eq!(j.to_string().parse::<Job>(), Ok(j.clone()));
         }
         assert_eq!(Job::BackupSet("a".into()).file_stem(), "backup-a");
+        assert_eq!(format!("{:<9}|", Job::BackupSet("a".into())), "backup:a |");
         assert!("backup:".parse::<Job>().is_err());
         assert!("maintain".parse::<Job>().is_err());
         assert!(!Job::Restore.schedulable());

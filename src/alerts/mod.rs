@@ -11,7 +11,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, CatalogError, StoredState};
+use crate::catalog::{Catalog, CatalogError};
 use crate::checks::{Reading, Severity};
 use crate::config::{EmailConfig, PasswordSource, Security, Window};
 
@@ -53,43 +53,8 @@ pub struct Event {
     pub since: i64,
 }
 
-/// A check's alert state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct State {
-    pub name: String,
-    pub state: Severity,
-    pub since: i64,
-    /// Raw results, oldest first, one letter each (O, W, C), at most 32.
-    pub history: String,
-    pub last_notified: Option<i64>,
-    pub value: String,
-    pub threshold: String,
-}
-
-impl State {
-    fn from_stored(s: &StoredState) -> State {
-        State {
-            name: s.name.clone(),
-            state: s.state,
-            since: s.since,
-            history: s.history.clone(),
-            last_notified: s.last_notified,
-            value: s.value.clone(),
-            threshold: s.threshold.clone(),
-        }
-    }
-    fn to_stored(&self) -> StoredState {
-        StoredState {
-            name: self.name.clone(),
-            state: self.state,
-            since: self.since,
-            history: self.history.clone(),
-            last_notified: self.last_notified,
-            value: self.value.clone(),
-            threshold: self.threshold.clone(),
-        }
-    }
-}
+/// A check's alert state (as the catalog stores it).
+pub use crate::catalog::CheckState as State;
 
 /// Advances one check by one reading at `now`: the new state and the event to tell, if
 /// any. The effective state turns bad when at least `n` of the last `m` raw results were
@@ -252,8 +217,8 @@ pub fn record(
     } = *round;
     let prev: std::collections::HashMap<String, State> = catalog
         .check_states()?
-        .iter()
-        .map(|s| (s.name.clone(), State::from_stored(s)))
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
         .collect();
     let mut states = Vec::new();
     let mut events = Vec::new();
@@ -276,9 +241,8 @@ pub fn record(
     } else {
         None
     };
-    let stored: Vec<StoredState> = states.iter().map(State::to_stored).collect();
     catalog.save_states(
-        &stored,
+        &states,
         mail.as_ref().map(|(s, b)| (s.as_str(), b.as_str())),
         now,
     )?;

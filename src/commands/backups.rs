@@ -45,7 +45,7 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
         BackupsCommand::Pin { id } => mark(cfg, &id, |b| b.pinned = true, "pinned"),
         BackupsCommand::Unpin { id } => mark(cfg, &id, |b| b.pinned = false, "unpinned"),
         BackupsCommand::Reindex { json } => {
-            let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
+            let _lock = crate::lock::acquire(&cfg.state_dir, crate::job::Job::Backup.lock())?;
             let mut catalog = super::open_catalog(cfg)?;
             let progress = super::progress::for_stderr();
             let report = crate::backup::reindex(cfg, &mut catalog, progress.as_ref())
@@ -98,7 +98,7 @@ fn mark(
     change: impl FnOnce(&mut crate::catalog::BackupRecord),
     done: &str,
 ) -> anyhow::Result<ExitCode> {
-    let _lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
+    let _lock = crate::lock::acquire(&cfg.state_dir, crate::job::Job::Backup.lock())?;
     let catalog = super::open_catalog(cfg)?;
     let mut b = catalog
         .backup(id)?

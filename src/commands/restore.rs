@@ -34,7 +34,7 @@ fn ask(prompt: &str) -> anyhow::Result<String> {
 pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let mut session = Session::begin(cfg, Job::Restore, false, &super::warn)?;
     // No backup or prune may change the destination while a restore reads it.
-    let _backup_lock = crate::lock::acquire(&cfg.state_dir, "backup")?;
+    let _backup_lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
     let runner = SystemRunner;
     if args.cleanup {
         let cleaned = restore::cleanup(cfg).context("cleaning up after restores")?;

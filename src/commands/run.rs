@@ -95,7 +95,7 @@ pub fn run(cfg: &Config, job: &str) -> anyhow::Result<Done> {
 
 #[derive(Serialize)]
 struct JobStatus {
-    job: String,
+    job: Job,
     schedule: String,
     last_run: Option<i64>,
     last_result: Option<crate::catalog::RunStatus>,
@@ -139,7 +139,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         let last = catalog.last_run(job)?;
         let last = last.as_ref();
         jobs.push(JobStatus {
-            job: job.to_string(),
+            job: job.clone(),
             schedule: cron.source.clone(),
             last_run: last.map(|r| r.started_at),
             last_result: last.map(|r| r.status),

@@ -175,7 +175,7 @@ impl Validator<'_> {
                 .iter()
                 .position(|s| s.after.iter().all(|a| ordered.iter().any(|o| &o.name == a)));
             if let Some(i) = ready {
-                ordered.push(pending.remove(i))
+                ordered.push(pending.remove(i));
             } else {
                 let names: Vec<_> = pending.iter().map(|s| s.name.as_str()).collect();
                 let first = raw

@@ -155,6 +155,18 @@ pub fn stage(
             message: m,
         })
     };
+    // The target of a link entry; a link without one is a damaged archive.
+    let link_target = |entry: &tar::Entry<'_, _>, what: &str| {
+        entry
+            .link_name_bytes()
+            .map(std::borrow::Cow::into_owned)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{what} {} has no target",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ))
+            })
+    };
     let mut folders = Folders {
         containers: containers(plan)?,
         open: HashMap::new(),
@@ -278,15 +290,7 @@ pub fn stage(
                 }
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        corrupt(format!(
-                            "symlink {} has no target",
-                            String::from_utf8_lossy(&path)
-                        ))
-                    })?
-                    .into_owned();
+                let link = link_target(&entry, "symlink")?;
                 if rel.is_empty() {
                     return Err(RestoreError::Refused(format!(
                         "unsafe entry {}: the set path itself is a symlink in the archive",
@@ -306,15 +310,7 @@ pub fn stage(
                 }
             }
             EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        corrupt(format!(
-                            "hard link {} has no target",
-                            String::from_utf8_lossy(&path)
-                        ))
-                    })?
-                    .into_owned();
+                let link = link_target(&entry, "hard link")?;
                 let link = link.strip_suffix(b"/").unwrap_or(&link).to_vec();
                 let refused = || {
                     RestoreError::Refused(format!(

@@ -157,14 +157,22 @@ pub fn decompressed(
     path: &Path,
 ) -> Result<(PipeReader, std::thread::JoinHandle<io::Result<()>>), ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(path))?;
+    Ok(spawn_decoder(io::BufReader::with_capacity(1 << 20, file)))
+}
+
+/// Decompresses `compressed` on a thread of its own into a pipe (windows up to 2 GiB, as
+/// written); the thread's result reports zstd errors once the pipe has been read.
+fn spawn_decoder<R: io::BufRead + Send + 'static>(
+    compressed: R,
+) -> (PipeReader, std::thread::JoinHandle<io::Result<()>>) {
     let (mut tx, rx) = pipe::pipe();
     let handle = std::thread::spawn(move || -> io::Result<()> {
-        let mut decoder = zstd::stream::read::Decoder::new(file)?;
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
         decoder.window_log_max(31)?;
         while tx.fill_from(&mut decoder)? > 0 {}
         tx.close()
     });
-    Ok((rx, handle))
+    (rx, handle)
 }
 
 pub(super) fn verify_with(
@@ -196,13 +204,7 @@ pub(super) fn verify_with(
         tx.close()?;
         Ok((total, h.finalize().into()))
     });
-    let (mut plain_tx, plain_rx) = pipe::pipe();
-    let decompressor = std::thread::spawn(move || -> io::Result<()> {
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(rx)?;
-        decoder.window_log_max(31)?;
-        while plain_tx.fill_from(&mut decoder)? > 0 {}
-        plain_tx.close()
-    });
+    let (plain_rx, decompressor) = spawn_decoder(rx);
     let content = verify_stream(path, plain_rx, checker, inspect, on_bytes);
     let read = reader
         .join()
