@@ -38,13 +38,20 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         if cause.is::<config::ConfigError>() {
             return ExitCode::from(error::CONFIG);
         }
-        let held = matches!(cause.downcast_ref(), Some(lock::LockError::Held { .. }))
-            || cause
-                .downcast_ref::<jobs::JobError>()
-                .is_some_and(jobs::JobError::is_held);
-        if held {
-            return ExitCode::from(error::LOCKED);
-        }
+    }
+    if lock_held(err) {
+        return ExitCode::from(error::LOCKED);
     }
     ExitCode::from(error::FAILED)
+}
+
+/// Whether the error is another run holding the job's lock (a scheduled tick that meets
+/// it is skipped, not failed).
+pub fn lock_held(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(cause.downcast_ref(), Some(lock::LockError::Held { .. }))
+            || cause
+                .downcast_ref::<jobs::JobError>()
+                .is_some_and(jobs::JobError::is_held)
+    })
 }

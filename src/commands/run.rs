@@ -84,9 +84,7 @@ pub fn run(cfg: &Config, job: &str) -> anyhow::Result<Done> {
     let (status, summary) = match &result {
         Ok(d) => (d.status, d.status.word().to_string()),
         // Another run holds the job's lock: this tick is skipped.
-        Err(e) if crate::exit_code(e) == ExitCode::from(crate::error::LOCKED) => {
-            (RunStatus::Skipped, format!("{e:#}"))
-        }
+        Err(e) if crate::lock_held(e) => (RunStatus::Skipped, format!("{e:#}")),
         Err(e) => (RunStatus::Failed, format!("{e:#}")),
     };
     tick.end(cfg, status, &summary, &super::warn)?;
