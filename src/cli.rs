@@ -42,6 +42,9 @@ pub enum Command {
     Prune(PruneArgs),
     /// Restore a backup: check it, stop the services using the data, swap it in, start them.
     Restore(RestoreArgs),
+    /// Offsite copies on S3-compatible storage: upload, list, fetch back.
+    #[command(subcommand)]
+    Offsite(OffsiteCommand),
     /// One check cycle: a table of checks; exit 0 OK, 1 warning, 2 critical (Nagios).
     Check {
         /// Print the result as JSON.
@@ -185,9 +188,64 @@ pub struct VerifyArgs {
     /// Only backups of this set.
     #[arg(long, value_name = "SET")]
     pub set: Option<String>,
+    /// Check the offsite copies instead: download each and compare its digest with the
+    /// upload's (no identity needed).
+    #[arg(long, conflicts_with = "id")]
+    pub offsite: bool,
+    /// With --offsite: only this target.
+    #[arg(long, value_name = "NAME", requires = "offsite")]
+    pub target: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsiteCommand {
+    /// Upload the newest verified backup of each covered set that has no copy yet (all
+    /// missing ones with --all).
+    Push {
+        /// Only this target (an `[[offsite]]` name).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Only this set.
+        #[arg(long, value_name = "SET")]
+        set: Option<String>,
+        /// Every verified backup without a copy, not only the newest.
+        #[arg(long)]
+        all: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The complete copies in the bucket (this host's, or every host's).
+    List {
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Every host under the prefix, not only this one.
+        #[arg(long)]
+        all_hosts: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a copy, decrypt it, check it against the digest it was verified with and
+    /// put the archive in the backup destination (then `steward restore ID`).
+    Fetch {
+        /// The backup ID (see `steward offsite list`).
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The target to fetch from (default: the first).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// The age identity file (`age-keygen -o key.txt`) the copies are encrypted to.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// The host whose copy it is (default: any host's copy with this ID).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

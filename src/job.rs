@@ -43,16 +43,19 @@ pub enum Job {
     Verify,
     /// Retention over every set.
     Prune,
+    /// Copies of the newest backups to the offsite targets.
+    Offsite,
     /// An interactive restore (never scheduled).
     Restore,
 }
 
 /// The jobs `steward run` and `[schedule]` accept, for messages.
-pub const SCHEDULABLE: &str = "check, backup, backup:SET, daily, weekly, monthly, verify, prune";
+pub const SCHEDULABLE: &str =
+    "check, backup, backup:SET, daily, weekly, monthly, verify, prune, offsite";
 
 /// The `[pings]` keys: a job's own name, and `maintain` for every period.
-pub const PING_KEYS: [&str; 7] = [
-    "check", "backup", "verify", "maintain", "daily", "weekly", "monthly",
+pub const PING_KEYS: [&str; 8] = [
+    "check", "backup", "verify", "maintain", "daily", "weekly", "monthly", "offsite",
 ];
 
 /// A name that is no job.
@@ -74,6 +77,7 @@ impl Job {
             Job::Maintain(_) => "maintain",
             Job::Verify => "verify",
             Job::Restore => "restore",
+            Job::Offsite => "offsite",
         }
     }
 
@@ -84,6 +88,7 @@ impl Job {
             Job::Backup | Job::BackupSet(_) => vec!["backup"],
             Job::Maintain(p) => vec!["maintain", p.name()],
             Job::Verify => vec!["verify"],
+            Job::Offsite => vec!["offsite"],
             Job::Prune | Job::Restore => vec![],
         }
     }
@@ -119,6 +124,7 @@ impl fmt::Display for Job {
             Job::Verify => "verify",
             Job::Prune => "prune",
             Job::Restore => "restore",
+            Job::Offsite => "offsite",
         })
     }
 }
@@ -136,6 +142,7 @@ impl FromStr for Job {
             "verify" => Job::Verify,
             "prune" => Job::Prune,
             "restore" => Job::Restore,
+            "offsite" => Job::Offsite,
             _ => match s.strip_prefix("backup:") {
                 Some(set) if !set.is_empty() => Job::BackupSet(set.to_string()),
                 _ => return Err(UnknownJob(s.to_string())),
@@ -166,6 +173,7 @@ mod tests {
             Job::Verify,
             Job::Prune,
             Job::Restore,
+            Job::Offsite,
         ];
         for j in jobs {
             assert_eq!(j.to_string().parse::<Job>(), Ok(j.clone()));

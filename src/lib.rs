@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod lock;
 pub mod maintain;
 pub mod metrics;
+pub mod offsite;
 pub mod packaging;
 pub mod patterns;
 pub mod restore;

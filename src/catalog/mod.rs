@@ -7,6 +7,7 @@
 //! schema version lives in `PRAGMA user_version` and migrations run in one transaction.
 
 mod backups;
+mod offsite;
 mod runs;
 mod states;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Row};
 
 pub use backups::{BackupRecord, BackupStatus};
+pub use offsite::{OffsiteCopy, PendingUpload};
 pub use runs::{RunRecord, RunStatus, Trigger};
 pub use states::{CheckState, QueuedMail};
 
@@ -118,6 +120,26 @@ const MIGRATIONS: &[&str] = &[
      UPDATE OR REPLACE check_states SET name = 'job ' || substr(name, 14)
         WHERE substr(name, 1, 13) = 'job maintain ';
      CREATE INDEX runs_by_scheduled_job ON runs (scheduled, job, id);",
+    // 6: offsite copies, and the multipart uploads in flight (aborted if a crash left one).
+    "CREATE TABLE offsite_copies (
+        target TEXT NOT NULL,
+        backup_id TEXT NOT NULL,
+        set_name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        encrypted INTEGER NOT NULL,
+        uploaded_at INTEGER NOT NULL,
+        checked_at INTEGER,
+        PRIMARY KEY (target, backup_id)
+     );
+     CREATE TABLE offsite_uploads (
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        upload_id TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        PRIMARY KEY (target, key)
+     );",
 ];
 
 /// An open catalog.

@@ -131,13 +131,23 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
         }
     }
     drop(progress);
+    let created: Vec<String> = results
+        .iter()
+        .filter_map(|o| match o {
+            SetOutcome::Created(s) => Some(s.id.clone()),
+            SetOutcome::Unchanged { .. } => None,
+        })
+        .collect();
+    if !args.json {
+        for o in &results {
+            print_outcome(o);
+        }
+    }
+    failures.extend(super::offsite::after_backup(&mut session, cfg, &created));
     session.end(failures.is_empty());
     if args.json {
         super::print_json(&results)?;
     } else {
-        for o in &results {
-            print_outcome(o);
-        }
         for r in &prunes {
             super::prune::print_report(r, &tz);
         }

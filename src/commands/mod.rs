@@ -9,6 +9,7 @@ mod config;
 mod daemon;
 mod install;
 mod maintain;
+mod offsite;
 mod progress;
 mod prune;
 mod restore;
@@ -54,6 +55,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(&cfg, a).map(exit),
         Command::Prune(a) => prune::run(&cfg, a).map(exit),
         Command::Restore(a) => restore::run(&cfg, a),
+        Command::Offsite(c) => offsite::run(&cfg, c),
         Command::Config(c) => config::run(&cfg, c),
         Command::Check { json } => check::run(&cfg, json).map(exit),
         Command::Alert(c) => alert::run(&cfg, c),

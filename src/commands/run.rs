@@ -57,9 +57,12 @@ fn dispatch(cfg: &Config, job: &Job) -> anyhow::Result<Done> {
                 latest: true,
                 all: false,
                 set: None,
+                offsite: false,
+                target: None,
                 json,
             },
         ),
+        Job::Offsite => super::offsite::push(cfg, None, None, false, json),
         Job::Prune => super::prune::run(
             cfg,
             PruneArgs {

@@ -5,13 +5,14 @@
 //! `steward config check` points at the exact place to fix.
 //!
 //! One module per concern ([`backup`], [`services`], [`checks`], [`alerts`],
-//! [`maintenance`], [`schedule`]), each owning its raw serde types, their validation and the
+//! [`maintenance`], [`schedule`], [`offsite`]), each owning its raw serde types, their validation and the
 //! typed result; this file owns finding, reading and locating (every error by its span).
 
 mod alerts;
 mod backup;
 mod checks;
 mod maintenance;
+mod offsite;
 mod schedule;
 mod services;
 mod values;
@@ -26,6 +27,7 @@ pub use alerts::{AlertsConfig, EmailConfig, PasswordSource, Security};
 pub use backup::{BackupConfig, BackupSet, GuardConfig};
 pub use checks::{ChecksConfig, HttpCheck, Limit, NOISY_WINDOW, TcpCheck, Window};
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
+pub use offsite::{CredentialSource, OffsiteConfig};
 pub use schedule::ScheduleConfig;
 pub use services::{Manager, ServiceConfig};
 pub use values::{parse_duration, parse_size};
@@ -34,6 +36,7 @@ use alerts::RawAlerts;
 use backup::RawBackup;
 use checks::RawChecks;
 use maintenance::RawMaintenance;
+use offsite::RawOffsite;
 use schedule::RawSchedule;
 use services::RawService;
 
@@ -104,6 +107,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub maintenance: MaintenanceConfig,
     pub schedule: ScheduleConfig,
+    /// Offsite targets (`[[offsite]]`), each receiving a copy of the sets it covers.
+    pub offsite: Vec<OffsiteConfig>,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
     pub pings: std::collections::BTreeMap<String, String>,
     /// The configuration as written, normalized: a valid config that parses back to this
@@ -129,6 +134,8 @@ struct RawConfig {
     maintenance: RawMaintenance,
     #[serde(default)]
     schedule: RawSchedule,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    offsite: Vec<Spanned<RawOffsite>>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pings: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -340,12 +347,15 @@ impl Validator<'_> {
         };
         self.pings(&raw.pings)?;
         let services = self.services(&raw.service)?;
+        let set_names: Vec<String> = backup.sets.iter().map(|s| s.name.clone()).collect();
+        let offsite = self.offsite(&raw.offsite, &set_names)?;
         Ok(Config {
             origin: self.origin.clone(),
             services,
             alerts,
             maintenance,
             schedule,
+            offsite,
             pings: raw
                 .pings
                 .iter()

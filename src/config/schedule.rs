@@ -56,6 +56,7 @@ pub(super) struct RawSchedule {
     pub(super) monthly: Option<Spanned<String>>,
     pub(super) verify: Option<Spanned<String>>,
     pub(super) prune: Option<Spanned<String>>,
+    pub(super) offsite: Option<Spanned<String>>,
     pub(super) catch_up: Option<bool>,
     pub(super) job_timeout: Option<HumanDuration>,
     pub(super) grace_period: Option<HumanDuration>,
@@ -84,6 +85,7 @@ impl Validator<'_> {
             (Job::Maintain(Period::Monthly), &raw.monthly),
             (Job::Verify, &raw.verify),
             (Job::Prune, &raw.prune),
+            (Job::Offsite, &raw.offsite),
         ] {
             if let Some(s) = v {
                 let key = format!("schedule.{job}");

@@ -114,7 +114,7 @@ pub struct SqliteSnapshot {
 }
 
 /// Creates `path` (which must not exist), private to its owner.
-pub(super) fn create_private(path: &Path) -> io::Result<File> {
+pub fn create_private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
         .create_new(true)

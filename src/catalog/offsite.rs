@@ -1,0 +1,173 @@
+//! The catalog's offsite side: which backups have a complete copy on which target (with
+//! the object's digest, to check the server against), and the multipart uploads in
+//! flight, so that one a crash left behind is aborted rather than billed forever.
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::{Catalog, CatalogError, now};
+
+/// A complete offsite copy of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OffsiteCopy {
+    pub target: String,
+    pub backup_id: String,
+    pub set: String,
+    /// The object's key in the bucket.
+    pub key: String,
+    /// The object's size.
+    pub bytes: u64,
+    /// SHA-256 of the object as uploaded (the ciphertext when encrypted).
+    pub sha256: String,
+    pub encrypted: bool,
+    pub uploaded_at: i64,
+    /// When its digest was last checked against a download.
+    pub checked_at: Option<i64>,
+}
+
+/// A multipart upload that was started and not yet completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub target: String,
+    pub key: String,
+    pub upload_id: String,
+}
+
+const COPY_COLUMNS: &str =
+    "target, backup_id, set_name, key, bytes, sha256, encrypted, uploaded_at, checked_at";
+
+fn copy_from_row(r: &Row<'_>) -> rusqlite::Result<OffsiteCopy> {
+    Ok(OffsiteCopy {
+        target: r.get(0)?,
+        backup_id: r.get(1)?,
+        set: r.get(2)?,
+        key: r.get(3)?,
+        bytes: r.get::<_, i64>(4)? as u64,
+        sha256: r.get(5)?,
+        encrypted: r.get(6)?,
+        uploaded_at: r.get(7)?,
+        checked_at: r.get(8)?,
+    })
+}
+
+impl Catalog {
+    /// Records a complete copy (and forgets its upload in flight).
+    pub fn put_offsite_copy(&self, c: &OffsiteCopy) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT OR REPLACE INTO offsite_copies ({COPY_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    c.target,
+                    c.backup_id,
+                    c.set,
+                    c.key,
+                    c.bytes as i64,
+                    c.sha256,
+                    c.encrypted,
+                    c.uploaded_at,
+                    c.checked_at
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM offsite_uploads WHERE target = ?1 AND key = ?2",
+                params![c.target, c.key],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The copy of `backup_id` on `target`, if there is one.
+    pub fn offsite_copy(
+        &self,
+        target: &str,
+        backup_id: &str,
+    ) -> Result<Option<OffsiteCopy>, CatalogError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {COPY_COLUMNS} FROM offsite_copies WHERE target = ?1 AND backup_id = ?2"
+                ),
+                params![target, backup_id],
+                copy_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every copy on `target` (all targets when `None`), newest first.
+    pub fn offsite_copies(&self, target: Option<&str>) -> Result<Vec<OffsiteCopy>, CatalogError> {
+        self.rows(
+            &format!(
+                "SELECT {COPY_COLUMNS} FROM offsite_copies WHERE (?1 IS NULL OR target = ?1)
+                 ORDER BY uploaded_at DESC, backup_id DESC"
+            ),
+            params![target],
+            copy_from_row,
+        )
+    }
+
+    /// Marks a copy checked now.
+    pub fn offsite_checked(&self, target: &str, backup_id: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE offsite_copies SET checked_at = ?3 WHERE target = ?1 AND backup_id = ?2",
+                params![target, backup_id, now()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets a copy (deleted by retention).
+    pub fn delete_offsite_copy(&self, target: &str, backup_id: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "DELETE FROM offsite_copies WHERE target = ?1 AND backup_id = ?2",
+                params![target, backup_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Notes an upload in flight, before its first part is sent.
+    pub fn begin_upload(&self, u: &PendingUpload) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO offsite_uploads (target, key, upload_id, started_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![u.target, u.key, u.upload_id, now()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets an upload in flight (completed or aborted).
+    pub fn end_upload(&self, target: &str, key: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "DELETE FROM offsite_uploads WHERE target = ?1 AND key = ?2",
+                params![target, key],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Uploads in flight on `target`: left by a crash when no upload runs.
+    pub fn pending_uploads(&self, target: &str) -> Result<Vec<PendingUpload>, CatalogError> {
+        self.rows(
+            "SELECT target, key, upload_id FROM offsite_uploads WHERE target = ?1",
+            params![target],
+            |r| {
+                Ok(PendingUpload {
+                    target: r.get(0)?,
+                    key: r.get(1)?,
+                    upload_id: r.get(2)?,
+                })
+            },
+        )
+    }
+}

@@ -1,0 +1,247 @@
+//! `[[offsite]]`: S3-compatible buckets that receive a copy of each verified backup,
+//! encrypted to age recipients (the host holds only public keys), under
+//! `<prefix>/<host>/<set>/`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::values::Size;
+use super::{ConfigError, Validator};
+
+/// One offsite target.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct OffsiteConfig {
+    /// Its name in commands, the catalog and alerts (`offsite NAME`).
+    pub name: String,
+    /// `https://s3.eu-central-003.backblazeb2.com`, `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Objects live under `<prefix>/<host>/<set>/` (no leading or trailing `/`).
+    pub prefix: String,
+    /// `bucket` in the path (MinIO, SeaweedFS, Garage) rather than the host name.
+    pub path_style: bool,
+    /// Where the access key comes from; never the config body.
+    pub credentials: CredentialSource,
+    /// age recipients (`age1...`) the copies are encrypted to; empty only with
+    /// `encrypt = false`.
+    pub recipients: Vec<String>,
+    pub encrypt: bool,
+    /// The sets copied; empty: all.
+    pub sets: Vec<String>,
+    /// Bytes per second at most, when set.
+    pub bandwidth_limit: Option<u64>,
+    /// The multipart part size.
+    pub part_size: u64,
+}
+
+impl OffsiteConfig {
+    /// Whether `set` is copied to this target.
+    pub fn covers(&self, set: &str) -> bool {
+        self.sets.is_empty() || self.sets.iter().any(|s| s == set)
+    }
+}
+
+/// Where an offsite target's access key is read from, when it is used.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialSource {
+    /// `KEY=VALUE` lines: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (an
+    /// `EnvironmentFile`).
+    File(PathBuf),
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` in the environment.
+    Env,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(super) struct RawOffsite {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) endpoint: Spanned<String>,
+    pub(super) region: Option<String>,
+    pub(super) bucket: Spanned<String>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) path_style: Option<bool>,
+    pub(super) credentials_file: Option<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) recipients: Vec<Spanned<String>>,
+    pub(super) recipients_file: Option<Spanned<String>>,
+    pub(super) encrypt: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) sets: Vec<Spanned<String>>,
+    pub(super) bandwidth_limit: Option<Size>,
+    pub(super) part_size: Option<Spanned<Size>>,
+}
+
+/// The smallest part S3 accepts (but the last).
+const MIN_PART: u64 = 5 << 20;
+
+impl Validator<'_> {
+    /// `[[offsite]]` targets; `sets` are the configured set names.
+    pub(super) fn offsite(
+        &self,
+        raw: &[Spanned<RawOffsite>],
+        sets: &[String],
+    ) -> Result<Vec<OffsiteConfig>, ConfigError> {
+        let mut out: Vec<OffsiteConfig> = Vec::new();
+        for t in raw {
+            let r = t.get_ref();
+            let name = match &r.name {
+                Some(n) => {
+                    let v = n.get_ref();
+                    let ok = !v.is_empty()
+                        && v.len() <= 64
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    if !ok {
+                        return Err(self.spanned_err(
+                            n,
+                            "offsite.name",
+                            format!("{v:?} is not a valid name; use letters, digits, '-' and '_'"),
+                        ));
+                    }
+                    v.clone()
+                }
+                None => "offsite".to_string(),
+            };
+            if out.iter().any(|o| o.name == name) {
+                return Err(self.spanned_err(
+                    t,
+                    "offsite.name",
+                    format!("offsite target {name:?} is defined twice; give each a `name`"),
+                ));
+            }
+            let endpoint = r.endpoint.get_ref();
+            let parsed = endpoint
+                .parse::<url::Url>()
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if parsed.is_none() {
+                return Err(self.spanned_err(
+                    &r.endpoint,
+                    "offsite.endpoint",
+                    format!("{endpoint:?} is not an http:// or https:// URL"),
+                ));
+            }
+            let bucket = r.bucket.get_ref();
+            let bucket_ok = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !bucket_ok {
+                return Err(self.spanned_err(
+                    &r.bucket,
+                    "offsite.bucket",
+                    format!("{bucket:?} is not a bucket name (3 to 63 of a-z, 0-9, '-', '.')"),
+                ));
+            }
+            let prefix = match &r.prefix {
+                Some(p) => {
+                    let v = p.get_ref().trim_matches('/').to_string();
+                    if v.split('/').any(|c| c == "." || c == "..") {
+                        return Err(self.spanned_err(
+                            p,
+                            "offsite.prefix",
+                            format!("{:?} has a '.' or '..' component", p.get_ref()),
+                        ));
+                    }
+                    v
+                }
+                None => "steward".to_string(),
+            };
+            let encrypt = r.encrypt.unwrap_or(true);
+            let mut recipients: Vec<String> = Vec::new();
+            for rc in &r.recipients {
+                recipients.push(
+                    Self::recipient(rc.get_ref())
+                        .map_err(|m| self.spanned_err(rc, "offsite.recipients", m))?,
+                );
+            }
+            if let Some(f) = &r.recipients_file {
+                let path = self.path(f, "offsite.recipients-file")?.value;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    self.spanned_err(
+                        f,
+                        "offsite.recipients-file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    recipients.push(Self::recipient(line).map_err(|m| {
+                        self.spanned_err(
+                            f,
+                            "offsite.recipients-file",
+                            format!("{} line {}: {m}", path.display(), n + 1),
+                        )
+                    })?);
+                }
+            }
+            if encrypt && recipients.is_empty() {
+                return Err(self.spanned_err(
+                    t,
+                    "offsite.recipients",
+                    "copies are encrypted: give `recipients` (age1... public keys) or \
+                     `recipients-file`, or `encrypt = false` to upload them in the clear"
+                        .into(),
+                ));
+            }
+            let mut covered = Vec::new();
+            for s in &r.sets {
+                if !sets.contains(s.get_ref()) {
+                    return Err(self.spanned_err(
+                        s,
+                        "offsite.sets",
+                        format!("no [[backup.set]] named {:?}", s.get_ref()),
+                    ));
+                }
+                covered.push(s.get_ref().clone());
+            }
+            let part_size = match &r.part_size {
+                Some(p) if p.get_ref().0 < MIN_PART || p.get_ref().0 > (5 << 30) => {
+                    return Err(self.spanned_err(
+                        p,
+                        "offsite.part-size",
+                        "S3 parts are 5 MiB to 5 GiB".into(),
+                    ));
+                }
+                Some(p) => p.get_ref().0,
+                None => 16 << 20,
+            };
+            out.push(OffsiteConfig {
+                name,
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                region: r.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                bucket: bucket.clone(),
+                prefix,
+                path_style: r.path_style.unwrap_or(true),
+                credentials: match &r.credentials_file {
+                    Some(f) => {
+                        CredentialSource::File(self.path(f, "offsite.credentials-file")?.value)
+                    }
+                    None => CredentialSource::Env,
+                },
+                recipients,
+                encrypt,
+                sets: covered,
+                bandwidth_limit: r.bandwidth_limit.map(|s| s.0).filter(|n| *n > 0),
+                part_size,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An age X25519 recipient, checked.
+    fn recipient(s: &str) -> Result<String, String> {
+        let s = s.trim();
+        s.parse::<age::x25519::Recipient>()
+            .map(|_| s.to_string())
+            .map_err(|e| format!("{s:?} is not an age recipient (age1...): {e}"))
+    }
+}
