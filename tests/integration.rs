@@ -14,6 +14,8 @@ mod common;
 mod alerts;
 #[path = "integration/mail.rs"]
 mod mail;
+#[path = "integration/s3.rs"]
+mod s3;
 
 #[path = "integration/backup.rs"]
 mod backup;
@@ -33,6 +35,8 @@ mod hostile;
 mod hosts;
 #[path = "integration/maintain.rs"]
 mod maintain;
+#[path = "integration/offsite.rs"]
+mod offsite;
 #[path = "integration/packaging.rs"]
 mod packaging;
 #[path = "integration/prune.rs"]
