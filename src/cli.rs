@@ -149,6 +149,10 @@ pub enum BackupsCommand {
     /// Rebuild the catalog from the archives' own backup.json (a host rebuilt from the
     /// backup disk).
     Reindex {
+        /// Rebuild the record of offsite copies from the buckets instead (this host's
+        /// copies with their descriptions).
+        #[arg(long)]
+        offsite: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -195,6 +199,10 @@ pub struct VerifyArgs {
     /// With --offsite: only this target.
     #[arg(long, value_name = "NAME", requires = "offsite")]
     pub target: Option<String>,
+    /// With --offsite: also decrypt each copy with this age identity file and check the
+    /// whole archive (zstd frames, tar, every file against the manifest).
+    #[arg(long, value_name = "FILE", requires = "offsite")]
+    pub identity: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -214,6 +222,19 @@ pub enum OffsiteCommand {
         /// Every verified backup without a copy, not only the newest.
         #[arg(long)]
         all: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply each set's retention policy to its offsite copies (the same rules as
+    /// `prune`: the newest good copy stays, suspect copies never count).
+    Prune {
+        /// Only this target.
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+        /// Show what would be deleted, delete nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -82,6 +82,24 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
     }
     let _ = writeln!(
         out,
+        "# HELP steward_offsite_timestamp_seconds When the backup of the newest offsite copy per set and target was taken."
+    );
+    let _ = writeln!(out, "# TYPE steward_offsite_timestamp_seconds gauge");
+    for t in &config.offsite {
+        for set in config.backup.sets.iter().filter(|s| t.covers(&s.name)) {
+            if let Some(c) = catalog.newest_offsite_copy(&t.name, &set.name)? {
+                let _ = writeln!(
+                    out,
+                    "steward_offsite_timestamp_seconds{{set=\"{}\",target=\"{}\"}} {}",
+                    label(&set.name),
+                    label(&t.name),
+                    c.created_at
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
         "# HELP steward_check_state 0 OK, 1 warning, 2 critical."
     );
     let _ = writeln!(out, "# TYPE steward_check_state gauge");

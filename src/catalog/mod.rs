@@ -125,10 +125,12 @@ const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         backup_id TEXT NOT NULL,
         set_name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
         key TEXT NOT NULL,
         bytes INTEGER NOT NULL,
         sha256 TEXT NOT NULL,
         encrypted INTEGER NOT NULL,
+        suspect INTEGER NOT NULL,
         uploaded_at INTEGER NOT NULL,
         checked_at INTEGER,
         PRIMARY KEY (target, backup_id)

@@ -13,6 +13,8 @@ pub struct OffsiteCopy {
     pub target: String,
     pub backup_id: String,
     pub set: String,
+    /// When the backup was taken.
+    pub created_at: i64,
     /// The object's key in the bucket.
     pub key: String,
     /// The object's size.
@@ -20,6 +22,8 @@ pub struct OffsiteCopy {
     /// SHA-256 of the object as uploaded (the ciphertext when encrypted).
     pub sha256: String,
     pub encrypted: bool,
+    /// The backup was suspect when it was copied (retention never counts it).
+    pub suspect: bool,
     pub uploaded_at: i64,
     /// When its digest was last checked against a download.
     pub checked_at: Option<i64>,
@@ -33,20 +37,22 @@ pub struct PendingUpload {
     pub upload_id: String,
 }
 
-const COPY_COLUMNS: &str =
-    "target, backup_id, set_name, key, bytes, sha256, encrypted, uploaded_at, checked_at";
+const COPY_COLUMNS: &str = "target, backup_id, set_name, created_at, key, bytes, sha256, encrypted, \
+     suspect, uploaded_at, checked_at";
 
 fn copy_from_row(r: &Row<'_>) -> rusqlite::Result<OffsiteCopy> {
     Ok(OffsiteCopy {
         target: r.get(0)?,
         backup_id: r.get(1)?,
         set: r.get(2)?,
-        key: r.get(3)?,
-        bytes: r.get::<_, i64>(4)? as u64,
-        sha256: r.get(5)?,
-        encrypted: r.get(6)?,
-        uploaded_at: r.get(7)?,
-        checked_at: r.get(8)?,
+        created_at: r.get(3)?,
+        key: r.get(4)?,
+        bytes: r.get::<_, i64>(5)? as u64,
+        sha256: r.get(6)?,
+        encrypted: r.get(7)?,
+        suspect: r.get(8)?,
+        uploaded_at: r.get(9)?,
+        checked_at: r.get(10)?,
     })
 }
 
@@ -57,16 +63,18 @@ impl Catalog {
             .execute(
                 &format!(
                     "INSERT OR REPLACE INTO offsite_copies ({COPY_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                 ),
                 params![
                     c.target,
                     c.backup_id,
                     c.set,
+                    c.created_at,
                     c.key,
                     c.bytes as i64,
                     c.sha256,
                     c.encrypted,
+                    c.suspect,
                     c.uploaded_at,
                     c.checked_at
                 ],
@@ -99,6 +107,22 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The copies of `set` on `target`, newest first.
+    pub fn offsite_copies_of(
+        &self,
+        target: &str,
+        set: &str,
+    ) -> Result<Vec<OffsiteCopy>, CatalogError> {
+        self.rows(
+            &format!(
+                "SELECT {COPY_COLUMNS} FROM offsite_copies WHERE target = ?1 AND set_name = ?2
+                 ORDER BY created_at DESC, backup_id DESC"
+            ),
+            params![target, set],
+            copy_from_row,
+        )
+    }
+
     /// Every copy on `target` (all targets when `None`), newest first.
     pub fn offsite_copies(&self, target: Option<&str>) -> Result<Vec<OffsiteCopy>, CatalogError> {
         self.rows(
@@ -109,6 +133,25 @@ impl Catalog {
             params![target],
             copy_from_row,
         )
+    }
+
+    /// The newest copy of `set` on `target`.
+    pub fn newest_offsite_copy(
+        &self,
+        target: &str,
+        set: &str,
+    ) -> Result<Option<OffsiteCopy>, CatalogError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {COPY_COLUMNS} FROM offsite_copies WHERE target = ?1 AND set_name = ?2
+                     ORDER BY created_at DESC, backup_id DESC LIMIT 1"
+                ),
+                params![target, set],
+                copy_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Marks a copy checked now.

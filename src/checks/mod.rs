@@ -369,24 +369,52 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
             humantime::format_duration(max)
         );
         let (sev, value) = match catalog.newest_verified(&set.name) {
-            Ok(Some(b)) => {
-                let age = Duration::from_secs(now.saturating_sub(b.created_at).max(0) as u64);
-                let shown =
-                    humantime::format_duration(Duration::from_secs(age.as_secs() / 60 * 60))
-                        .to_string();
-                if age > max {
-                    (Severity::Crit, format!("{shown} old ({})", b.id))
-                } else {
-                    (Severity::Ok, format!("{shown} old"))
-                }
-            }
+            Ok(Some(b)) => freshness(now, b.created_at, &b.id, max),
             Ok(None) => (Severity::Crit, "no verified backup".into()),
             Err(e) => (Severity::Crit, e.to_string()),
         };
         out.push(reading(name, sev, value, threshold, one));
     }
+    offsite_freshness(config, catalog, now, &mut out);
     Cycle {
         readings: out,
         disks,
+    }
+}
+
+/// `offsite SET`: the newest offsite copy of each set with a `max-age` is younger than it
+/// (on every target that covers the set; the target is named when there are several).
+fn offsite_freshness(config: &Config, catalog: &Catalog, now: i64, out: &mut Vec<Reading>) {
+    let one = Window::default();
+    for t in &config.offsite {
+        for set in config.backup.sets.iter().filter(|s| t.covers(&s.name)) {
+            let Some(max) = set.max_age else { continue };
+            let name = if config.offsite.len() == 1 {
+                format!("offsite {}", set.name)
+            } else {
+                format!("offsite {} {}", set.name, t.name)
+            };
+            let threshold = format!(
+                "newest copy younger than {}",
+                humantime::format_duration(max)
+            );
+            let (sev, value) = match catalog.newest_offsite_copy(&t.name, &set.name) {
+                Ok(Some(c)) => freshness(now, c.created_at, &c.backup_id, max),
+                Ok(None) => (Severity::Crit, "no offsite copy".into()),
+                Err(e) => (Severity::Crit, e.to_string()),
+            };
+            out.push(reading(name, sev, value, threshold, one));
+        }
+    }
+}
+
+/// A backup's age against `max`: critical, naming it, when it is older.
+fn freshness(now: i64, created_at: i64, id: &str, max: Duration) -> (Severity, String) {
+    let age = Duration::from_secs(now.saturating_sub(created_at).max(0) as u64);
+    let shown = humantime::format_duration(Duration::from_secs(age.as_secs() / 60 * 60));
+    if age > max {
+        (Severity::Crit, format!("{shown} old ({id})"))
+    } else {
+        (Severity::Ok, format!("{shown} old"))
     }
 }

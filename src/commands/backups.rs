@@ -44,7 +44,11 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
         BackupsCommand::Accept { id } => mark(cfg, &id, |b| b.accepted = true, "accepted"),
         BackupsCommand::Pin { id } => mark(cfg, &id, |b| b.pinned = true, "pinned"),
         BackupsCommand::Unpin { id } => mark(cfg, &id, |b| b.pinned = false, "unpinned"),
-        BackupsCommand::Reindex { json } => {
+        BackupsCommand::Reindex {
+            offsite: true,
+            json,
+        } => super::offsite::reindex(cfg, json),
+        BackupsCommand::Reindex { json, .. } => {
             let _lock = crate::lock::acquire(&cfg.state_dir, crate::job::Job::Backup.lock())?;
             let mut catalog = super::open_catalog(cfg)?;
             let progress = super::progress::for_stderr();

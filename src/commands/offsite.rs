@@ -20,6 +20,21 @@ pub fn run(cfg: &Config, cmd: OffsiteCommand) -> anyhow::Result<ExitCode> {
             all,
             json,
         } => push(cfg, target.as_deref(), set.as_deref(), all, json).map(super::exit),
+        OffsiteCommand::Prune {
+            target,
+            dry_run,
+            json,
+        } => {
+            let targets = targets(cfg, target.as_deref())?;
+            let session = Session::begin(cfg, Job::Offsite, true, &super::warn)?;
+            let rows = prune(&session.catalog, cfg, &targets, dry_run)?;
+            if json {
+                super::print_json(&rows)?;
+            } else {
+                print_pruned(&rows, dry_run);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         OffsiteCommand::List {
             target,
             all_hosts,
@@ -155,6 +170,55 @@ fn missing(
     Ok(out)
 }
 
+/// Remote retention over `targets`, each set by its own policy (sets without one keep
+/// every copy).
+fn prune(
+    catalog: &Catalog,
+    cfg: &Config,
+    targets: &[&OffsiteConfig],
+    dry_run: bool,
+) -> anyhow::Result<Vec<offsite::PruneRow>> {
+    let tz = jiff::tz::TimeZone::system();
+    let mut rows = Vec::new();
+    for t in targets {
+        let sets: Vec<_> = cfg
+            .backup
+            .sets
+            .iter()
+            .filter(|s| t.covers(&s.name) && !s.keep.is_empty())
+            .collect();
+        if sets.is_empty() {
+            continue;
+        }
+        let store = Store::open(t)?;
+        for s in sets {
+            rows.extend(
+                offsite::prune(t, &store, catalog, &s.name, &s.keep, &tz, dry_run)
+                    .with_context(|| format!("pruning set {:?} on offsite {}", s.name, t.name))?,
+            );
+        }
+    }
+    Ok(rows)
+}
+
+fn print_pruned(rows: &[offsite::PruneRow], dry_run: bool) {
+    for r in rows {
+        let what = match (r.keep, r.deleted) {
+            (true, _) => "KEEP",
+            (false, true) => "DELETED",
+            (false, false) if dry_run => "DELETE",
+            (false, false) => "LEFT",
+        };
+        println!(
+            "{:<8} {:<10} {:<36} {}",
+            what,
+            r.target,
+            r.backup_id,
+            r.reasons.join(", ")
+        );
+    }
+}
+
 /// `steward offsite push` (and the `offsite` job).
 pub fn push(
     cfg: &Config,
@@ -163,7 +227,7 @@ pub fn push(
     all: bool,
     json: bool,
 ) -> anyhow::Result<Done> {
-    let targets = targets(cfg, target)?;
+    let chosen = targets(cfg, target)?;
     if let Some(s) = set
         && cfg.set(s).is_none()
     {
@@ -172,14 +236,21 @@ pub fn push(
     let mut session = Session::begin(cfg, Job::Offsite, false, &super::warn)?;
     let mut pushed = Vec::new();
     let mut failures = Vec::new();
-    for t in targets {
+    for t in &chosen {
         let todo = missing(&session.catalog, t, cfg, set, all)?;
         let (done, failed) = upload(&mut session, t, &todo);
         pushed.extend(done);
         failures.extend(failed);
     }
-    session.end(failures.is_empty());
     print_pushed(&pushed, json)?;
+    if cfg.backup.prune_after_backup && !pushed.iter().all(|p| p.already) {
+        match prune(&session.catalog, cfg, &chosen, false) {
+            Ok(rows) if !json => print_pruned(&rows, false),
+            Ok(_) => {}
+            Err(e) => failures.push(e.context("remote retention after the upload")),
+        }
+    }
+    session.end(failures.is_empty());
     for e in &failures {
         eprintln!("steward: error: {e:#}");
     }
@@ -232,6 +303,22 @@ pub fn after_backup(
             super::show_bytes(p.bytes),
             p.seconds
         );
+    }
+    if cfg.backup.prune_after_backup && !pushed.is_empty() {
+        let all: Vec<&OffsiteConfig> = cfg.offsite.iter().collect();
+        match prune(&session.catalog, cfg, &all, false) {
+            Ok(rows) => {
+                for r in rows.iter().filter(|r| r.deleted) {
+                    println!(
+                        "  offsite {}: {} deleted ({})",
+                        r.target,
+                        r.key,
+                        r.reasons.join(", ")
+                    );
+                }
+            }
+            Err(e) => failures.push(e.context("remote retention after the upload")),
+        }
     }
     failures
 }
@@ -360,7 +447,12 @@ fn fetch(
 }
 
 /// `steward verify --offsite`: downloads each recorded copy and compares digests.
-pub fn verify(cfg: &Config, target: Option<&str>, json: bool) -> anyhow::Result<Done> {
+pub fn verify(
+    cfg: &Config,
+    target: Option<&str>,
+    identity: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<Done> {
     let targets = targets(cfg, target)?;
     let mut session = Session::begin(cfg, Job::Verify, false, &super::warn)?;
     let mut rows = Vec::new();
@@ -368,7 +460,25 @@ pub fn verify(cfg: &Config, target: Option<&str>, json: bool) -> anyhow::Result<
     for t in targets {
         let store = Store::open(t)?;
         for c in session.catalog.offsite_copies(Some(&t.name))? {
-            match offsite::check(&store, &t.name, &c.key, &c.sha256, c.bytes) {
+            let scratch = cfg.state_dir.join("offsite-check");
+            let checked =
+                offsite::check(&store, &t.name, &c.key, &c.sha256, c.bytes).and_then(|()| {
+                    match identity {
+                        Some(id) => {
+                            let progress = super::progress::for_stderr();
+                            offsite::check_full(
+                                &store,
+                                &t.name,
+                                &c.key,
+                                id,
+                                &scratch,
+                                progress.as_ref(),
+                            )
+                        }
+                        None => Ok(()),
+                    }
+                });
+            match checked {
                 Ok(()) => {
                     session.catalog.offsite_checked(&t.name, &c.backup_id)?;
                     rows.push(serde_json::json!({"target": t.name, "id": c.backup_id, "key": c.key, "ok": true}));
@@ -403,4 +513,29 @@ pub fn verify(cfg: &Config, target: Option<&str>, json: bool) -> anyhow::Result<
         eprintln!("steward: {} offsite copies failed the check", failed.len());
         Ok(Done::FAILED)
     }
+}
+
+/// `steward backups reindex --offsite`.
+pub fn reindex(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let chosen = targets(cfg, None)?;
+    let _lock = crate::lock::acquire(&cfg.state_dir, Job::Offsite.lock())?;
+    let catalog = super::open_catalog(cfg)?;
+    let host = crate::fsutil::hostname();
+    let mut rows = Vec::new();
+    for t in chosen {
+        let store = Store::open(t)?;
+        let (found, dropped) = offsite::reindex(t, &store, &catalog, &host)
+            .with_context(|| format!("reindexing offsite {}", t.name))?;
+        rows.push(serde_json::json!({"target": t.name, "copies": found, "dropped": dropped}));
+        if !json {
+            println!(
+                "offsite {}: {found} copies of {host} found, {dropped} dropped from the catalog",
+                t.name
+            );
+        }
+    }
+    if json {
+        super::print_json(&rows)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -59,6 +59,7 @@ fn dispatch(cfg: &Config, job: &Job) -> anyhow::Result<Done> {
                 set: None,
                 offsite: false,
                 target: None,
+                identity: None,
                 json,
             },
         ),
@@ -114,6 +115,8 @@ struct SetStatus {
     newest_good: Option<String>,
     /// The newest backup, when it is suspect, and why.
     suspect: Option<(String, Vec<String>)>,
+    /// Per offsite target covering the set: the newest copy's backup ID.
+    offsite: Vec<(String, Option<String>)>,
 }
 
 #[derive(Serialize)]
@@ -164,6 +167,16 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             created_at: b.map(|b| b.created_at),
             newest_good: catalog.newest_good(&s.name)?.map(|g| g.id),
             suspect,
+            offsite: cfg
+                .offsite
+                .iter()
+                .filter(|t| t.covers(&s.name))
+                .map(|t| {
+                    catalog
+                        .newest_offsite_copy(&t.name, &s.name)
+                        .map(|c| (t.name.clone(), c.map(|c| c.backup_id)))
+                })
+                .collect::<Result<_, _>>()?,
         });
     }
     let problems: Vec<Problem> = catalog
@@ -209,6 +222,12 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             s.set,
             s.newest.as_deref().unwrap_or("none")
         );
+        for (target, id) in &s.offsite {
+            println!(
+                "  offsite {target}: newest copy {}",
+                id.as_deref().unwrap_or("none")
+            );
+        }
         if let Some((id, why)) = &s.suspect {
             println!(
                 "  {id} is SUSPECT ({}); last good: {}",

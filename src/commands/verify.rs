@@ -10,7 +10,12 @@ use crate::jobs::{Done, Session};
 
 pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<Done> {
     if args.offsite {
-        return super::offsite::verify(cfg, args.target.as_deref(), args.json);
+        return super::offsite::verify(
+            cfg,
+            args.target.as_deref(),
+            args.identity.as_deref(),
+            args.json,
+        );
     }
     let mut session = Session::begin(cfg, Job::Verify, false, &super::warn)?;
     let all = session.catalog.backups(args.set.as_deref())?;

@@ -55,6 +55,9 @@ pub enum Task {
     },
     /// Read back a share of the verified backups (1.0: all), oldest-checked first.
     VerifyBackups { sample: f64 },
+    /// Download a share of the offsite copies (1.0: all), oldest-checked first, and
+    /// compare their digests with the upload's.
+    VerifyOffsite { sample: f64 },
     /// Forget run history older than this.
     Catalog {
         #[serde(serialize_with = "ser_duration")]
@@ -119,6 +122,7 @@ pub(super) enum RawTask {
     Logs(RawLogsTask),
     Tmp(RawTmpTask),
     VerifyBackups(RawVerifyTask),
+    VerifyOffsite(RawVerifyTask),
     Catalog(RawCatalogTask),
     Report(RawReportTask),
 }
@@ -257,12 +261,16 @@ impl Validator<'_> {
                         .map(|d| d.0)
                         .ok_or_else(|| bad("max-age", "a tmp task needs `max-age`".into()))?,
                 },
-                RawTask::VerifyBackups(v) => {
+                RawTask::VerifyBackups(v) | RawTask::VerifyOffsite(v) => {
                     let sample = v.sample.unwrap_or(1.0);
                     if !(sample > 0.0 && sample <= 1.0) {
                         return Err(bad("sample", format!("{sample} is not a share in (0, 1]")));
                     }
-                    Task::VerifyBackups { sample }
+                    if matches!(t.get_ref(), RawTask::VerifyOffsite(_)) {
+                        Task::VerifyOffsite { sample }
+                    } else {
+                        Task::VerifyBackups { sample }
+                    }
                 }
                 RawTask::Catalog(v) => Task::Catalog {
                     keep_runs: v.keep_runs.map_or(Duration::from_hours(2160), |d| d.0),

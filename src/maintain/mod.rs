@@ -81,6 +81,7 @@ pub fn run(
             Task::Logs(l) => logs_task(l, dry_run, SystemTime::now()),
             Task::Tmp { paths, max_age } => tmp_task(paths, *max_age, dry_run),
             Task::VerifyBackups { sample } => verify_task(catalog, *sample, dry_run, progress),
+            Task::VerifyOffsite { sample } => offsite_task(config, catalog, *sample, dry_run),
             Task::Catalog { keep_runs } => {
                 let name = "catalog".to_string();
                 let before = now - keep_runs.as_secs() as i64;
@@ -458,6 +459,54 @@ fn tmp_task(paths: &[PathBuf], max_age: Duration, dry_run: bool) -> Result<TaskR
         }
     }
     Ok(rep)
+}
+
+/// The sampled offsite check: the copies checked longest ago first.
+fn offsite_task(
+    config: &Config,
+    catalog: &Catalog,
+    sample: f64,
+    dry_run: bool,
+) -> Result<TaskReport, TaskError> {
+    let name = "verify-offsite".to_string();
+    let mut rep = TaskReport {
+        task: name.clone(),
+        ..Default::default()
+    };
+    let mut failed = Vec::new();
+    for t in &config.offsite {
+        let mut copies = catalog
+            .offsite_copies(Some(&t.name))
+            .map_err(|e| fail(&name, e))?;
+        copies.sort_by_key(|c| c.checked_at.unwrap_or(0));
+        let n = ((copies.len() as f64) * sample).ceil() as usize;
+        if dry_run {
+            rep.done.extend(
+                copies
+                    .iter()
+                    .take(n)
+                    .map(|c| format!("would check {}", c.key)),
+            );
+            continue;
+        }
+        let store = crate::offsite::Store::open(t).map_err(|e| fail(&name, e))?;
+        for c in copies.iter().take(n) {
+            match crate::offsite::check(&store, &t.name, &c.key, &c.sha256, c.bytes) {
+                Ok(()) => {
+                    catalog
+                        .offsite_checked(&t.name, &c.backup_id)
+                        .map_err(|e| fail(&name, e))?;
+                    rep.done.push(format!("checked {}", c.key));
+                }
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(rep)
+    } else {
+        Err(fail(&name, failed.join("; ")))
+    }
 }
 
 fn verify_task(

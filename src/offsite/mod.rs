@@ -71,6 +71,9 @@ pub struct RemoteCopy {
     pub bytes: u64,
     pub sha256: String,
     pub encrypted: bool,
+    /// The change guard found the backup suspect when it was copied.
+    #[serde(default)]
+    pub suspect: bool,
     /// age recipients it is encrypted to.
     pub recipients: Vec<String>,
     pub uploaded_at: i64,
@@ -246,6 +249,7 @@ pub fn push(
         bytes,
         sha256: hex::encode(sha),
         encrypted: t.encrypt,
+        suspect: b.is_suspect(),
         recipients: if t.encrypt {
             t.recipients.clone()
         } else {
@@ -260,10 +264,12 @@ pub fn push(
         target: t.name.clone(),
         backup_id: b.id.clone(),
         set: b.set.clone(),
+        created_at: b.created_at,
         key: key.clone(),
         bytes,
         sha256: remote.sha256.clone(),
         encrypted: t.encrypt,
+        suspect: b.is_suspect(),
         uploaded_at: remote.uploaded_at,
         checked_at: None,
     })?;
@@ -408,6 +414,112 @@ impl Write for Parts<'_> {
     }
 }
 
+/// Rebuilds the catalog's copies on `t` from this host's descriptions in the bucket;
+/// returns (found, dropped).
+pub fn reindex(
+    t: &OffsiteConfig,
+    store: &Store,
+    catalog: &Catalog,
+    host: &str,
+) -> Result<(usize, usize), OffsiteError> {
+    let found = list(store, &host_prefix(t, Some(host)))?;
+    for c in &found {
+        catalog.put_offsite_copy(&OffsiteCopy {
+            target: t.name.clone(),
+            backup_id: c.backup_id.clone(),
+            set: c.set.clone(),
+            created_at: c.created_at,
+            key: c.key.clone(),
+            bytes: c.bytes,
+            sha256: c.sha256.clone(),
+            encrypted: c.encrypted,
+            suspect: c.suspect,
+            uploaded_at: c.uploaded_at,
+            checked_at: None,
+        })?;
+    }
+    let mut dropped = 0;
+    for c in catalog.offsite_copies(Some(&t.name))? {
+        if !found.iter().any(|f| f.backup_id == c.backup_id) {
+            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+            dropped += 1;
+        }
+    }
+    Ok((found.len(), dropped))
+}
+
+/// One copy's retention verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneRow {
+    pub target: String,
+    pub backup_id: String,
+    pub key: String,
+    pub created_at: i64,
+    pub keep: bool,
+    /// Deleted (false on a dry run, or when kept).
+    pub deleted: bool,
+    pub reasons: Vec<String>,
+}
+
+/// Applies `policy` to the copies of `set` on `t` (the same rules as local retention:
+/// the newest good copy is always kept, suspect copies never count, pinned backups stay)
+/// and deletes what it does not keep: the description first (the copy is no longer
+/// listed), then the object, then the catalog row. Only keys steward writes, under the
+/// target's prefix, are ever deleted.
+pub fn prune(
+    t: &OffsiteConfig,
+    store: &Store,
+    catalog: &Catalog,
+    set: &str,
+    policy: &crate::retention::KeepPolicy,
+    tz: &jiff::tz::TimeZone,
+    dry_run: bool,
+) -> Result<Vec<PruneRow>, OffsiteError> {
+    let copies = catalog.offsite_copies_of(&t.name, set)?;
+    let mut candidates = Vec::new();
+    for c in &copies {
+        let local = catalog.backup(&c.backup_id)?;
+        candidates.push(crate::retention::Candidate {
+            id: c.backup_id.clone(),
+            time: c.created_at,
+            verified: true,
+            suspect: local.as_ref().map_or(c.suspect, BackupRecord::is_suspect),
+            pinned: local.as_ref().is_some_and(|b| b.pinned),
+        });
+    }
+    let mut rows = Vec::new();
+    for v in crate::retention::decide(&candidates, policy, tz) {
+        let Some(c) = copies.iter().find(|c| c.backup_id == v.id) else {
+            continue;
+        };
+        let mut reasons = v.reasons;
+        let ours = c.key.starts_with(&host_prefix(t, None))
+            && (c.key.ends_with(".tar.zst") || c.key.ends_with(".tar.zst.age"));
+        let mut deleted = false;
+        if !v.keep && !ours {
+            reasons.push(format!(
+                "{} is not a key steward writes; not deleted",
+                c.key
+            ));
+        } else if !v.keep && !dry_run {
+            store.delete(&format!("{}.json", c.key))?;
+            store.delete(&c.key)?;
+            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+            deleted = true;
+        }
+        rows.push(PruneRow {
+            target: t.name.clone(),
+            backup_id: c.backup_id.clone(),
+            key: c.key.clone(),
+            created_at: c.created_at,
+            keep: v.keep,
+            deleted,
+            reasons,
+        });
+    }
+    Ok(rows)
+}
+
 /// The complete copies under `prefix` (those with their description).
 pub fn list(store: &Store, prefix: &str) -> Result<Vec<RemoteCopy>, OffsiteError> {
     let objects = store.list(prefix)?;
@@ -466,6 +578,48 @@ pub fn check(
         });
     }
     Ok(())
+}
+
+/// The whole chain of one copy: download, decrypt with `identity`, and read the archive
+/// back in full (zstd frames, tar, every file against the manifest) in `scratch`, which
+/// is emptied before and after.
+pub fn check_full(
+    store: &Store,
+    target: &str,
+    key: &str,
+    identity: &Path,
+    scratch: &Path,
+    progress: &dyn Progress,
+) -> Result<(), OffsiteError> {
+    let desc = store.get_small(&format!("{key}.json"))?;
+    let copy: RemoteCopy = serde_json::from_slice(&desc).map_err(|e| OffsiteError::Damaged {
+        target: target.to_string(),
+        key: key.to_string(),
+        message: format!("unreadable description: {e}"),
+    })?;
+    let _ = std::fs::remove_dir_all(scratch);
+    let result = fetch(store, target, &copy, Some(identity), scratch, progress).and_then(|path| {
+        let damaged = |message: String| OffsiteError::Damaged {
+            target: target.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let v = crate::backup::archive::verify(
+            &path,
+            crate::backup::archive::Expect::Sidecar,
+            &mut |n| progress.advance(n),
+        )
+        .map_err(|e| damaged(format!("{e:#}")))?;
+        if v.meta.id != copy.backup_id {
+            return Err(damaged(format!(
+                "holds the backup {:?}, not {:?}",
+                v.meta.id, copy.backup_id
+            )));
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(scratch);
+    result
 }
 
 /// Downloads `copy`, decrypts it with the identities in `identity` (when encrypted) and

@@ -95,6 +95,15 @@ fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar() {
         stdout(&a)
     );
     env.cmd().args(["verify", "--offsite"]).assert().success();
+    // With the identity the whole chain is checked: decrypt, zstd, tar, manifest.
+    let a = env
+        .cmd()
+        .args(["verify", "--offsite", "--identity"])
+        .arg(&identity)
+        .assert()
+        .success();
+    assert!(stdout(&a).contains("ok "), "{}", stdout(&a));
+    assert!(!env.state.join("offsite-check").exists());
     // A second push finds nothing to do.
     let a = env.cmd().args(["offsite", "push"]).assert().success();
     assert!(stdout(&a).contains("nothing to upload"), "{}", stdout(&a));
@@ -262,4 +271,87 @@ fn disaster_restore_on_a_fresh_machine_is_byte_identical() {
             "{f}"
         );
     }
+}
+
+#[test]
+fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket() {
+    let env = Env::new();
+    let server = S3Server::start(&env.root.join("s3"), &["retention"]);
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let offsite = server.offsite_toml(&env.root, "retention", None, "");
+    env.one_set(
+        "s",
+        &[&data],
+        &format!("max-age = \"1d\"\n[backup.set.keep]\nlast = 2\n\n{offsite}"),
+    );
+    let mut keys = Vec::new();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for i in 0..4 {
+        fs::write(data.join("f"), format!("version {i}")).unwrap();
+        // An hour apart on steward's clock, so the names order as the backups do.
+        let a = env
+            .cmd()
+            .arg("backup")
+            .env("STEWARD_NOW", (start + i * 3600).to_string())
+            .assert()
+            .success();
+        let out = stdout(&a);
+        let key = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("offsite offsite: "))
+            .and_then(|l| l.split(' ').next())
+            .unwrap_or_else(|| panic!("{out}"))
+            .to_string();
+        keys.push(key);
+    }
+    let db = Connection::open(env.state.join("state.db")).unwrap();
+    let copies = |db: &Connection| -> Vec<String> {
+        db.prepare("SELECT key FROM offsite_copies ORDER BY created_at DESC, backup_id DESC")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(copies(&db), [keys[3].clone(), keys[2].clone()]);
+    // The two oldest are gone from the bucket, object and description.
+    let a = env.cmd().args(["offsite", "list"]).assert().success();
+    let listed = stdout(&a);
+    assert_eq!(
+        listed.lines().filter(|l| l.starts_with("offsite ")).count(),
+        2,
+        "{listed}"
+    );
+    for gone in &keys[..2] {
+        let url = format!("http://127.0.0.1:{}/buckets/retention/{gone}", server.filer);
+        let status = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 404, "{gone}");
+    }
+    // The check watches the newest copy's age.
+    let a = env.cmd().arg("check").assert();
+    let out = stdout(&a);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("offsite s"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("OK"), "{line}");
+    // A lost catalog learns the copies back from the descriptions in the bucket.
+    db.execute("DELETE FROM offsite_copies", []).unwrap();
+    let a = env
+        .cmd()
+        .args(["backups", "reindex", "--offsite"])
+        .assert()
+        .success();
+    assert!(stdout(&a).contains("2 copies"), "{}", stdout(&a));
+    assert_eq!(copies(&db), [keys[3].clone(), keys[2].clone()]);
 }
