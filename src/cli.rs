@@ -312,6 +312,13 @@ pub struct RestoreArgs {
     /// Accept symlinks pointing outside the restored paths (recreated, never followed).
     #[arg(long)]
     pub allow_external_symlinks: bool,
+    /// Fetch the backup ID from the offsite copies first (the host is gone): download,
+    /// decrypt with --identity and verify it before anything is stopped.
+    #[arg(long, requires = "id")]
+    pub from_offsite: bool,
+    /// The age identity file for --from-offsite.
+    #[arg(long, value_name = "FILE", requires = "from_offsite")]
+    pub identity: Option<PathBuf>,
     /// Finish a restore that was interrupted (power loss, SIGKILL) and start its services.
     #[arg(long, conflicts_with_all = ["cleanup", "latest"])]
     pub resume: bool,

@@ -400,7 +400,6 @@ fn fetch(
     identity: Option<&std::path::Path>,
     host: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let t = targets(cfg, target)?[0];
     let _lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
     let mut catalog = super::open_catalog(cfg)?;
     if let Some(b) = catalog.backup(id)? {
@@ -409,6 +408,27 @@ fn fetch(
             b.path.display()
         );
     }
+    let (record, target) = fetch_verified(cfg, &mut catalog, id, target, identity, host)?;
+    println!(
+        "fetched {id} from offsite {target} into {}: verified, {} files; `steward restore {id}` restores it",
+        record.path.display(),
+        record.files
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Downloads backup `id` from an offsite target into the destination, adds it to the
+/// catalog and reads it back in full; the caller holds the backup lock. Returns the
+/// record and the target's name.
+pub fn fetch_verified(
+    cfg: &Config,
+    catalog: &mut Catalog,
+    id: &str,
+    target: Option<&str>,
+    identity: Option<&std::path::Path>,
+    host: Option<&str>,
+) -> anyhow::Result<(BackupRecord, String)> {
+    let t = targets(cfg, target)?[0];
     let store = Store::open(t)?;
     let copies = offsite::list(&store, &offsite::host_prefix(t, host))?;
     let Some(copy) = copies.iter().find(|c| c.backup_id == id) else {
@@ -423,7 +443,7 @@ fn fetch(
         .with_context(|| format!("fetching {id} from offsite {}", t.name))?;
     // The archive is in place with its sidecar: the catalog learns it as any archive on
     // the disk, then it is read back in full like any backup.
-    crate::backup::reindex(cfg, &mut catalog, progress.as_ref())
+    crate::backup::reindex(cfg, catalog, progress.as_ref())
         .context("adding the fetched archive to the catalog")?;
     let record = catalog.backup(id)?.with_context(|| {
         format!(
@@ -431,19 +451,13 @@ fn fetch(
             path.display()
         )
     })?;
-    let outcome = crate::backup::verify_backup(&catalog, &record, progress.as_ref())
+    let outcome = crate::backup::verify_backup(catalog, &record, progress.as_ref())
         .with_context(|| format!("verifying {id}"))?;
-    drop(progress);
     if let Some(e) = outcome.error {
         bail!("{id} was fetched but does not verify: {e}");
     }
-    println!(
-        "fetched {id} from offsite {} into {}: verified, {} files; `steward restore {id}` restores it",
-        t.name,
-        path.display(),
-        outcome.files
-    );
-    Ok(ExitCode::SUCCESS)
+    let record = catalog.backup(id)?.unwrap_or(record);
+    Ok((record, t.name.clone()))
 }
 
 /// `steward verify --offsite`: downloads each recorded copy and compares digests.

@@ -81,6 +81,23 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if args.from_offsite
+        && let Some(id) = &args.id
+        && session.catalog.backup(id)?.is_none()
+    {
+        let (r, target) = super::offsite::fetch_verified(
+            cfg,
+            &mut session.catalog,
+            id,
+            None,
+            args.identity.as_deref(),
+            None,
+        )?;
+        eprintln!(
+            "steward: fetched {} from offsite {target} and verified it",
+            r.id
+        );
+    }
     let record = choose(cfg, &session.catalog, &args)?;
     let opts = RestoreOptions {
         to: args.to.clone(),

@@ -249,20 +249,19 @@ fn disaster_restore_on_a_fresh_machine_is_byte_identical() {
     assert!(new.archives("data").is_empty());
     let key = new.root.join("key.txt");
     fs::copy(&identity, &key).unwrap();
+    // One command at 3 a.m.: fetched, decrypted and verified before anything is touched.
+    let to = new.root.join("restored");
     let a = new
         .cmd()
-        .args(["offsite", "fetch", &id, "--identity"])
+        .args(["restore", &id, "--from-offsite", "--identity"])
         .arg(&key)
-        .assert()
-        .success();
-    assert!(stdout(&a).contains("verified"), "{}", stdout(&a));
-    let to = new.root.join("restored");
-    new.cmd()
-        .args(["restore", &id, "--to"])
+        .arg("--to")
         .arg(&to)
         .arg("--yes")
         .assert()
         .success();
+    assert!(stderr(&a).contains("verified it"), "{}", stderr(&a));
+    assert_eq!(new.archives("data").len(), 1);
     let back = to.join(data.strip_prefix("/").unwrap());
     for f in ["model.bin", "sub/notes.txt", "app.db"] {
         assert_eq!(
