@@ -170,8 +170,8 @@ fn missing(
     Ok(out)
 }
 
-/// Remote retention over `targets`, each set by its own policy (sets without one keep
-/// every copy).
+/// Remote retention over `targets`: the target's own policy, else each set's (sets
+/// without one keep every copy).
 fn prune(
     catalog: &Catalog,
     cfg: &Config,
@@ -185,7 +185,7 @@ fn prune(
             .backup
             .sets
             .iter()
-            .filter(|s| t.covers(&s.name) && !s.keep.is_empty())
+            .filter(|s| t.covers(&s.name) && !t.keep.as_ref().unwrap_or(&s.keep).is_empty())
             .collect();
         if sets.is_empty() {
             continue;
@@ -193,8 +193,16 @@ fn prune(
         let store = Store::open(t)?;
         for s in sets {
             rows.extend(
-                offsite::prune(t, &store, catalog, &s.name, &s.keep, &tz, dry_run)
-                    .with_context(|| format!("pruning set {:?} on offsite {}", s.name, t.name))?,
+                offsite::prune(
+                    t,
+                    &store,
+                    catalog,
+                    &s.name,
+                    t.keep.as_ref().unwrap_or(&s.keep),
+                    &tz,
+                    dry_run,
+                )
+                .with_context(|| format!("pruning set {:?} on offsite {}", s.name, t.name))?,
             );
         }
     }
@@ -437,6 +445,13 @@ pub fn fetch_verified(
             t.name
         );
     };
+    if cfg.set(&copy.set).is_none() {
+        bail!(
+            "{id} is a backup of set {:?}, which {} does not configure; add the set first",
+            copy.set,
+            cfg.origin
+        );
+    }
     let progress = super::progress::for_stderr();
     let dir = cfg.backup.destination.join(&copy.set);
     let path = offsite::fetch(&store, &t.name, copy, identity, &dir, progress.as_ref())

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::backup::RawKeep;
 use super::values::Size;
 use super::{ConfigError, Validator};
 
@@ -36,6 +37,8 @@ pub struct OffsiteConfig {
     pub bandwidth_limit: Option<u64>,
     /// The multipart part size.
     pub part_size: u64,
+    /// Its own retention policy (`[offsite.keep]`); else each set's.
+    pub keep: Option<crate::retention::KeepPolicy>,
 }
 
 impl OffsiteConfig {
@@ -74,6 +77,7 @@ pub(super) struct RawOffsite {
     pub(super) sets: Vec<Spanned<String>>,
     pub(super) bandwidth_limit: Option<Size>,
     pub(super) part_size: Option<Spanned<Size>>,
+    pub(super) keep: Option<Spanned<RawKeep>>,
 }
 
 /// The smallest part S3 accepts (but the last).
@@ -232,6 +236,10 @@ impl Validator<'_> {
                 sets: covered,
                 bandwidth_limit: r.bandwidth_limit.map(|s| s.0).filter(|n| *n > 0),
                 part_size,
+                keep: match &r.keep {
+                    Some(k) => Some(self.keep(k, "offsite.keep")?),
+                    None => None,
+                },
             });
         }
         Ok(out)

@@ -633,17 +633,26 @@ pub fn fetch(
     dest_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<PathBuf, OffsiteError> {
-    if copy.archive.is_empty()
-        || copy.archive.contains('/')
-        || copy.archive.starts_with('.')
+    // The description comes from the bucket: untrusted. Its names become a path below
+    // the destination only when they are plain names of the expected shape.
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 200
+            && !s.starts_with(['.', '-'])
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !plain(&copy.set)
+        || !plain(&copy.archive)
+        || !copy.archive.starts_with(&format!("{}-", copy.set))
         || !copy.archive.ends_with(".tar.zst")
     {
         return Err(OffsiteError::Damaged {
             target: target.to_string(),
             key: copy.key.clone(),
             message: format!(
-                "the description names an unusable archive {:?}",
-                copy.archive
+                "the description names an unusable set {:?} or archive {:?}",
+                copy.set, copy.archive
             ),
         });
     }

@@ -353,4 +353,69 @@ fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_buc
         .success();
     assert!(stdout(&a).contains("2 copies"), "{}", stdout(&a));
     assert_eq!(copies(&db), [keys[3].clone(), keys[2].clone()]);
+    // A target's own policy wins over the set's.
+    let mut text = fs::read_to_string(&env.config).unwrap();
+    text.push_str("\n[offsite.keep]\nlast = 1\n");
+    fs::write(&env.config, text).unwrap();
+    let a = env
+        .cmd()
+        .args(["offsite", "prune", "--dry-run"])
+        .assert()
+        .success();
+    assert!(stdout(&a).contains("DELETE "), "{}", stdout(&a));
+    assert_eq!(copies(&db).len(), 2);
+    env.cmd().args(["offsite", "prune"]).assert().success();
+    assert_eq!(copies(&db), [keys[3].clone()]);
+}
+
+/// The bucket is untrusted: a description that names a path outside the destination is
+/// refused before anything is written.
+#[test]
+fn a_hostile_description_cannot_write_outside_the_destination() {
+    let env = Env::new();
+    let server = S3Server::start(&env.root.join("s3"), &["hostile"]);
+    let data = data_tree(&env.root);
+    env.one_set(
+        "data",
+        &[&data],
+        &server.offsite_toml(&env.root, "hostile", None, ""),
+    );
+    env.cmd().arg("backup").assert().success();
+    let key = only_key(&env);
+    let desc_key = format!("{key}.json");
+    let good: serde_json::Value =
+        serde_json::from_slice(&server.object("hostile", &desc_key)).unwrap();
+    let id = good["backup_id"].as_str().unwrap().to_string();
+    let fresh = Env::new();
+    fresh.one_set(
+        "data",
+        &[&data],
+        &server.offsite_toml(&fresh.root, "hostile", None, ""),
+    );
+    for (field, value) in [
+        ("archive", "../../../escaped.tar.zst"),
+        ("set", "../../escape"),
+        ("archive", "data-x/../../y.tar.zst"),
+    ] {
+        let mut evil = good.clone();
+        evil[field] = serde_json::Value::String(value.into());
+        server.tamper("hostile", &desc_key, &serde_json::to_vec(&evil).unwrap());
+        let a = fresh.cmd().args(["offsite", "fetch", &id]).assert().code(2);
+        let err = stderr(&a);
+        assert!(
+            err.contains("unusable") || err.contains("does not configure"),
+            "{field}: {err}"
+        );
+        assert!(!fresh.root.join("escaped.tar.zst").exists());
+        assert!(fresh.archives("data").is_empty());
+    }
+    // Where the names would have led, from <root>/backups/data.
+    let above = fresh.root.parent().unwrap();
+    for p in [
+        above.join("escaped.tar.zst"),
+        above.join("escape"),
+        fresh.root.join("y.tar.zst"),
+    ] {
+        assert!(!p.exists(), "{}", p.display());
+    }
 }
