@@ -22,6 +22,8 @@ pub enum JobError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
 }
 
 impl JobError {
@@ -72,6 +74,10 @@ pub struct Session<'a> {
     warn: Warn<'a>,
     /// Dry runs neither ping nor record.
     quiet: bool,
+    /// Job hook output not yet written to a run record.
+    hook_log: Vec<String>,
+    /// The last unit recorded, for the hooks that run after it.
+    last_run: Option<i64>,
     _lock: JobLock,
 }
 
@@ -87,16 +93,68 @@ impl<'a> Session<'a> {
     pub fn begin(cfg: &'a Config, job: Job, quiet: bool, warn: Warn<'a>) -> Result<Self, JobError> {
         let lock = crate::lock::acquire(&cfg.state_dir, job.lock())?;
         let catalog = Catalog::open(&cfg.state_dir)?;
-        let s = Session {
+        let mut s = Session {
             cfg,
             job,
             catalog,
             warn,
             quiet,
+            hook_log: Vec::new(),
+            last_run: None,
             _lock: lock,
         };
         s.ping(Phase::Start);
+        // The job's `before` hook: when it fails the job does not run, and it alerts.
+        if let Err(e) = s.job_hook(crate::hooks::When::Before, "running") {
+            let text = e.to_string();
+            s.alert(&s.job.clone(), false, &text);
+            s.end(false);
+            return Err(e.into());
+        }
         Ok(s)
+    }
+
+    /// Runs the job's own hook `when`, if configured (never on a quiet run).
+    fn job_hook(
+        &mut self,
+        when: crate::hooks::When,
+        status: &str,
+    ) -> Result<(), crate::hooks::HookError> {
+        if self.quiet {
+            return Ok(());
+        }
+        let Some(h) = self.cfg.hooks.get(&self.job) else {
+            return Ok(());
+        };
+        let ctx = crate::hooks::Context {
+            job: &self.job,
+            set: None,
+            archive: None,
+            status,
+        };
+        let Some(result) = crate::hooks::run_if(h, when, &ctx) else {
+            return Ok(());
+        };
+        self.hook_log.push(match &result {
+            Ok(out) => out.clone(),
+            Err(e) => e.to_string(),
+        });
+        result.map(|_| ())
+    }
+
+    /// Adds hook output to the run record of `id` (or keeps it for the next one).
+    pub fn record_hooks(&mut self, id: Option<i64>, lines: &[String]) {
+        self.hook_log.extend_from_slice(lines);
+        let Some(id) = id.or(self.last_run) else {
+            return;
+        };
+        if !self.hook_log.is_empty() {
+            let text = self.hook_log.join("\n");
+            match self.catalog.add_run_hooks(id, &text) {
+                Ok(()) => self.hook_log.clear(),
+                Err(e) => (self.warn)(&format!("recording hook output failed: {e:#}")),
+            }
+        }
     }
 
     /// Records the start of a unit of work: `unit` is the job itself or one of its parts.
@@ -115,8 +173,15 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         self.catalog.finish_run(id, o.status, o.summary)?;
+        self.last_run = Some(id);
+        self.record_hooks(Some(id), &[]);
         self.alert(&run.job, o.alert_ok, o.detail);
         Ok(())
+    }
+
+    /// The id of a unit's run record (none on a quiet run).
+    pub fn run_id(run: &Started) -> Option<i64> {
+        run.id
     }
 
     /// Feeds a job's alert state (without a run record: the run is the caller's) and
@@ -137,9 +202,38 @@ impl<'a> Session<'a> {
         deliver(self.cfg, &self.catalog, now, self.warn)
     }
 
-    /// Pings success (`ok`) or failure; the lock is released when the session drops.
-    pub fn end(self, ok: bool) {
+    /// Runs the job's `after` (or `on-failure`) hook, records what hooks printed, pings
+    /// success (`ok`) or failure; the lock is released when the session drops. A failing
+    /// `after` hook fails the job.
+    pub fn end(mut self, ok: bool) -> bool {
+        let when = if ok {
+            crate::hooks::When::After
+        } else {
+            crate::hooks::When::OnFailure
+        };
+        let hook_ok = self
+            .job_hook(when, if ok { "ok" } else { "failed" })
+            .is_ok();
+        let ok = ok && hook_ok;
+        if !hook_ok {
+            let text = self.hook_log.last().cloned().unwrap_or_default();
+            (self.warn)(&text);
+            let job = self.job.clone();
+            self.alert(&job, false, &text);
+        }
+        if !self.hook_log.is_empty() && !self.quiet {
+            // A job with no unit of its own (check, verify) gets a run record for them.
+            if self.last_run.is_none()
+                && let Ok(id) = self.catalog.start_run(&self.job, None, Trigger::Direct)
+            {
+                let status = if ok { RunStatus::Ok } else { RunStatus::Failed };
+                let _ = self.catalog.finish_run(id, status, "hooks");
+                self.last_run = Some(id);
+            }
+            self.record_hooks(None, &[]);
+        }
         self.ping(if ok { Phase::Success } else { Phase::Fail });
+        ok
     }
 
     fn ping(&self, phase: Phase) {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 mod fault;
 pub mod fsutil;
+pub mod hooks;
 pub mod job;
 pub mod jobs;
 pub mod lock;

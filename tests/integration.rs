@@ -29,6 +29,8 @@ mod daemon;
 mod docs;
 #[path = "integration/fuzz.rs"]
 mod fuzz;
+#[path = "integration/hooks.rs"]
+mod hooks;
 #[path = "integration/hostile.rs"]
 mod hostile;
 #[path = "integration/hosts.rs"]

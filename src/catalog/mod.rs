@@ -142,6 +142,8 @@ const MIGRATIONS: &[&str] = &[
         started_at INTEGER NOT NULL,
         PRIMARY KEY (target, key)
      );",
+    // 7: what the hooks around a run printed.
+    "ALTER TABLE runs ADD COLUMN hooks TEXT;",
 ];
 
 /// An open catalog.

@@ -71,6 +71,8 @@ pub struct RunRecord {
     pub finished_at: Option<i64>,
     pub status: RunStatus,
     pub summary: Option<String>,
+    /// What its hooks printed, one `WHEN hook: ...` entry per hook.
+    pub hooks: Option<String>,
 }
 
 impl Catalog {
@@ -95,6 +97,18 @@ impl Catalog {
             )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Adds what a hook printed to a run's record.
+    pub fn add_run_hooks(&self, id: i64, text: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET hooks = CASE WHEN hooks IS NULL THEN ?2 ELSE hooks || char(10) || ?2 END
+                 WHERE id = ?1",
+                params![id, text],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Ends a run.
@@ -155,7 +169,8 @@ impl Catalog {
     }
 }
 
-const RUN_COLUMNS: &str = "id, job, target, started_at, finished_at, status, summary, scheduled";
+const RUN_COLUMNS: &str =
+    "id, job, target, started_at, finished_at, status, summary, scheduled, hooks";
 
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let job: String = r.get(1)?;
@@ -174,5 +189,6 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
         } else {
             Trigger::Direct
         },
+        hooks: r.get(8)?,
     })
 }

@@ -7,6 +7,7 @@ use crate::backup::{BackupOptions, SetOutcome};
 use crate::catalog::RunStatus;
 use crate::cli::BackupArgs;
 use crate::config::Config;
+use crate::hooks::When;
 use crate::job::Job;
 use crate::jobs::{Done, Outcome, Session};
 
@@ -36,6 +37,10 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
         [one] => Job::BackupSet(one.clone()),
         _ => Job::Backup,
     };
+    // Before the job's hooks: SIGTERM and Ctrl-C stop the work and run `on-failure`.
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, crate::backup::stop_flag().clone())?;
+    }
     // Nothing to back up: the state is set up, but nothing pings or is recorded.
     let mut session = Session::begin(cfg, job, sets.is_empty(), &super::warn)?;
     if sets.is_empty() {
@@ -49,9 +54,6 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
         }
         return Ok(Done::OK);
     }
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, crate::backup::stop_flag().clone())?;
-    }
     let progress = super::progress::for_stderr();
     let options = BackupOptions { force: args.force };
     let tz = jiff::tz::TimeZone::system();
@@ -60,16 +62,58 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
     let mut failures = Vec::new();
     for set in sets {
         let unit = Job::BackupSet(set.name.clone());
-        let run = session.start(unit, None)?;
-        let outcome = crate::backup::backup_quiesced(
-            cfg,
-            &session.catalog,
-            set,
-            options,
-            &crate::services::SystemRunner,
-            progress.as_ref(),
-        )
-        .with_context(|| format!("backup of set {:?} failed", set.name));
+        let run = session.start(unit.clone(), None)?;
+        let mut hook_lines = Vec::new();
+        let ctx = |archive, status| crate::hooks::Context {
+            job: &unit,
+            set: Some(&set.name),
+            archive,
+            status,
+        };
+        let before = crate::hooks::run_if(&set.hooks, When::Before, &ctx(None, "running"));
+        let outcome = match before {
+            Some(Err(e)) => {
+                hook_lines.push(e.to_string());
+                Err(anyhow::Error::new(e))
+                    .with_context(|| format!("backup of set {:?} not started", set.name))
+            }
+            before => {
+                hook_lines.extend(before.and_then(Result::ok));
+                crate::backup::backup_quiesced(
+                    cfg,
+                    &session.catalog,
+                    set,
+                    options,
+                    &crate::services::SystemRunner,
+                    progress.as_ref(),
+                )
+                .with_context(|| format!("backup of set {:?} failed", set.name))
+            }
+        };
+        // `after` on success (with the new archive), `on-failure` otherwise; a failing
+        // `after` fails the run but keeps the archive.
+        let (when, archive, status) = match &outcome {
+            Ok(SetOutcome::Created(s)) => (When::After, Some(s.path.as_path()), "ok"),
+            Ok(SetOutcome::Unchanged { .. }) => (When::After, None, "ok"),
+            Err(_) => (When::OnFailure, None, "failed"),
+        };
+        let outcome = match crate::hooks::run_if(&set.hooks, when, &ctx(archive, status)) {
+            Some(Ok(line)) => {
+                hook_lines.push(line);
+                outcome
+            }
+            Some(Err(e)) => {
+                hook_lines.push(e.to_string());
+                match outcome {
+                    Ok(o) => {
+                        failures.push(anyhow::Error::new(e).context(format!("set {:?}", set.name)));
+                        Ok(o)
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+            None => outcome,
+        };
         match outcome {
             Ok(o) => {
                 let (status, summary) = match &o {
@@ -104,6 +148,7 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
                         detail: &summary,
                     },
                 )?;
+                session.record_hooks(None, &hook_lines);
                 results.push(o);
                 if cfg.backup.prune_after_backup && !set.keep.is_empty() {
                     match crate::backup::prune_set(cfg, &session.catalog, set, &tz, false) {
@@ -126,6 +171,7 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
                         detail: &text,
                     },
                 )?;
+                session.record_hooks(None, &hook_lines);
                 failures.push(e);
             }
         }
@@ -144,7 +190,9 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
         }
     }
     failures.extend(super::offsite::after_backup(&mut session, cfg, &created));
-    session.end(failures.is_empty());
+    if !session.end(failures.is_empty()) && failures.is_empty() {
+        failures.push(anyhow::anyhow!("the job's after hook failed"));
+    }
     if args.json {
         super::print_json(&results)?;
     } else {

@@ -41,7 +41,7 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<Done> {
         catalog.add_disk_sample(&d.path.to_string_lossy(), now, d.used, d.free)?;
     }
     let mail = session.deliver(now);
-    session.end(true);
+    let hooks_ok = session.end(true);
     let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);
     if json {
         let checks = states.iter().map(row).collect();
@@ -78,6 +78,9 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<Done> {
                 if m.sent == 1 { "" } else { "s" }
             );
         }
+    }
+    if !hooks_ok {
+        return Ok(Done::FAILED);
     }
     Ok(match worst {
         Severity::Ok => Done::OK,

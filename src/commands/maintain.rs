@@ -113,7 +113,7 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
             detail: &detail,
         },
     )?;
-    session.end(ok);
+    let ok = session.end(ok);
     for e in &errors {
         eprintln!("steward: error: {e}");
     }

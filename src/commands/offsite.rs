@@ -258,7 +258,9 @@ pub fn push(
             Err(e) => failures.push(e.context("remote retention after the upload")),
         }
     }
-    session.end(failures.is_empty());
+    if !session.end(failures.is_empty()) && failures.is_empty() {
+        failures.push(anyhow::anyhow!("the job's after hook failed"));
+    }
     for e in &failures {
         eprintln!("steward: error: {e:#}");
     }
@@ -521,7 +523,9 @@ pub fn verify(
         }
     }
     session.alert(&Job::Verify, failed.is_empty(), &failed.join("; "));
-    session.end(failed.is_empty());
+    if !session.end(failed.is_empty()) && failed.is_empty() {
+        failed.push("the job's after hook failed".into());
+    }
     if json {
         super::print_json(&rows)?;
     } else {

@@ -47,7 +47,11 @@ pub fn run(cfg: &Config, args: VerifyArgs) -> anyhow::Result<Done> {
     let failed = outcomes.iter().filter(|o| !o.ok).count();
     let detail: Vec<String> = outcomes.iter().filter_map(|o| o.error.clone()).collect();
     session.alert(&Job::Verify, failed == 0, &detail.join("; "));
-    session.end(failed == 0);
+    let failed = if session.end(failed == 0) {
+        failed
+    } else {
+        failed.max(1)
+    };
     if args.json {
         super::print_json(&outcomes)?;
     } else {

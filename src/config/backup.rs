@@ -47,6 +47,8 @@ pub struct BackupSet {
     /// with `quiesce_on_backup`).
     pub quiesce: Vec<String>,
     pub quiesce_on_backup: bool,
+    /// Commands around this set's backup.
+    pub hooks: super::Hooks,
 }
 
 /// Limits of the change guard, in percent; a share above the limit makes the backup
@@ -133,6 +135,7 @@ pub(super) struct RawSet {
     pub(super) quiesce_on_backup: bool,
     /// This set's own backup schedule (job `backup:NAME`), instead of `[schedule] backup`.
     pub(super) schedule: Option<Spanned<String>>,
+    pub(super) hooks: Option<super::hooks::RawHooks>,
 }
 
 impl Validator<'_> {
@@ -250,6 +253,10 @@ impl Validator<'_> {
                     s.quiesce.iter().map(|q| q.get_ref().clone()).collect()
                 },
                 quiesce_on_backup: s.quiesce_on_backup,
+                hooks: match &s.hooks {
+                    Some(h) => self.hooks(h, "backup.set.hooks")?,
+                    None => super::Hooks::default(),
+                },
             });
         }
         Ok(BackupConfig {

@@ -11,6 +11,7 @@
 mod alerts;
 mod backup;
 mod checks;
+mod hooks;
 mod maintenance;
 mod offsite;
 mod schedule;
@@ -26,6 +27,7 @@ use toml::Spanned;
 pub use alerts::{AlertsConfig, EmailConfig, PasswordSource, Security};
 pub use backup::{BackupConfig, BackupSet, GuardConfig};
 pub use checks::{ChecksConfig, HttpCheck, Limit, NOISY_WINDOW, TcpCheck, Window};
+pub use hooks::Hooks;
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, OffsiteConfig};
 pub use schedule::ScheduleConfig;
@@ -39,6 +41,8 @@ use maintenance::RawMaintenance;
 use offsite::RawOffsite;
 use schedule::RawSchedule;
 use services::RawService;
+
+use crate::job::Job;
 
 /// The configuration used when no file is found: state under `~/.local/state/steward`,
 /// no backup sets, and the seed thresholds for checks (memory 80 %, CPU 80 %, disk 90 %).
@@ -109,6 +113,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// Offsite targets (`[[offsite]]`), each receiving a copy of the sets it covers.
     pub offsite: Vec<OffsiteConfig>,
+    /// Commands around jobs (`[hooks.JOB]`).
+    pub hooks: std::collections::BTreeMap<Job, Hooks>,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
     pub pings: std::collections::BTreeMap<String, String>,
     /// The configuration as written, normalized: a valid config that parses back to this
@@ -136,6 +142,8 @@ struct RawConfig {
     schedule: RawSchedule,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     offsite: Vec<Spanned<RawOffsite>>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    hooks: std::collections::BTreeMap<Spanned<String>, hooks::RawHooks>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pings: std::collections::BTreeMap<Spanned<String>, Spanned<String>>,
 }
@@ -349,6 +357,16 @@ impl Validator<'_> {
         let services = self.services(&raw.service)?;
         let set_names: Vec<String> = backup.sets.iter().map(|s| s.name.clone()).collect();
         let offsite = self.offsite(&raw.offsite, &set_names)?;
+        let mut job_hooks = std::collections::BTreeMap::new();
+        for (name, h) in &raw.hooks {
+            let job: Job = name
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::job::UnknownJob| {
+                    self.spanned_err(name, &format!("hooks.{}", name.get_ref()), e.to_string())
+                })?;
+            job_hooks.insert(job, self.hooks(h, &format!("hooks.{}", name.get_ref()))?);
+        }
         Ok(Config {
             origin: self.origin.clone(),
             services,
@@ -356,6 +374,7 @@ impl Validator<'_> {
             maintenance,
             schedule,
             offsite,
+            hooks: job_hooks,
             pings: raw
                 .pings
                 .iter()

@@ -59,40 +59,67 @@ impl Runner for SystemRunner {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| std::io::Error::other("empty command"))?;
-        let mut out = tempfile::tempfile()?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out.try_clone()?);
-        die_with_parent(&mut cmd);
-        let mut child = cmd.spawn()?;
-        let started = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break Some(s);
-            }
-            if started.elapsed() >= timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut output = String::new();
-        use std::io::Seek;
-        out.seek(std::io::SeekFrom::Start(0))?;
-        let _ = out.take(64 * 1024).read_to_string(&mut output);
-        match status {
-            Some(s) => Ok(Outcome {
-                success: s.success(),
-                output,
-            }),
-            None => Ok(Outcome {
-                success: false,
-                output: format!("timed out after {timeout:?}; {output}"),
-            }),
+        cmd.args(args);
+        run_captured(cmd, timeout, false, None)
+    }
+}
+
+/// Runs `cmd` with stdin closed and stdout+stderr captured (the first 64 KiB), waiting at
+/// most `timeout`; then it is killed (with its whole process group when `group`, for shell
+/// hooks whose children would outlive `sh`).
+pub fn run_captured(
+    mut cmd: Command,
+    timeout: Duration,
+    group: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> std::io::Result<Outcome> {
+    let mut out = tempfile::tempfile()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out.try_clone()?);
+    if group {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let started = Instant::now();
+    let mut interrupted = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
         }
+        let stopped = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+        interrupted = stopped;
+        if started.elapsed() >= timeout || stopped {
+            if group && let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: signalling the process group this child leads.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut output = String::new();
+    use std::io::Seek;
+    out.seek(std::io::SeekFrom::Start(0))?;
+    let _ = out.take(64 * 1024).read_to_string(&mut output);
+    match status {
+        Some(s) => Ok(Outcome {
+            success: s.success(),
+            output,
+        }),
+        None if interrupted => Ok(Outcome {
+            success: false,
+            output: format!("interrupted (SIGTERM or Ctrl-C); {output}"),
+        }),
+        None => Ok(Outcome {
+            success: false,
+            output: format!("timed out after {timeout:?}; {output}"),
+        }),
     }
 }
 
