@@ -299,24 +299,44 @@ fn ping(cfg: &Config, key: &str, phase: Phase, warn: Warn<'_>) {
     let Some(base) = cfg.pings.get(key) else {
         return;
     };
-    let url = match phase {
-        Phase::Start => format!("{}/start", base.trim_end_matches('/')),
-        Phase::Success => base.clone(),
-        Phase::Fail => format!("{}/fail", base.trim_end_matches('/')),
+    let Some(url) = ping_url(base, key, phase) else {
+        return;
     };
     if let Err(e) = crate::services::health(&url, std::time::Duration::from_secs(10)) {
         warn(&format!("ping {url} failed: {e}"));
     }
 }
 
+/// The URL to call for `phase`: healthchecks.io style (`<url>/start`, `<url>`,
+/// `<url>/fail`), or Uptime Kuma's push form (`.../api/push/TOKEN`: `?status=up|down&msg=`;
+/// Kuma has no start signal).
+fn ping_url(base: &str, job: &str, phase: Phase) -> Option<String> {
+    if base.contains("/api/push/") {
+        let (status, msg) = match phase {
+            Phase::Start => return None,
+            Phase::Success => ("up", "OK"),
+            Phase::Fail => ("down", "failed"),
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        return Some(format!("{base}{sep}status={status}&msg={job}%20{msg}"));
+    }
+    Some(match phase {
+        Phase::Start => format!("{}/start", base.trim_end_matches('/')),
+        Phase::Success => base.to_string(),
+        Phase::Fail => format!("{}/fail", base.trim_end_matches('/')),
+    })
+}
+
 /// Sends what waits in the outbox, telling `warn` when it could not.
 pub fn deliver(cfg: &Config, catalog: &Catalog, now: i64, warn: Warn<'_>) -> Option<Delivery> {
-    let email = cfg.alerts.email.as_ref()?;
+    if cfg.alerts.channels().is_empty() {
+        return None;
+    }
     let how = Flush {
         wait: false,
         now_or_never: false,
     };
-    match crate::alerts::deliver(catalog, email, &cfg.state_dir, now, how) {
+    match crate::alerts::deliver(catalog, &cfg.alerts, &cfg.state_dir, now, how) {
         Ok(d) => {
             if let Some(e) = &d.last_error {
                 warn(&format!(
@@ -338,7 +358,35 @@ pub fn round<'h>(cfg: &Config, host: &'h str, now: i64) -> Round<'h> {
     Round {
         remind_every: cfg.alerts.remind_every,
         host,
-        queue_mail: cfg.alerts.email.is_some(),
+        channels: cfg.alerts.channels(),
         now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_speak_healthchecks_and_uptime_kuma() {
+        let hc = "https://hc-ping.com/abc/";
+        assert_eq!(
+            ping_url(hc, "backup", Phase::Start).unwrap(),
+            "https://hc-ping.com/abc/start"
+        );
+        assert_eq!(
+            ping_url(hc, "backup", Phase::Fail).unwrap(),
+            "https://hc-ping.com/abc/fail"
+        );
+        let kuma = "https://kuma.lan/api/push/Tk3n";
+        assert_eq!(ping_url(kuma, "backup", Phase::Start), None);
+        assert_eq!(
+            ping_url(kuma, "backup", Phase::Success).unwrap(),
+            "https://kuma.lan/api/push/Tk3n?status=up&msg=backup%20OK"
+        );
+        assert_eq!(
+            ping_url(kuma, "backup", Phase::Fail).unwrap(),
+            "https://kuma.lan/api/push/Tk3n?status=down&msg=backup%20failed"
+        );
     }
 }

@@ -37,6 +37,8 @@ mod hostile;
 mod hosts;
 #[path = "integration/maintain.rs"]
 mod maintain;
+#[path = "integration/notify.rs"]
+mod notify;
 #[path = "integration/offsite.rs"]
 mod offsite;
 #[path = "integration/packaging.rs"]

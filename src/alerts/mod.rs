@@ -3,6 +3,8 @@
 //! cycle, and an outbox in the catalog so no alert is lost when SMTP is down or steward
 //! restarts.
 
+mod push;
+
 use std::time::Duration;
 
 use lettre::message::Mailbox;
@@ -12,6 +14,7 @@ use lettre::{Message, SmtpTransport, Transport};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError};
+
 use crate::checks::{Reading, Severity};
 use crate::config::{EmailConfig, PasswordSource, Security, Window};
 
@@ -26,6 +29,8 @@ pub enum AlertError {
     Message(String),
     #[error("SMTP {server}: {detail}")]
     Smtp { server: String, detail: String },
+    #[error("{url}: {detail}")]
+    Push { url: String, detail: String },
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
 }
@@ -197,8 +202,9 @@ pub fn digest(
 pub struct Round<'a> {
     pub remind_every: Duration,
     pub host: &'a str,
-    /// Queue a digest mail (only when `[alerts.email]` is configured).
-    pub queue_mail: bool,
+    /// The channels a digest is queued for (`email`, `ntfy`, `webhook`; none: no alerts
+    /// configured).
+    pub channels: Vec<&'static str>,
     pub now: i64,
 }
 
@@ -212,7 +218,7 @@ pub fn record(
     let Round {
         remind_every,
         host,
-        queue_mail,
+        ref channels,
         now,
     } = *round;
     let prev: std::collections::HashMap<String, State> = catalog
@@ -236,16 +242,21 @@ pub fn record(
             .filter(|p| !measured.contains(p.name.as_str()))
             .cloned(),
     );
-    let mail = if queue_mail {
-        digest(host, &events, &all, now)
-    } else {
-        None
+    let worst = all.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);
+    let mail = digest(host, &events, &all, now);
+    let notices: Vec<crate::catalog::Notice<'_>> = match &mail {
+        Some((subject, body)) => channels
+            .iter()
+            .map(|c| crate::catalog::Notice {
+                channel: c,
+                subject,
+                body,
+                level: worst,
+            })
+            .collect(),
+        None => Vec::new(),
     };
-    catalog.save_states(
-        &states,
-        mail.as_ref().map(|(s, b)| (s.as_str(), b.as_str())),
-        now,
-    )?;
+    catalog.save_states(&states, &notices, now)?;
     Ok((states, events))
 }
 
@@ -273,7 +284,12 @@ pub fn record_job(
 }
 
 fn password(email: &EmailConfig) -> Result<Option<String>, AlertError> {
-    match &email.password {
+    secret(email.password.as_ref())
+}
+
+/// A password or token, read when it is used.
+fn secret(source: Option<&PasswordSource>) -> Result<Option<String>, AlertError> {
+    match source {
         None => Ok(None),
         Some(PasswordSource::File(p)) => std::fs::read_to_string(p)
             .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
@@ -367,7 +383,7 @@ pub struct Flush {
 /// since an alert that never arrives is the worse failure.
 pub fn deliver(
     catalog: &Catalog,
-    email: &EmailConfig,
+    alerts: &crate::config::AlertsConfig,
     state_dir: &std::path::Path,
     now: i64,
     how: Flush,
@@ -387,17 +403,45 @@ pub fn deliver(
         }
     };
     let due = if how.now_or_never { i64::MAX } else { now };
-    for m in catalog.due_mail(due)? {
-        match send(email, &m.subject, &m.body) {
-            Ok(()) => {
+    // Push channels strictly in order: once one notice of a channel waits (not due, or
+    // failed just now), the later ones wait behind it. Mail is tried row by row (each
+    // message stands alone in an inbox, dated by its own header).
+    let mut blocked: Vec<String> = Vec::new();
+    for m in catalog.queued()? {
+        if blocked.contains(&m.channel) {
+            continue;
+        }
+        if m.next_attempt > due {
+            if m.channel != "email" {
+                blocked.push(m.channel.clone());
+            }
+            continue;
+        }
+        let sent = match m.channel.as_str() {
+            "email" => alerts.email.as_ref().map(|e| send(e, &m.subject, &m.body)),
+            "ntfy" => alerts.ntfy.as_ref().map(|p| push::ntfy(p, &m)),
+            "webhook" => alerts.webhook.as_ref().map(|p| push::webhook(p, &m)),
+            _ => None,
+        };
+        match sent {
+            // A channel no longer configured: its notices have nowhere to go.
+            None => catalog.mail_sent(m.id)?,
+            Some(Ok(())) => {
                 catalog.mail_sent(m.id)?;
                 d.sent += 1;
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 let wait = (60i64 << m.attempts.clamp(0, 6)).min(3600);
                 catalog.mail_failed(m.id, now.saturating_add(wait), &e.to_string())?;
                 d.failed += 1;
-                d.last_error = Some(e.to_string());
+                d.last_error = Some(if m.channel == "email" {
+                    e.to_string()
+                } else {
+                    format!("{}: {e}", m.channel)
+                });
+                if m.channel != "email" {
+                    blocked.push(m.channel.clone());
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ use rusqlite::{Connection, Row};
 pub use backups::{BackupRecord, BackupStatus};
 pub use offsite::{OffsiteCopy, PendingUpload};
 pub use runs::{RunRecord, RunStatus, Trigger};
-pub use states::{CheckState, QueuedMail};
+pub use states::{CheckState, Notice, QueuedMail};
 
 /// Catalog errors, naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,9 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 7: what the hooks around a run printed.
     "ALTER TABLE runs ADD COLUMN hooks TEXT;",
+    // 8: the outbox serves several channels (email, ntfy, webhook), each in order.
+    "ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'email';
+     ALTER TABLE outbox ADD COLUMN level TEXT NOT NULL DEFAULT 'OK';",
 ];
 
 /// An open catalog.

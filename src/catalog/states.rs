@@ -20,6 +20,14 @@ pub struct CheckState {
     pub threshold: String,
 }
 
+/// A notice to queue: one per channel.
+pub struct Notice<'a> {
+    pub channel: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub level: Severity,
+}
+
 /// A mail waiting to be sent.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueuedMail {
@@ -30,6 +38,10 @@ pub struct QueuedMail {
     pub attempts: i64,
     pub next_attempt: i64,
     pub last_error: Option<String>,
+    /// `email`, `ntfy` or `webhook`.
+    pub channel: String,
+    /// The worst state when it was queued (`OK`, `WARNING`, `CRITICAL`).
+    pub level: String,
 }
 
 impl Catalog {
@@ -58,7 +70,7 @@ impl Catalog {
     pub fn save_states(
         &mut self,
         states: &[CheckState],
-        mail: Option<(&str, &str)>,
+        mail: &[Notice<'_>],
         now: i64,
     ) -> Result<(), CatalogError> {
         let path = self.path.clone();
@@ -75,22 +87,23 @@ impl Catalog {
             )
             .map_err(sq)?;
         }
-        if let Some((subject, body)) = mail {
+        for n in mail {
             tx.execute(
-                "INSERT INTO outbox (created_at, subject, body, next_attempt) VALUES (?1, ?2, ?3, ?1)",
-                params![now, subject, body],
+                "INSERT INTO outbox (created_at, subject, body, next_attempt, channel, level)
+                 VALUES (?1, ?2, ?3, ?1, ?4, ?5)",
+                params![now, n.subject, n.body, n.channel, n.level.word()],
             )
             .map_err(sq)?;
         }
         tx.commit().map_err(sq)
     }
 
-    /// Mails due at `now`, oldest first.
-    pub fn due_mail(&self, now: i64) -> Result<Vec<QueuedMail>, CatalogError> {
+    /// Everything waiting, oldest first (the caller keeps each channel in order).
+    pub fn queued(&self) -> Result<Vec<QueuedMail>, CatalogError> {
         self.rows(
-            "SELECT id, created_at, subject, body, attempts, next_attempt, last_error FROM outbox
-                 WHERE next_attempt <= ?1 ORDER BY id",
-            [now],
+            "SELECT id, created_at, subject, body, attempts, next_attempt, last_error, channel, level
+                 FROM outbox ORDER BY id",
+            [],
             |r| {
                 Ok(QueuedMail {
                     id: r.get(0)?,
@@ -100,6 +113,8 @@ impl Catalog {
                     attempts: r.get(4)?,
                     next_attempt: r.get(5)?,
                     last_error: r.get(6)?,
+                    channel: r.get(7)?,
+                    level: r.get(8)?,
                 })
             },
         )

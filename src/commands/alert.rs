@@ -8,11 +8,17 @@ use crate::cli::AlertCommand;
 use crate::config::Config;
 
 pub fn run(cfg: &Config, cmd: AlertCommand) -> anyhow::Result<ExitCode> {
-    let Some(email) = &cfg.alerts.email else {
-        bail!("no [alerts.email] in {}: nowhere to send mail", cfg.origin);
-    };
+    if cfg.alerts.channels().is_empty() {
+        bail!(
+            "no [alerts.email], [alerts.ntfy] or [alerts.webhook] in {}: nowhere to send alerts",
+            cfg.origin
+        );
+    }
     match cmd {
         AlertCommand::Test => {
+            let Some(email) = &cfg.alerts.email else {
+                bail!("no [alerts.email] in {}: nowhere to send mail", cfg.origin);
+            };
             let host = crate::fsutil::hostname();
             let subject = format!("[steward] {host}: test mail");
             let body = format!(
@@ -34,8 +40,13 @@ pub fn run(cfg: &Config, cmd: AlertCommand) -> anyhow::Result<ExitCode> {
                 wait: true,
                 now_or_never: true,
             };
-            let d =
-                crate::alerts::deliver(&catalog, email, &cfg.state_dir, crate::clock::now(), how)?;
+            let d = crate::alerts::deliver(
+                &catalog,
+                &cfg.alerts,
+                &cfg.state_dir,
+                crate::clock::now(),
+                how,
+            )?;
             println!(
                 "{} sent, {} failed, {} waiting",
                 d.sent, d.failed, d.waiting

@@ -17,6 +17,38 @@ pub struct AlertsConfig {
     #[serde(serialize_with = "ser_duration")]
     pub remind_every: Duration,
     pub email: Option<EmailConfig>,
+    /// ntfy: the topic URL (`https://ntfy.sh/my-topic`), with an optional token.
+    pub ntfy: Option<PushConfig>,
+    /// A JSON webhook (Slack, Discord, Matrix bridges, or your own).
+    pub webhook: Option<PushConfig>,
+}
+
+impl AlertsConfig {
+    /// The channels alerts are queued for, in delivery order.
+    pub fn channels(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.email.is_some() {
+            v.push("email");
+        }
+        if self.ntfy.is_some() {
+            v.push("ntfy");
+        }
+        if self.webhook.is_some() {
+            v.push("webhook");
+        }
+        v
+    }
+}
+
+/// An HTTP push channel.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PushConfig {
+    pub url: String,
+    /// A bearer token, read at send time; never the config body.
+    pub token: Option<PasswordSource>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
 }
 
 /// SMTP delivery of alert mails.
@@ -60,6 +92,17 @@ pub enum PasswordSource {
 pub(super) struct RawAlerts {
     pub(super) remind_every: Option<HumanDuration>,
     pub(super) email: Option<Spanned<RawEmail>>,
+    pub(super) ntfy: Option<Spanned<RawPush>>,
+    pub(super) webhook: Option<Spanned<RawPush>>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(super) struct RawPush {
+    pub(super) url: Spanned<String>,
+    pub(super) token_file: Option<Spanned<String>>,
+    pub(super) token_env: Option<String>,
+    pub(super) timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -79,10 +122,20 @@ pub(super) struct RawEmail {
 impl Validator<'_> {
     pub(super) fn alerts(&self, raw: &RawAlerts) -> Result<AlertsConfig, ConfigError> {
         let remind_every = raw.remind_every.map_or(Duration::from_hours(6), |d| d.0);
+        let ntfy = match &raw.ntfy {
+            Some(p) => Some(self.push(p, "alerts.ntfy")?),
+            None => None,
+        };
+        let webhook = match &raw.webhook {
+            Some(p) => Some(self.push(p, "alerts.webhook")?),
+            None => None,
+        };
         let Some(e) = &raw.email else {
             return Ok(AlertsConfig {
                 remind_every,
                 email: None,
+                ntfy,
+                webhook,
             });
         };
         let v = e.get_ref();
@@ -137,6 +190,8 @@ impl Validator<'_> {
         }
         Ok(AlertsConfig {
             remind_every,
+            ntfy,
+            webhook,
             email: Some(EmailConfig {
                 host,
                 port,
@@ -151,6 +206,37 @@ impl Validator<'_> {
                     None => None,
                 },
             }),
+        })
+    }
+
+    fn push(&self, p: &Spanned<RawPush>, key: &str) -> Result<PushConfig, ConfigError> {
+        let v = p.get_ref();
+        let url = v.url.get_ref();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(self.spanned_err(
+                &v.url,
+                &format!("{key}.url"),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let token = match (&v.token_file, &v.token_env) {
+            (Some(f), Some(_)) => {
+                return Err(self.spanned_err(
+                    f,
+                    &format!("{key}.token-file"),
+                    "give token-file or token-env, not both".into(),
+                ));
+            }
+            (Some(f), None) => Some(PasswordSource::File(
+                self.path(f, &format!("{key}.token-file"))?.value,
+            )),
+            (None, Some(e)) => Some(PasswordSource::Env(e.clone())),
+            (None, None) => None,
+        };
+        Ok(PushConfig {
+            url: url.clone(),
+            token,
+            timeout: v.timeout.map_or(Duration::from_secs(15), |d| d.0),
         })
     }
 }

@@ -24,7 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-pub use alerts::{AlertsConfig, EmailConfig, PasswordSource, Security};
+pub use alerts::{AlertsConfig, EmailConfig, PasswordSource, PushConfig, Security};
 pub use backup::{BackupConfig, BackupSet, GuardConfig};
 pub use checks::{ChecksConfig, HttpCheck, Limit, NOISY_WINDOW, TcpCheck, Window};
 pub use hooks::Hooks;
