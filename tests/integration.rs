@@ -45,6 +45,8 @@ mod offsite;
 mod packaging;
 #[path = "integration/prune.rs"]
 mod prune;
+#[path = "integration/redis.rs"]
+mod redis;
 #[path = "integration/restic.rs"]
 mod restic;
 #[path = "integration/restore.rs"]

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod marks;
 mod pipe;
 mod prune;
+mod redis;
 mod sqlite;
 mod verify;
 pub mod walk;
@@ -50,6 +51,8 @@ pub enum BackupError {
     ServicesDown { outcome: String, errors: String },
     #[error("stopped by a signal; the partial archive was removed")]
     Interrupted,
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
     #[error("{path}: verification after writing failed; the archive was discarded")]
     VerifyAfterWrite {
         path: PathBuf,
@@ -77,6 +80,11 @@ pub fn backup_quiesced(
     runner: &dyn crate::services::Runner,
     progress: &dyn Progress,
 ) -> Result<SetOutcome, BackupError> {
+    // A fresh RDB first, while Redis still runs (a quiesce would stop it).
+    if let Some(r) = &set.redis {
+        progress.note(&format!("asking redis {} for a fresh save", r.address));
+        redis::fresh_save(r)?;
+    }
     if !set.quiesce_on_backup || set.quiesce.is_empty() {
         return backup_set(config, catalog, set, options, progress);
     }

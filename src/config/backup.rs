@@ -49,6 +49,8 @@ pub struct BackupSet {
     pub quiesce_on_backup: bool,
     /// Commands around this set's backup.
     pub hooks: super::Hooks,
+    /// A Redis server saved (`BGSAVE`) before the set is archived.
+    pub redis: Option<super::RedisSource>,
 }
 
 /// Limits of the change guard, in percent; a share above the limit makes the backup
@@ -136,6 +138,7 @@ pub(super) struct RawSet {
     /// This set's own backup schedule (job `backup:NAME`), instead of `[schedule] backup`.
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) hooks: Option<super::hooks::RawHooks>,
+    pub(super) redis: Option<Spanned<super::sources::RawRedis>>,
 }
 
 impl Validator<'_> {
@@ -225,6 +228,7 @@ impl Validator<'_> {
             let excludes = crate::patterns::Excludes::new(&exclude).map_err(|m| {
                 self.spanned_err(&s.name, "backup.set.exclude", crate::error::chain(&m))
             })?;
+            let roots: Vec<PathBuf> = paths.iter().map(|p| p.value.clone()).collect();
             sets.push(BackupSet {
                 name: name.clone(),
                 paths,
@@ -256,6 +260,10 @@ impl Validator<'_> {
                 hooks: match &s.hooks {
                     Some(h) => self.hooks(h, "backup.set.hooks")?,
                     None => super::Hooks::default(),
+                },
+                redis: match &s.redis {
+                    Some(r) => Some(self.redis(r, &roots)?),
+                    None => None,
                 },
             });
         }

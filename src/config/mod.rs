@@ -16,6 +16,7 @@ mod maintenance;
 mod offsite;
 mod schedule;
 mod services;
+mod sources;
 mod values;
 
 use std::fmt;
@@ -32,6 +33,7 @@ pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, OffsiteConfig};
 pub use schedule::ScheduleConfig;
 pub use services::{Manager, ServiceConfig};
+pub use sources::RedisSource;
 pub use values::{parse_duration, parse_size};
 
 use alerts::RawAlerts;
