@@ -29,6 +29,8 @@ mod daemon;
 mod docs;
 #[path = "integration/fuzz.rs"]
 mod fuzz;
+#[path = "integration/heal.rs"]
+mod heal;
 #[path = "integration/hooks.rs"]
 mod hooks;
 #[path = "integration/hostile.rs"]

@@ -147,6 +147,12 @@ const MIGRATIONS: &[&str] = &[
     // 8: the outbox serves several channels (email, ntfy, webhook), each in order.
     "ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'email';
      ALTER TABLE outbox ADD COLUMN level TEXT NOT NULL DEFAULT 'OK';",
+    // 9: self-healing services: failed cycles in a row, and the restarts done.
+    "CREATE TABLE service_restarts (
+        service TEXT PRIMARY KEY,
+        fails INTEGER NOT NULL,
+        restarts TEXT NOT NULL
+     );",
 ];
 
 /// An open catalog.

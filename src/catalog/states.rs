@@ -1,7 +1,7 @@
 //! The catalog's alert side: each check's state, the mail outbox (queued in the same
 //! transaction as the state change it reports) and the disk samples of the forecast.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Catalog, CatalogError};
@@ -195,5 +195,42 @@ impl Catalog {
             .execute("DELETE FROM disk_samples WHERE at < ?1", [before])
             .map_err(|e| self.err(e))?;
         Ok(runs + samples)
+    }
+}
+
+impl Catalog {
+    /// A service's failed health cycles in a row and its restart times (Unix seconds).
+    pub fn restart_state(&self, service: &str) -> Result<(u32, Vec<i64>), CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT fails, restarts FROM service_restarts WHERE service = ?1",
+                [service],
+                |r| {
+                    let restarts: String = r.get(1)?;
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        serde_json::from_str(&restarts).unwrap_or_default(),
+                    ))
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Saves a service's failed cycles and restart times.
+    pub fn set_restart_state(
+        &self,
+        service: &str,
+        fails: u32,
+        restarts: &[i64],
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO service_restarts (service, fails, restarts) VALUES (?1, ?2, ?3)",
+                params![service, fails, serde_json::to_string(restarts).unwrap_or_default()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 }

@@ -1,6 +1,8 @@
 //! One check cycle: measure, compare with the limits, return a reading per check. Pure of
 //! alerting: `crate::alerts` turns readings into states and mails.
 
+mod heal;
+
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use crate::config::{Config, Limit, Window};
 use crate::services::{Controller, Runner, http_get};
 
 pub use crate::severity::Severity;
+pub use heal::heal;
 
 /// One check's result in one cycle.
 #[derive(Debug, Clone, Serialize)]

@@ -32,7 +32,9 @@ pub fn run(cfg: &Config, json: bool) -> anyhow::Result<Done> {
     let catalog = &mut session.catalog;
     let now = crate::clock::now();
     let cycle = crate::checks::cycle(cfg, catalog, &crate::services::SystemRunner, now);
-    let readings = cycle.readings;
+    let mut readings = cycle.readings;
+    let healed = crate::checks::heal(cfg, catalog, &readings, &crate::services::SystemRunner, now);
+    readings.extend(healed);
     let host = crate::fsutil::hostname();
     let (states, events) =
         crate::alerts::record(catalog, &readings, &crate::jobs::round(cfg, &host, now))?;

@@ -32,7 +32,7 @@ pub use hooks::Hooks;
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, OffsiteConfig};
 pub use schedule::ScheduleConfig;
-pub use services::{Manager, ServiceConfig};
+pub use services::{Manager, RestartPolicy, ServiceConfig};
 pub use sources::RedisSource;
 pub use values::{parse_duration, parse_size};
 

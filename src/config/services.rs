@@ -18,10 +18,25 @@ pub struct ServiceConfig {
     pub manager: Manager,
     pub after: Vec<String>,
     pub health_url: Option<String>,
+    /// Self-healing: restart after this many failed health cycles in a row.
+    pub restart: Option<RestartPolicy>,
     #[serde(serialize_with = "ser_duration")]
     pub stop_timeout: Duration,
     #[serde(serialize_with = "ser_duration")]
     pub start_timeout: Duration,
+}
+
+/// When a failing service is restarted (monit's "if failed N cycles then restart", "M
+/// restarts within W then give up").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RestartPolicy {
+    /// Failed health cycles in a row before a restart.
+    pub after: u32,
+    /// Restarts at most within `window`; then steward gives up and says so.
+    pub max: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub window: Duration,
 }
 
 /// How a service is controlled.
@@ -88,6 +103,9 @@ pub(super) struct RawService {
     pub(super) start: Option<String>,
     pub(super) stop: Option<String>,
     pub(super) status: Option<String>,
+    pub(super) restart_after: Option<Spanned<u32>>,
+    pub(super) max_restarts: Option<u32>,
+    pub(super) restart_window: Option<HumanDuration>,
 }
 
 impl Validator<'_> {
@@ -158,7 +176,30 @@ impl Validator<'_> {
                     format!("{:?} is not an http:// or https:// URL", u.get_ref()),
                 ));
             }
+            let restart = match &r.restart_after {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(self.spanned_err(
+                        n,
+                        "service.restart-after",
+                        "restart after at least 1 failed cycle".into(),
+                    ));
+                }
+                Some(n) if r.health_url.is_none() => {
+                    return Err(self.spanned_err(
+                        n,
+                        "service.restart-after",
+                        format!("service {name:?} needs a `health-url` to know it failed"),
+                    ));
+                }
+                Some(n) => Some(RestartPolicy {
+                    after: *n.get_ref(),
+                    max: r.max_restarts.unwrap_or(3),
+                    window: r.restart_window.map_or(Duration::from_hours(1), |d| d.0),
+                }),
+                None => None,
+            };
             out.push(ServiceConfig {
+                restart,
                 name: name.clone(),
                 manager,
                 after: r.after.iter().map(|a| a.get_ref().clone()).collect(),

@@ -462,6 +462,7 @@ mod tests {
             manager,
             after: vec![],
             health_url: None,
+            restart: None,
             stop_timeout: Duration::from_millis(300),
             start_timeout: Duration::from_millis(300),
         }
