@@ -45,6 +45,8 @@ mod notify;
 mod offsite;
 #[path = "integration/packaging.rs"]
 mod packaging;
+#[path = "integration/postgres.rs"]
+mod postgres;
 #[path = "integration/prune.rs"]
 mod prune;
 #[path = "integration/redis.rs"]

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod manifest;
 pub mod marks;
 mod pipe;
+mod postgres;
 mod prune;
 mod redis;
 mod sqlite;
@@ -53,6 +54,8 @@ pub enum BackupError {
     Interrupted,
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::DumpError),
     #[error("{path}: verification after writing failed; the archive was discarded")]
     VerifyAfterWrite {
         path: PathBuf,
@@ -84,6 +87,10 @@ pub fn backup_quiesced(
     if let Some(r) = &set.redis {
         progress.note(&format!("asking redis {} for a fresh save", r.address));
         redis::fresh_save(r)?;
+    }
+    if let Some(p) = &set.postgresql {
+        progress.note(&format!("dumping postgresql database {}", p.database));
+        postgres::dump(p)?;
     }
     if !set.quiesce_on_backup || set.quiesce.is_empty() {
         return backup_set(config, catalog, set, options, progress);

@@ -51,6 +51,8 @@ pub struct BackupSet {
     pub hooks: super::Hooks,
     /// A Redis server saved (`BGSAVE`) before the set is archived.
     pub redis: Option<super::RedisSource>,
+    /// A PostgreSQL database dumped into the set before it is archived.
+    pub postgresql: Option<super::PostgresSource>,
 }
 
 /// Limits of the change guard, in percent; a share above the limit makes the backup
@@ -139,6 +141,7 @@ pub(super) struct RawSet {
     pub(super) schedule: Option<Spanned<String>>,
     pub(super) hooks: Option<super::hooks::RawHooks>,
     pub(super) redis: Option<Spanned<super::sources::RawRedis>>,
+    pub(super) postgresql: Option<Spanned<super::sources::RawPostgres>>,
 }
 
 impl Validator<'_> {
@@ -263,6 +266,10 @@ impl Validator<'_> {
                 },
                 redis: match &s.redis {
                     Some(r) => Some(self.redis(r, &roots)?),
+                    None => None,
+                },
+                postgresql: match &s.postgresql {
+                    Some(p) => Some(self.postgresql(p, &roots)?),
                     None => None,
                 },
             });

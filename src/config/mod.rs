@@ -33,7 +33,7 @@ pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, OffsiteConfig};
 pub use schedule::ScheduleConfig;
 pub use services::{Manager, RestartPolicy, ServiceConfig};
-pub use sources::RedisSource;
+pub use sources::{PostgresSource, RedisSource};
 pub use values::{parse_duration, parse_size};
 
 use alerts::RawAlerts;
