@@ -34,6 +34,20 @@ fn check(
     }
 }
 
+/// A header value from any text: visible ASCII only (a host name in another script would
+/// otherwise make every delivery of the notice fail); the body keeps the full text.
+fn header_text(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 /// ntfy: priority 5 (urgent) for CRITICAL, 4 for WARNING, 3 otherwise.
 pub(super) fn ntfy(p: &PushConfig, m: &QueuedMail) -> Result<(), AlertError> {
     let (priority, tags) = match m.level.as_str() {
@@ -43,7 +57,7 @@ pub(super) fn ntfy(p: &PushConfig, m: &QueuedMail) -> Result<(), AlertError> {
     };
     let mut req = agent(p.timeout)
         .post(&p.url)
-        .header("Title", &m.subject)
+        .header("Title", &header_text(&m.subject))
         .header("Priority", priority)
         .header("Tags", tags);
     if let Some(t) = secret(p.token.as_ref())? {
@@ -72,4 +86,19 @@ pub(super) fn webhook(p: &PushConfig, m: &QueuedMail) -> Result<(), AlertError> 
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
     check(&p.url, req.send(payload.to_string().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a subject with a non-ASCII host name was an invalid header value, so
+    /// the notice failed on every attempt and held back its channel for good.
+    #[test]
+    fn regression_a_non_ascii_subject_is_a_valid_header() {
+        assert_eq!(
+            header_text("[steward] сервер: CRITICAL\n"),
+            "[steward] ??????: CRITICAL?"
+        );
+    }
 }
