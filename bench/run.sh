@@ -31,6 +31,7 @@ need restic || missing+=(restic)
 need borg || missing+=(borgbackup)
 need zstd || missing+=(zstd)
 [ -x /usr/bin/time ] || missing+=(time)
+need bc || missing+=(bc)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -52,24 +53,27 @@ results="$work/results.tsv"
 : >"$results"
 
 # measure NAME CMD...: runs CMD --reps times (prep with $PREP before each), records the
-# median wall time and the largest peak RSS.
+# median wall time, the median CPU core-seconds (user+sys, children included) and the
+# largest peak RSS.
 measure() {
   local name="$1"; shift
-  local n="${REPS_OVERRIDE:-$reps}" walls=() rss=0 i
+  local n="${REPS_OVERRIDE:-$reps}" walls=() cpus=() rss=0 i
   for ((i = 0; i < n; i++)); do
     [ -n "${PREP:-}" ] && eval "$PREP"
     # Flush what earlier runs left dirty, so no run pays for another's writeback.
     sync
-    /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >"$work/out.log" 2>&1 || {
+    /usr/bin/time -f "%e %M %U %S" -o "$work/time.out" "$@" >"$work/out.log" 2>&1 || {
       echo "$name failed:" >&2; tail -20 "$work/out.log" >&2; exit 1; }
-    read -r wall kb <"$work/time.out"
+    read -r wall kb user sys <"$work/time.out"
     walls+=("$wall")
+    cpus+=("$(echo "$user + $sys" | bc)")
     [ "$kb" -gt "$rss" ] && rss=$kb
   done
-  local median
+  local median cpu
   median=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  printf '%s\t%s\t%s\n' "$name" "$median" "$rss" >>"$results"
-  echo "$name: ${walls[*]} s (median $median), peak RSS $((rss / 1024)) MiB" >&2
+  cpu=$(printf '%s\n' "${cpus[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf '%s\t%s\t%s\t%s\n' "$name" "$median" "$rss" "$cpu" >>"$results"
+  echo "$name: ${walls[*]} s (median $median), CPU $cpu core-s, peak RSS $((rss / 1024)) MiB" >&2
 }
 
 # --- tar | zstd (unverified) and zstd -t
@@ -78,6 +82,9 @@ mkdir -p "$out"
 PREP="rm -f $out/x.tar.zst" measure "tar|zstd -T0 -3" \
   sh -c "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q -o $out/x.tar.zst"
 PREP="" measure "zstd -t" zstd -t -q "$out/x.tar.zst"
+# The cheapest "verified" peer: a digest of the compressed stream as it is written.
+PREP="rm -f $out/y.tar.zst" measure "tar|zstd|tee|sha256sum" \
+  sh -c "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q | tee $out/y.tar.zst | sha256sum >/dev/null"
 tar_size=$(stat -c %s "$out/x.tar.zst")
 
 # --- steward
@@ -186,6 +193,8 @@ name = "small"
 paths = ["$sm"]
 exclude = [".complete"]
 TOML
+  REPS_OVERRIDE=1 PREP="rm -f $work/small.tar.zst" measure "tar|zstd ($small small files)" \
+    sh -c "tar -cf - -C / '${sm#/}' | zstd -T0 -3 -q -o $work/small.tar.zst"
   REPS_OVERRIDE=1 PREP="rm -rf $work/small-state $work/small-backups" \
     measure "steward backup ($small small files)" "$steward" --config "$work/small.toml" backup
   REPS_OVERRIDE=1 PREP="" measure "steward verify ($small small files)" \
@@ -198,20 +207,28 @@ import sys
 check_ms = float(sys.argv[6])
 idle_cpu, idle_rss = float(sys.argv[7]), int(sys.argv[8]) / 1024
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
-r = {n: (float(w), int(k)) for n, w, k in rows}
+r = {n: (float(w), int(k)) for n, w, k, _ in rows}
+cpu = {n: float(c) for n, _, _, c in rows}
 tar_size, st_size, borg_size, restic_size = map(int, sys.argv[2:6])
 size = {"tar|zstd -T0 -3": tar_size, "steward backup (first, verified)": st_size,
         "borg create (first)": borg_size, "restic backup (first)": restic_size}
-print(f"{'run':42} {'wall s':>8} {'peak RSS MiB':>13} {'size MiB':>10}")
+print(f"{'run':42} {'wall s':>8} {'CPU core-s':>11} {'peak RSS MiB':>13} {'size MiB':>10}")
 for n, (w, k) in r.items():
     s = f"{size[n] / 2**20:10.1f}" if n in size else f"{'':10}"
-    print(f"{n:42} {w:8.2f} {k / 1024:13.1f} {s}")
+    print(f"{n:42} {w:8.2f} {cpu[n]:11.2f} {k / 1024:13.1f} {s}")
 def ratio(a, b):
     return r[a][0] / r[b][0] if r[b][0] > 0 else float("inf")
 print()
 checks = []
 x = ratio("steward backup (first, verified)", "tar|zstd -T0 -3")
 checks.append(("first verified backup / tar|zstd -T0 -3 wall", x, "<= 1.30", x <= 1.30))
+x = ratio("steward backup (first, verified)", "tar|zstd|tee|sha256sum")
+checks.append(("first verified backup / tar|zstd|tee|sha256sum wall", x, "(info)", True))
+small = [n for n in r if n.startswith("steward backup (") and "small files" in n]
+if small:
+    peer = small[0].replace("steward backup", "tar|zstd")
+    x = ratio(small[0], peer)
+    checks.append((f"small files: steward backup / tar|zstd wall", x, "<= 1.50", x <= 1.50))
 x = ratio("steward restore --to (verified)", "zstd -dc | tar -x")
 checks.append(("verified restore / zstd -dc | tar -x wall", x, "<= 1.30", x <= 1.30))
 x = ratio("steward backup (unchanged)", "borg create (unchanged)")
