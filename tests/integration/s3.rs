@@ -79,7 +79,22 @@ impl S3Server {
         server
     }
 
+    /// Starts the server; a restart on the same ports may find one still held for a
+    /// moment after the kill (the server then exits at once), so it is tried again.
     fn run(&mut self) {
+        for _ in 0..20 {
+            if self.try_run() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!(
+            "the S3 server did not start: {}",
+            std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
+        );
+    }
+
+    fn try_run(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.join("weed.log")).unwrap();
         let mut cmd = Command::new("weed");
         cmd.args(&self.args)
@@ -100,7 +115,8 @@ impl S3Server {
         );
         let url = format!("http://127.0.0.1:{}/", self.s3);
         let filer = format!("http://127.0.0.1:{}/buckets/", self.filer);
-        wait_for("the S3 server", Duration::from_mins(1), || {
+        let started = std::time::Instant::now();
+        loop {
             // Anonymous requests are refused (403) once S3 and the filer are up.
             let up = |u: &str| {
                 ureq::get(u)
@@ -110,8 +126,23 @@ impl S3Server {
                     .call()
                     .is_ok_and(|r| r.status().as_u16() > 0)
             };
-            up(&url) && up(&filer)
-        });
+            if up(&url) && up(&filer) {
+                break;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return false;
+            }
+            assert!(
+                started.elapsed() < Duration::from_mins(1),
+                "timed out waiting for the S3 server"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // The buckets are made just after the server answers.
         for b in &self.buckets {
             let u = format!("http://127.0.0.1:{}/buckets/{b}/", self.filer);
@@ -119,6 +150,7 @@ impl S3Server {
                 ureq::get(&u).call().is_ok()
             });
         }
+        true
     }
 
     /// Kills the server (as a crash would).
