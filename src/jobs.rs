@@ -179,11 +179,6 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// The id of a unit's run record (none on a quiet run).
-    pub fn run_id(run: &Started) -> Option<i64> {
-        run.id
-    }
-
     /// Feeds a job's alert state (without a run record: the run is the caller's) and
     /// sends due mail.
     pub fn alert(&mut self, unit: &Job, ok: bool, detail: &str) {

@@ -289,15 +289,10 @@ fn password(email: &EmailConfig) -> Result<Option<String>, AlertError> {
 
 /// A password or token, read when it is used.
 fn secret(source: Option<&PasswordSource>) -> Result<Option<String>, AlertError> {
-    match source {
-        None => Ok(None),
-        Some(PasswordSource::File(p)) => std::fs::read_to_string(p)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| AlertError::Password(format!("{}: {e}", p.display()))),
-        Some(PasswordSource::Env(v)) => std::env::var(v)
-            .map(Some)
-            .map_err(|_| AlertError::Password(format!("${v} is not set"))),
-    }
+    source
+        .map(PasswordSource::read)
+        .transpose()
+        .map_err(AlertError::Password)
 }
 
 fn smtp_err(email: &EmailConfig, detail: impl std::fmt::Display) -> AlertError {

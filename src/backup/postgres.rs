@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use crate::config::{PasswordSource, PostgresSource};
+use crate::config::PostgresSource;
 
 /// Why the dump did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +42,8 @@ pub fn dump(src: &PostgresSource) -> Result<(), DumpError> {
     if let Some(u) = &src.user {
         cmd.arg(format!("--username={u}"));
     }
-    match &src.password {
-        None => {}
-        Some(PasswordSource::Env(v)) => {
-            let p = std::env::var(v).map_err(|_| fail(format!("${v} is not set")))?;
-            cmd.env("PGPASSWORD", p);
-        }
-        Some(PasswordSource::File(f)) => {
-            let p = std::fs::read_to_string(f)
-                .map_err(|e| fail(format!("password file {}: {e}", f.display())))?;
-            cmd.env("PGPASSWORD", p.trim_end_matches(['\n', '\r']));
-        }
+    if let Some(p) = &src.password {
+        cmd.env("PGPASSWORD", p.read().map_err(fail)?);
     }
     let out = crate::services::run_captured(cmd, src.timeout, true, None)
         .map_err(|e| fail(format!("cannot run {}: {e}", src.pg_dump)))?;

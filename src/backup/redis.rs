@@ -93,18 +93,6 @@ fn connect(src: &RedisSource, timeout: Duration) -> std::io::Result<Client> {
     })
 }
 
-fn password(p: Option<&PasswordSource>) -> Result<Option<String>, String> {
-    match p {
-        None => Ok(None),
-        Some(PasswordSource::File(f)) => std::fs::read_to_string(f)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| format!("password file {}: {e}", f.display())),
-        Some(PasswordSource::Env(v)) => std::env::var(v)
-            .map(Some)
-            .map_err(|_| format!("${v} is not set")),
-    }
-}
-
 /// Asks Redis for a fresh RDB and waits until it is on disk.
 pub fn fresh_save(src: &RedisSource) -> Result<(), RedisError> {
     let fail = |message: String| RedisError {
@@ -113,7 +101,13 @@ pub fn fresh_save(src: &RedisSource) -> Result<(), RedisError> {
     };
     let io = |e: std::io::Error| fail(e.to_string());
     let mut c = connect(src, Duration::from_secs(10)).map_err(io)?;
-    if let Some(p) = password(src.password.as_ref()).map_err(fail)? {
+    if let Some(p) = src
+        .password
+        .as_ref()
+        .map(PasswordSource::read)
+        .transpose()
+        .map_err(fail)?
+    {
         match c.command(&["AUTH", &p]).map_err(io)? {
             Reply::Status(_) => {}
             other => return Err(fail(format!("AUTH refused: {other:?}"))),

@@ -79,12 +79,24 @@ pub enum Security {
     None,
 }
 
-/// Where the SMTP password is read from, at send time.
+/// Where a password or token is read from, when it is used (never the config body).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PasswordSource {
     File(PathBuf),
     Env(String),
+}
+
+impl PasswordSource {
+    /// The secret: the file's content without its final line break, or the variable.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            PasswordSource::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| format!("password file {}: {e}", p.display())),
+            PasswordSource::Env(v) => std::env::var(v).map_err(|_| format!("${v} is not set")),
+        }
+    }
 }
 
 #[derive(Deserialize, Serialize, Default)]
