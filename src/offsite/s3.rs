@@ -7,9 +7,15 @@ use std::io::Read;
 use std::time::Duration;
 
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
-use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use rusty_s3::{Bucket, Credentials, Method, S3Action, UrlStyle};
 
 use crate::config::{CredentialSource, OffsiteConfig};
+
+/// An HTTP answer.
+type Response = ureq::http::Response<ureq::Body>;
+
+/// The most of a small XML answer read (ureq's own default).
+const ANSWER_LIMIT: u64 = 10 * 1024 * 1024;
 
 /// How long a signed request stays valid: longer than any one part takes.
 const SIGNED_FOR: Duration = Duration::from_hours(1);
@@ -107,11 +113,7 @@ impl Store {
     }
 
     /// Turns a non-2xx answer into an error carrying the S3 error code.
-    fn check(
-        &self,
-        what: &str,
-        mut resp: ureq::http::Response<ureq::Body>,
-    ) -> Result<ureq::http::Response<ureq::Body>, S3Error> {
+    fn check(&self, what: &str, mut resp: Response) -> Result<Response, S3Error> {
         let status = resp.status().as_u16();
         if (200..300).contains(&status) {
             return Ok(resp);
@@ -149,34 +151,65 @@ impl Store {
         })
     }
 
+    /// Sends a signed request (`body` for PUT and POST) and checks the answer.
+    fn send(
+        &self,
+        what: &str,
+        method: Method,
+        url: &url::Url,
+        body: &[u8],
+    ) -> Result<Response, S3Error> {
+        let u = url.as_str();
+        let sent = match method {
+            Method::Get => self.agent.get(u).call(),
+            Method::Head => self.agent.head(u).call(),
+            Method::Delete => self.agent.delete(u).call(),
+            Method::Put => self.agent.put(u).send(body),
+            Method::Post => self.agent.post(u).send(body),
+        };
+        self.check(what, sent.map_err(|e| self.transport(what, e))?)
+    }
+
+    /// Signs `action` and sends it.
+    fn call<'a, A: S3Action<'a>>(
+        &self,
+        what: &str,
+        action: &A,
+        body: &[u8],
+    ) -> Result<Response, S3Error> {
+        self.send(what, A::METHOD, &action.sign(SIGNED_FOR), body)
+    }
+
+    /// An answer's body as text, at most `limit` bytes.
+    fn text(&self, what: &str, mut resp: Response, limit: u64) -> Result<String, S3Error> {
+        resp.body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_string()
+            .map_err(|e| self.transport(what, e))
+    }
+
+    /// A header of an answer, required.
+    fn header(&self, what: &str, resp: &Response, name: &str) -> Result<String, S3Error> {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| self.transport(what, format!("no {name} in the answer")))
+    }
+
     /// Uploads a small object in one request.
     pub fn put(&self, key: &str, body: &[u8]) -> Result<(), S3Error> {
-        let what = format!("uploading {key}");
-        let url = self
-            .bucket
-            .put_object(Some(&self.creds), key)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .put(url.as_str())
-            .send(body)
-            .map_err(|e| self.transport(&what, e))?;
-        self.check(&what, resp).map(|_| ())
+        let action = self.bucket.put_object(Some(&self.creds), key);
+        self.call(&format!("uploading {key}"), &action, body)
+            .map(|_| ())
     }
 
     /// Streams an object.
     pub fn get(&self, key: &str) -> Result<impl Read + use<>, S3Error> {
-        let what = format!("downloading {key}");
-        let url = self
-            .bucket
-            .get_object(Some(&self.creds), key)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .get(url.as_str())
-            .call()
-            .map_err(|e| self.transport(&what, e))?;
-        Ok(self.check(&what, resp)?.into_body().into_reader())
+        let action = self.bucket.get_object(Some(&self.creds), key);
+        let resp = self.call(&format!("downloading {key}"), &action, &[])?;
+        Ok(resp.into_body().into_reader())
     }
 
     /// A small object, whole.
@@ -192,36 +225,18 @@ impl Store {
     /// The object's size, as the server reports it.
     pub fn size(&self, key: &str) -> Result<u64, S3Error> {
         let what = format!("checking {key}");
-        let url = self
-            .bucket
-            .head_object(Some(&self.creds), key)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .head(url.as_str())
-            .call()
-            .map_err(|e| self.transport(&what, e))?;
-        let resp = self.check(&what, resp)?;
-        resp.headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| self.transport(&what, "no Content-Length in the answer"))
+        let action = self.bucket.head_object(Some(&self.creds), key);
+        let resp = self.call(&what, &action, &[])?;
+        self.header(&what, &resp, "Content-Length")?
+            .parse()
+            .map_err(|_| self.transport(&what, "no Content-Length in the answer"))
     }
 
     /// Deletes an object.
     pub fn delete(&self, key: &str) -> Result<(), S3Error> {
-        let what = format!("deleting {key}");
-        let url = self
-            .bucket
-            .delete_object(Some(&self.creds), key)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .delete(url.as_str())
-            .call()
-            .map_err(|e| self.transport(&what, e))?;
-        self.check(&what, resp).map(|_| ())
+        let action = self.bucket.delete_object(Some(&self.creds), key);
+        self.call(&format!("deleting {key}"), &action, &[])
+            .map(|_| ())
     }
 
     /// Every object under `prefix`, in key order.
@@ -235,19 +250,8 @@ impl Store {
             if let Some(t) = &token {
                 action.with_continuation_token(t.clone());
             }
-            let url = action.sign(SIGNED_FOR);
-            let resp = self
-                .agent
-                .get(url.as_str())
-                .call()
-                .map_err(|e| self.transport(&what, e))?;
-            let text = self
-                .check(&what, resp)?
-                .body_mut()
-                .with_config()
-                .limit(64 << 20)
-                .read_to_string()
-                .map_err(|e| self.transport(&what, e))?;
+            let resp = self.call(&what, &action, &[])?;
+            let text = self.text(&what, resp, 64 << 20)?;
             let page = ListObjectsV2::parse_response(&text)
                 .map_err(|e| self.transport(&what, format!("unreadable answer: {e}")))?;
             out.extend(page.contents.into_iter().map(|c| Listed {
@@ -265,20 +269,9 @@ impl Store {
     /// Starts a multipart upload and returns its ID.
     pub fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
         let what = format!("starting the upload of {key}");
-        let url = self
-            .bucket
-            .create_multipart_upload(Some(&self.creds), key)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .post(url.as_str())
-            .send_empty()
-            .map_err(|e| self.transport(&what, e))?;
-        let text = self
-            .check(&what, resp)?
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| self.transport(&what, e))?;
+        let action = self.bucket.create_multipart_upload(Some(&self.creds), key);
+        let resp = self.call(&what, &action, &[])?;
+        let text = self.text(&what, resp, ANSWER_LIMIT)?;
         CreateMultipartUpload::parse_response(&text)
             .map(|r| r.upload_id().to_string())
             .map_err(|e| self.transport(&what, format!("unreadable answer: {e}")))
@@ -293,21 +286,11 @@ impl Store {
         body: &[u8],
     ) -> Result<String, S3Error> {
         let what = format!("uploading part {number} of {key}");
-        let url = self
+        let action = self
             .bucket
-            .upload_part(Some(&self.creds), key, number, upload_id)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .put(url.as_str())
-            .send(body)
-            .map_err(|e| self.transport(&what, e))?;
-        let resp = self.check(&what, resp)?;
-        resp.headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| self.transport(&what, "no ETag in the answer"))
+            .upload_part(Some(&self.creds), key, number, upload_id);
+        let resp = self.call(&what, &action, body)?;
+        self.header(&what, &resp, "ETag")
     }
 
     /// Completes a multipart upload from its parts' ETags, in order.
@@ -319,19 +302,12 @@ impl Store {
             upload_id,
             etags.iter().map(String::as_str),
         );
+        // The body consumes the action: sign first.
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
-        let resp = self
-            .agent
-            .post(url.as_str())
-            .send(body.as_bytes())
-            .map_err(|e| self.transport(&what, e))?;
+        let resp = self.send(&what, Method::Post, &url, body.as_bytes())?;
         // S3 may answer 200 with an error in the body once the parts are assembled.
-        let text = self
-            .check(&what, resp)?
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| self.transport(&what, e))?;
+        let text = self.text(&what, resp, ANSWER_LIMIT)?;
         if text.contains("<Error>") {
             return Err(self.transport(&what, format!("the server refused: {text}")));
         }
@@ -340,17 +316,10 @@ impl Store {
 
     /// Abandons a multipart upload, freeing its parts; one that is already gone is fine.
     pub fn abort(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {
-        let what = format!("aborting the upload of {key}");
-        let url = self
+        let action = self
             .bucket
-            .abort_multipart_upload(Some(&self.creds), key, upload_id)
-            .sign(SIGNED_FOR);
-        let resp = self
-            .agent
-            .delete(url.as_str())
-            .call()
-            .map_err(|e| self.transport(&what, e))?;
-        match self.check(&what, resp) {
+            .abort_multipart_upload(Some(&self.creds), key, upload_id);
+        match self.call(&format!("aborting the upload of {key}"), &action, &[]) {
             Err(e) if e.not_found() => Ok(()),
             r => r.map(|_| ()),
         }
