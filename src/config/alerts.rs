@@ -231,20 +231,8 @@ impl Validator<'_> {
                 format!("{url:?} is not an http:// or https:// URL"),
             ));
         }
-        let token = match (&v.token_file, &v.token_env) {
-            (Some(f), Some(_)) => {
-                return Err(self.spanned_err(
-                    f,
-                    &format!("{key}.token-file"),
-                    "give token-file or token-env, not both".into(),
-                ));
-            }
-            (Some(f), None) => Some(PasswordSource::File(
-                self.path(f, &format!("{key}.token-file"))?.value,
-            )),
-            (None, Some(e)) => Some(PasswordSource::Env(e.clone())),
-            (None, None) => None,
-        };
+        let token =
+            self.secret_source(v.token_file.as_ref(), v.token_env.as_ref(), key, "token")?;
         Ok(PushConfig {
             url: url.clone(),
             token,

@@ -303,6 +303,28 @@ impl Validator<'_> {
         self.error_at(s.span().start, Some(key), message)
     }
 
+    /// `WHAT-file` or `WHAT-env` under `key` (not both): where a secret is read from.
+    fn secret_source(
+        &self,
+        file: Option<&Spanned<String>>,
+        env: Option<&String>,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<PasswordSource>, ConfigError> {
+        match (file, env) {
+            (Some(f), Some(_)) => Err(self.spanned_err(
+                f,
+                &format!("{key}.{what}-file"),
+                format!("give {what}-file or {what}-env, not both"),
+            )),
+            (Some(f), None) => Ok(Some(PasswordSource::File(
+                self.path(f, &format!("{key}.{what}-file"))?.value,
+            ))),
+            (None, Some(e)) => Ok(Some(PasswordSource::Env(e.clone()))),
+            (None, None) => Ok(None),
+        }
+    }
+
     fn path(&self, s: &Spanned<String>, key: &str) -> Result<Located<PathBuf>, ConfigError> {
         let p = expand_path(s.get_ref()).map_err(|m| self.spanned_err(s, key, m))?;
         let (line, column) = self.line_col(s.span().start);

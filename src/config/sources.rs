@@ -94,6 +94,7 @@ impl Validator<'_> {
             r.password_file.as_ref(),
             r.password_env.as_ref(),
             "backup.set.redis",
+            "password",
         )?;
         Ok(RedisSource {
             address: address.clone(),
@@ -122,6 +123,7 @@ impl Validator<'_> {
             r.password_file.as_ref(),
             r.password_env.as_ref(),
             "backup.set.postgresql",
+            "password",
         )?;
         Ok(PostgresSource {
             database: r.database.get_ref().clone(),
@@ -151,27 +153,6 @@ impl Validator<'_> {
                 key,
                 format!("{} is not inside the set's paths", p.display()),
             ))
-        }
-    }
-
-    /// `password-file` or `password-env` (not both).
-    fn secret_source(
-        &self,
-        file: Option<&Spanned<String>>,
-        env: Option<&String>,
-        key: &str,
-    ) -> Result<Option<PasswordSource>, ConfigError> {
-        match (file, env) {
-            (Some(f), Some(_)) => Err(self.spanned_err(
-                f,
-                &format!("{key}.password-file"),
-                "give password-file or password-env, not both".into(),
-            )),
-            (Some(f), None) => Ok(Some(PasswordSource::File(
-                self.path(f, &format!("{key}.password-file"))?.value,
-            ))),
-            (None, Some(e)) => Ok(Some(PasswordSource::Env(e.clone()))),
-            (None, None) => Ok(None),
         }
     }
 }
