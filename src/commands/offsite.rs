@@ -440,8 +440,7 @@ pub fn fetch_verified(
 ) -> anyhow::Result<(BackupRecord, String)> {
     let t = targets(cfg, target)?[0];
     let store = Store::open(t)?;
-    let copies = offsite::list(&store, &offsite::host_prefix(t, host))?;
-    let Some(copy) = copies.iter().find(|c| c.backup_id == id) else {
+    let Some(copy) = offsite::find(&store, &offsite::host_prefix(t, host), id)? else {
         bail!(
             "no complete copy of {id} on offsite {} (see `steward offsite list --all-hosts`)",
             t.name
@@ -456,7 +455,7 @@ pub fn fetch_verified(
     }
     let progress = super::progress::for_stderr();
     let dir = cfg.backup.destination.join(&copy.set);
-    let path = offsite::fetch(&store, &t.name, copy, identity, &dir, progress.as_ref())
+    let path = offsite::fetch(&store, &t.name, &copy, identity, &dir, progress.as_ref())
         .with_context(|| format!("fetching {id} from offsite {}", t.name))?;
     // The archive is in place with its sidecar: the catalog learns it as any archive on
     // the disk, then it is read back in full like any backup.

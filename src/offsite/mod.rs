@@ -239,11 +239,31 @@ pub fn prune(
 
 /// The complete copies under `prefix` (those with their description).
 pub fn list(store: &Store, prefix: &str) -> Result<Vec<RemoteCopy>, OffsiteError> {
+    described(store, prefix, |_| true)
+}
+
+/// The complete copy of backup `id` under `prefix`, reading only the descriptions whose
+/// key names its archive (`<id>.tar.zst...`), not every description in the bucket.
+pub fn find(store: &Store, prefix: &str, id: &str) -> Result<Option<RemoteCopy>, OffsiteError> {
+    let archive = format!("/{}.tar.zst", key_part(id));
+    let copies = described(store, prefix, |key| key.contains(&archive))?;
+    Ok(copies.into_iter().find(|c| c.backup_id == id))
+}
+
+/// The copies under `prefix` whose description key passes `read`.
+fn described(
+    store: &Store,
+    prefix: &str,
+    read: impl Fn(&str) -> bool,
+) -> Result<Vec<RemoteCopy>, OffsiteError> {
     let objects = store.list(prefix)?;
     let mut out = Vec::new();
     // Descriptions are steward's own `<key>.json`, always lower case.
     #[allow(clippy::case_sensitive_file_extension_comparisons)]
-    for o in objects.iter().filter(|o| o.key.ends_with(".json")) {
+    for o in objects
+        .iter()
+        .filter(|o| o.key.ends_with(".json") && read(&o.key))
+    {
         let data = store.get_small(&o.key)?;
         let Ok(c) = serde_json::from_slice::<RemoteCopy>(&data) else {
             continue;
