@@ -10,6 +10,7 @@
 use super::{Reading, Severity, reading};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::job::{Job, Period};
 use crate::services::{Controller, Runner};
 
 /// The `restart NAME` readings of this cycle, restarting what is due.
@@ -119,7 +120,8 @@ fn busy_guard(config: &Config) -> Result<Vec<crate::lock::JobLock>, String> {
         ));
     }
     let mut held = Vec::new();
-    for job in ["restore", "backup", "maintain"] {
+    let quiescing = [Job::Restore, Job::Backup, Job::Maintain(Period::Daily)];
+    for job in quiescing.iter().map(Job::lock) {
         match crate::lock::acquire(&config.state_dir, job) {
             Ok(l) => held.push(l),
             Err(crate::lock::LockError::Held { .. }) => {

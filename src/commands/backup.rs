@@ -190,9 +190,7 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
         }
     }
     failures.extend(super::offsite::after_backup(&mut session, cfg, &created));
-    if !session.end(failures.is_empty()) && failures.is_empty() {
-        failures.push(anyhow::anyhow!("the job's after hook failed"));
-    }
+    super::end(session, &mut failures);
     if args.json {
         super::print_json(&results)?;
     } else {
@@ -200,14 +198,7 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
             super::prune::print_report(r, &tz);
         }
     }
-    for e in &failures {
-        eprintln!("steward: error: {e:#}");
-    }
-    Ok(if failures.is_empty() {
-        Done::OK
-    } else {
-        Done::FAILED
-    })
+    Ok(super::report(&failures))
 }
 
 fn print_outcome(o: &SetOutcome) {

@@ -135,6 +135,25 @@ fn warn(message: &str) {
     eprintln!("steward: warning: {message}");
 }
 
+/// Ends a job's session; a failing `after` (or `on-failure`) hook fails the job.
+fn end(session: crate::jobs::Session<'_>, failures: &mut Vec<anyhow::Error>) {
+    if !session.end(failures.is_empty()) && failures.is_empty() {
+        failures.push(anyhow::anyhow!("the job's after hook failed"));
+    }
+}
+
+/// Prints a job's failures; the job failed when there is any.
+fn report(failures: &[anyhow::Error]) -> crate::jobs::Done {
+    for e in failures {
+        eprintln!("steward: error: {e:#}");
+    }
+    if failures.is_empty() {
+        crate::jobs::Done::OK
+    } else {
+        crate::jobs::Done::FAILED
+    }
+}
+
 /// A job's exit code.
 fn exit(done: crate::jobs::Done) -> ExitCode {
     ExitCode::from(done.code)

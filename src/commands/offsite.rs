@@ -258,17 +258,8 @@ pub fn push(
             Err(e) => failures.push(e.context("remote retention after the upload")),
         }
     }
-    if !session.end(failures.is_empty()) && failures.is_empty() {
-        failures.push(anyhow::anyhow!("the job's after hook failed"));
-    }
-    for e in &failures {
-        eprintln!("steward: error: {e:#}");
-    }
-    Ok(if failures.is_empty() {
-        Done::OK
-    } else {
-        Done::FAILED
-    })
+    super::end(session, &mut failures);
+    Ok(super::report(&failures))
 }
 
 /// After a backup: copies the new backups to every target that covers their set, under
