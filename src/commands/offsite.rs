@@ -476,12 +476,12 @@ pub fn verify(
 ) -> anyhow::Result<Done> {
     let targets = targets(cfg, target)?;
     let mut session = Session::begin(cfg, Job::Verify, false, &super::warn)?;
+    let scratch = cfg.state_dir.join("offsite-check");
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for t in targets {
         let store = Store::open(t)?;
         for c in session.catalog.offsite_copies(Some(&t.name))? {
-            let scratch = cfg.state_dir.join("offsite-check");
             let checked =
                 offsite::check(&store, &t.name, &c.key, &c.sha256, c.bytes).and_then(|()| {
                     match identity {

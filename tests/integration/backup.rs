@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::common::{Env, extract, random_file, stderr, stdout, tool, wait_for};
+use crate::common::{Env, check_manifest, extract, random_file, stderr, stdout, tool, wait_for};
 
 /// Builds a tree with every kind of entry the archive must keep.
 fn odd_tree(root: &Path) -> PathBuf {
@@ -139,16 +139,7 @@ fn round_trip_restores_with_plain_tar_and_sha256sum() {
     // Plain tar extracts it, and sha256sum checks every file against the manifest.
     let out_dir = env.root.join("restored");
     extract(archive, &out_dir);
-    let listed = tool(
-        "sha256sum",
-        &[
-            "-c".as_ref(),
-            "--strict".as_ref(),
-            "--quiet".as_ref(),
-            ".steward/MANIFEST.sha256".as_ref(),
-        ],
-        &out_dir,
-    );
+    let listed = check_manifest(&out_dir);
     assert_eq!(listed, "", "sha256sum reported problems");
     let manifest = fs::read(out_dir.join(".steward/MANIFEST.sha256")).unwrap();
     let lines = manifest

@@ -176,6 +176,18 @@ pub fn stderr(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&a.get_output().stderr).into_owned()
 }
 
+/// What `sha256sum -c --strict --quiet` says of the manifest in an extracted archive at
+/// `dir` (nothing when every file matches).
+pub fn check_manifest(dir: &Path) -> String {
+    let args = [
+        "-c".as_ref(),
+        "--strict".as_ref(),
+        "--quiet".as_ref(),
+        ".steward/MANIFEST.sha256".as_ref(),
+    ];
+    tool("sha256sum", &args, dir)
+}
+
 /// Extracts `archive` with the real `tar --zstd` into the new folder `into`.
 pub fn extract(archive: &Path, into: &Path) {
     fs::create_dir_all(into).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::common::{Env, random_file, stderr, stdout, tool, wait_for};
+use crate::common::{Env, check_manifest, random_file, stderr, stdout, tool, wait_for};
 use crate::s3::{S3Server, age_key};
 
 /// A small data tree with a SQLite database.
@@ -66,16 +66,7 @@ fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar() {
         out.display()
     );
     tool("sh", &["-c".as_ref(), script.as_ref()], &env.root);
-    let listed = tool(
-        "sha256sum",
-        &[
-            "-c".as_ref(),
-            "--strict".as_ref(),
-            "--quiet".as_ref(),
-            ".steward/MANIFEST.sha256".as_ref(),
-        ],
-        &out,
-    );
+    let listed = check_manifest(&out);
     assert_eq!(listed, "");
     let inside = out.join(data.strip_prefix("/").unwrap());
     assert_eq!(
