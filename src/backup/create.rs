@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::archive::{self, ArchiveWriter, BackupMeta, SqliteSnapshot};
+use super::follow::Readback;
 use super::guard::{self, Guard};
 use super::walk::{self, Fingerprint, Kind};
 use super::{BackupError, Progress};
@@ -54,6 +55,9 @@ pub struct BackupSummary {
     pub bytes_out: u64,
     pub seconds: f64,
     pub verified: bool,
+    /// Where the read-back came from: the device, or (where the filesystem refuses direct
+    /// I/O) the page cache.
+    pub readback: Readback,
     pub sqlite: Vec<SqliteSnapshot>,
     pub warnings: Vec<String>,
     /// Why the change guard found this backup suspect (empty: it did not).
@@ -187,7 +191,7 @@ pub fn backup_set(
         }
     };
 
-    // The read-back ran while the archive was being written (see archive::verify_from);
+    // The read-back ran while the archive was being written (see archive::ArchiveWriter);
     // it is complete only now, after the last byte and the fsync.
     let sha256 = match written.verified.and_then(|v| {
         if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
@@ -209,6 +213,14 @@ pub fn backup_set(
             });
         }
     };
+
+    if written.readback == Readback::PageCache {
+        progress.note(&format!(
+            "{}: read back from the page cache, not the device: the filesystem refuses \
+             direct I/O (steward verify reads it from disk later)",
+            final_path.display()
+        ));
+    }
 
     let sidecar_partial = dir.join(format!(".{name}.sha256.partial"));
     let publish = || -> std::io::Result<()> {
@@ -260,6 +272,7 @@ pub fn backup_set(
         bytes_out: written.size,
         seconds: started.elapsed().as_secs_f64(),
         verified: true,
+        readback: written.readback,
         sqlite: meta.sqlite,
         warnings: meta.warnings,
         suspect,

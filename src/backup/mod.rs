@@ -6,6 +6,7 @@
 pub mod archive;
 mod create;
 mod follow;
+pub use follow::Readback;
 pub mod guard;
 pub mod manifest;
 pub mod marks;

@@ -448,3 +448,70 @@ fn regression_snapshot_side_files_do_not_defeat_the_unchanged_skip() {
     env.cmd().arg("backup").assert().success();
     assert_eq!(env.archives("db").len(), 2);
 }
+
+/// Whether files in `dir` can be opened for direct I/O (most disk filesystems; not tmpfs
+/// before Linux 6.6).
+fn takes_direct_io(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let probe = dir.join(".direct-probe");
+    fs::write(&probe, b"x").unwrap();
+    let ok = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe)
+        .is_ok();
+    fs::remove_file(&probe).unwrap();
+    ok
+}
+
+#[test]
+fn the_read_back_comes_from_the_device_or_says_it_did_not() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    // More than a few 1 MiB blocks of poorly compressible bytes, and a tail.
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(fs::File::open("/dev/urandom").unwrap(), (3 << 20) + 12_345),
+        &mut bytes,
+    )
+    .unwrap();
+    fs::write(data.join("model.bin"), &bytes).unwrap();
+    env.one_set("s", &[&data], "");
+    let a = env.cmd().args(["backup", "--json"]).assert().success();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let expected = if takes_direct_io(&env.root) {
+        "device"
+    } else {
+        "page-cache"
+    };
+    assert_eq!(json[0]["readback"], expected, "{json}");
+
+    // A filesystem that refuses direct I/O: the backup still verifies, and says where its
+    // read-back came from.
+    fs::write(data.join("more.txt"), "more").unwrap();
+    let a = env
+        .cmd()
+        .env("STEWARD_TEST_NO_DIRECT_IO", "1")
+        .args(["backup", "--json"])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    assert_eq!(json[0]["readback"], "page-cache", "{json}");
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("read back from the page cache"), "{err}");
+
+    // Both archives are whole to plain tools, the sidecars match.
+    assert_eq!(env.archives("s").len(), 2);
+    for archive in env.archives("s") {
+        let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+        let st = std::process::Command::new("sha256sum")
+            .arg("-c")
+            .arg(format!("{name}.sha256"))
+            .current_dir(archive.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{name}");
+    }
+    env.cmd().args(["verify", "--all"]).assert().success();
+}

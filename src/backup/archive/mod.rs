@@ -12,8 +12,6 @@
 //! `backup.json` without decompressing the data.
 
 mod verify;
-#[cfg(test)]
-use verify::verify_from;
 mod write;
 
 use std::fs::{File, OpenOptions};
@@ -322,13 +320,7 @@ mod tests {
         let v = written.verified.unwrap();
         assert_eq!(v.files, 2);
         // The manifest hashes what was archived, so a later full verify agrees.
-        let again = verify_from(
-            &path,
-            File::open(&path).unwrap(),
-            Expect::Digest(v.sha256),
-            &mut |_| {},
-        )
-        .unwrap();
+        let again = verify(&path, Expect::Digest(v.sha256), &mut |_| {}).unwrap();
         assert_eq!(again.files, 2);
         let expected: [u8; 32] = Sha256::digest(b"abcd\0\0\0\0\0\0").into();
         assert_eq!(shrank.digest, expected);

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
+use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 use std::sync::mpsc;
@@ -61,21 +62,18 @@ pub fn verify(
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(path))?;
-    verify_from(path, file, expect, on_bytes)
-}
-
-/// [`verify`] over bytes from `source`, checking contents against the manifest.
-pub(super) fn verify_from(
-    path: &Path,
-    source: impl Read + Send + 'static,
-    expect: Expect,
-    on_bytes: &mut dyn FnMut(u64),
-) -> Result<Verified, ArchiveError> {
     let checker = Checker::Manifest {
         keys: Vec::new(),
         checked: 0,
     };
-    verify_with(path, source, expect, checker, None, on_bytes)
+    verify_with(
+        path,
+        ReadAhead::spawn(file),
+        expect,
+        checker,
+        None,
+        on_bytes,
+    )
 }
 
 /// What the writer recorded, in archive order, for the read-back that follows it.
@@ -143,7 +141,7 @@ pub fn verify_inspecting(
     };
     verify_with(
         path,
-        file,
+        ReadAhead::spawn(file),
         Expect::Sidecar,
         checker,
         Some(inspect),
@@ -151,33 +149,95 @@ pub fn verify_inspecting(
     )
 }
 
+/// The decompression thread of [`decompressed`]: joined, it reports zstd errors.
+pub type Decoding = JoinHandle<io::Result<BufReader<File>>>;
+
 /// The archive's decompressed tar stream, decompressed on another thread; the handle
 /// reports zstd errors (checksums, truncation) once the stream has been read.
-pub fn decompressed(
-    path: &Path,
-) -> Result<(PipeReader, std::thread::JoinHandle<io::Result<()>>), ArchiveError> {
+pub fn decompressed(path: &Path) -> Result<(PipeReader, Decoding), ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(path))?;
-    Ok(spawn_decoder(io::BufReader::with_capacity(1 << 20, file)))
+    Ok(spawn_decoder(BufReader::with_capacity(1 << 20, file)))
 }
 
 /// Decompresses `compressed` on a thread of its own into a pipe (windows up to 2 GiB, as
-/// written); the thread's result reports zstd errors once the pipe has been read.
-fn spawn_decoder<R: io::BufRead + Send + 'static>(
+/// written); the thread's result reports zstd errors once the pipe has been read, and
+/// gives the source back.
+fn spawn_decoder<R: BufRead + Send + 'static>(
     compressed: R,
-) -> (PipeReader, std::thread::JoinHandle<io::Result<()>>) {
+) -> (PipeReader, JoinHandle<io::Result<R>>) {
     let (mut tx, rx) = pipe::pipe();
-    let handle = std::thread::spawn(move || -> io::Result<()> {
+    let handle = std::thread::spawn(move || -> io::Result<R> {
         let mut decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
         decoder.window_log_max(31)?;
         while tx.fill_from(&mut decoder)? > 0 {}
-        tx.close()
+        tx.close()?;
+        Ok(decoder.finish())
     });
     (rx, handle)
 }
 
+/// The compressed bytes a verification decodes, hashed as they are read (on a thread of
+/// their own, beside the decompression).
+pub(super) trait Compressed: BufRead + Send + 'static {
+    /// Reads what is left, then gives the size and SHA-256 of all the bytes.
+    fn digest(self) -> io::Result<(u64, [u8; 32])>;
+}
+
+/// A file read and hashed ahead, on a thread of its own, into a pipe.
+struct ReadAhead {
+    pipe: PipeReader,
+    reader: JoinHandle<io::Result<(u64, [u8; 32])>>,
+}
+
+impl ReadAhead {
+    fn spawn(mut source: impl Read + Send + 'static) -> Self {
+        let (mut tx, pipe) = pipe::pipe();
+        let reader = std::thread::spawn(move || -> io::Result<(u64, [u8; 32])> {
+            let mut h = Sha256::new();
+            let mut total = 0u64;
+            loop {
+                let n = tx.fill_from(&mut source)?;
+                if n == 0 {
+                    break;
+                }
+                let pending = tx.pending();
+                h.update(&pending[pending.len() - n..]);
+                total += n as u64;
+            }
+            tx.close()?;
+            Ok((total, h.finalize().into()))
+        });
+        ReadAhead { pipe, reader }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.pipe.read(out)
+    }
+}
+
+impl BufRead for ReadAhead {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.pipe.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.pipe.consume(amt);
+    }
+}
+
+impl Compressed for ReadAhead {
+    fn digest(mut self) -> io::Result<(u64, [u8; 32])> {
+        io::copy(&mut self.pipe, &mut io::sink())?;
+        self.reader
+            .join()
+            .map_err(|_| io::Error::other("the reader thread panicked"))?
+    }
+}
+
 pub(super) fn verify_with(
     path: &Path,
-    mut source: impl Read + Send + 'static,
+    source: impl Compressed,
     expect: Expect,
     checker: Checker,
     inspect: Option<Inspector<'_>>,
@@ -188,43 +248,27 @@ pub(super) fn verify_with(
         Expect::Digest(d) => Some(d),
         Expect::Nothing => None,
     };
-    let (mut tx, rx) = pipe::pipe();
-    let reader = std::thread::spawn(move || -> io::Result<(u64, [u8; 32])> {
-        let mut h = Sha256::new();
-        let mut total = 0u64;
-        loop {
-            let n = tx.fill_from(&mut source)?;
-            if n == 0 {
-                break;
-            }
-            let pending = tx.pending();
-            h.update(&pending[pending.len() - n..]);
-            total += n as u64;
-        }
-        tx.close()?;
-        Ok((total, h.finalize().into()))
-    });
-    let (plain_rx, decompressor) = spawn_decoder(rx);
+    let (plain_rx, decompressor) = spawn_decoder(source);
     let content = verify_stream(path, plain_rx, checker, inspect, on_bytes);
-    let read = reader
-        .join()
-        .map_err(|_| ArchiveError::corrupt(path, "the reader thread panicked"));
     let decoded = decompressor
         .join()
         .map_err(|_| ArchiveError::corrupt(path, "the decompression thread panicked"))?;
     // A zstd error (bad checksum, truncation) explains a tar error that follows from it.
-    if let Err(e) = decoded {
-        let at = match &content {
-            Err(ArchiveError::Corrupt { message, .. }) => format!(" ({message})"),
-            _ => String::new(),
-        };
-        return Err(ArchiveError::corrupt(
-            path,
-            format!("zstd data is damaged: {e}{at}"),
-        ));
-    }
+    let source = match decoded {
+        Ok(source) => source,
+        Err(e) => {
+            let at = match &content {
+                Err(ArchiveError::Corrupt { message, .. }) => format!(" ({message})"),
+                _ => String::new(),
+            };
+            return Err(ArchiveError::corrupt(
+                path,
+                format!("zstd data is damaged: {e}{at}"),
+            ));
+        }
+    };
     let (files, meta) = content?;
-    let (size, sha256) = read?.map_err(ArchiveError::io(path))?;
+    let (size, sha256) = source.digest().map_err(ArchiveError::io(path))?;
     if let Some(expected) = expected
         && sha256 != expected
     {

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use tar::{EntryType, Header};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::backup::follow::{self, Publisher};
+use crate::backup::follow::{self, Publisher, Readback};
 use crate::backup::manifest;
 use crate::backup::pipe::{self, PipeReader, PipeWriter};
 
@@ -28,7 +28,7 @@ use super::{
 /// mark, then the trailer frame, appends the skippable pointer frame and fsyncs. The
 /// follower sees each byte as it reaches the file, and the end only after the fsync.
 fn compress(input: PipeReader, sink: Publisher, level: i32, threads: u32) -> io::Result<u64> {
-    let sink = compress_into(input, sink, level, threads)?;
+    let mut sink = compress_into(input, sink, level, threads)?;
     let len = sink.len();
     let synced = sink.sync();
     sink.finish(&synced);
@@ -82,6 +82,9 @@ pub struct Written {
     /// The read-back that followed the writing: content against the manifest, and the
     /// digest of the bytes in the file (for the sidecar).
     pub verified: Result<Verified, ArchiveError>,
+    /// Whether the read-back came from the device or, where the filesystem refused
+    /// direct I/O, from the page cache.
+    pub readback: Readback,
     pub files: u64,
 }
 
@@ -92,6 +95,7 @@ pub struct ArchiveWriter {
     /// Taken when a broken pipe is explained by the compressor's own error.
     compressor: Option<std::thread::JoinHandle<io::Result<u64>>>,
     verifier: std::thread::JoinHandle<Result<Verified, ArchiveError>>,
+    probe: follow::Probe,
     records: mpsc::Sender<Record>,
     manifest_path: PathBuf,
     manifest: BufWriter<File>,
@@ -119,9 +123,7 @@ impl ArchiveWriter {
         level: i32,
         threads: u32,
     ) -> Result<Self, ArchiveError> {
-        let file = create_private(path).map_err(ArchiveError::io(path))?;
-        let reader = File::open(path).map_err(ArchiveError::io(path))?;
-        let (publisher, follower) = follow::follow(file, reader);
+        let (publisher, follower, probe) = follow::follow(path).map_err(ArchiveError::io(path))?;
         let (tx, rx) = pipe::pipe();
         let compressor = std::thread::Builder::new()
             .name("steward-zstd".into())
@@ -154,6 +156,7 @@ impl ArchiveWriter {
             builder,
             compressor: Some(compressor),
             verifier,
+            probe,
             records,
             manifest_path: manifest_spool.to_path_buf(),
             manifest: BufWriter::new(mf),
@@ -259,6 +262,7 @@ impl ArchiveWriter {
             mut builder,
             compressor,
             verifier,
+            probe,
             records,
             manifest_path,
             manifest,
@@ -305,6 +309,7 @@ impl ArchiveWriter {
         Ok(Written {
             size,
             verified,
+            readback: probe.readback(),
             files,
         })
     }
@@ -357,5 +362,11 @@ impl<R: Read> Read for ExactReader<'_, R> {
         self.remaining -= n as u64;
         (self.on_bytes)(n as u64);
         Ok(n)
+    }
+}
+
+impl super::verify::Compressed for follow::Follower {
+    fn digest(self) -> io::Result<(u64, [u8; 32])> {
+        follow::Follower::digest(self)
     }
 }
