@@ -33,11 +33,15 @@ impl Progress for Bar {
             old.finish_and_clear();
         }
         let bar = ProgressBar::new(total);
-        let style = ProgressStyle::with_template(
-            "{msg:30!} [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+        // Without a total (a first backup is not surveyed first) there is no bar to fill.
+        let template = if total > 0 {
+            "{msg:30!} [{bar:30}] {binary_bytes:>10}/{binary_total_bytes:<10} {binary_bytes_per_sec:>12} {eta:>4}"
+        } else {
+            "{msg:30!} {binary_bytes:>10} {binary_bytes_per_sec:>12}"
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(name.to_string());
         *slot = Some(bar);
