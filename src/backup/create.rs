@@ -520,7 +520,10 @@ fn archive_file(
     Ok(true)
 }
 
-/// Archives a consistent image of a SQLite database under the live file's name.
+/// Archives a consistent image of a SQLite database under the live file's name. The
+/// change guard's `PRAGMA quick_check` reads the very image archived (under the same read
+/// transaction) on another core while it streams: on a 500 MB database that is half a
+/// second off the walk's own thread.
 fn archive_sqlite(
     writer: &mut ArchiveWriter,
     e: &walk::Entry,
@@ -531,19 +534,28 @@ fn archive_sqlite(
     guard: &mut Guard,
 ) -> Result<bool, BackupError> {
     let _ = std::fs::remove_file(tmp);
+    let check = guard.sqlite_check();
     let result = super::sqlite::image(&e.path, tmp, Duration::from_mins(1))
         .map_err(BackupError::from)
         .and_then(|image| {
-            let (file, size) = match &image {
-                super::sqlite::Image::Live { file, size, .. }
-                | super::sqlite::Image::Copy { file, size } => (file, *size),
-            };
-            let reader = BufReader::with_capacity(1 << 20, file);
-            writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
-            // Checked on the very image archived, under the same read transaction.
-            if guard.sqlite_check()
-                && let Err(detail) = super::sqlite::quick_check(&image, tmp)
-            {
+            let (held, file, size) = image.into_parts();
+            let (streamed, checked) = std::thread::scope(|s| {
+                let checker = s.spawn(move || {
+                    let r = check.then(|| super::sqlite::quick_check(held.as_ref(), tmp));
+                    // Handed back: the image stays frozen until the streaming is done too.
+                    (r, held)
+                });
+                let reader = BufReader::with_capacity(1 << 20, &file);
+                let streamed = writer.append_file(name, &e.meta, size, reader, &mut |n| {
+                    progress.advance(n);
+                });
+                (streamed, checker.join())
+            });
+            streamed?;
+            let (checked, held) =
+                checked.unwrap_or_else(|_| (Some(Err("the check thread panicked".into())), None));
+            drop(held);
+            if let Some(Err(detail)) = checked {
                 guard.suspect(format!(
                     "{}: PRAGMA quick_check failed on the archived image: {detail}",
                     e.path.display()

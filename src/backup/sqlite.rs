@@ -84,10 +84,22 @@ pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, Snapsh
     Ok(Image::Copy { file, size })
 }
 
-/// `PRAGMA quick_check` on the image itself (the frozen live file under the same read
+impl Image {
+    /// The connection whose read transaction freezes a live image (`None` for a copy),
+    /// the file to stream, and its size. The image stays frozen until the connection is
+    /// dropped.
+    pub fn into_parts(self) -> (Option<Connection>, File, u64) {
+        match self {
+            Image::Live { guard, file, size } => (Some(guard), file, size),
+            Image::Copy { file, size } => (None, file, size),
+        }
+    }
+}
+
+/// `PRAGMA quick_check` on the image itself (the frozen live file under `live`'s read
 /// transaction, or the copy at `tmp`), so it costs the application no extra lock.
 /// `Err` says what SQLite found.
-pub fn quick_check(image: &Image, tmp: &Path) -> Result<(), String> {
+pub fn quick_check(live: Option<&Connection>, tmp: &Path) -> Result<(), String> {
     let run = |c: &Connection| -> Result<(), String> {
         let mut stmt = c.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
         let rows: Vec<String> = stmt
@@ -100,17 +112,15 @@ pub fn quick_check(image: &Image, tmp: &Path) -> Result<(), String> {
             Err(rows.into_iter().take(3).collect::<Vec<_>>().join("; "))
         }
     };
-    match image {
-        Image::Live { guard, .. } => run(guard),
-        Image::Copy { .. } => {
-            let c = Connection::open_with_flags(
-                tmp,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| e.to_string())?;
-            run(&c)
-        }
+    if let Some(c) = live {
+        return run(c);
     }
+    let c = Connection::open_with_flags(
+        tmp,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    run(&c)
 }
 
 /// Copies the database at `src` to the new file `dst`, retrying while writers hold locks
