@@ -356,7 +356,7 @@ fn write_archive(
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     progress.phase(&format!("archiving {}", set.name), total_bytes);
 
-    walk::walk_set(set, |e| {
+    walk::walk_set_ahead(set, |e, ahead| {
         if super::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
             return Err(BackupError::Interrupted);
         }
@@ -391,7 +391,7 @@ fn write_archive(
                 }
                 let archived = archive_file(
                     &mut writer,
-                    &e,
+                    (&e, ahead),
                     &name,
                     snapshot_tmp,
                     &mut tally,
@@ -460,38 +460,53 @@ fn write_archive(
 }
 
 /// Archives a regular file, or a snapshot of it when it is a SQLite database; returns
-/// false when it vanished or could not be opened.
+/// false when it vanished or could not be opened. A small file comes with its content,
+/// read ahead by the walking thread.
 fn archive_file(
     writer: &mut ArchiveWriter,
-    e: &walk::Entry,
+    (e, ahead): (&walk::Entry, Option<walk::Ahead>),
     name: &Path,
     snapshot_tmp: &Path,
     tally: &mut Tally,
     progress: &dyn Progress,
     guard: &mut Guard,
 ) -> Result<bool, BackupError> {
-    let mut file = match File::open(&e.path) {
-        Ok(f) => f,
-        Err(err) => {
-            tally.warn(
-                progress,
-                format!("{}: not archived, cannot open: {err}", e.path.display()),
-            );
-            return Ok(false);
-        }
+    let cannot_open = |tally: &mut Tally, err: std::io::Error| {
+        tally.warn(
+            progress,
+            format!("{}: not archived, cannot open: {err}", e.path.display()),
+        );
+        Ok(false)
     };
     // The header is read from the handle that is then archived: one open per file.
-    let mut head = Vec::with_capacity(16);
-    let read_head = (&mut file).take(16).read_to_end(&mut head);
-    if read_head.is_ok() && head.as_slice() == walk::SQLITE_HEADER {
-        drop(file);
+    let (head, rest) = match ahead {
+        Some(walk::Ahead::Content(content)) => (content, None),
+        Some(walk::Ahead::OpenFailed(err)) => return cannot_open(tally, err),
+        None => {
+            let mut file = match File::open(&e.path) {
+                Ok(f) => f,
+                Err(err) => return cannot_open(tally, err),
+            };
+            let mut head = Vec::with_capacity(16);
+            let _ = (&mut file).take(16).read_to_end(&mut head);
+            (head, Some(file))
+        }
+    };
+    if head.get(..16) == Some(walk::SQLITE_HEADER.as_slice()) {
+        drop(rest);
         return archive_sqlite(writer, e, name, snapshot_tmp, tally, progress, guard);
     }
+    let content: Box<dyn Read> = match rest {
+        Some(file) => {
+            Box::new(std::io::Cursor::new(head).chain(BufReader::with_capacity(1 << 20, file)))
+        }
+        None => Box::new(std::io::Cursor::new(head)),
+    };
     let size = e.meta.size();
     // The start of the content, judged for entropy as it passes (no second read).
     let mut sampler = guard::Sampler::default();
     let reader = guard::Sampled {
-        inner: std::io::Cursor::new(head).chain(BufReader::with_capacity(1 << 20, file)),
+        inner: content,
         sampler: guard.enabled().then_some(&mut sampler),
     };
     let out = writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;

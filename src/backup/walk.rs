@@ -116,6 +116,111 @@ pub fn walk_set(
     Ok(())
 }
 
+/// What the walking thread of [`walk_set_ahead`] read of a small regular file.
+pub enum Ahead {
+    /// Its content: up to one byte more than the size it was walked with, so that a file
+    /// that grew since shows.
+    Content(Vec<u8>),
+    /// It could not be opened (vanished, permissions): the archiver reports it.
+    OpenFailed(std::io::Error),
+}
+
+/// Largest file the reading thread reads ahead.
+const AHEAD_MAX: u64 = 32 << 10;
+/// Entries handed from thread to thread at a time: one wake-up per batch, not per file.
+const BATCH: usize = 32;
+/// Batches in flight between the reading thread and the archiver: with [`AHEAD_MAX`],
+/// at most 4 MiB of content (two queued, one being filled, one being archived).
+const QUEUED: usize = 2;
+
+type Batch<T> = Vec<Result<T, crate::backup::BackupError>>;
+
+/// [`walk_set`] on a thread of its own, with a second thread that opens and reads small
+/// regular files ahead: on a tree of many small files, the walk's system calls (read the
+/// folder, stat), the reads' (open, read, close) and the archiving each run on their own
+/// core. `visit` gets the entries in walk order, with what was read ahead (`None`: read it
+/// yourself; also for a file that failed mid-read, so the archiver meets the error
+/// itself).
+pub fn walk_set_ahead(
+    set: &BackupSet,
+    mut visit: impl FnMut(Entry, Option<Ahead>) -> Result<(), crate::backup::BackupError>,
+) -> Result<(), crate::backup::BackupError> {
+    use crate::backup::BackupError;
+    let spawn_error = |source| WalkError::Io {
+        path: PathBuf::from("(walking thread)"),
+        source,
+    };
+    std::thread::scope(|s| {
+        let (walked_tx, walked_rx) = std::sync::mpsc::sync_channel::<Batch<Entry>>(QUEUED * 2);
+        let (read_tx, read_rx) =
+            std::sync::mpsc::sync_channel::<Batch<(Entry, Option<Ahead>)>>(QUEUED);
+        let walker = std::thread::Builder::new()
+            .name("steward-walk".into())
+            .spawn_scoped(s, move || {
+                let mut batch = Vec::with_capacity(BATCH);
+                let walked = walk_set(set, |e| {
+                    batch.push(Ok(e));
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // The archiver stopped (an error, an interrupt): so does the walk.
+                        walked_tx.send(full).map_err(|_| BackupError::Interrupted)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = walked {
+                    batch.push(Err(e));
+                }
+                let _ = walked_tx.send(batch);
+            })
+            .map_err(spawn_error)?;
+        let reader = std::thread::Builder::new()
+            .name("steward-read".into())
+            .spawn_scoped(s, move || {
+                for batch in walked_rx {
+                    let read = batch
+                        .into_iter()
+                        .map(|item| {
+                            item.map(|e| {
+                                let ahead = read_ahead(&e);
+                                (e, ahead)
+                            })
+                        })
+                        .collect();
+                    if read_tx.send(read).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(spawn_error)?;
+        let result = read_rx.iter().flatten().try_for_each(|item| {
+            let (e, ahead) = item?;
+            visit(e, ahead)
+        });
+        // Unblocks the threads waiting to send, before the scope joins them.
+        drop(read_rx);
+        let _ = reader.join();
+        let _ = walker.join();
+        result
+    })
+}
+
+fn read_ahead(e: &Entry) -> Option<Ahead> {
+    let size = e.meta.size();
+    // Hard links are archived once, as the archiver decides; big files are streamed.
+    if e.kind != Kind::File || e.sqlite_side_file || e.meta.nlink() > 1 || size > AHEAD_MAX {
+        return None;
+    }
+    let file = match File::open(&e.path) {
+        Ok(f) => f,
+        Err(err) => return Some(Ahead::OpenFailed(err)),
+    };
+    let mut content = Vec::with_capacity(size as usize + 1);
+    file.take(size + 1)
+        .read_to_end(&mut content)
+        .ok()
+        .map(|_| Ahead::Content(content))
+}
+
 /// Remembers which `X` of an `X-wal` sibling were SQLite databases.
 #[derive(Default)]
 struct SqliteDetector {
@@ -238,4 +343,96 @@ pub fn survey(set: &BackupSet) -> Result<(String, u64, u64), crate::backup::Back
         Ok(())
     })?;
     Ok((fp.finish(set), files, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Origin, parse};
+
+    fn set_of(root: &Path) -> BackupSet {
+        let text = format!(
+            "[backup]\ndestination = \"{}/dest\"\n[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n",
+            root.display(),
+            root.join("tree").display()
+        );
+        let config = parse(&text, Origin::File("/x/s.toml".into())).unwrap();
+        config.set("s").unwrap().clone()
+    }
+
+    /// More entries than the threads can hold in flight, small and big files, links.
+    fn tree(root: &Path) {
+        let tree = root.join("tree");
+        for d in 0..5 {
+            let dir = tree.join(format!("d{d}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in 0..100 {
+                std::fs::write(dir.join(format!("f{f}")), format!("{d}/{f}").repeat(f)).unwrap();
+            }
+        }
+        std::fs::write(tree.join("big"), vec![7u8; AHEAD_MAX as usize + 1]).unwrap();
+        std::fs::write(tree.join("edge"), vec![8u8; AHEAD_MAX as usize]).unwrap();
+        std::os::unix::fs::symlink("big", tree.join("link")).unwrap();
+        std::fs::hard_link(tree.join("edge"), tree.join("edge2")).unwrap();
+    }
+
+    #[test]
+    fn reading_ahead_keeps_the_walk_order_and_reads_only_small_single_files() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path());
+        let set = set_of(dir.path());
+        let mut plain = Vec::new();
+        walk_set(&set, |e| {
+            plain.push(e.path);
+            Ok(())
+        })
+        .unwrap();
+        let mut ahead = Vec::new();
+        walk_set_ahead(&set, |e, read| {
+            let name = e.path.file_name().unwrap().to_string_lossy().into_owned();
+            match read {
+                Some(Ahead::Content(c)) => {
+                    assert_eq!(c, std::fs::read(&e.path).unwrap(), "{name}");
+                    assert!(e.meta.size() <= AHEAD_MAX && e.meta.nlink() == 1, "{name}");
+                }
+                Some(Ahead::OpenFailed(err)) => panic!("{name}: {err}"),
+                None => assert!(
+                    e.kind != Kind::File || name == "big" || name.starts_with("edge"),
+                    "{name} was not read ahead"
+                ),
+            }
+            ahead.push(e.path);
+            Ok(())
+        })
+        .unwrap();
+        assert!(plain.len() > BATCH * (QUEUED + 3), "{}", plain.len());
+        assert_eq!(ahead, plain);
+    }
+
+    #[test]
+    fn an_archiver_that_stops_stops_the_threads_and_keeps_its_error() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path());
+        let set = set_of(dir.path());
+        let mut seen = 0;
+        let r = walk_set_ahead(&set, |_, _| {
+            seen += 1;
+            if seen == 3 {
+                return Err(crate::backup::BackupError::Interrupted);
+            }
+            Ok(())
+        });
+        assert!(matches!(r, Err(crate::backup::BackupError::Interrupted)));
+        assert_eq!(seen, 3);
+    }
+
+    #[test]
+    fn a_walk_error_reaches_the_archiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set_of(dir.path());
+        // The set's folder does not exist: the walk's first step fails.
+        let r = walk_set_ahead(&set, |_, _| Ok(()));
+        let err = format!("{:#}", r.unwrap_err());
+        assert!(err.contains("tree"), "{err}");
+    }
 }
