@@ -556,7 +556,13 @@ fn archive_sqlite(
             let (held, file, size) = image.into_parts();
             let (streamed, checked) = std::thread::scope(|s| {
                 let checker = s.spawn(move || {
-                    let r = check.then(|| super::sqlite::quick_check(held.as_ref(), tmp));
+                    // Never unwound past `held`: that would end the freeze mid-stream.
+                    let r = check.then(|| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            super::sqlite::quick_check(held.as_ref(), tmp)
+                        }))
+                        .unwrap_or_else(|_| Err("the check panicked".into()))
+                    });
                     // Handed back: the image stays frozen until the streaming is done too.
                     (r, held)
                 });
@@ -569,6 +575,22 @@ fn archive_sqlite(
             streamed?;
             let (checked, held) =
                 checked.unwrap_or_else(|_| (Some(Err("the check thread panicked".into())), None));
+            // SQLite may end a transaction by itself (an I/O error, no memory): then the
+            // live file was not frozen for all of the streaming, and the image is no
+            // snapshot at all.
+            if held
+                .as_ref()
+                .is_some_and(rusqlite::Connection::is_autocommit)
+            {
+                return Err(super::sqlite::SnapshotError {
+                    path: e.path.clone(),
+                    source: rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                        Some("its read transaction ended while it was archived".into()),
+                    ),
+                }
+                .into());
+            }
             drop(held);
             if let Some(Err(detail)) = checked {
                 guard.suspect(format!(

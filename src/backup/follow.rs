@@ -85,35 +85,24 @@ impl Aligned {
     }
 }
 
-/// Opens `path` for direct I/O where the platform and the filesystem allow it; returns
-/// whether they did.
-fn open_direct(options: &mut OpenOptions, path: &Path) -> io::Result<(File, bool)> {
+/// Opens `path`, then turns direct I/O on where the platform and the filesystem allow it;
+/// returns whether they did. Not `O_DIRECT` at `open`: with `O_CREAT | O_EXCL` Linux
+/// creates the file before it refuses the flag, and the fallback would find it existing.
+fn open_direct(options: &OpenOptions, path: &Path) -> io::Result<(File, bool)> {
+    let file = options.open(path)?;
     // Tests stand in for a filesystem without direct I/O.
     if crate::fault::enabled("no-direct-io") {
-        return options.open(path).map(|f| (f, false));
+        return Ok((file, false));
     }
     #[cfg(target_os = "linux")]
-    {
-        let mut direct = options.clone();
-        direct.custom_flags(libc::O_DIRECT);
-        match direct.open(path) {
-            Ok(f) => return Ok((f, true)),
-            // The filesystem has no direct I/O (tmpfs before Linux 6.6, some FUSE mounts).
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-            Err(e) => return Err(e),
-        }
-        options.open(path).map(|f| (f, false))
-    }
+    let direct = rustix::fs::fcntl_getfl(&file)
+        .and_then(|flags| rustix::fs::fcntl_setfl(&file, flags | rustix::fs::OFlags::DIRECT))
+        .is_ok();
     #[cfg(target_os = "macos")]
-    {
-        let f = options.open(path)?;
-        let direct = rustix::fs::fcntl_nocache(&f, true).is_ok();
-        Ok((f, direct))
-    }
+    let direct = rustix::fs::fcntl_nocache(&file, true).is_ok();
     #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    {
-        options.open(path).map(|f| (f, false))
-    }
+    let direct = false;
+    Ok((file, direct))
 }
 
 /// Turns direct I/O off on `file` after the filesystem refused a direct transfer.
@@ -279,7 +268,7 @@ impl Probe {
 pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
     let mut w = OpenOptions::new();
     w.write(true).create_new(true).mode(0o600);
-    let (file, direct) = open_direct(&mut w, path)?;
+    let (file, direct) = open_direct(&w, path)?;
     let (reader, read_direct) = open_direct(OpenOptions::new().read(true), path)?;
     let shared = Arc::new(Shared::default());
     shared.lock().cached = !read_direct;

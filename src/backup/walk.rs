@@ -54,8 +54,22 @@ pub fn walk_set(
     set: &BackupSet,
     mut visit: impl FnMut(Entry) -> Result<(), crate::backup::BackupError>,
 ) -> Result<(), crate::backup::BackupError> {
-    let excludes = &set.excludes;
     let mut sqlite_cache = SqliteDetector::default();
+    walk_raw(set, |mut e| {
+        e.sqlite_side_file = e.kind == Kind::File && sqlite_cache.is_side_file(&e.path);
+        visit(e)
+    })
+}
+
+/// [`walk_set`] without the SQLite side-file detection (`sqlite_side_file` is false):
+/// that opens the database beside a `-wal` or `-journal` file, and closing any handle on
+/// a file drops every POSIX lock the process holds on it, a snapshot's read lock
+/// included. So it must run on the thread that takes the snapshots, never ahead of it.
+fn walk_raw(
+    set: &BackupSet,
+    mut visit: impl FnMut(Entry) -> Result<(), crate::backup::BackupError>,
+) -> Result<(), crate::backup::BackupError> {
+    let excludes = &set.excludes;
     for root in &set.paths {
         let mut it = walkdir::WalkDir::new(&root.value)
             .follow_links(false)
@@ -104,12 +118,11 @@ pub fn walk_set(
             } else {
                 Kind::Special("device")
             };
-            let sqlite_side_file = kind == Kind::File && sqlite_cache.is_side_file(dent.path());
             visit(Entry {
                 path: dent.into_path(),
                 kind,
                 meta,
-                sqlite_side_file,
+                sqlite_side_file: false,
             })?;
         }
     }
@@ -157,8 +170,11 @@ pub fn walk_set_ahead(
         let walker = std::thread::Builder::new()
             .name("steward-walk".into())
             .spawn_scoped(s, move || {
+                // Tests make the thread die to see that the archive is not cut short.
+                let die = crate::fault::enabled("walk-thread-panics");
                 let mut batch = Vec::with_capacity(BATCH);
-                let walked = walk_set(set, |e| {
+                let walked = walk_raw(set, |e| {
+                    assert!(!die, "the walking thread panics (test)");
                     batch.push(Ok(e));
                     if batch.len() == BATCH {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -192,22 +208,44 @@ pub fn walk_set_ahead(
                 }
             })
             .map_err(spawn_error)?;
+        let mut sqlite_cache = SqliteDetector::default();
         let result = read_rx.iter().flatten().try_for_each(|item| {
-            let (e, ahead) = item?;
+            let (mut e, ahead) = item?;
+            // Here, on the archiving thread: see walk_raw.
+            e.sqlite_side_file = e.kind == Kind::File && sqlite_cache.is_side_file(&e.path);
             visit(e, ahead)
         });
         // Unblocks the threads waiting to send, before the scope joins them.
         drop(read_rx);
-        let _ = reader.join();
-        let _ = walker.join();
+        let read = reader.join();
+        let walked = walker.join();
+        // A thread that panicked ended the stream early: never a shorter archive.
+        if result.is_ok() && (read.is_err() || walked.is_err()) {
+            return Err(WalkError::Io {
+                path: PathBuf::from("(walking thread)"),
+                source: std::io::Error::other("the walk stopped unexpectedly"),
+            }
+            .into());
+        }
         result
     })
 }
 
 fn read_ahead(e: &Entry) -> Option<Ahead> {
     let size = e.meta.size();
-    // Hard links are archived once, as the archiver decides; big files are streamed.
-    if e.kind != Kind::File || e.sqlite_side_file || e.meta.nlink() > 1 || size > AHEAD_MAX {
+    // Hard links are archived once, as the archiver decides; big files are streamed; a
+    // file named like a SQLite side file is never opened here (closing it would drop the
+    // locks a snapshot holds on it, see walk_raw).
+    let name = e
+        .path
+        .file_name()
+        .map(OsStrExt::as_bytes)
+        .unwrap_or_default();
+    if e.kind != Kind::File
+        || e.meta.nlink() > 1
+        || size > AHEAD_MAX
+        || side_file_base(name).is_some()
+    {
         return None;
     }
     let file = match File::open(&e.path) {
@@ -228,17 +266,21 @@ struct SqliteDetector {
     databases: HashSet<PathBuf>,
 }
 
+/// The length of `X` when `name` is `X-wal`, `X-shm` or `X-journal`.
+fn side_file_base(name: &[u8]) -> Option<usize> {
+    [b"-wal".as_slice(), b"-shm", b"-journal"]
+        .iter()
+        .find(|s| name.ends_with(s))
+        .map(|s| name.len() - s.len())
+}
+
 impl SqliteDetector {
     fn is_side_file(&mut self, path: &Path) -> bool {
         let name = path
             .file_name()
             .map(std::os::unix::ffi::OsStrExt::as_bytes)
             .unwrap_or_default();
-        let base_len = [b"-wal".as_slice(), b"-shm", b"-journal"]
-            .iter()
-            .find(|s| name.ends_with(s))
-            .map(|s| name.len() - s.len());
-        let Some(base_len) = base_len else {
+        let Some(base_len) = side_file_base(name) else {
             return false;
         };
         let base = path.with_file_name(std::ffi::OsStr::from_bytes(&name[..base_len]));
@@ -424,6 +466,54 @@ mod tests {
         });
         assert!(matches!(r, Err(crate::backup::BackupError::Interrupted)));
         assert_eq!(seen, 3);
+    }
+
+    /// `tree/app.db`, a database whose `-journal` stays (PERSIST).
+    fn db_with_journal(root: &Path) -> PathBuf {
+        let tree = root.join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        let c = rusqlite::Connection::open(tree.join("app.db")).unwrap();
+        c.execute_batch("PRAGMA journal_mode=PERSIST; CREATE TABLE t(x);")
+            .unwrap();
+        tree
+    }
+
+    /// Closing any handle on a file drops the process's POSIX locks on it, a snapshot's
+    /// read lock included: the walking thread, which runs ahead of the snapshots, must not
+    /// open the database beside a `-journal` to tell whether it is one.
+    #[test]
+    fn regression_the_walking_thread_never_opens_a_database_beside_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        db_with_journal(dir.path());
+        let set = set_of(dir.path());
+        let mut journal = None;
+        walk_raw(&set, |e| {
+            if e.path.ends_with("app.db-journal") {
+                journal = Some(e.sqlite_side_file);
+            }
+            Ok(())
+        })
+        .unwrap();
+        // What the walking thread runs decides nothing about side files.
+        assert_eq!(journal, Some(false));
+    }
+
+    #[test]
+    fn side_files_are_told_apart_on_the_archiving_thread_and_never_read_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = db_with_journal(dir.path());
+        std::fs::write(tree.join("notes-journal"), "not a database's").unwrap();
+        let set = set_of(dir.path());
+        let mut seen = std::collections::HashMap::new();
+        walk_set_ahead(&set, |e, ahead| {
+            let name = e.path.file_name().unwrap().to_string_lossy().into_owned();
+            seen.insert(name, (e.sqlite_side_file, ahead.is_some()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen["app.db-journal"], (true, false));
+        assert_eq!(seen["notes-journal"], (false, false));
+        assert_eq!(seen["app.db"], (false, true));
     }
 
     #[test]

@@ -515,3 +515,19 @@ fn the_read_back_comes_from_the_device_or_says_it_did_not() {
     }
     env.cmd().args(["verify", "--all"]).assert().success();
 }
+
+#[test]
+fn a_walking_thread_that_dies_fails_the_backup_instead_of_cutting_it_short() {
+    let (env, data) = one_small_backup();
+    fs::write(data.join("b.txt"), "new").unwrap();
+    let a = env
+        .cmd()
+        .env("STEWARD_TEST_WALK_THREAD_PANICS", "1")
+        .arg("backup")
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(err.contains("the walk stopped unexpectedly"), "{err}");
+    // Nothing was published: still the one archive of the first run.
+    assert_eq!(env.archives("s").len(), 1);
+}
