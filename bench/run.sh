@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # steward's backup benchmark: first verified backup, unchanged re-run and full verify,
-# against `tar | zstd -T0 -3`, `zstd -t`, borg (zstd,3) and restic, in one run on one
-# machine, on the shared 2 GB dataset; then peak RSS on a tree of many small files.
+# against `tar | zstd -T0 -3` (taking turns with it), `zstd -t`, borg (zstd,3) and restic,
+# in one run on one machine, on the shared 2 GB dataset; then peak RSS on a tree of many small files.
 #
 #   bench/run.sh [--work DIR] [--mb 2048] [--reps 3] [--small-files 1000000]
 #
@@ -51,43 +51,60 @@ tar -cf - -C "$data" . | cat >/dev/null
 
 results="$work/results.tsv"
 : >"$results"
+: >"$work/reps.tsv"
 
-# measure NAME CMD...: runs CMD --reps times (prep with $PREP before each), records the
-# median wall time, the median CPU core-seconds (user+sys, children included) and the
-# largest peak RSS.
-measure() {
+# one_rep NAME CMD...: one run of CMD (prep with $PREP first) into NAME's list of reps.
+one_rep() {
   local name="$1"; shift
-  local n="${REPS_OVERRIDE:-$reps}" walls=() cpus=() rss=0 i
-  for ((i = 0; i < n; i++)); do
-    [ -n "${PREP:-}" ] && eval "$PREP"
-    # Flush what earlier runs left dirty, so no run pays for another's writeback.
-    sync
-    /usr/bin/time -f "%e %M %U %S" -o "$work/time.out" "$@" >"$work/out.log" 2>&1 || {
-      echo "$name failed:" >&2; tail -20 "$work/out.log" >&2; exit 1; }
-    read -r wall kb user sys <"$work/time.out"
-    walls+=("$wall")
-    cpus+=("$(echo "$user + $sys" | bc)")
-    [ "$kb" -gt "$rss" ] && rss=$kb
-  done
-  local median cpu
-  median=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  cpu=$(printf '%s\n' "${cpus[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  printf '%s\t%s\t%s\t%s\n' "$name" "$median" "$rss" "$cpu" >>"$results"
-  echo "$name: ${walls[*]} s (median $median), CPU $cpu core-s, peak RSS $((rss / 1024)) MiB" >&2
+  [ -n "${PREP:-}" ] && eval "$PREP"
+  # Flush what earlier runs left dirty, so no run pays for another's writeback.
+  sync
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time.out" "$@" >"$work/out.log" 2>&1 || {
+    echo "$name failed:" >&2; tail -20 "$work/out.log" >&2; exit 1; }
+  read -r wall kb user sys <"$work/time.out"
+  printf '%s\t%s %s %s\n' "$name" "$wall" "$kb" "$(echo "$user + $sys" | bc)" >>"$work/reps.tsv"
 }
 
-# --- tar | zstd (unverified) and zstd -t
+# summarize NAME: records the median wall time, the median CPU core-seconds (user+sys,
+# children included) and the largest peak RSS of NAME's reps.
+summarize() {
+  local name="$1"
+  awk -F '\t' -v n="$name" '$1 == n {print $2}' "$work/reps.tsv" >"$work/rep.out"
+  local walls cpu median rss
+  walls=$(awk '{print $1}' "$work/rep.out" | tr '\n' ' ')
+  median=$(awk '{print $1}' "$work/rep.out" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  cpu=$(awk '{print $3}' "$work/rep.out" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  rss=$(awk '{print $2}' "$work/rep.out" | sort -n | tail -1)
+  printf '%s\t%s\t%s\t%s\n' "$name" "$median" "$rss" "$cpu" >>"$results"
+  echo "$name: ${walls}s (median $median), CPU $cpu core-s, peak RSS $((rss / 1024)) MiB" >&2
+}
+
+# measure NAME CMD...: runs CMD --reps times (prep with $PREP before each).
+measure() {
+  local name="$1"; shift
+  local n="${REPS_OVERRIDE:-$reps}" i
+  for ((i = 0; i < n; i++)); do
+    one_rep "$name" "$@"
+  done
+  summarize "$name"
+}
+
+# alternate NAME_A PREP_A CMD_A NAME_B PREP_B CMD_B: --reps runs of each, A and B taking
+# turns, so that both meet the machine in the same states (this VM's page cache and disk
+# drift from minute to minute); the ratios of the targets compare such pairs.
+alternate() {
+  local i
+  for ((i = 0; i < reps; i++)); do
+    PREP="$2" one_rep "$1" sh -c "$3"
+    PREP="$5" one_rep "$4" sh -c "$6"
+  done
+  summarize "$1"
+  summarize "$4"
+}
+
+# --- tar | zstd (unverified) and steward's first verified backup, taking turns
 out="$work/tar"
 mkdir -p "$out"
-PREP="rm -f $out/x.tar.zst" measure "tar|zstd -T0 -3" \
-  sh -c "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q -o $out/x.tar.zst"
-PREP="" measure "zstd -t" zstd -t -q "$out/x.tar.zst"
-# The cheapest "verified" peer: a digest of the compressed stream as it is written.
-PREP="rm -f $out/y.tar.zst" measure "tar|zstd|tee|sha256sum" \
-  sh -c "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q | tee $out/y.tar.zst | sha256sum >/dev/null"
-tar_size=$(stat -c %s "$out/x.tar.zst")
-
-# --- steward
 st="$work/steward"
 cat >"$work/steward.toml" <<TOML
 [state]
@@ -99,9 +116,18 @@ compression-level = 3
 name = "host"
 paths = ["$data"]
 TOML
-PREP="rm -rf $st" measure "steward backup (first, verified)" \
-  "$steward" --config "$work/steward.toml" backup
+alternate \
+  "tar|zstd -T0 -3" "rm -f $out/x.tar.zst" \
+  "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q -o $out/x.tar.zst" \
+  "steward backup (first, verified)" "rm -rf $st" \
+  "'$steward' --config '$work/steward.toml' backup"
+tar_size=$(stat -c %s "$out/x.tar.zst")
 steward_size=$(stat -c %s "$st"/backups/host/host-*.tar.zst | head -1)
+PREP="" measure "zstd -t" zstd -t -q "$out/x.tar.zst"
+# The cheapest "verified" peer: a digest of the compressed stream as it is written.
+PREP="rm -f $out/y.tar.zst" measure "tar|zstd|tee|sha256sum" \
+  sh -c "tar -cf - -C / '${data#/}' | zstd -T0 -3 -q | tee $out/y.tar.zst | sha256sum >/dev/null"
+
 PREP="" measure "steward backup (unchanged)" "$steward" --config "$work/steward.toml" backup
 PREP="" measure "steward verify --all" "$steward" --config "$work/steward.toml" verify --all
 
@@ -195,10 +221,11 @@ exclude = [".complete"]
 TOML
   # Warm the tree's inodes and pages for both tools, as for the dataset.
   tar -cf - -C / "${sm#/}" | cat >/dev/null
-  PREP="rm -f $work/small.tar.zst" measure "tar|zstd ($small small files)" \
-    sh -c "tar -cf - -C / '${sm#/}' | zstd -T0 -3 -q -o $work/small.tar.zst"
-  PREP="rm -rf $work/small-state $work/small-backups" \
-    measure "steward backup ($small small files)" "$steward" --config "$work/small.toml" backup
+  alternate \
+    "tar|zstd ($small small files)" "rm -f $work/small.tar.zst" \
+    "tar -cf - -C / '${sm#/}' | zstd -T0 -3 -q -o $work/small.tar.zst" \
+    "steward backup ($small small files)" "rm -rf $work/small-state $work/small-backups" \
+    "'$steward' --config '$work/small.toml' backup"
   REPS_OVERRIDE=1 PREP="" measure "steward verify ($small small files)" \
     "$steward" --config "$work/small.toml" verify --all
 fi
