@@ -461,7 +461,7 @@ fn write_archive(
 
 /// Archives a regular file, or a snapshot of it when it is a SQLite database; returns
 /// false when it vanished or could not be opened. A small file comes with its content,
-/// read ahead by the walking thread.
+/// read ahead by the walk's reading thread.
 fn archive_file(
     writer: &mut ArchiveWriter,
     (e, ahead): (&walk::Entry, Option<walk::Ahead>),
@@ -575,22 +575,7 @@ fn archive_sqlite(
             streamed?;
             let (checked, held) =
                 checked.unwrap_or_else(|_| (Some(Err("the check thread panicked".into())), None));
-            // SQLite may end a transaction by itself (an I/O error, no memory): then the
-            // live file was not frozen for all of the streaming, and the image is no
-            // snapshot at all.
-            if held
-                .as_ref()
-                .is_some_and(rusqlite::Connection::is_autocommit)
-            {
-                return Err(super::sqlite::SnapshotError {
-                    path: e.path.clone(),
-                    source: rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                        Some("its read transaction ended while it was archived".into()),
-                    ),
-                }
-                .into());
-            }
+            super::sqlite::still_frozen(held.as_ref(), &e.path)?;
             drop(held);
             if let Some(Err(detail)) = checked {
                 guard.suspect(format!(

@@ -6,9 +6,9 @@
 //! through the page cache. Where a filesystem refuses direct I/O (tmpfs, some FUSE
 //! mounts) both sides fall back to ordinary I/O, and the follower says so.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -85,38 +85,43 @@ impl Aligned {
     }
 }
 
-/// Opens `path`, then turns direct I/O on where the platform and the filesystem allow it;
-/// returns whether they did. Not `O_DIRECT` at `open`: with `O_CREAT | O_EXCL` Linux
-/// creates the file before it refuses the flag, and the fallback would find it existing.
-fn open_direct(options: &OpenOptions, path: &Path) -> io::Result<(File, bool)> {
-    let file = options.open(path)?;
-    // Tests stand in for a filesystem without direct I/O.
-    if crate::fault::enabled("no-direct-io") {
-        return Ok((file, false));
-    }
-    #[cfg(target_os = "linux")]
-    let direct = rustix::fs::fcntl_getfl(&file)
-        .and_then(|flags| rustix::fs::fcntl_setfl(&file, flags | rustix::fs::OFlags::DIRECT))
-        .is_ok();
-    #[cfg(target_os = "macos")]
-    let direct = rustix::fs::fcntl_nocache(&file, true).is_ok();
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    let direct = false;
-    Ok((file, direct))
-}
-
-/// Turns direct I/O off on `file` after the filesystem refused a direct transfer.
-fn drop_direct(file: &File) -> io::Result<()> {
+/// Turns direct I/O on or off for `file` (`O_DIRECT` on Linux, `F_NOCACHE` on macOS).
+/// Turned on after `open`, never at it: with `O_CREAT | O_EXCL` Linux creates the file
+/// before it refuses the flag, and a fallback would find it existing. Where the
+/// filesystem has no direct I/O (tmpfs before Linux 6.6, some FUSE mounts), turning it
+/// on fails with `EINVAL`.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let flags = rustix::fs::fcntl_getfl(file)?;
-        rustix::fs::fcntl_setfl(file, flags - rustix::fs::OFlags::DIRECT)?;
+        let direct = rustix::fs::OFlags::DIRECT;
+        rustix::fs::fcntl_setfl(file, if on { flags | direct } else { flags - direct })?;
     }
     #[cfg(target_os = "macos")]
-    rustix::fs::fcntl_nocache(file, false)?;
+    rustix::fs::fcntl_nocache(file, on)?;
     #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    let _ = file;
+    {
+        let _ = file;
+        if on {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+    }
     Ok(())
+}
+
+/// Whether direct I/O could be turned on for `file`.
+fn try_direct(file: &File) -> bool {
+    // Tests stand in for a filesystem without direct I/O.
+    !crate::fault::enabled("no-direct-io") && set_direct(file, true).is_ok()
+}
+
+/// `SPARE` empty blocks ready to be taken, and the way to give them back.
+fn pool() -> (SyncSender<Aligned>, Receiver<Aligned>) {
+    let (back, take) = sync_channel(SPARE);
+    for _ in 0..SPARE {
+        let _ = back.send(Aligned::new());
+    }
+    (back, take)
 }
 
 fn refused(e: &io::Error) -> bool {
@@ -164,7 +169,7 @@ impl Disk {
         }
         match self.file.write_all_at(&buf.get()[..padded], self.written) {
             Err(e) if self.direct && refused(&e) => {
-                drop_direct(&self.file)?;
+                set_direct(&self.file, false)?;
                 self.direct = false;
                 self.file.write_all_at(&buf.get()[..len], self.written)?;
             }
@@ -266,17 +271,14 @@ impl Probe {
 /// Creates `path` (which must not exist, private to its owner) and pairs a writer on it
 /// with a follower reading it back.
 pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
-    let mut w = OpenOptions::new();
-    w.write(true).create_new(true).mode(0o600);
-    let (file, direct) = open_direct(&w, path)?;
-    let (reader, read_direct) = open_direct(OpenOptions::new().read(true), path)?;
+    let file = crate::fsutil::create_private(path)?;
+    let direct = try_direct(&file);
+    let reader = File::open(path)?;
+    let read_direct = try_direct(&reader);
     let shared = Arc::new(Shared::default());
     shared.lock().cached = !read_direct;
     let (full_tx, full_rx) = sync_channel(1);
-    let (empty_tx, empty_rx) = sync_channel(SPARE);
-    for _ in 0..SPARE {
-        let _ = empty_tx.send(Aligned::new());
-    }
+    let (empty_tx, empty_rx) = pool();
     let disk = Disk {
         file,
         direct,
@@ -288,10 +290,7 @@ pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
         .name("steward-write".into())
         .spawn(move || disk.run(full_rx, empty_tx))?;
     let (read_tx, read_rx) = sync_channel(1);
-    let (back_tx, back_rx) = sync_channel(SPARE);
-    for _ in 0..SPARE {
-        let _ = back_tx.send(Aligned::new());
-    }
+    let (back_tx, back_rx) = pool();
     let reading = Reading {
         file: reader,
         direct: read_direct,
@@ -330,14 +329,21 @@ impl Publisher {
         self.handed + self.filled as u64
     }
 
-    /// The writing thread's error, once it stopped.
-    fn stopped(&mut self) -> io::Error {
+    /// Closes the writing thread's queue and waits for it: the file, or its error.
+    fn join_writer(&mut self) -> io::Result<File> {
         self.full = None;
         match self.writer.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => e,
-            Some(Err(_)) => io::Error::other("the archive writing thread panicked"),
-            _ => io::Error::other("the archive writing thread stopped"),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(io::Error::other("the archive writing thread panicked")),
+            None => Err(io::Error::other("the archive writing thread stopped")),
         }
+    }
+
+    /// The writing thread's error, once it stopped taking blocks.
+    fn stopped(&mut self) -> io::Error {
+        self.join_writer()
+            .err()
+            .unwrap_or_else(|| io::Error::other("the archive writing thread stopped"))
     }
 
     /// Hands the buffer's first `len` bytes to the writing thread and takes an empty one.
@@ -360,13 +366,7 @@ impl Publisher {
         if self.filled > 0 {
             self.hand_over(self.filled)?;
         }
-        self.full = None;
-        let file = match self.writer.take().map(JoinHandle::join) {
-            Some(Ok(r)) => r?,
-            Some(Err(_)) => return Err(io::Error::other("the archive writing thread panicked")),
-            None => return Err(io::Error::other("the archive writing thread stopped")),
-        };
-        file.sync_all()
+        self.join_writer()?.sync_all()
     }
 
     /// The writer finished (`Ok`) or failed: the follower sees the end, or the error.
@@ -383,10 +383,7 @@ impl Publisher {
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.full = None;
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        let _ = self.join_writer();
         // Dropped on an error path without `finish`: never leave the follower waiting.
         if !self.finished {
             self.shared.update(|s| {
@@ -463,7 +460,7 @@ impl Reading {
         if available == 0 {
             return Ok(0);
         }
-        let want = BLOCK.min(available.min(BLOCK as u64) as usize);
+        let want = available.min(BLOCK as u64) as usize;
         // A direct read must cover whole aligned blocks; the tail's block ends at the end
         // of the file, so the read comes back short there.
         let ask = if self.direct {
@@ -479,7 +476,7 @@ impl Reading {
             let n = match r {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if self.direct && got == 0 && refused(&e) => {
-                    drop_direct(&self.file)?;
+                    set_direct(&self.file, false)?;
                     self.direct = false;
                     self.shared.update(|s| s.cached = true);
                     return self.next(buf);
@@ -544,17 +541,16 @@ impl BufRead for Follower {
 
 impl Read for Follower {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let avail = self.fill_buf()?;
-        let n = avail.len().min(out.len());
-        out[..n].copy_from_slice(&avail[..n]);
-        self.consume(n);
-        Ok(n)
+        crate::backup::pipe::read_buffered(self, out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    #[cfg(target_os = "linux")]
+    use std::os::unix::fs::OpenOptionsExt;
 
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8).collect()

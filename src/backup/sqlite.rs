@@ -96,6 +96,22 @@ impl Image {
     }
 }
 
+/// Whether a live image was frozen all along: SQLite may end a transaction by itself (an
+/// I/O error, no memory), and then what was streamed since is no snapshot at all. `held`
+/// is the connection [`Image::into_parts`] gave (`None` for a copy, which cannot thaw).
+pub fn still_frozen(held: Option<&Connection>, src: &Path) -> Result<(), SnapshotError> {
+    match held {
+        Some(c) if c.is_autocommit() => Err(SnapshotError {
+            path: src.to_path_buf(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("its read transaction ended while it was archived".into()),
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `PRAGMA quick_check` on the image itself (the frozen live file under `live`'s read
 /// transaction, or the copy at `tmp`), so it costs the application no extra lock.
 /// `Err` says what SQLite found.

@@ -56,7 +56,7 @@ pub fn walk_set(
 ) -> Result<(), crate::backup::BackupError> {
     let mut sqlite_cache = SqliteDetector::default();
     walk_raw(set, |mut e| {
-        e.sqlite_side_file = e.kind == Kind::File && sqlite_cache.is_side_file(&e.path);
+        sqlite_cache.mark(&mut e);
         visit(e)
     })
 }
@@ -129,7 +129,7 @@ fn walk_raw(
     Ok(())
 }
 
-/// What the walking thread of [`walk_set_ahead`] read of a small regular file.
+/// What the reading thread of [`walk_set_ahead`] read of a small regular file.
 pub enum Ahead {
     /// Its content: up to one byte more than the size it was walked with, so that a file
     /// that grew since shows.
@@ -159,7 +159,7 @@ pub fn walk_set_ahead(
     mut visit: impl FnMut(Entry, Option<Ahead>) -> Result<(), crate::backup::BackupError>,
 ) -> Result<(), crate::backup::BackupError> {
     use crate::backup::BackupError;
-    let spawn_error = |source| WalkError::Io {
+    let thread_error = |source| WalkError::Io {
         path: PathBuf::from("(walking thread)"),
         source,
     };
@@ -188,7 +188,7 @@ pub fn walk_set_ahead(
                 }
                 let _ = walked_tx.send(batch);
             })
-            .map_err(spawn_error)?;
+            .map_err(thread_error)?;
         let reader = std::thread::Builder::new()
             .name("steward-read".into())
             .spawn_scoped(s, move || {
@@ -207,12 +207,12 @@ pub fn walk_set_ahead(
                     }
                 }
             })
-            .map_err(spawn_error)?;
+            .map_err(thread_error)?;
         let mut sqlite_cache = SqliteDetector::default();
         let result = read_rx.iter().flatten().try_for_each(|item| {
             let (mut e, ahead) = item?;
             // Here, on the archiving thread: see walk_raw.
-            e.sqlite_side_file = e.kind == Kind::File && sqlite_cache.is_side_file(&e.path);
+            sqlite_cache.mark(&mut e);
             visit(e, ahead)
         });
         // Unblocks the threads waiting to send, before the scope joins them.
@@ -221,11 +221,9 @@ pub fn walk_set_ahead(
         let walked = walker.join();
         // A thread that panicked ended the stream early: never a shorter archive.
         if result.is_ok() && (read.is_err() || walked.is_err()) {
-            return Err(WalkError::Io {
-                path: PathBuf::from("(walking thread)"),
-                source: std::io::Error::other("the walk stopped unexpectedly"),
-            }
-            .into());
+            return Err(
+                thread_error(std::io::Error::other("the walk stopped unexpectedly")).into(),
+            );
         }
         result
     })
@@ -275,6 +273,11 @@ fn side_file_base(name: &[u8]) -> Option<usize> {
 }
 
 impl SqliteDetector {
+    /// Sets `e.sqlite_side_file`.
+    fn mark(&mut self, e: &mut Entry) {
+        e.sqlite_side_file = e.kind == Kind::File && self.is_side_file(&e.path);
+    }
+
     fn is_side_file(&mut self, path: &Path) -> bool {
         let name = path
             .file_name()

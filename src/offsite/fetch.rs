@@ -175,7 +175,7 @@ pub fn fetch(
     } else {
         Box::new(counted)
     };
-    let mut out = crate::backup::archive::create_private(&partial).map_err(io_err(&partial))?;
+    let mut out = crate::fsutil::create_private(&partial).map_err(io_err(&partial))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let copied = (|| -> io::Result<()> {

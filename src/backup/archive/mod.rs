@@ -14,10 +14,9 @@
 mod verify;
 mod write;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -111,15 +110,6 @@ pub struct SqliteSnapshot {
     pub bytes: u64,
 }
 
-/// Creates `path` (which must not exist), private to its owner.
-pub fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
 /// The sidecar path of an archive.
 pub fn sidecar_path(archive: &Path) -> PathBuf {
     let mut s = archive.as_os_str().to_owned();
@@ -153,7 +143,7 @@ pub fn read_sidecar(archive: &Path) -> Result<[u8; 32], ArchiveError> {
 
 /// Writes the sidecar for `archive` (at `dest`, which may be a partial name).
 pub fn write_sidecar(dest: &Path, archive_name: &str, digest: &[u8; 32]) -> io::Result<()> {
-    let mut f = create_private(dest)?;
+    let mut f = crate::fsutil::create_private(dest)?;
     f.write_all(&manifest::format_line(digest, archive_name.as_bytes()))?;
     f.sync_all()
 }

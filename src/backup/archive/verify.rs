@@ -61,6 +61,16 @@ pub fn verify(
     expect: Expect,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
+    verify_file(path, expect, None, on_bytes)
+}
+
+/// [`verify`] of the archive file at `path`, its entries shown to `inspect`.
+fn verify_file(
+    path: &Path,
+    expect: Expect,
+    inspect: Option<Inspector<'_>>,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Verified, ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io(path))?;
     let checker = Checker::Manifest {
         keys: Vec::new(),
@@ -71,7 +81,7 @@ pub fn verify(
         ReadAhead::spawn(file),
         expect,
         checker,
-        None,
+        inspect,
         on_bytes,
     )
 }
@@ -134,19 +144,7 @@ pub fn verify_inspecting(
     inspect: Inspector<'_>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
-    let file = File::open(path).map_err(ArchiveError::io(path))?;
-    let checker = Checker::Manifest {
-        keys: Vec::new(),
-        checked: 0,
-    };
-    verify_with(
-        path,
-        ReadAhead::spawn(file),
-        Expect::Sidecar,
-        checker,
-        Some(inspect),
-        on_bytes,
-    )
+    verify_file(path, Expect::Sidecar, Some(inspect), on_bytes)
 }
 
 /// The decompression thread of [`decompressed`]: joined, it reports zstd errors.

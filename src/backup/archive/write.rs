@@ -19,7 +19,7 @@ use crate::backup::pipe::{self, PipeReader, PipeWriter};
 use super::verify::{Checker, Expect, Record, Verified, quick_key, verify_with};
 use super::{
     ArchiveError, BackupMeta, JOB_SIZE, MANIFEST_PATH, META_PATH, SKIPPABLE_MAGIC,
-    TRAILER_FRAME_LEN, TRAILER_TAG, create_private,
+    TRAILER_FRAME_LEN, TRAILER_TAG,
 };
 
 // ------------------------------------------------------------------ writing
@@ -150,7 +150,8 @@ impl ArchiveWriter {
             .map_err(ArchiveError::io(path))?;
         let mut builder = tar::Builder::new(tx);
         builder.mode(tar::HeaderMode::Complete);
-        let mf = create_private(manifest_spool).map_err(ArchiveError::io(manifest_spool))?;
+        let mf = crate::fsutil::create_private(manifest_spool)
+            .map_err(ArchiveError::io(manifest_spool))?;
         Ok(ArchiveWriter {
             path: path.to_path_buf(),
             builder,
