@@ -1,12 +1,13 @@
 //! Fixtures for alert tests: a real SMTP server on loopback (aiosmtpd, STARTTLS required,
 //! AUTH, a test CA made with openssl) and a small HTTP server with known answers.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 const SMTPD: &str = r#"
@@ -39,13 +40,23 @@ sys.stdin.read()
 c.stop()
 "#;
 
-/// A free port on loopback (bound and released; the tests start their servers at once).
+/// A free port on loopback (bound and released; the tests start their servers at once),
+/// never one given out before in this test binary, so two servers starting at the same
+/// time cannot be handed the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if set.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A throwaway CA and a server certificate for localhost / 127.0.0.1.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use crate::common::{Env, check_manifest, random_file, stderr, stdout, tool, wait_for};
-use crate::s3::{S3Server, age_key};
+use crate::s3::{Kind, S3Server, age_key};
 
 /// A small data tree with a SQLite database.
 fn data_tree(root: &Path) -> std::path::PathBuf {
@@ -30,9 +30,18 @@ fn only_key(env: &Env) -> String {
 }
 
 #[test]
-fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar() {
+fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar_on_seaweedfs() {
+    encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar(Kind::Seaweed);
+}
+
+#[test]
+fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar_on_moto() {
+    encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar(Kind::Moto);
+}
+
+fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar(kind: Kind) {
     let env = Env::new();
-    let server = S3Server::start(&env.root.join("s3"), &["round-trip"]);
+    let server = S3Server::start_kind(kind, &env.root.join("s3"), &["round-trip"], false);
     let (identity, recipient) = age_key(&env.root);
     let data = data_tree(&env.root);
     env.one_set(
@@ -101,9 +110,18 @@ fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar() {
 }
 
 #[test]
-fn a_tampered_object_fails_verify_naming_it() {
+fn a_tampered_object_fails_verify_naming_it_on_seaweedfs() {
+    a_tampered_object_fails_verify_naming_it(Kind::Seaweed);
+}
+
+#[test]
+fn a_tampered_object_fails_verify_naming_it_on_moto() {
+    a_tampered_object_fails_verify_naming_it(Kind::Moto);
+}
+
+fn a_tampered_object_fails_verify_naming_it(kind: Kind) {
     let env = Env::new();
-    let server = S3Server::start(&env.root.join("s3"), &["tamper"]);
+    let server = S3Server::start_kind(kind, &env.root.join("s3"), &["tamper"], false);
     let (_, recipient) = age_key(&env.root);
     let data = data_tree(&env.root);
     env.one_set(
@@ -204,9 +222,18 @@ fn a_server_killed_mid_upload_leaves_no_copy_and_the_next_push_completes() {
 }
 
 #[test]
-fn disaster_restore_on_a_fresh_machine_is_byte_identical() {
+fn disaster_restore_on_a_fresh_machine_is_byte_identical_on_seaweedfs() {
+    disaster_restore_on_a_fresh_machine_is_byte_identical(Kind::Seaweed);
+}
+
+#[test]
+fn disaster_restore_on_a_fresh_machine_is_byte_identical_on_moto() {
+    disaster_restore_on_a_fresh_machine_is_byte_identical(Kind::Moto);
+}
+
+fn disaster_restore_on_a_fresh_machine_is_byte_identical(kind: Kind) {
     let old = Env::new();
-    let server = S3Server::start(&old.root.join("s3"), &["disaster"]);
+    let server = S3Server::start_kind(kind, &old.root.join("s3"), &["disaster"], false);
     let (identity, recipient) = age_key(&old.root);
     let data = data_tree(&old.root);
     let offsite = server.offsite_toml(&old.root, "disaster", Some(&recipient), "");
@@ -264,9 +291,18 @@ fn disaster_restore_on_a_fresh_machine_is_byte_identical() {
 }
 
 #[test]
-fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket() {
+fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket_on_seaweedfs() {
+    remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket(Kind::Seaweed);
+}
+
+#[test]
+fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket_on_moto() {
+    remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket(Kind::Moto);
+}
+
+fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_bucket(kind: Kind) {
     let env = Env::new();
-    let server = S3Server::start(&env.root.join("s3"), &["retention"]);
+    let server = S3Server::start_kind(kind, &env.root.join("s3"), &["retention"], false);
     let data = env.root.join("data");
     fs::create_dir_all(&data).unwrap();
     let offsite = server.offsite_toml(&env.root, "retention", None, "");
@@ -317,15 +353,7 @@ fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_buc
         "{listed}"
     );
     for gone in &keys[..2] {
-        let url = format!("http://127.0.0.1:{}/buckets/retention/{gone}", server.filer);
-        let status = ureq::get(&url)
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 404, "{gone}");
+        assert!(server.try_object("retention", gone).is_none(), "{gone}");
     }
     // The check watches the newest copy's age.
     let a = env.cmd().arg("check").assert();
@@ -362,9 +390,18 @@ fn remote_retention_follows_the_set_policy_and_the_catalog_rebuilds_from_the_buc
 /// The bucket is untrusted: a description that names a path outside the destination is
 /// refused before anything is written.
 #[test]
-fn a_hostile_description_cannot_write_outside_the_destination() {
+fn a_hostile_description_cannot_write_outside_the_destination_on_seaweedfs() {
+    a_hostile_description_cannot_write_outside_the_destination(Kind::Seaweed);
+}
+
+#[test]
+fn a_hostile_description_cannot_write_outside_the_destination_on_moto() {
+    a_hostile_description_cannot_write_outside_the_destination(Kind::Moto);
+}
+
+fn a_hostile_description_cannot_write_outside_the_destination(kind: Kind) {
     let env = Env::new();
-    let server = S3Server::start(&env.root.join("s3"), &["hostile"]);
+    let server = S3Server::start_kind(kind, &env.root.join("s3"), &["hostile"], false);
     let data = data_tree(&env.root);
     env.one_set(
         "data",
