@@ -232,6 +232,13 @@ pub enum OffsiteCommand {
         /// Only this target.
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
+        /// The host whose copies are pruned (default: this one); on the trusted machine
+        /// that prunes for append-only hosts, `--all-hosts` or one `--host`.
+        #[arg(long, value_name = "HOST", conflicts_with = "all_hosts")]
+        host: Option<String>,
+        /// Every host under the prefix.
+        #[arg(long)]
+        all_hosts: bool,
         /// Show what would be deleted, delete nothing.
         #[arg(long, short = 'n')]
         dry_run: bool,
@@ -263,9 +270,16 @@ pub enum OffsiteCommand {
         /// The age identity file (`age-keygen -o key.txt`) the copies are encrypted to.
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
-        /// The host whose copy it is (default: any host's copy with this ID).
+        /// The host whose copy it is (required when two hosts have a copy with this ID).
         #[arg(long, value_name = "HOST")]
         host: Option<String>,
+    },
+    /// This host's signing public key, made if it has none: put it in the recovery kit
+    /// and in `signing-keys` of the config you would restore with.
+    Key {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -319,6 +333,13 @@ pub struct RestoreArgs {
     /// The age identity file for --from-offsite.
     #[arg(long, value_name = "FILE", requires = "from_offsite")]
     pub identity: Option<PathBuf>,
+    /// With --from-offsite: the host whose copy it is (required when two hosts have a
+    /// copy with this ID).
+    #[arg(long, value_name = "HOST", requires = "from_offsite")]
+    pub host: Option<String>,
+    /// With --from-offsite: the target to fetch from (default: the first).
+    #[arg(long, value_name = "NAME", requires = "from_offsite")]
+    pub target: Option<String>,
     /// Finish a restore that was interrupted (power loss, SIGKILL) and start its services.
     #[arg(long, conflicts_with_all = ["cleanup", "latest"])]
     pub resume: bool,

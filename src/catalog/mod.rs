@@ -153,6 +153,16 @@ const MIGRATIONS: &[&str] = &[
         fails INTEGER NOT NULL,
         restarts TEXT NOT NULL
      );",
+    // 10: offsite copies under object lock, and the copies remote retention deleted (so
+    // that a copy that comes back is known as a replay, and a chain gap as pruning).
+    "ALTER TABLE offsite_copies ADD COLUMN locked_until INTEGER;
+     CREATE TABLE offsite_pruned (
+        target TEXT NOT NULL,
+        backup_id TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        pruned_at INTEGER NOT NULL,
+        PRIMARY KEY (target, backup_id)
+     );",
 ];
 
 /// An open catalog.

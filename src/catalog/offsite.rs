@@ -27,6 +27,8 @@ pub struct OffsiteCopy {
     pub uploaded_at: i64,
     /// When its digest was last checked against a download.
     pub checked_at: Option<i64>,
+    /// Its object lock ends then (targets with `object-lock`).
+    pub locked_until: Option<i64>,
 }
 
 /// A multipart upload that was started and not yet completed or aborted.
@@ -38,7 +40,7 @@ pub struct PendingUpload {
 }
 
 const COPY_COLUMNS: &str = "target, backup_id, set_name, created_at, key, bytes, sha256, encrypted, \
-     suspect, uploaded_at, checked_at";
+     suspect, uploaded_at, checked_at, locked_until";
 
 fn copy_from_row(r: &Row<'_>) -> rusqlite::Result<OffsiteCopy> {
     Ok(OffsiteCopy {
@@ -53,6 +55,7 @@ fn copy_from_row(r: &Row<'_>) -> rusqlite::Result<OffsiteCopy> {
         suspect: r.get(8)?,
         uploaded_at: r.get(9)?,
         checked_at: r.get(10)?,
+        locked_until: r.get(11)?,
     })
 }
 
@@ -63,7 +66,7 @@ impl Catalog {
             .execute(
                 &format!(
                     "INSERT OR REPLACE INTO offsite_copies ({COPY_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                 ),
                 params![
                     c.target,
@@ -76,7 +79,8 @@ impl Catalog {
                     c.encrypted,
                     c.suspect,
                     c.uploaded_at,
-                    c.checked_at
+                    c.checked_at,
+                    c.locked_until
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -162,6 +166,56 @@ impl Catalog {
                 params![target, backup_id, now()],
             )
             .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Notes a copy's lock, extended to `until`.
+    pub fn offsite_locked(
+        &self,
+        target: &str,
+        backup_id: &str,
+        until: i64,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE offsite_copies SET locked_until = ?3 WHERE target = ?1 AND backup_id = ?2",
+                params![target, backup_id, until],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remembers that remote retention deleted the copy of `backup_id` (object digest
+    /// `sha256`) now.
+    pub fn note_offsite_pruned(
+        &self,
+        target: &str,
+        backup_id: &str,
+        sha256: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO offsite_pruned (target, backup_id, sha256, pruned_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![target, backup_id, sha256, now()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// When remote retention deleted the copy of `backup_id` on `target`, if it did.
+    pub fn offsite_pruned_at(
+        &self,
+        target: &str,
+        backup_id: &str,
+    ) -> Result<Option<i64>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT pruned_at FROM offsite_pruned WHERE target = ?1 AND backup_id = ?2",
+                params![target, backup_id],
+                |r| r.get(0),
+            )
+            .optional()
             .map_err(|e| self.err(e))
     }
 

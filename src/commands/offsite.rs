@@ -22,12 +22,20 @@ pub fn run(cfg: &Config, cmd: OffsiteCommand) -> anyhow::Result<ExitCode> {
         } => push(cfg, target.as_deref(), set.as_deref(), all, json).map(super::exit),
         OffsiteCommand::Prune {
             target,
+            host,
+            all_hosts,
             dry_run,
             json,
         } => {
             let targets = targets(cfg, target.as_deref())?;
             let session = Session::begin(cfg, Job::Offsite, true, &super::warn)?;
-            let rows = prune(&session.catalog, cfg, &targets, dry_run)?;
+            let own = crate::fsutil::hostname();
+            let hosts = if all_hosts {
+                None
+            } else {
+                Some(host.unwrap_or(own))
+            };
+            let rows = prune(&session.catalog, cfg, &targets, dry_run, hosts.as_deref())?;
             if json {
                 super::print_json(&rows)?;
             } else {
@@ -52,7 +60,39 @@ pub fn run(cfg: &Config, cmd: OffsiteCommand) -> anyhow::Result<ExitCode> {
             identity.as_deref(),
             host.as_deref(),
         ),
+        OffsiteCommand::Key { json } => key(cfg, json),
     }
+}
+
+/// The keys whose signed descriptions are believed on `t`: the config's and this
+/// host's own.
+fn trust(cfg: &Config, t: &OffsiteConfig) -> anyhow::Result<offsite::Trust> {
+    let own = offsite::Signer::load(&cfg.state_dir).context("reading the signing key")?;
+    Ok(offsite::Trust::new(&t.signing_keys, own.as_ref()))
+}
+
+/// `steward offsite key`: the recovery kit's signing key.
+fn key(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let signer = offsite::Signer::load_or_create(&cfg.state_dir)
+        .context("making this host's signing key")?;
+    let host = crate::fsutil::hostname();
+    if json {
+        super::print_json(&serde_json::json!({
+            "host": host, "id": signer.id(), "public-key": signer.public(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("signing key of {host} (ID {}):", signer.id());
+    println!("  {}", signer.public());
+    println!();
+    println!("Keep this line in the recovery kit, and in the config you would restore with:");
+    println!("  signing-keys = [\"{}\"]", signer.public());
+    println!("Check a copy's description with plain tools:");
+    println!(
+        "  minisign -V -m COPY.json -x COPY.json.minisig -P {}",
+        signer.public()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The targets a command works on: the one named, or all.
@@ -83,6 +123,7 @@ fn targets<'c>(cfg: &'c Config, name: Option<&str>) -> anyhow::Result<Vec<&'c Of
 /// Uploads `backups` to `t`, each recorded as a run of the offsite job (its failure
 /// alerts, the next success recovers). Returns what was sent and what failed.
 fn upload(
+    cfg: &Config,
     session: &mut Session<'_>,
     t: &OffsiteConfig,
     backups: &[BackupRecord],
@@ -101,8 +142,24 @@ fn upload(
             return (done, failed);
         }
     };
-    if let Err(e) = offsite::abort_stale(&store, &session.catalog, t) {
+    let signer = match offsite::Signer::load_or_create(&cfg.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            failed.push(anyhow::Error::new(e).context("this host's signing key"));
+            return (done, failed);
+        }
+    };
+    let host = crate::fsutil::hostname();
+    if let Err(e) = offsite::abort_stale(&store, &session.catalog, t, &host) {
         super::warn(&format!("aborting unfinished uploads: {e:#}"));
+    }
+    match offsite::adopt_unsigned(t, &store, &session.catalog, &signer, &host) {
+        Ok(0) => {}
+        Ok(n) => super::warn(&format!(
+            "offsite {}: signed {n} descriptions written before descriptions were signed",
+            t.name
+        )),
+        Err(e) => super::warn(&format!("signing older descriptions: {e:#}")),
     }
     let progress = super::progress::for_stderr();
     for b in backups {
@@ -113,7 +170,7 @@ fn upload(
                 continue;
             }
         };
-        let result = offsite::push(t, &store, &session.catalog, b, progress.as_ref())
+        let result = offsite::push(t, &store, &session.catalog, &signer, b, progress.as_ref())
             .with_context(|| format!("copying {} to offsite {}", b.id, t.name));
         let (status, summary) = match &result {
             Ok(p) if p.already => (RunStatus::Unchanged, format!("{} already there", p.key)),
@@ -170,39 +227,57 @@ fn missing(
     Ok(out)
 }
 
-/// Remote retention over `targets`: the target's own policy, else each set's (sets
-/// without one keep every copy).
+/// Remote retention over `targets`, for `host`'s copies (every host's when `None`): the
+/// target's own policy, else each set's (sets without one keep every copy).
 fn prune(
     catalog: &Catalog,
     cfg: &Config,
     targets: &[&OffsiteConfig],
     dry_run: bool,
+    host: Option<&str>,
 ) -> anyhow::Result<Vec<offsite::PruneRow>> {
     let tz = jiff::tz::TimeZone::system();
     let mut rows = Vec::new();
     for t in targets {
-        let sets: Vec<_> = cfg
-            .backup
-            .sets
-            .iter()
-            .filter(|s| t.covers(&s.name) && !t.keep.as_ref().unwrap_or(&s.keep).is_empty())
-            .collect();
-        if sets.is_empty() {
+        let policy = |set: &str| {
+            t.keep
+                .as_ref()
+                .or_else(|| cfg.set(set).map(|s| &s.keep))
+                .filter(|k| !k.is_empty())
+        };
+        if t.keep.is_none()
+            && !cfg
+                .backup
+                .sets
+                .iter()
+                .any(|s| t.covers(&s.name) && policy(&s.name).is_some())
+        {
             continue;
         }
         let store = Store::open(t)?;
-        for s in sets {
+        let trust = trust(cfg, t)?;
+        let (copies, problems) = offsite::list(t, &store, &trust, &offsite::host_prefix(t, host))
+            .with_context(|| format!("listing offsite {}", t.name))?;
+        for p in &problems {
+            super::warn(&format!(
+                "offsite {}: left alone, not believed: {}",
+                t.name,
+                offsite::shown(&p.to_string())
+            ));
+        }
+        let mut groups: Vec<(String, String)> = copies
+            .iter()
+            .map(|c| (c.host.clone(), c.set.clone()))
+            .collect();
+        groups.dedup();
+        for (h, set) in groups {
+            let Some(keep) = policy(&set) else {
+                continue;
+            };
+            let theirs: Vec<RemoteCopy> = copies.iter().filter(|c| c.host == h).cloned().collect();
             rows.extend(
-                offsite::prune(
-                    t,
-                    &store,
-                    catalog,
-                    &s.name,
-                    t.keep.as_ref().unwrap_or(&s.keep),
-                    &tz,
-                    dry_run,
-                )
-                .with_context(|| format!("pruning set {:?} on offsite {}", s.name, t.name))?,
+                offsite::prune(t, &store, catalog, &theirs, &set, keep, &tz, dry_run)
+                    .with_context(|| format!("pruning set {set:?} of {h} on offsite {}", t.name))?,
             );
         }
     }
@@ -211,9 +286,13 @@ fn prune(
 
 fn print_pruned(rows: &[offsite::PruneRow], dry_run: bool) {
     for r in rows {
+        let left = r.reasons.iter().any(|x| {
+            x.contains("locked until") || x.starts_with("append-only") || x.contains("refused")
+        });
         let what = match (r.keep, r.deleted) {
             (true, _) => "KEEP",
             (false, true) => "DELETED",
+            (false, false) if left => "LEFT",
             (false, false) if dry_run => "DELETE",
             (false, false) => "LEFT",
         };
@@ -246,13 +325,14 @@ pub fn push(
     let mut failures = Vec::new();
     for t in &chosen {
         let todo = missing(&session.catalog, t, cfg, set, all)?;
-        let (done, failed) = upload(&mut session, t, &todo);
+        let (done, failed) = upload(cfg, &mut session, t, &todo);
         pushed.extend(done);
         failures.extend(failed);
     }
     print_pushed(&pushed, json)?;
     if cfg.backup.prune_after_backup && !pushed.iter().all(|p| p.already) {
-        match prune(&session.catalog, cfg, &chosen, false) {
+        let host = crate::fsutil::hostname();
+        match prune(&session.catalog, cfg, &chosen, false, Some(&host)) {
             Ok(rows) if !json => print_pruned(&rows, false),
             Ok(_) => {}
             Err(e) => failures.push(e.context("remote retention after the upload")),
@@ -292,7 +372,7 @@ pub fn after_backup(
                 Err(e) => failures.push(e.into()),
             }
         }
-        let (done, failed) = upload(session, t, &todo);
+        let (done, failed) = upload(cfg, session, t, &todo);
         pushed.extend(done);
         failures.extend(failed);
     }
@@ -307,7 +387,8 @@ pub fn after_backup(
     }
     if cfg.backup.prune_after_backup && !pushed.is_empty() {
         let all: Vec<&OffsiteConfig> = cfg.offsite.iter().collect();
-        match prune(&session.catalog, cfg, &all, false) {
+        let host = crate::fsutil::hostname();
+        match prune(&session.catalog, cfg, &all, false, Some(&host)) {
             Ok(rows) => {
                 for r in rows.iter().filter(|r| r.deleted) {
                     println!(
@@ -356,20 +437,31 @@ fn list(
 ) -> anyhow::Result<ExitCode> {
     let host = crate::fsutil::hostname();
     let mut rows: Vec<(String, RemoteCopy)> = Vec::new();
+    let mut problems = Vec::new();
     for t in targets(cfg, target)? {
         let store = Store::open(t)?;
         let prefix = offsite::host_prefix(t, (!all_hosts).then_some(host.as_str()));
-        for c in offsite::list(&store, &prefix)? {
-            rows.push((t.name.clone(), c));
-        }
+        let (good, bad) = offsite::list(t, &store, &trust(cfg, t)?, &prefix)?;
+        rows.extend(good.into_iter().map(|c| (t.name.clone(), c)));
+        problems.extend(bad.into_iter().map(|p| (t.name.clone(), p)));
     }
     if json {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|(t, c)| serde_json::json!({ "target": t, "copy": c }))
             .collect();
-        super::print_json(&v)?;
+        let p: Vec<serde_json::Value> = problems
+            .iter()
+            .map(|(t, p)| serde_json::json!({ "target": t, "key": p.key, "problem": p.message }))
+            .collect();
+        super::print_json(&serde_json::json!({"copies": v, "not-believed": p}))?;
         return Ok(ExitCode::SUCCESS);
+    }
+    for (t, p) in &problems {
+        super::warn(&format!(
+            "offsite {t}: not believed, not listed: {}",
+            offsite::shown(&p.to_string())
+        ));
     }
     if rows.is_empty() {
         println!("no offsite copies");
@@ -383,9 +475,9 @@ fn list(
         println!(
             "{:<10} {:<36} {:<16} {:<14} {:<21} {:>10}  {}",
             t,
-            c.backup_id,
-            c.host,
-            c.set,
+            offsite::shown(&c.backup_id),
+            offsite::shown(&c.host),
+            offsite::shown(&c.set),
             super::show_time(c.created_at),
             super::show_bytes(c.bytes),
             if c.encrypted { "yes" } else { "no" }
@@ -431,12 +523,7 @@ pub fn fetch_verified(
 ) -> anyhow::Result<(BackupRecord, String)> {
     let t = targets(cfg, target)?[0];
     let store = Store::open(t)?;
-    let Some(copy) = offsite::find(&store, &offsite::host_prefix(t, host), id)? else {
-        bail!(
-            "no complete copy of {id} on offsite {} (see `steward offsite list --all-hosts`)",
-            t.name
-        );
-    };
+    let copy = offsite::find(t, &store, &trust(cfg, t)?, host, id)?;
     if cfg.set(&copy.set).is_none() {
         bail!(
             "{id} is a backup of set {:?}, which {} does not configure; add the set first",
@@ -450,21 +537,33 @@ pub fn fetch_verified(
         .with_context(|| format!("fetching {id} from offsite {}", t.name))?;
     // The archive is in place with its sidecar: the catalog learns it as any archive on
     // the disk, then it is read back in full like any backup.
-    crate::backup::reindex(cfg, catalog, progress.as_ref())
-        .context("adding the fetched archive to the catalog")?;
-    let record = catalog.backup(id)?.with_context(|| {
-        format!(
-            "{} was fetched but is not a backup of this config",
-            path.display()
-        )
-    })?;
-    let outcome = crate::backup::verify_backup(catalog, &record, progress.as_ref())
-        .with_context(|| format!("verifying {id}"))?;
-    if let Some(e) = outcome.error {
-        bail!("{id} was fetched but does not verify: {e}");
+    let added = (|| -> anyhow::Result<BackupRecord> {
+        crate::backup::reindex(cfg, catalog, progress.as_ref())
+            .context("adding the fetched archive to the catalog")?;
+        let record = catalog.backup(id)?.with_context(|| {
+            format!(
+                "{} was fetched but is not a backup of this config",
+                path.display()
+            )
+        })?;
+        let outcome = crate::backup::verify_backup(catalog, &record, progress.as_ref())
+            .with_context(|| format!("verifying {id}"))?;
+        if let Some(e) = outcome.error {
+            bail!("{id} was fetched but does not verify: {e}");
+        }
+        Ok(catalog.backup(id)?.unwrap_or(record))
+    })();
+    match added {
+        Ok(record) => Ok((record, t.name.clone())),
+        Err(e) => {
+            // A refused fetch leaves nothing behind: a retry after the bucket is repaired
+            // starts clean.
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(crate::backup::archive::sidecar_path(&path));
+            let _ = crate::backup::reindex(cfg, catalog, progress.as_ref());
+            Err(e)
+        }
     }
-    let record = catalog.backup(id)?.unwrap_or(record);
-    Ok((record, t.name.clone()))
 }
 
 /// `steward verify --offsite`: downloads each recorded copy and compares digests.
@@ -477,39 +576,37 @@ pub fn verify(
     let targets = targets(cfg, target)?;
     let mut session = Session::begin(cfg, Job::Verify, false, &super::warn)?;
     let scratch = cfg.state_dir.join("offsite-check");
+    let host = crate::fsutil::hostname();
+    let progress = super::progress::for_stderr();
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for t in targets {
         let store = Store::open(t)?;
-        for c in session.catalog.offsite_copies(Some(&t.name))? {
-            let checked =
-                offsite::check(&store, &t.name, &c.key, &c.sha256, c.bytes).and_then(|()| {
-                    match identity {
-                        Some(id) => {
-                            let progress = super::progress::for_stderr();
-                            offsite::check_full(
-                                &store,
-                                &t.name,
-                                &c.key,
-                                id,
-                                &scratch,
-                                progress.as_ref(),
-                            )
-                        }
-                        None => Ok(()),
-                    }
-                });
-            match checked {
-                Ok(()) => {
-                    session.catalog.offsite_checked(&t.name, &c.backup_id)?;
-                    rows.push(serde_json::json!({"target": t.name, "id": c.backup_id, "key": c.key, "ok": true}));
-                }
-                Err(e) => {
-                    let text = format!("{e:#}");
-                    rows.push(serde_json::json!({"target": t.name, "id": c.backup_id, "key": c.key, "ok": false, "error": text}));
-                    failed.push(text);
-                }
+        let depth = offsite::Depth {
+            download: &|_| true,
+            identity,
+            scratch: &scratch,
+        };
+        let found = offsite::audit(
+            t,
+            &store,
+            &session.catalog,
+            &trust(cfg, t)?,
+            &host,
+            &depth,
+            progress.as_ref(),
+        )
+        .with_context(|| format!("checking offsite {}", t.name))?;
+        for f in found {
+            if !f.ok {
+                failed.push(format!(
+                    "offsite {}: {}: {}",
+                    f.target,
+                    f.id.as_deref().unwrap_or(&f.key),
+                    f.error
+                ));
             }
+            rows.push(f);
         }
     }
     session.alert(&Job::Verify, failed.is_empty(), &failed.join("; "));
@@ -520,20 +617,18 @@ pub fn verify(
         super::print_json(&rows)?;
     } else {
         for r in &rows {
-            match r.get("error").and_then(|e| e.as_str()) {
-                None => println!(
-                    "ok      {}  {}",
-                    r["id"].as_str().unwrap_or(""),
-                    r["key"].as_str().unwrap_or("")
-                ),
-                Some(e) => println!("FAILED  {}  {e}", r["id"].as_str().unwrap_or("")),
+            let what = r.id.as_deref().unwrap_or(&r.key);
+            if r.ok {
+                println!("ok      {what}  {}", r.key);
+            } else {
+                println!("FAILED  {what}  {}  {}", r.key, r.error);
             }
         }
     }
     if failed.is_empty() {
         Ok(Done::OK)
     } else {
-        eprintln!("steward: {} offsite copies failed the check", failed.len());
+        eprintln!("steward: {} problems with the offsite copies", failed.len());
         Ok(Done::FAILED)
     }
 }
@@ -545,20 +640,36 @@ pub fn reindex(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = super::open_catalog(cfg)?;
     let host = crate::fsutil::hostname();
     let mut rows = Vec::new();
+    let mut refused = 0;
     for t in chosen {
         let store = Store::open(t)?;
-        let (found, dropped) = offsite::reindex(t, &store, &catalog, &host)
-            .with_context(|| format!("reindexing offsite {}", t.name))?;
-        rows.push(serde_json::json!({"target": t.name, "copies": found, "dropped": dropped}));
+        let (found, dropped, problems) =
+            offsite::reindex(t, &store, &catalog, &trust(cfg, t)?, &host)
+                .with_context(|| format!("reindexing offsite {}", t.name))?;
+        refused += problems.len();
+        rows.push(
+            serde_json::json!({"target": t.name, "copies": found, "dropped": dropped,
+            "not-believed": problems}),
+        );
         if !json {
             println!(
                 "offsite {}: {found} copies of {host} found, {dropped} dropped from the catalog",
                 t.name
             );
+            for p in &problems {
+                println!(
+                    "  not believed, not imported: {}",
+                    offsite::shown(&p.to_string())
+                );
+            }
         }
     }
     if json {
         super::print_json(&rows)?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -89,9 +89,9 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             cfg,
             &mut session.catalog,
             id,
-            None,
+            args.target.as_deref(),
             args.identity.as_deref(),
-            None,
+            args.host.as_deref(),
         )?;
         eprintln!(
             "steward: fetched {} from offsite {target} and verified it",

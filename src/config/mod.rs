@@ -30,7 +30,7 @@ pub use backup::{BackupConfig, BackupSet, GuardConfig};
 pub use checks::{ChecksConfig, HttpCheck, Limit, NOISY_WINDOW, TcpCheck, Window};
 pub use hooks::Hooks;
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
-pub use offsite::{CredentialSource, OffsiteConfig};
+pub use offsite::{CredentialSource, LockMode, ObjectLock, OffsiteConfig};
 pub use schedule::ScheduleConfig;
 pub use services::{Manager, RestartPolicy, ServiceConfig};
 pub use sources::{PostgresSource, RedisSource};

@@ -3,12 +3,13 @@
 //! `<prefix>/<host>/<set>/`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::backup::RawKeep;
-use super::values::Size;
+use super::values::{HumanDuration, Size};
 use super::{ConfigError, Validator};
 
 /// One offsite target.
@@ -39,6 +40,49 @@ pub struct OffsiteConfig {
     pub part_size: u64,
     /// Its own retention policy (`[offsite.keep]`); else each set's.
     pub keep: Option<crate::retention::KeepPolicy>,
+    /// minisign public keys (`RW...`) whose signed descriptions are trusted, besides this
+    /// host's own key: from the recovery kit, never from the bucket.
+    pub signing_keys: Vec<String>,
+    /// The idle timeout of every request: connecting, and no byte sent or received.
+    #[serde(serialize_with = "super::values::ser_duration")]
+    pub timeout: Duration,
+    /// Tries again after a timeout, a dropped connection or a busy server.
+    pub retries: u32,
+    /// Upload every object locked (S3 object lock) for `lock-for`, extended while the
+    /// retention policy keeps the copy.
+    pub object_lock: Option<ObjectLock>,
+    /// The host never deletes: remote retention runs elsewhere, with other credentials.
+    pub append_only: bool,
+}
+
+/// S3 object lock on every object steward uploads.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    /// How long each lock lasts from the upload (or the last extension).
+    #[serde(serialize_with = "super::values::ser_duration")]
+    pub lock_for: Duration,
+}
+
+/// The two S3 object lock modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMode {
+    /// Nobody, not even the account's root, shortens or removes the lock.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` may.
+    Governance,
+}
+
+impl LockMode {
+    /// As S3 spells it in headers.
+    pub fn header(self) -> &'static str {
+        match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        }
+    }
 }
 
 impl OffsiteConfig {
@@ -78,6 +122,13 @@ pub(super) struct RawOffsite {
     pub(super) bandwidth_limit: Option<Size>,
     pub(super) part_size: Option<Spanned<Size>>,
     pub(super) keep: Option<Spanned<RawKeep>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) signing_keys: Vec<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<HumanDuration>>,
+    pub(super) retries: Option<u32>,
+    pub(super) object_lock: Option<LockMode>,
+    pub(super) lock_for: Option<Spanned<HumanDuration>>,
+    pub(super) append_only: Option<bool>,
 }
 
 /// The smallest part S3 accepts (but the last).
@@ -218,7 +269,56 @@ impl Validator<'_> {
                 Some(p) => p.get_ref().0,
                 None => 16 << 20,
             };
+            let mut signing_keys = Vec::new();
+            for k in &r.signing_keys {
+                let v = k.get_ref().trim();
+                if minisign::PublicKey::from_base64(v).is_err() {
+                    return Err(self.spanned_err(
+                        k,
+                        "offsite.signing-keys",
+                        format!(
+                            "{v:?} is not a minisign public key (the RW... line of \
+                             `steward offsite key`)"
+                        ),
+                    ));
+                }
+                signing_keys.push(v.to_string());
+            }
+            let timeout = match &r.timeout {
+                Some(d) if d.get_ref().0 < Duration::from_secs(1) => {
+                    return Err(self.spanned_err(
+                        d,
+                        "offsite.timeout",
+                        "at least 1s: a shorter idle timeout gives up on a healthy link".into(),
+                    ));
+                }
+                Some(d) => d.get_ref().0,
+                None => Duration::from_mins(1),
+            };
+            let lock_for = match &r.lock_for {
+                Some(d) if r.object_lock.is_none() => {
+                    return Err(self.spanned_err(
+                        d,
+                        "offsite.lock-for",
+                        "lock-for needs `object-lock = \"compliance\"` or \"governance\"".into(),
+                    ));
+                }
+                Some(d) if d.get_ref().0 < Duration::from_hours(24) => {
+                    return Err(self.spanned_err(
+                        d,
+                        "offsite.lock-for",
+                        "at least 1d (S3 locks whole days)".into(),
+                    ));
+                }
+                Some(d) => d.get_ref().0,
+                None => Duration::from_hours(24 * 30),
+            };
             out.push(OffsiteConfig {
+                signing_keys,
+                timeout,
+                retries: r.retries.unwrap_or(4).min(20),
+                object_lock: r.object_lock.map(|mode| ObjectLock { mode, lock_for }),
+                append_only: r.append_only.unwrap_or(false),
                 name,
                 endpoint: endpoint.trim_end_matches('/').to_string(),
                 region: r.region.clone().unwrap_or_else(|| "us-east-1".into()),

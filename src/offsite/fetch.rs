@@ -18,7 +18,7 @@ pub fn check(
     sha256: &str,
     bytes: u64,
 ) -> Result<(), OffsiteError> {
-    let mut r = store.get(key)?;
+    let mut r = store.get(key, bytes);
     let mut h = Sha256::new();
     let mut n = 0u64;
     let mut buf = vec![0u8; 1 << 20];
@@ -54,22 +54,17 @@ pub fn check(
 pub fn check_full(
     store: &Store,
     target: &str,
-    key: &str,
+    copy: &RemoteCopy,
     identity: &Path,
     scratch: &Path,
     progress: &dyn Progress,
 ) -> Result<(), OffsiteError> {
-    let desc = store.get_small(&format!("{key}.json"))?;
-    let copy: RemoteCopy = serde_json::from_slice(&desc).map_err(|e| OffsiteError::Damaged {
-        target: target.to_string(),
-        key: key.to_string(),
-        message: format!("unreadable description: {e}"),
-    })?;
+    let key = &copy.key;
     let _ = std::fs::remove_dir_all(scratch);
-    let result = fetch(store, target, &copy, Some(identity), scratch, progress).and_then(|path| {
+    let result = fetch(store, target, copy, Some(identity), scratch, progress).and_then(|path| {
         let damaged = |message: String| OffsiteError::Damaged {
             target: target.to_string(),
-            key: key.to_string(),
+            key: key.clone(),
             message,
         };
         let v = crate::backup::archive::verify(
@@ -101,17 +96,10 @@ pub fn fetch(
     dest_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<PathBuf, OffsiteError> {
-    // The description comes from the bucket: untrusted. Its names become a path below
-    // the destination only when they are plain names of the expected shape.
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 200
-            && !s.starts_with(['.', '-'])
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    if !plain(&copy.set)
-        || !plain(&copy.archive)
+    // The description was authenticated, and its names checked there; again here, as
+    // they become a path below the destination.
+    if !super::plain(&copy.set)
+        || !super::plain(&copy.archive)
         || !copy.archive.starts_with(&format!("{}-", copy.set))
         || !copy.archive.ends_with(".tar.zst")
     {
@@ -137,7 +125,7 @@ pub fn fetch(
     let _ = std::fs::remove_file(&partial);
     let _ = std::fs::remove_file(crate::backup::archive::sidecar_path(&dest));
     progress.phase(&format!("downloading {}", copy.backup_id), copy.bytes);
-    let raw = store.get(&copy.key)?;
+    let raw = store.get(&copy.key, copy.bytes);
     let mut cipher_hash = Sha256::new();
     let counted = HashingReader {
         inner: raw,
@@ -213,13 +201,14 @@ pub fn fetch(
             copy.archive_sha256
         )));
     }
-    crate::backup::archive::write_sidecar(
-        &crate::backup::archive::sidecar_path(&dest),
-        &copy.archive,
-        &digest,
-    )
-    .map_err(io_err(&dest))?;
-    std::fs::rename(&partial, &dest).map_err(io_err(&dest))?;
+    let sidecar = crate::backup::archive::sidecar_path(&dest);
+    let placed = crate::backup::archive::write_sidecar(&sidecar, &copy.archive, &digest)
+        .and_then(|()| std::fs::rename(&partial, &dest));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(&sidecar);
+        return Err(io_err(&dest)(e));
+    }
     crate::fsutil::sync_dir(dest_dir).map_err(io_err(dest_dir))?;
     Ok(dest)
 }

@@ -11,9 +11,12 @@
 //! `upload.rs` sends, `fetch.rs` reads back, `s3.rs` speaks S3; this file owns the keys,
 //! the descriptions, listing, remote retention and rebuilding the catalog's copies.
 
+mod audit;
 mod fetch;
 mod s3;
+mod sign;
 mod upload;
+mod xml;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,9 +25,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BackupRecord, Catalog, CatalogError, OffsiteCopy};
 use crate::config::OffsiteConfig;
+pub use audit::{Depth, Finding, adopt_unsigned, audit};
 pub use fetch::{check, check_full, fetch};
 pub use s3::{S3Error, Store};
+pub use sign::{Signer, Trust, public_file};
 pub use upload::{Pushed, abort_stale, push};
+
+/// The most a description may be; a larger one is refused unread.
+pub const DESCRIPTION_LIMIT: u64 = 64 * 1024;
+
+/// The description format this version writes (signed, chained).
+pub const FORMAT: u32 = 2;
 
 /// What went wrong with an offsite copy.
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +67,21 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> OffsiteError + '_ {
     }
 }
 
-/// The description kept beside each object (`<key>.json`): what a new machine needs to
-/// list, fetch and check a copy with nothing but the bucket.
+/// The copy before this one of the same set on the same target, when it was uploaded:
+/// the descriptions form a chain, so a deleted or replayed copy shows.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Link {
+    pub backup_id: String,
+    pub sha256: String,
+}
+
+/// The description kept beside each object (`<key>.json`, signed in `<key>.json.minisig`):
+/// what a new machine needs to list, fetch and check a copy with nothing but the bucket
+/// and the recovery kit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RemoteCopy {
+    #[serde(default)]
+    pub format: u32,
     pub backup_id: String,
     pub set: String,
     pub host: String,
@@ -80,6 +102,26 @@ pub struct RemoteCopy {
     /// age recipients it is encrypted to.
     pub recipients: Vec<String>,
     pub uploaded_at: i64,
+    /// The previous copy of the set on this target (none for the first).
+    #[serde(default)]
+    pub previous: Option<Link>,
+    /// The ID of the key that signed it.
+    #[serde(default)]
+    pub signed_by: String,
+}
+
+/// A description in the bucket that is not believed, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The description's key.
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
 }
 
 /// A name safe in an object key: the host name as given, other bytes as `_`.
@@ -95,12 +137,8 @@ fn key_part(s: &str) -> String {
         .collect()
 }
 
-/// Where a backup's copy lives on `t`.
-pub fn object_key(t: &OffsiteConfig, b: &BackupRecord) -> String {
-    let file = b.path.file_name().map_or_else(
-        || format!("{}.tar.zst", b.id),
-        |n| n.to_string_lossy().into_owned(),
-    );
+/// Where the copy of archive `file` of `set` from `host` lives on `t`.
+fn key_for(t: &OffsiteConfig, host: &str, set: &str, file: &str, encrypted: bool) -> String {
     let mut key = String::new();
     if !t.prefix.is_empty() {
         key.push_str(&t.prefix);
@@ -108,14 +146,23 @@ pub fn object_key(t: &OffsiteConfig, b: &BackupRecord) -> String {
     }
     key.push_str(&format!(
         "{}/{}/{}",
-        key_part(&b.host),
-        key_part(&b.set),
-        key_part(&file)
+        key_part(host),
+        key_part(set),
+        key_part(file)
     ));
-    if t.encrypt {
+    if encrypted {
         key.push_str(".age");
     }
     key
+}
+
+/// Where a backup's copy lives on `t`.
+pub fn object_key(t: &OffsiteConfig, b: &BackupRecord) -> String {
+    let file = b.path.file_name().map_or_else(
+        || format!("{}.tar.zst", b.id),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    key_for(t, &b.host, &b.set, &file, t.encrypt)
 }
 
 /// The prefix that holds `host`'s copies (every host's when `None`).
@@ -131,29 +178,231 @@ pub fn host_prefix(t: &OffsiteConfig, host: Option<&str>) -> String {
     }
 }
 
-/// Rebuilds the catalog's copies on `t` from this host's descriptions in the bucket;
-/// returns (found, dropped).
+/// The signature's key beside a description.
+pub fn signature_key(description: &str) -> String {
+    format!("{description}.minisig")
+}
+
+/// A plain name of the shape steward writes (set names, archive names): nothing that
+/// could climb out of a folder or start an option.
+fn plain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && !s.starts_with(['.', '-'])
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Whether a description, read from `desc_key` and signed by `sig`, is one a trusted key
+/// signed for exactly this place and this config; the copy, or why not.
+pub fn authenticate(
+    t: &OffsiteConfig,
+    trust: &Trust,
+    desc_key: &str,
+    data: &[u8],
+    sig: Option<&[u8]>,
+) -> Result<RemoteCopy, String> {
+    let Some(sig) = sig else {
+        return Err("the description is not signed (no .minisig beside it)".into());
+    };
+    trust.check(data, sig)?;
+    let c: RemoteCopy =
+        serde_json::from_slice(data).map_err(|e| format!("unreadable description: {e}"))?;
+    if !plain(&c.set)
+        || !plain(&c.archive)
+        || c.archive != format!("{}.tar.zst", c.backup_id)
+        || !c.backup_id.starts_with(&format!("{}-", c.set))
+    {
+        return Err(format!(
+            "the description names an unusable set {:?}, ID {:?} or archive {:?}",
+            c.set, c.backup_id, c.archive
+        ));
+    }
+    let expected = key_for(t, &c.host, &c.set, &c.archive, c.encrypted);
+    if c.key != expected || format!("{}.json", c.key) != desc_key {
+        return Err(format!(
+            "the description belongs to {:?}, not to where it lies",
+            c.key
+        ));
+    }
+    if c.encrypted != t.encrypt {
+        return Err(if t.encrypt {
+            "the copy is not encrypted, but the config encrypts every copy".into()
+        } else {
+            "the copy is encrypted, but the config uploads in the clear (`encrypt = false`)".into()
+        });
+    }
+    if let Some(r) = c.recipients.iter().find(|r| !t.recipients.contains(r)) {
+        return Err(format!(
+            "the copy is encrypted to {r}, which is not among the config's recipients"
+        ));
+    }
+    if c.encrypted && c.recipients.is_empty() {
+        return Err("the copy names no recipients".into());
+    }
+    Ok(c)
+}
+
+/// The descriptions under `prefix` whose key passes `read`: the believed copies (each
+/// beside its complete object), and the problems with the others.
+fn described(
+    t: &OffsiteConfig,
+    store: &Store,
+    trust: &Trust,
+    prefix: &str,
+    read: impl Fn(&str) -> bool,
+) -> Result<(Vec<RemoteCopy>, Vec<Problem>), OffsiteError> {
+    let objects = store.list(prefix)?;
+    let mut good = Vec::new();
+    let mut problems = Vec::new();
+    let size_of = |key: &str| objects.iter().find(|x| x.key == key).map(|x| x.size);
+    // Descriptions are steward's own `<key>.json`, always lower case.
+    #[allow(clippy::case_sensitive_file_extension_comparisons)]
+    for o in objects
+        .iter()
+        .filter(|o| o.key.ends_with(".json") && read(&o.key))
+    {
+        let problem = |message: String| Problem {
+            key: o.key.clone(),
+            message,
+        };
+        if o.size > DESCRIPTION_LIMIT {
+            problems.push(problem(format!(
+                "the description is {} bytes, more than a description ever is ({DESCRIPTION_LIMIT}); not read",
+                o.size
+            )));
+            continue;
+        }
+        let data = match store.get_small(&o.key, DESCRIPTION_LIMIT) {
+            Ok(d) => d,
+            Err(e) if e.not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let sig_key = signature_key(&o.key);
+        let sig = match size_of(&sig_key) {
+            Some(n) if n <= DESCRIPTION_LIMIT => match store.get_small(&sig_key, DESCRIPTION_LIMIT)
+            {
+                Ok(s) => Some(s),
+                Err(e) if e.not_found() => None,
+                Err(e) => return Err(e.into()),
+            },
+            _ => None,
+        };
+        match authenticate(t, trust, &o.key, &data, sig.as_deref()) {
+            Ok(c) => match size_of(&c.key) {
+                Some(n) if n == c.bytes => good.push(c),
+                Some(n) => problems.push(problem(format!(
+                    "its object holds {n} bytes; the signed description says {}",
+                    c.bytes
+                ))),
+                None => problems.push(problem(format!("its object {} is missing", c.key))),
+            },
+            Err(m) => problems.push(problem(m)),
+        }
+    }
+    good.sort_by(|a, b| (&a.host, &a.set, b.created_at).cmp(&(&b.host, &b.set, a.created_at)));
+    Ok((good, problems))
+}
+
+/// The believed copies under `prefix`, and the problems with the other descriptions.
+pub fn list(
+    t: &OffsiteConfig,
+    store: &Store,
+    trust: &Trust,
+    prefix: &str,
+) -> Result<(Vec<RemoteCopy>, Vec<Problem>), OffsiteError> {
+    described(t, store, trust, prefix, |_| true)
+}
+
+/// The copy of backup `id` under `prefix` (every host's when `host` is `None`), reading
+/// only the descriptions whose key names its archive. An ID under two hosts is refused
+/// without `host`, naming both; a description of it that is not believed is refused with
+/// the reason.
+pub fn find(
+    t: &OffsiteConfig,
+    store: &Store,
+    trust: &Trust,
+    host: Option<&str>,
+    id: &str,
+) -> Result<RemoteCopy, OffsiteError> {
+    let archive = format!("/{}.tar.zst", key_part(id));
+    let (good, problems) = described(t, store, trust, &host_prefix(t, host), |key| {
+        key.contains(&archive)
+    })?;
+    let mut found: Vec<RemoteCopy> = good.into_iter().filter(|c| c.backup_id == id).collect();
+    if found.len() > 1 {
+        let hosts: Vec<String> = found.iter().map(|c| shown(&c.host)).collect();
+        return Err(OffsiteError::Refused(format!(
+            "{id} is a backup of more than one host ({}); choose one with --host",
+            hosts.join(", ")
+        )));
+    }
+    if let Some(c) = found.pop() {
+        return Ok(c);
+    }
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| shown(&p.to_string())).collect();
+        return Err(OffsiteError::Refused(format!(
+            "the copy of {id} on offsite {} is not trusted and was not fetched: {}",
+            t.name,
+            list.join("; ")
+        )));
+    }
+    Err(OffsiteError::Refused(format!(
+        "no complete copy of {id} on offsite {} (see `steward offsite list --all-hosts`)",
+        t.name
+    )))
+}
+
+/// A string from the bucket made safe for a terminal: control characters (escapes,
+/// newlines) are shown escaped, not obeyed.
+pub fn shown(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}') {
+                c.escape_unicode().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// The catalog row for a believed copy.
+fn catalog_row(t: &OffsiteConfig, c: &RemoteCopy) -> OffsiteCopy {
+    OffsiteCopy {
+        target: t.name.clone(),
+        backup_id: c.backup_id.clone(),
+        set: c.set.clone(),
+        created_at: c.created_at,
+        key: c.key.clone(),
+        bytes: c.bytes,
+        sha256: c.sha256.clone(),
+        encrypted: c.encrypted,
+        suspect: c.suspect,
+        uploaded_at: c.uploaded_at,
+        checked_at: None,
+        locked_until: None,
+    }
+}
+
+/// Rebuilds the catalog's copies on `t` from this host's signed descriptions in the
+/// bucket; returns (found, dropped, the descriptions not believed).
 pub fn reindex(
     t: &OffsiteConfig,
     store: &Store,
     catalog: &Catalog,
+    trust: &Trust,
     host: &str,
-) -> Result<(usize, usize), OffsiteError> {
-    let found = list(store, &host_prefix(t, Some(host)))?;
+) -> Result<(usize, usize, Vec<Problem>), OffsiteError> {
+    let (found, problems) = list(t, store, trust, &host_prefix(t, Some(host)))?;
     for c in &found {
-        catalog.put_offsite_copy(&OffsiteCopy {
-            target: t.name.clone(),
-            backup_id: c.backup_id.clone(),
-            set: c.set.clone(),
-            created_at: c.created_at,
-            key: c.key.clone(),
-            bytes: c.bytes,
-            sha256: c.sha256.clone(),
-            encrypted: c.encrypted,
-            suspect: c.suspect,
-            uploaded_at: c.uploaded_at,
-            checked_at: None,
-        })?;
+        let mut row = catalog_row(t, c);
+        if let Some(old) = catalog.offsite_copy(&t.name, &c.backup_id)? {
+            row.checked_at = old.checked_at;
+            row.locked_until = old.locked_until;
+        }
+        catalog.put_offsite_copy(&row)?;
     }
     let mut dropped = 0;
     for c in catalog.offsite_copies(Some(&t.name))? {
@@ -162,39 +411,60 @@ pub fn reindex(
             dropped += 1;
         }
     }
-    Ok((found.len(), dropped))
+    Ok((found.len(), dropped, problems))
 }
 
 /// One copy's retention verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneRow {
     pub target: String,
+    pub host: String,
     pub backup_id: String,
     pub key: String,
     pub created_at: i64,
     pub keep: bool,
-    /// Deleted (false on a dry run, or when kept).
+    /// Deleted (false on a dry run, when kept, or when left: locked or append-only).
     pub deleted: bool,
+    /// Its object lock ends then (when the target locks, or the server reports one).
+    pub locked_until: Option<i64>,
     pub reasons: Vec<String>,
 }
 
-/// Applies `policy` to the copies of `set` on `t` (the same rules as local retention:
-/// the newest good copy is always kept, suspect copies never count, pinned backups stay)
-/// and deletes what it does not keep: the description first (the copy is no longer
-/// listed), then the object, then the catalog row. Only keys steward writes, under the
-/// target's prefix, are ever deleted.
+/// A retain-until date from the server, as seconds.
+fn parse_lock_date(s: &str) -> Option<i64> {
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_second)
+}
+
+/// The three objects of a copy: the archive, its description and the signature.
+fn copy_objects(key: &str) -> [String; 3] {
+    let desc = format!("{key}.json");
+    [key.to_string(), signature_key(&desc), desc]
+}
+
+/// Applies `policy` to `host`'s believed copies of `set` on `t` (`copies`, as listed):
+/// the same rules as local retention (the newest good copy is always kept, suspect
+/// copies never count, pinned backups stay). What it keeps has its object lock extended
+/// while it is kept; what it does not keep is deleted (description and signature first,
+/// so the copy is no longer listed, then the object) unless it is still locked or the
+/// target is append-only, which is said. Only keys steward writes are ever deleted.
+#[allow(clippy::too_many_arguments)]
 pub fn prune(
     t: &OffsiteConfig,
     store: &Store,
     catalog: &Catalog,
+    copies: &[RemoteCopy],
     set: &str,
     policy: &crate::retention::KeepPolicy,
     tz: &jiff::tz::TimeZone,
     dry_run: bool,
 ) -> Result<Vec<PruneRow>, OffsiteError> {
-    let copies = catalog.offsite_copies_of(&t.name, set)?;
+    let now = crate::clock::now();
+    let mine: Vec<&RemoteCopy> = copies.iter().filter(|c| c.set == set).collect();
     let mut candidates = Vec::new();
-    for c in &copies {
+    for c in &mine {
         let local = catalog.backup(&c.backup_id)?;
         candidates.push(crate::retention::Candidate {
             id: c.backup_id.clone(),
@@ -206,74 +476,86 @@ pub fn prune(
     }
     let mut rows = Vec::new();
     for v in crate::retention::decide(&candidates, policy, tz) {
-        let Some(c) = copies.iter().find(|c| c.backup_id == v.id) else {
+        let Some(c) = mine.iter().find(|c| c.backup_id == v.id) else {
             continue;
         };
         let mut reasons = v.reasons;
-        let ours = c.key.starts_with(&host_prefix(t, None))
-            && (c.key.ends_with(".tar.zst") || c.key.ends_with(".tar.zst.age"));
+        let known = catalog.offsite_copy(&t.name, &c.backup_id)?;
+        let mut locked_until = known.as_ref().and_then(|k| k.locked_until);
         let mut deleted = false;
-        if !v.keep && !ours {
-            reasons.push(format!(
-                "{} is not a key steward writes; not deleted",
-                c.key
-            ));
-        } else if !v.keep && !dry_run {
-            store.delete(&format!("{}.json", c.key))?;
-            store.delete(&c.key)?;
-            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
-            deleted = true;
+        if v.keep {
+            if let Some(lock) = &t.object_lock {
+                let span = lock.lock_for.as_secs() as i64;
+                if !dry_run && locked_until.is_none_or(|u| u < now + span / 2) {
+                    let until = now + span;
+                    for k in copy_objects(&c.key) {
+                        store.retain(&k, until)?;
+                    }
+                    locked_until = Some(until);
+                    if known.is_some() {
+                        catalog.offsite_locked(&t.name, &c.backup_id, until)?;
+                    }
+                    reasons.push(format!("lock extended to {}", s3::lock_date(until)));
+                }
+            }
+        } else {
+            let ours = c.key.starts_with(&host_prefix(t, None))
+                && (c.key.ends_with(".tar.zst") || c.key.ends_with(".tar.zst.age"));
+            if !ours {
+                reasons.push(format!(
+                    "{} is not a key steward writes; not deleted",
+                    c.key
+                ));
+            } else if t.append_only {
+                reasons.push(
+                    "append-only: this host never deletes; prune from the trusted machine \
+                     (`steward offsite prune`)"
+                        .into(),
+                );
+            } else {
+                // The server's word on the lock, not only the catalog's.
+                let head = store.head(&c.key)?;
+                if let Some(u) = head.retain_until.as_deref().and_then(parse_lock_date) {
+                    locked_until = Some(u);
+                }
+                match locked_until {
+                    Some(u) if u > now => {
+                        reasons.push(format!("locked until {}; left", s3::lock_date(u)));
+                    }
+                    _ if dry_run => {}
+                    _ => {
+                        let [object, sig, desc] = copy_objects(&c.key);
+                        for k in [&desc, &sig, &object] {
+                            match store.delete(k) {
+                                Err(e) if e.denied() => {
+                                    reasons.push(format!(
+                                        "the server refused to delete {k} (locked?): {e}"
+                                    ));
+                                    break;
+                                }
+                                r => r?,
+                            }
+                        }
+                        if !reasons.iter().any(|r| r.starts_with("the server refused")) {
+                            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+                            catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
+                            deleted = true;
+                        }
+                    }
+                }
+            }
         }
         rows.push(PruneRow {
             target: t.name.clone(),
+            host: c.host.clone(),
             backup_id: c.backup_id.clone(),
             key: c.key.clone(),
             created_at: c.created_at,
             keep: v.keep,
             deleted,
+            locked_until,
             reasons,
         });
     }
     Ok(rows)
-}
-
-/// The complete copies under `prefix` (those with their description).
-pub fn list(store: &Store, prefix: &str) -> Result<Vec<RemoteCopy>, OffsiteError> {
-    described(store, prefix, |_| true)
-}
-
-/// The complete copy of backup `id` under `prefix`, reading only the descriptions whose
-/// key names its archive (`<id>.tar.zst...`), not every description in the bucket.
-pub fn find(store: &Store, prefix: &str, id: &str) -> Result<Option<RemoteCopy>, OffsiteError> {
-    let archive = format!("/{}.tar.zst", key_part(id));
-    let copies = described(store, prefix, |key| key.contains(&archive))?;
-    Ok(copies.into_iter().find(|c| c.backup_id == id))
-}
-
-/// The copies under `prefix` whose description key passes `read`.
-fn described(
-    store: &Store,
-    prefix: &str,
-    read: impl Fn(&str) -> bool,
-) -> Result<Vec<RemoteCopy>, OffsiteError> {
-    let objects = store.list(prefix)?;
-    let mut out = Vec::new();
-    // Descriptions are steward's own `<key>.json`, always lower case.
-    #[allow(clippy::case_sensitive_file_extension_comparisons)]
-    for o in objects
-        .iter()
-        .filter(|o| o.key.ends_with(".json") && read(&o.key))
-    {
-        let data = store.get_small(&o.key)?;
-        let Ok(c) = serde_json::from_slice::<RemoteCopy>(&data) else {
-            continue;
-        };
-        // The description must sit beside its own object, which must be complete.
-        let beside = objects.iter().any(|x| x.key == c.key && x.size == c.bytes);
-        if format!("{}.json", c.key) == o.key && beside {
-            out.push(c);
-        }
-    }
-    out.sort_by(|a, b| (&a.host, &a.set, b.created_at).cmp(&(&b.host, &b.set, a.created_at)));
-    Ok(out)
 }

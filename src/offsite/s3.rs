@@ -6,13 +6,10 @@
 use std::io::Read;
 use std::time::Duration;
 
-use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
+use rusty_s3::actions::ListObjectsV2;
 use rusty_s3::{Bucket, Credentials, Method, S3Action, UrlStyle};
 
-use crate::config::{CredentialSource, OffsiteConfig};
-
-/// An HTTP answer.
-type Response = ureq::http::Response<ureq::Body>;
+use crate::config::{CredentialSource, ObjectLock, OffsiteConfig};
 
 /// The most of a small XML answer read (ureq's own default).
 const ANSWER_LIMIT: u64 = 10 * 1024 * 1024;
@@ -55,6 +52,11 @@ impl S3Error {
     pub fn not_found(&self) -> bool {
         matches!(self, S3Error::Status { status: 404, .. })
     }
+
+    /// The server refused for the object's lock (or any other permission).
+    pub fn denied(&self) -> bool {
+        matches!(self, S3Error::Status { status: 403, .. })
+    }
 }
 
 /// One bucket, with its credentials.
@@ -63,6 +65,9 @@ pub struct Store {
     bucket: Bucket,
     creds: Credentials,
     agent: ureq::Agent,
+    retries: u32,
+    idle: Duration,
+    lock: Option<ObjectLock>,
 }
 
 /// An object in a listing.
@@ -70,6 +75,71 @@ pub struct Store {
 pub struct Listed {
     pub key: String,
     pub size: u64,
+}
+
+/// What HEAD says of an object.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub size: u64,
+    /// `x-amz-object-lock-retain-until-date`, as the server wrote it.
+    pub retain_until: Option<String>,
+}
+
+/// An answer read in full.
+struct Answer {
+    headers: ureq::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A signed request, ready to send (again).
+struct Request<'a> {
+    what: String,
+    method: Method,
+    url: url::Url,
+    headers: Vec<(String, String)>,
+    body: &'a [u8],
+    /// The most of the answer's body read.
+    limit: u64,
+}
+
+/// The signed headers of a request that writes an object: its MD5 (object lock requires
+/// it on AWS) and, when the target locks, the lock.
+fn write_headers<'a, A: S3Action<'a>>(
+    action: &mut A,
+    body: &[u8],
+    lock: Option<(&ObjectLock, i64)>,
+) -> Vec<(String, String)> {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let mut headers = Vec::new();
+    if !body.is_empty() || lock.is_some() {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
+        headers.push(("content-md5".to_string(), md5));
+    }
+    if let Some((l, until)) = lock {
+        headers.push(("x-amz-object-lock-mode".into(), l.mode.header().into()));
+        headers.push((
+            "x-amz-object-lock-retain-until-date".into(),
+            lock_date(until),
+        ));
+    }
+    for (k, v) in &headers {
+        action.headers_mut().insert(k.clone(), v.clone());
+    }
+    headers
+}
+
+/// A retain-until date as S3 writes it.
+pub fn lock_date(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 impl Store {
@@ -88,10 +158,14 @@ impl Store {
             Bucket::new(endpoint, style, t.bucket.clone(), t.region.clone()).map_err(|e| {
                 S3Error::Credentials(format!("bucket {}: {e}", t.bucket), t.name.clone())
             })?;
+        // Idle timeouts, not totals: a large part or object may take long, but a server
+        // that stops sending (or reading) for `timeout` is given up on and tried again.
         let agent = ureq::Agent::new_with_config(
             ureq::Agent::config_builder()
-                .timeout_connect(Some(Duration::from_secs(20)))
-                .timeout_recv_response(Some(Duration::from_mins(5)))
+                .timeout_connect(Some(t.timeout))
+                .timeout_per_read(Some(t.timeout))
+                .timeout_per_write(Some(t.timeout))
+                .timeout_recv_response(Some(t.timeout.max(Duration::from_mins(5))))
                 .http_status_as_error(false)
                 .proxy(None)
                 .build(),
@@ -101,6 +175,9 @@ impl Store {
             bucket,
             creds,
             agent,
+            retries: t.retries,
+            idle: t.timeout,
+            lock: t.object_lock.clone(),
         })
     }
 
@@ -112,131 +189,259 @@ impl Store {
         }
     }
 
-    /// Turns a non-2xx answer into an error carrying the S3 error code.
-    fn check(&self, what: &str, mut resp: Response) -> Result<Response, S3Error> {
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return Ok(resp);
+    /// A transport error, said plainly when it is the idle timeout.
+    fn broke(&self, what: &str, e: &dyn std::fmt::Display) -> S3Error {
+        let text = e.to_string();
+        if text.contains("timeout") || text.contains("timed out") || text.contains("WouldBlock") {
+            self.transport(
+                what,
+                format!(
+                    "the server sent nothing for {} (timeout; raise `timeout` if the link is that slow): {text}",
+                    humantime::format_duration(self.idle)
+                ),
+            )
+        } else {
+            self.transport(what, text)
         }
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
+    }
+
+    /// Turns a non-2xx answer into an error carrying the S3 error code.
+    fn refused(&self, what: &str, status: ureq::http::StatusCode, body: &[u8]) -> S3Error {
+        let text = String::from_utf8_lossy(body);
+        let root = super::xml::parse(&text).ok();
         let tag = |name: &str| {
-            let open = format!("<{name}>");
-            body.find(&open)
-                .and_then(|i| {
-                    let rest = &body[i + open.len()..];
-                    rest.find(&format!("</{name}>"))
-                        .map(|j| rest[..j].to_string())
-                })
+            root.as_ref()
+                .and_then(|r| r.text_of(name))
+                .map(str::to_string)
                 .unwrap_or_default()
         };
         let code = match tag("Code") {
-            c if c.is_empty() => resp
-                .status()
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_string(),
+            c if c.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
             c => c,
         };
-        Err(S3Error::Status {
+        S3Error::Status {
             target: self.target.clone(),
             what: what.to_string(),
-            status,
+            status: status.as_u16(),
             code,
             message: tag("Message"),
+        }
+    }
+
+    /// Sends once and reads the answer in full.
+    fn send_once(&self, r: &Request<'_>) -> Result<Answer, S3Error> {
+        let u = r.url.as_str();
+        let with = |mut b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+            for (k, v) in &r.headers {
+                b = b.header(k, v);
+            }
+            b
+        };
+        let with_body = |mut b: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            for (k, v) in &r.headers {
+                b = b.header(k, v);
+            }
+            b
+        };
+        let sent = match r.method {
+            Method::Get => with(self.agent.get(u)).call(),
+            Method::Head => with(self.agent.head(u)).call(),
+            Method::Delete => with(self.agent.delete(u)).call(),
+            Method::Put => with_body(self.agent.put(u)).send(r.body),
+            Method::Post => with_body(self.agent.post(u)).send(r.body),
+        };
+        let mut resp = sent.map_err(|e| self.broke(&r.what, &e))?;
+        let status = resp.status();
+        let limit = if status.is_success() {
+            r.limit
+        } else {
+            64 * 1024
+        };
+        let body = if r.method == Method::Head {
+            Vec::new()
+        } else {
+            let mut out = Vec::new();
+            resp.body_mut()
+                .as_reader()
+                .take(limit + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| self.broke(&r.what, &e))?;
+            if out.len() as u64 > limit && status.is_success() {
+                return Err(self.transport(
+                    &r.what,
+                    format!("the answer is larger than {limit} bytes; refused"),
+                ));
+            }
+            out
+        };
+        if !status.is_success() {
+            return Err(self.refused(&r.what, status, &body));
+        }
+        Ok(Answer {
+            headers: resp.headers().clone(),
+            body,
         })
     }
 
-    /// Sends a signed request (`body` for PUT and POST) and checks the answer.
-    fn send(
-        &self,
-        what: &str,
-        method: Method,
-        url: &url::Url,
-        body: &[u8],
-    ) -> Result<Response, S3Error> {
-        let u = url.as_str();
-        let sent = match method {
-            Method::Get => self.agent.get(u).call(),
-            Method::Head => self.agent.head(u).call(),
-            Method::Delete => self.agent.delete(u).call(),
-            Method::Put => self.agent.put(u).send(body),
-            Method::Post => self.agent.post(u).send(body),
-        };
-        self.check(what, sent.map_err(|e| self.transport(what, e))?)
+    /// Sends, trying again after a dropped connection, a timeout or a busy server.
+    fn send(&self, r: &Request<'_>) -> Result<Answer, S3Error> {
+        let mut tries = 0;
+        loop {
+            match self.send_once(r) {
+                Err(e) if e.transient() && tries < self.retries => {
+                    std::thread::sleep(backoff(tries));
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
-    /// Signs `action` and sends it.
+    /// Signs `action` and sends it with `headers` (already signed into it) and `body`.
     fn call<'a, A: S3Action<'a>>(
         &self,
         what: &str,
         action: &A,
+        headers: Vec<(String, String)>,
         body: &[u8],
-    ) -> Result<Response, S3Error> {
-        self.send(what, A::METHOD, &action.sign(SIGNED_FOR), body)
+        limit: u64,
+    ) -> Result<Answer, S3Error> {
+        self.send(&Request {
+            what: what.to_string(),
+            method: A::METHOD,
+            url: action.sign(SIGNED_FOR),
+            headers,
+            body,
+            limit,
+        })
     }
 
-    /// An answer's body as text, at most `limit` bytes.
-    fn text(&self, what: &str, mut resp: Response, limit: u64) -> Result<String, S3Error> {
-        resp.body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_string()
-            .map_err(|e| self.transport(what, e))
+    /// A request on the bucket itself with `query` (`?uploads`, `?object-lock`): S3 calls
+    /// rusty-s3 has no action for, signed as a bucket GET with the query replaced.
+    fn bucket_get(&self, what: &str, query: &[(&str, &str)]) -> Result<Answer, S3Error> {
+        let mut action = ListObjectsV2::new(&self.bucket, Some(&self.creds));
+        action.query_mut().remove("list-type");
+        action.query_mut().remove("encoding-type");
+        for (k, v) in query {
+            action
+                .query_mut()
+                .insert((*k).to_string(), (*v).to_string());
+        }
+        self.call(what, &action, Vec::new(), &[], ANSWER_LIMIT)
     }
 
-    /// A header of an answer, required.
-    fn header(&self, what: &str, resp: &Response, name: &str) -> Result<String, S3Error> {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| self.transport(what, format!("no {name} in the answer")))
+    /// The parsed XML of an answer.
+    fn xml(&self, what: &str, a: &Answer) -> Result<super::xml::Node, S3Error> {
+        super::xml::parse(&String::from_utf8_lossy(&a.body))
+            .map_err(|e| self.transport(what, format!("unreadable answer: {e}")))
     }
 
-    /// Uploads a small object in one request.
-    pub fn put(&self, key: &str, body: &[u8]) -> Result<(), S3Error> {
-        let action = self.bucket.put_object(Some(&self.creds), key);
-        self.call(&format!("uploading {key}"), &action, body)
-            .map(|_| ())
+    /// Uploads a small object in one request (locked until `until` when the target locks).
+    pub fn put(&self, key: &str, body: &[u8], until: Option<i64>) -> Result<(), S3Error> {
+        let mut action = self.bucket.put_object(Some(&self.creds), key);
+        let lock = self.lock.as_ref().zip(until);
+        let headers = write_headers(&mut action, body, lock);
+        self.call(
+            &format!("uploading {key}"),
+            &action,
+            headers,
+            body,
+            ANSWER_LIMIT,
+        )
+        .map(|_| ())
     }
 
-    /// Streams an object.
-    pub fn get(&self, key: &str) -> Result<impl Read + use<>, S3Error> {
+    /// Streams an object of `size` bytes; a connection that breaks or stalls in the
+    /// middle is resumed where it stopped (a ranged request), `retries` times.
+    pub fn get(&self, key: &str, size: u64) -> Reader<'_> {
+        Reader {
+            store: self,
+            key: key.to_string(),
+            size,
+            pos: 0,
+            body: None,
+            tries: 0,
+        }
+    }
+
+    /// A small object, whole; more than `limit` bytes is refused.
+    pub fn get_small(&self, key: &str, limit: u64) -> Result<Vec<u8>, S3Error> {
         let action = self.bucket.get_object(Some(&self.creds), key);
-        let resp = self.call(&format!("downloading {key}"), &action, &[])?;
-        Ok(resp.into_body().into_reader())
+        self.call(
+            &format!("downloading {key}"),
+            &action,
+            Vec::new(),
+            &[],
+            limit,
+        )
+        .map(|a| a.body)
     }
 
-    /// A small object, whole.
-    pub fn get_small(&self, key: &str) -> Result<Vec<u8>, S3Error> {
-        let mut out = Vec::new();
-        self.get(key)?
-            .take(16 << 20)
-            .read_to_end(&mut out)
-            .map_err(|e| self.transport(&format!("downloading {key}"), e))?;
-        Ok(out)
-    }
-
-    /// The object's size, as the server reports it.
-    pub fn size(&self, key: &str) -> Result<u64, S3Error> {
+    /// The object's size and lock, as the server reports them.
+    pub fn head(&self, key: &str) -> Result<Head, S3Error> {
         let what = format!("checking {key}");
         let action = self.bucket.head_object(Some(&self.creds), key);
-        let resp = self.call(&what, &action, &[])?;
-        self.header(&what, &resp, "Content-Length")?
-            .parse()
-            .map_err(|_| self.transport(&what, "no Content-Length in the answer"))
+        let a = self.call(&what, &action, Vec::new(), &[], 0)?;
+        let size = a
+            .header("Content-Length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| self.transport(&what, "no Content-Length in the answer"))?;
+        Ok(Head {
+            size,
+            retain_until: a
+                .header("x-amz-object-lock-retain-until-date")
+                .map(str::to_string),
+        })
     }
 
     /// Deletes an object.
     pub fn delete(&self, key: &str) -> Result<(), S3Error> {
         let action = self.bucket.delete_object(Some(&self.creds), key);
-        self.call(&format!("deleting {key}"), &action, &[])
-            .map(|_| ())
+        self.call(
+            &format!("deleting {key}"),
+            &action,
+            Vec::new(),
+            &[],
+            ANSWER_LIMIT,
+        )
+        .map(|_| ())
+    }
+
+    /// Extends an object's lock to `until` (PutObjectRetention).
+    pub fn retain(&self, key: &str, until: i64) -> Result<(), S3Error> {
+        let Some(lock) = &self.lock else {
+            return Ok(());
+        };
+        let body = format!(
+            "<Retention xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Mode>{}</Mode>\
+             <RetainUntilDate>{}</RetainUntilDate></Retention>",
+            lock.mode.header(),
+            lock_date(until)
+        );
+        let mut action = self.bucket.put_object(Some(&self.creds), key);
+        action.query_mut().insert("retention", "");
+        let headers = write_headers(&mut action, body.as_bytes(), None);
+        self.call(
+            &format!("extending the lock of {key}"),
+            &action,
+            headers,
+            body.as_bytes(),
+            ANSWER_LIMIT,
+        )
+        .map(|_| ())
+    }
+
+    /// Whether the bucket has object lock enabled.
+    pub fn lock_enabled(&self) -> Result<bool, S3Error> {
+        let what = "reading the bucket's object lock configuration";
+        match self.bucket_get(what, &[("object-lock", "")]) {
+            Ok(a) => Ok(self
+                .xml(what, &a)?
+                .text_of("ObjectLockEnabled")
+                .is_some_and(|v| v == "Enabled")),
+            Err(e) if e.not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every object under `prefix`, in key order.
@@ -250,31 +455,111 @@ impl Store {
             if let Some(t) = &token {
                 action.with_continuation_token(t.clone());
             }
-            let resp = self.call(&what, &action, &[])?;
-            let text = self.text(&what, resp, 64 << 20)?;
-            let page = ListObjectsV2::parse_response(&text)
-                .map_err(|e| self.transport(&what, format!("unreadable answer: {e}")))?;
-            out.extend(page.contents.into_iter().map(|c| Listed {
-                key: percent_decode(&c.key),
-                size: c.size.unwrap_or(0),
-            }));
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
+            let a = self.call(&what, &action, Vec::new(), &[], 64 << 20)?;
+            let root = self.xml(&what, &a)?;
+            if !root.is("ListBucket") {
+                return Err(self.transport(
+                    &what,
+                    format!("unreadable answer: root element {:?}", root.name),
+                ));
+            }
+            // Keys are URL-encoded only when the server says it did what was asked.
+            let encoded = root.text_of("EncodingType") == Some("url");
+            for c in root.all("Contents") {
+                let Some(key) = c.text_of("Key") else {
+                    continue;
+                };
+                out.push(Listed {
+                    key: if encoded {
+                        percent_decode(key)
+                    } else {
+                        key.to_string()
+                    },
+                    size: c.text_of("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                });
+            }
+            let truncated = root.text_of("IsTruncated") == Some("true");
+            match root.text_of("NextContinuationToken") {
+                Some(t) if truncated && !t.is_empty() && token.as_deref() != Some(t) => {
+                    token = Some(t.to_string());
+                }
                 _ => break,
             }
         }
         Ok(out)
     }
 
-    /// Starts a multipart upload and returns its ID.
-    pub fn create_multipart(&self, key: &str) -> Result<String, S3Error> {
+    /// The unfinished multipart uploads under `prefix`: (key, upload ID).
+    pub fn uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, S3Error> {
+        let what = format!("listing unfinished uploads under {prefix}");
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![("uploads", ""), ("prefix", prefix)];
+            if let Some((k, u)) = &markers {
+                query.push(("key-marker", k));
+                query.push(("upload-id-marker", u));
+            }
+            let a = self.bucket_get(&what, &query)?;
+            let root = self.xml(&what, &a)?;
+            for u in root.all("Upload") {
+                if let (Some(k), Some(id)) = (u.text_of("Key"), u.text_of("UploadId")) {
+                    out.push((k.to_string(), id.to_string()));
+                }
+            }
+            let next = (
+                root.text_of("NextKeyMarker")
+                    .unwrap_or_default()
+                    .to_string(),
+                root.text_of("NextUploadIdMarker")
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            if root.text_of("IsTruncated") != Some("true")
+                || next.0.is_empty()
+                || markers.as_ref() == Some(&next)
+            {
+                break;
+            }
+            markers = Some(next);
+        }
+        Ok(out)
+    }
+
+    /// Starts a multipart upload (locked until `until` when the target locks) and
+    /// returns its ID.
+    pub fn create_multipart(&self, key: &str, until: Option<i64>) -> Result<String, S3Error> {
         let what = format!("starting the upload of {key}");
-        let action = self.bucket.create_multipart_upload(Some(&self.creds), key);
-        let resp = self.call(&what, &action, &[])?;
-        let text = self.text(&what, resp, ANSWER_LIMIT)?;
-        CreateMultipartUpload::parse_response(&text)
-            .map(|r| r.upload_id().to_string())
-            .map_err(|e| self.transport(&what, format!("unreadable answer: {e}")))
+        let mut action = self.bucket.create_multipart_upload(Some(&self.creds), key);
+        let lock = self.lock.as_ref().zip(until);
+        let headers = match lock {
+            Some((l, until)) => {
+                let h = vec![
+                    (
+                        "x-amz-object-lock-mode".to_string(),
+                        l.mode.header().to_string(),
+                    ),
+                    (
+                        "x-amz-object-lock-retain-until-date".to_string(),
+                        lock_date(until),
+                    ),
+                ];
+                for (k, v) in &h {
+                    action.headers_mut().insert(k.clone(), v.clone());
+                }
+                h
+            }
+            None => Vec::new(),
+        };
+        let a = self.call(&what, &action, headers, &[], ANSWER_LIMIT)?;
+        let root = self.xml(&what, &a)?;
+        match root.text_of("UploadId") {
+            Some(id) if root.is("InitiateMultipartUpload") && !id.is_empty() => Ok(id.to_string()),
+            _ => Err(self.transport(
+                &what,
+                format!("unreadable answer: no UploadId in <{}>", root.name),
+            )),
+        }
     }
 
     /// Uploads part `number` (from 1) and returns its ETag.
@@ -286,11 +571,14 @@ impl Store {
         body: &[u8],
     ) -> Result<String, S3Error> {
         let what = format!("uploading part {number} of {key}");
-        let action = self
+        let mut action = self
             .bucket
             .upload_part(Some(&self.creds), key, number, upload_id);
-        let resp = self.call(&what, &action, body)?;
-        self.header(&what, &resp, "ETag")
+        let headers = write_headers(&mut action, body, None);
+        let a = self.call(&what, &action, headers, body, ANSWER_LIMIT)?;
+        a.header("ETag")
+            .map(str::to_string)
+            .ok_or_else(|| self.transport(&what, "no ETag in the answer"))
     }
 
     /// Completes a multipart upload from its parts' ETags, in order.
@@ -305,11 +593,24 @@ impl Store {
         // The body consumes the action: sign first.
         let url = action.sign(SIGNED_FOR);
         let body = action.body();
-        let resp = self.send(&what, Method::Post, &url, body.as_bytes())?;
+        let a = self.send(&Request {
+            what: what.clone(),
+            method: Method::Post,
+            url,
+            headers: Vec::new(),
+            body: body.as_bytes(),
+            limit: ANSWER_LIMIT,
+        })?;
         // S3 may answer 200 with an error in the body once the parts are assembled.
-        let text = self.text(&what, resp, ANSWER_LIMIT)?;
-        if text.contains("<Error>") {
-            return Err(self.transport(&what, format!("the server refused: {text}")));
+        let root = self.xml(&what, &a)?;
+        if root.is("Error") {
+            return Err(S3Error::Status {
+                target: self.target.clone(),
+                what,
+                status: 200,
+                code: root.text_of("Code").unwrap_or("error").to_string(),
+                message: root.text_of("Message").unwrap_or_default().to_string(),
+            });
         }
         Ok(())
     }
@@ -319,9 +620,137 @@ impl Store {
         let action = self
             .bucket
             .abort_multipart_upload(Some(&self.creds), key, upload_id);
-        match self.call(&format!("aborting the upload of {key}"), &action, &[]) {
+        match self.call(
+            &format!("aborting the upload of {key}"),
+            &action,
+            Vec::new(),
+            &[],
+            ANSWER_LIMIT,
+        ) {
             Err(e) if e.not_found() => Ok(()),
             r => r.map(|_| ()),
+        }
+    }
+}
+
+/// 0.5 s, 1 s, 2 s ... at most 8 s between tries.
+fn backoff(tries: u32) -> Duration {
+    Duration::from_millis(500 << tries.min(4))
+}
+
+/// An object being downloaded: a `Read` that resumes a broken or stalled connection
+/// with a ranged request from where it stopped, and never reads past `size`.
+pub struct Reader<'s> {
+    store: &'s Store,
+    key: String,
+    size: u64,
+    pos: u64,
+    body: Option<ureq::BodyReader<'static>>,
+    tries: u32,
+}
+
+impl Reader<'_> {
+    fn open(&mut self) -> Result<(), S3Error> {
+        let what = format!("downloading {}", self.key);
+        let mut action = self
+            .store
+            .bucket
+            .get_object(Some(&self.store.creds), &self.key);
+        if self.pos > 0 {
+            action
+                .headers_mut()
+                .insert("range", format!("bytes={}-", self.pos));
+        }
+        let url = action.sign(SIGNED_FOR);
+        let mut req = self.store.agent.get(url.as_str());
+        if self.pos > 0 {
+            req = req.header("range", format!("bytes={}-", self.pos));
+        }
+        let resp = req.call().map_err(|e| self.store.broke(&what, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let mut body = Vec::new();
+            let _ = resp
+                .into_body()
+                .into_reader()
+                .take(64 * 1024)
+                .read_to_end(&mut body);
+            return Err(self.store.refused(&what, status, &body));
+        }
+        if self.pos > 0 && status.as_u16() != 206 {
+            return Err(self
+                .store
+                .transport(&what, "the server ignored the range to resume from"));
+        }
+        self.body = Some(resp.into_body().into_reader());
+        Ok(())
+    }
+}
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.pos >= self.size {
+                // Anything more than the size the description names is refused.
+                if let Some(b) = self.body.as_mut() {
+                    let mut one = [0u8; 1];
+                    if b.read(&mut one).is_ok_and(|n| n > 0) {
+                        return Err(std::io::Error::other(format!(
+                            "{} holds more than the {} bytes described",
+                            self.key, self.size
+                        )));
+                    }
+                }
+                return Ok(0);
+            }
+            if self.body.is_none() {
+                match self.open() {
+                    Ok(()) => {}
+                    Err(e) if e.transient() && self.tries < self.store.retries => {
+                        std::thread::sleep(backoff(self.tries));
+                        self.tries += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(std::io::Error::other(e)),
+                }
+            }
+            let want = buf
+                .len()
+                .min(usize::try_from(self.size - self.pos).unwrap_or(usize::MAX));
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            match body.read(&mut buf[..want]) {
+                Ok(0) => {
+                    self.body = None;
+                    let e = self.store.transport(
+                        &format!("downloading {}", self.key),
+                        format!(
+                            "the object ends at {} bytes; {} were described",
+                            self.pos, self.size
+                        ),
+                    );
+                    if self.tries >= self.store.retries {
+                        return Err(std::io::Error::other(e));
+                    }
+                    std::thread::sleep(backoff(self.tries));
+                    self.tries += 1;
+                }
+                Ok(n) => {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.body = None;
+                    let err = self.store.broke(&format!("downloading {}", self.key), &e);
+                    if self.tries >= self.store.retries {
+                        return Err(std::io::Error::other(err));
+                    }
+                    std::thread::sleep(backoff(self.tries));
+                    self.tries += 1;
+                }
+            }
         }
     }
 }

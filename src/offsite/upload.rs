@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{OffsiteError, RemoteCopy, S3Error, Store, io_err, object_key};
+use super::{Link, OffsiteError, RemoteCopy, S3Error, Signer, Store, io_err, object_key};
 use crate::backup::Progress;
 use crate::catalog::{BackupRecord, Catalog, OffsiteCopy, PendingUpload};
 use crate::config::OffsiteConfig;
@@ -28,18 +28,28 @@ pub struct Pushed {
 }
 
 /// Aborts the multipart uploads a crash left on `t` (their parts cost money and are
-/// never a copy).
+/// never a copy): those the catalog recorded, and any other under this host's prefix
+/// (one whose ID was lost before it was recorded). The caller holds the offsite lock, so
+/// none of them is running.
 pub fn abort_stale(
     store: &Store,
     catalog: &Catalog,
     t: &OffsiteConfig,
+    host: &str,
 ) -> Result<usize, OffsiteError> {
     let pending = catalog.pending_uploads(&t.name)?;
     for u in &pending {
         store.abort(&u.key, &u.upload_id)?;
         catalog.end_upload(&t.name, &u.key)?;
     }
-    Ok(pending.len())
+    let mut n = pending.len();
+    for (key, id) in store.uploads(&super::host_prefix(t, Some(host)))? {
+        if !pending.iter().any(|p| p.upload_id == id) {
+            store.abort(&key, &id)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Copies the verified backup `b` to `t`, unless it is already there.
@@ -47,6 +57,7 @@ pub fn push(
     t: &OffsiteConfig,
     store: &Store,
     catalog: &Catalog,
+    signer: &Signer,
     b: &BackupRecord,
     progress: &dyn Progress,
 ) -> Result<Pushed, OffsiteError> {
@@ -71,7 +82,11 @@ pub fn push(
     let mut file = File::open(&b.path).map_err(io_err(&b.path))?;
     let total = file.metadata().map_err(io_err(&b.path))?.len();
     progress.phase(&format!("uploading {} to {}", b.id, t.name), total);
-    let upload_id = store.create_multipart(&key)?;
+    let until = t
+        .object_lock
+        .as_ref()
+        .map(|l| crate::clock::now() + l.lock_for.as_secs() as i64);
+    let upload_id = store.create_multipart(&key, until)?;
     catalog.begin_upload(&PendingUpload {
         target: t.name.clone(),
         key: key.clone(),
@@ -113,7 +128,7 @@ pub fn push(
     }
     let (etags, sha, bytes) = (parts.etags, parts.hasher.finalize(), parts.bytes);
     store.complete(&key, &upload_id, &etags)?;
-    let reported = store.size(&key)?;
+    let reported = store.head(&key)?.size;
     if reported != bytes {
         return Err(OffsiteError::Damaged {
             target: t.name.clone(),
@@ -122,6 +137,7 @@ pub fn push(
         });
     }
     let remote = RemoteCopy {
+        format: super::FORMAT,
         backup_id: b.id.clone(),
         set: b.set.clone(),
         host: b.host.clone(),
@@ -143,10 +159,23 @@ pub fn push(
             Vec::new()
         },
         uploaded_at: crate::clock::now(),
+        previous: catalog.newest_offsite_copy(&t.name, &b.set)?.map(|p| Link {
+            backup_id: p.backup_id,
+            sha256: p.sha256,
+        }),
+        signed_by: signer.id(),
     };
     let json =
         serde_json::to_vec_pretty(&remote).map_err(|e| OffsiteError::Refused(e.to_string()))?;
-    store.put(&format!("{key}.json"), &json)?;
+    let desc_key = format!("{key}.json");
+    let sig = signer.sign(
+        &json,
+        &format!("steward offsite copy {}/{}/{}", b.host, b.set, b.id),
+    )?;
+    // The signature first: a description is listed only with it, so a crash between the
+    // two leaves an unlisted, unsigned-looking copy the next push replaces.
+    store.put(&super::signature_key(&desc_key), sig.as_bytes(), until)?;
+    store.put(&desc_key, &json, until)?;
     catalog.put_offsite_copy(&OffsiteCopy {
         target: t.name.clone(),
         backup_id: b.id.clone(),
@@ -159,6 +188,7 @@ pub fn push(
         suspect: b.is_suspect(),
         uploaded_at: remote.uploaded_at,
         checked_at: None,
+        locked_until: until,
     })?;
     Ok(Pushed {
         target: t.name.clone(),
@@ -246,8 +276,7 @@ struct Parts<'a> {
 }
 
 impl Parts<'_> {
-    /// Sends what is buffered as the next part, retrying a dropped connection or a busy
-    /// server a few times.
+    /// Sends what is buffered as the next part.
     fn flush_part(&mut self) -> io::Result<()> {
         if self.buf.is_empty() && !self.etags.is_empty() {
             return Ok(());
@@ -257,20 +286,11 @@ impl Parts<'_> {
             .filter(|n| *n <= 10_000)
             .ok_or_else(|| io::Error::other("more than 10,000 parts; raise part-size"))?;
         self.hasher.update(&self.buf);
-        let mut wait = Duration::from_millis(500);
-        let etag = loop {
-            match self
-                .store
-                .upload_part(self.key, self.upload_id, number, &self.buf)
-            {
-                Ok(e) => break e,
-                Err(e) if e.transient() && wait <= Duration::from_secs(8) => {
-                    std::thread::sleep(wait);
-                    wait *= 2;
-                }
-                Err(e) => return Err(io::Error::other(e)),
-            }
-        };
+        // The store tries again after a dropped connection or a busy server.
+        let etag = self
+            .store
+            .upload_part(self.key, self.upload_id, number, &self.buf)
+            .map_err(io::Error::other)?;
         self.etags.push(etag);
         self.bytes += self.buf.len() as u64;
         self.buf.clear();

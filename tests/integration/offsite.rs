@@ -23,6 +23,17 @@ fn data_tree(root: &Path) -> std::path::PathBuf {
     data
 }
 
+/// The host's signing public key, as `steward offsite key` prints it for the recovery kit.
+pub fn signing_key(env: &Env) -> String {
+    let a = env
+        .cmd()
+        .args(["offsite", "key", "--json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    v["public-key"].as_str().unwrap().to_string()
+}
+
 fn only_key(env: &Env) -> String {
     let conn = Connection::open(env.state.join("state.db")).unwrap();
     conn.query_row("SELECT key FROM offsite_copies", [], |r| r.get(0))
@@ -244,15 +255,20 @@ fn disaster_restore_on_a_fresh_machine_is_byte_identical(kind: Kind) {
         .query_row("SELECT backup_id FROM offsite_copies", [], |r| r.get(0))
         .unwrap();
 
-    // The new machine: the config, the credentials and the identity; no state, no disk.
+    // The new machine: the config (with the old host's signing key from the recovery
+    // kit), the credentials and the identity; no state, no disk.
+    let kit = signing_key(&old);
     let new = Env::new();
     fs::copy(old.root.join("s3.env"), new.root.join("s3.env")).unwrap();
     new.one_set(
         "data",
         &[&data],
-        &offsite.replace(
-            &old.root.display().to_string(),
-            &new.root.display().to_string(),
+        &format!(
+            "{}signing-keys = [\"{kit}\"]\n",
+            offsite.replace(
+                &old.root.display().to_string(),
+                &new.root.display().to_string(),
+            )
         ),
     );
     let a = new
@@ -415,10 +431,11 @@ fn a_hostile_description_cannot_write_outside_the_destination(kind: Kind) {
         serde_json::from_slice(&server.object("hostile", &desc_key)).unwrap();
     let id = good["backup_id"].as_str().unwrap().to_string();
     let fresh = Env::new();
+    let kit = format!("signing-keys = [\"{}\"]", signing_key(&env));
     fresh.one_set(
         "data",
         &[&data],
-        &server.offsite_toml(&fresh.root, "hostile", None, ""),
+        &server.offsite_toml(&fresh.root, "hostile", None, &kit),
     );
     for (field, value) in [
         ("archive", "../../../escaped.tar.zst"),
@@ -431,7 +448,9 @@ fn a_hostile_description_cannot_write_outside_the_destination(kind: Kind) {
         let a = fresh.cmd().args(["offsite", "fetch", &id]).assert().code(2);
         let err = stderr(&a);
         assert!(
-            err.contains("unusable") || err.contains("does not configure"),
+            err.contains("unusable")
+                || err.contains("does not configure")
+                || err.contains("signature does not verify"),
             "{field}: {err}"
         );
         assert!(!fresh.root.join("escaped.tar.zst").exists());
