@@ -43,6 +43,8 @@ mod maintain;
 mod notify;
 #[path = "integration/offsite.rs"]
 mod offsite;
+#[path = "integration/offsite_attack.rs"]
+mod offsite_attack;
 #[path = "integration/packaging.rs"]
 mod packaging;
 #[path = "integration/postgres.rs"]

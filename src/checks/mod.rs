@@ -408,6 +408,35 @@ fn offsite_freshness(config: &Config, catalog: &Catalog, now: i64, out: &mut Vec
             };
             out.push(reading(name, sev, value, threshold, one));
         }
+        if t.object_lock.is_some() {
+            let unlocked: Vec<String> = config
+                .backup
+                .sets
+                .iter()
+                .filter(|s| t.covers(&s.name))
+                .filter_map(|s| catalog.newest_offsite_copy(&t.name, &s.name).ok().flatten())
+                .filter(|c| c.locked_until.is_none())
+                .map(|c| c.backup_id)
+                .collect();
+            let (sev, value) = if unlocked.is_empty() {
+                (Severity::Ok, "newest copies locked".to_string())
+            } else {
+                (
+                    Severity::Warn,
+                    format!(
+                        "the bucket did not lock {} (object lock not enabled on it?)",
+                        unlocked.join(", ")
+                    ),
+                )
+            };
+            out.push(reading(
+                format!("offsite lock {}", t.name),
+                sev,
+                value,
+                "every new copy under object lock".into(),
+                one,
+            ));
+        }
     }
 }
 

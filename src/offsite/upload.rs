@@ -128,7 +128,11 @@ pub fn push(
     }
     let (etags, sha, bytes) = (parts.etags, parts.hasher.finalize(), parts.bytes);
     store.complete(&key, &upload_id, &etags)?;
-    let reported = store.head(&key)?.size;
+    let head = store.head(&key)?;
+    let reported = head.size;
+    // Locked only if the server says so: a bucket without object lock takes the headers
+    // and ignores them, and `check` warns about that.
+    let until = until.filter(|_| head.retain_until.is_some());
     if reported != bytes {
         return Err(OffsiteError::Damaged {
             target: t.name.clone(),
