@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::common::{Env, stderr, stdout};
 use crate::offsite::signing_key;
-use crate::s3::{KEY, Kind, S3Server, SECRET, age_key};
+use crate::s3::{Kind, S3Server, age_key};
 
 /// A digest of every file (path and bytes) under `root`.
 fn tree_hash(root: &Path) -> String {
@@ -677,14 +677,7 @@ fn signed(
     query: &[(&str, &str)],
 ) -> ureq::http::Response<ureq::Body> {
     use rusty_s3::S3Action;
-    let b = rusty_s3::Bucket::new(
-        format!("http://127.0.0.1:{}/", server.s3).parse().unwrap(),
-        rusty_s3::UrlStyle::Path,
-        bucket.to_string(),
-        "us-east-1".to_string(),
-    )
-    .unwrap();
-    let creds = rusty_s3::Credentials::new(KEY, SECRET);
+    let (b, creds) = server.signer(bucket);
     let hour = Duration::from_hours(1);
     let agent = ureq::Agent::new_with_config(
         ureq::Agent::config_builder()
@@ -715,23 +708,15 @@ fn signed(
     }
 }
 
-#[test]
-fn locked_copies_survive_the_hosts_own_delete_and_prune_leaves_them() {
+/// A host with set `data` on a fresh moto `bucket` (`locked`: with object lock), its
+/// `[[offsite]]` table ending in `extra`, and two backups a minute apart from `now`.
+fn two_copies(bucket: &str, locked: bool, extra: &str, now: u64) -> (Env, S3Server, PathBuf) {
     let env = Env::new();
-    let server = S3Server::start_kind(Kind::Moto, &env.root.join("s3"), &["locked"], true);
+    let server = S3Server::start_kind(Kind::Moto, &env.root.join("s3"), &[bucket], locked);
     let data = env.root.join("data");
     fs::create_dir_all(&data).unwrap();
-    let offsite = server.offsite_toml(
-        &env.root,
-        "locked",
-        None,
-        "object-lock = \"compliance\"\nlock-for = \"2d\"\n[offsite.keep]\nlast = 1",
-    );
+    let offsite = server.offsite_toml(&env.root, bucket, None, extra);
     env.one_set("data", &[&data], &offsite);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     for i in 0..2u64 {
         fs::write(data.join("f"), format!("v{i}")).unwrap();
         env.cmd()
@@ -740,6 +725,21 @@ fn locked_copies_survive_the_hosts_own_delete_and_prune_leaves_them() {
             .assert()
             .success();
     }
+    (env, server, data)
+}
+
+#[test]
+fn locked_copies_survive_the_hosts_own_delete_and_prune_leaves_them() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (env, server, _) = two_copies(
+        "locked",
+        true,
+        "object-lock = \"compliance\"\nlock-for = \"2d\"\n[offsite.keep]\nlast = 1",
+        now,
+    );
     let db = Connection::open(env.state.join("state.db")).unwrap();
     let copies: Vec<(String, Option<i64>)> = db
         .prepare("SELECT key, locked_until FROM offsite_copies ORDER BY created_at")
@@ -868,26 +868,12 @@ fn a_bucket_without_object_lock_is_warned_about() {
 
 #[test]
 fn an_append_only_host_never_deletes() {
-    let env = Env::new();
-    let server = S3Server::start_kind(Kind::Moto, &env.root.join("s3"), &["append"], false);
-    let data = env.root.join("data");
-    fs::create_dir_all(&data).unwrap();
-    let offsite = server.offsite_toml(
-        &env.root,
+    let (env, server, data) = two_copies(
         "append",
-        None,
+        false,
         "append-only = true\n[offsite.keep]\nlast = 1",
+        1_900_000_000,
     );
-    env.one_set("data", &[&data], &offsite);
-    let now = 1_900_000_000u64;
-    for i in 0..2u64 {
-        fs::write(data.join("f"), format!("v{i}")).unwrap();
-        env.cmd()
-            .arg("backup")
-            .env("STEWARD_NOW", (now + i * 60).to_string())
-            .assert()
-            .success();
-    }
     let a = env.cmd().args(["offsite", "prune"]).assert().success();
     assert!(stdout(&a).contains("append-only"), "{}", stdout(&a));
     let a = env.cmd().args(["offsite", "list"]).assert().success();

@@ -288,14 +288,7 @@ impl S3Server {
         match self.kind {
             Kind::Seaweed => format!("http://127.0.0.1:{}/buckets/{bucket}/{key}", self.filer),
             Kind::Moto => {
-                let b = rusty_s3::Bucket::new(
-                    self.base().parse().unwrap(),
-                    rusty_s3::UrlStyle::Path,
-                    bucket.to_string(),
-                    "us-east-1".to_string(),
-                )
-                .unwrap();
-                let creds = rusty_s3::Credentials::new(KEY, SECRET);
+                let (b, creds) = self.signer(bucket);
                 let hour = Duration::from_hours(1);
                 match method {
                     "GET" => b.get_object(Some(&creds), key).sign(hour),
@@ -305,6 +298,18 @@ impl S3Server {
                 .to_string()
             }
         }
+    }
+
+    /// The test key's view of `bucket` on moto, for requests signed as the host would.
+    pub fn signer(&self, bucket: &str) -> (rusty_s3::Bucket, rusty_s3::Credentials) {
+        let b = rusty_s3::Bucket::new(
+            self.base().parse().unwrap(),
+            rusty_s3::UrlStyle::Path,
+            bucket.to_string(),
+            "us-east-1".to_string(),
+        )
+        .unwrap();
+        (b, rusty_s3::Credentials::new(KEY, SECRET))
     }
 
     /// An object's bytes, read around steward's client; `None` when it is not there.
@@ -343,7 +348,6 @@ impl S3Server {
     }
 
     /// Deletes an object behind steward's back.
-    #[allow(dead_code)]
     pub fn remove(&self, bucket: &str, key: &str) {
         let r = ureq::delete(&self.raw_url("DELETE", bucket, key))
             .config()
