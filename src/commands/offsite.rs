@@ -329,7 +329,7 @@ pub fn push(
         pushed.extend(done);
         failures.extend(failed);
     }
-    print_pushed(&pushed, json)?;
+    print_pushed(&pushed, failures.is_empty(), json)?;
     if cfg.backup.prune_after_backup && !pushed.iter().all(|p| p.already) {
         let host = crate::fsutil::hostname();
         match prune(&session.catalog, cfg, &chosen, false, Some(&host)) {
@@ -405,11 +405,12 @@ pub fn after_backup(
     failures
 }
 
-fn print_pushed(pushed: &[Pushed], json: bool) -> anyhow::Result<()> {
+/// What was uploaded; "nothing to upload" only when nothing also failed.
+fn print_pushed(pushed: &[Pushed], clean: bool, json: bool) -> anyhow::Result<()> {
     if json {
         return super::print_json(&pushed);
     }
-    if pushed.is_empty() {
+    if pushed.is_empty() && clean {
         println!("nothing to upload: every covered set's newest verified backup has a copy");
     }
     for p in pushed {

@@ -559,3 +559,94 @@ pub fn prune(
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R1: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+    const R2: &str = "age1lggyhqrw2nlhcxprm67z43rta597azn8gknawjehu9d9dl0jq3yqqvfafg";
+
+    /// A target encrypting to R1, and a description of a copy on it signed by `signer`.
+    fn setup(
+        signer: &Signer,
+        edit: impl FnOnce(&mut RemoteCopy),
+    ) -> (OffsiteConfig, Vec<u8>, String) {
+        let cfg = crate::config::parse(
+            &format!(
+                "[state]\ndir = \"/var/lib/x\"\n[[backup.set]]\nname = \"data\"\npaths = [\"/srv/data\"]\n\
+                 [[offsite]]\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"bkt\"\n\
+                 recipients = [\"{R1}\"]\n"
+            ),
+            crate::config::Origin::Embedded,
+        )
+        .unwrap();
+        let t = cfg.offsite[0].clone();
+        let mut c = RemoteCopy {
+            format: FORMAT,
+            backup_id: "data-20261202T000000Z".into(),
+            set: "data".into(),
+            host: "h".into(),
+            created_at: 0,
+            key: "steward/h/data/data-20261202T000000Z.tar.zst.age".into(),
+            archive: "data-20261202T000000Z.tar.zst".into(),
+            archive_sha256: "a".repeat(64),
+            bytes: 10,
+            sha256: "b".repeat(64),
+            encrypted: true,
+            suspect: false,
+            recipients: vec![R1.into()],
+            uploaded_at: 0,
+            previous: None,
+            signed_by: signer.id(),
+        };
+        edit(&mut c);
+        let data = serde_json::to_vec(&c).unwrap();
+        let sig = signer.sign(&data, "t").unwrap();
+        (t, data, sig)
+    }
+
+    #[test]
+    fn a_signed_description_that_disagrees_with_the_config_or_its_place_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::load_or_create(dir.path()).unwrap();
+        let trust = Trust::new(&[], Some(&signer));
+        let desc = "steward/h/data/data-20261202T000000Z.tar.zst.age.json";
+        let run = |edit: fn(&mut RemoteCopy), at: &str| {
+            let (t, data, sig) = setup(&signer, edit);
+            authenticate(&t, &trust, at, &data, Some(sig.as_bytes()))
+        };
+        assert!(run(|_| {}, desc).is_ok());
+        // Signed, but for another place.
+        let err = run(|_| {}, "steward/h/data/other.json").unwrap_err();
+        assert!(err.contains("not to where it lies"), "{err}");
+        // A cleartext copy where the config encrypts.
+        let err = run(
+            |c| {
+                c.encrypted = false;
+                c.recipients.clear();
+                c.key = c.key.trim_end_matches(".age").into();
+            },
+            "steward/h/data/data-20261202T000000Z.tar.zst.json",
+        )
+        .unwrap_err();
+        assert!(err.contains("not encrypted"), "{err}");
+        // Encrypted to a recipient the config does not name.
+        let err = run(|c| c.recipients.push(R2.into()), desc).unwrap_err();
+        assert!(err.contains(R2), "{err}");
+        // Names that could climb out of the destination.
+        let err = run(|c| c.set = "../x".into(), desc).unwrap_err();
+        assert!(err.contains("unusable"), "{err}");
+        // Unsigned.
+        let (t, data, _) = setup(&signer, |_| {});
+        let err = authenticate(&t, &trust, desc, &data, None).unwrap_err();
+        assert!(err.contains("not signed"), "{err}");
+    }
+
+    #[test]
+    fn bucket_strings_cannot_drive_the_terminal() {
+        assert_eq!(shown("host\u{1b}[2J\nx"), "host\\u{1b}[2J\\u{a}x");
+        assert_eq!(shown("plain-host.local"), "plain-host.local");
+        assert_eq!(shown("a\u{202e}b"), "a\\u{202e}b");
+    }
+}

@@ -106,6 +106,33 @@ fn encrypted_copy_round_trips_and_opens_with_the_age_cli_and_tar(kind: Kind) {
         stdout(&a)
     );
     env.cmd().args(["verify", "--offsite"]).assert().success();
+    // The description is signed: minisign alone checks it with the recovery kit's key.
+    let desc_file = env.root.join("copy.json");
+    let sig_file = env.root.join("copy.json.minisig");
+    fs::write(
+        &desc_file,
+        server.object("round-trip", &format!("{key}.json")),
+    )
+    .unwrap();
+    fs::write(
+        &sig_file,
+        server.object("round-trip", &format!("{key}.json.minisig")),
+    )
+    .unwrap();
+    let kit = signing_key(&env);
+    tool(
+        "minisign",
+        &[
+            "-V".as_ref(),
+            "-m".as_ref(),
+            desc_file.as_os_str(),
+            "-x".as_ref(),
+            sig_file.as_os_str(),
+            "-P".as_ref(),
+            kit.as_ref(),
+        ],
+        &env.root,
+    );
     // With the identity the whole chain is checked: decrypt, zstd, tar, manifest.
     let a = env
         .cmd()
