@@ -239,12 +239,7 @@ fn prune(
     let tz = jiff::tz::TimeZone::system();
     let mut rows = Vec::new();
     for t in targets {
-        let policy = |set: &str| {
-            t.keep
-                .as_ref()
-                .or_else(|| cfg.set(set).map(|s| &s.keep))
-                .filter(|k| !k.is_empty())
-        };
+        let policy = |set: &str| cfg.offsite_keep(t, set);
         if t.keep.is_none()
             && !cfg
                 .backup
@@ -583,10 +578,14 @@ pub fn verify(
     let mut failed = Vec::new();
     for t in targets {
         let store = Store::open(t)?;
+        let tz = jiff::tz::TimeZone::system();
+        let keep = |set: &str| cfg.offsite_keep(t, set);
         let depth = offsite::Depth {
             download: &|_| true,
             identity,
             scratch: &scratch,
+            keep: &keep,
+            tz: &tz,
         };
         let found = offsite::audit(
             t,

@@ -440,6 +440,19 @@ impl Config {
         self.backup.sets.iter().find(|s| s.name == name)
     }
 
+    /// The retention policy of `set`'s copies on offsite target `t`: the target's own,
+    /// else the set's; none when it keeps everything.
+    pub fn offsite_keep<'a>(
+        &'a self,
+        t: &'a OffsiteConfig,
+        set: &str,
+    ) -> Option<&'a crate::retention::KeepPolicy> {
+        t.keep
+            .as_ref()
+            .or_else(|| self.set(set).map(|s| &s.keep))
+            .filter(|k| !k.is_empty())
+    }
+
     /// Checks that every backup path exists; done by the commands that back up, so that a
     /// missing external volume does not stop unrelated jobs such as checks.
     pub fn check_set_paths(&self, sets: &[&BackupSet]) -> Result<(), ConfigError> {

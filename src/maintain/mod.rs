@@ -503,10 +503,14 @@ fn offsite_task(
         let own = crate::offsite::Signer::load(&config.state_dir).map_err(|e| fail(&name, e))?;
         let trust = crate::offsite::Trust::new(&t.signing_keys, own.as_ref());
         let scratch = config.state_dir.join("offsite-check");
+        let tz = jiff::tz::TimeZone::system();
+        let keep = |set: &str| config.offsite_keep(t, set);
         let depth = crate::offsite::Depth {
             download: &|c| sampled.contains(&c.backup_id.as_str()),
             identity: None,
             scratch: &scratch,
+            keep: &keep,
+            tz: &tz,
         };
         let found = crate::offsite::audit(
             t,

@@ -12,6 +12,7 @@ use super::{OffsiteError, RemoteCopy, Signer, Store, Trust, host_prefix, list, s
 use crate::backup::Progress;
 use crate::catalog::{Catalog, OffsiteCopy};
 use crate::config::OffsiteConfig;
+use crate::retention::KeepPolicy;
 
 /// One line of an audit.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +34,11 @@ pub struct Depth<'a> {
     /// `scratch`.
     pub identity: Option<&'a Path>,
     pub scratch: &'a Path,
+    /// The retention policy of a set's copies on this target, if it has one: a copy
+    /// missing from the bucket that the policy drops anyway was pruned elsewhere (the
+    /// trusted machine of an append-only host), not lost.
+    pub keep: &'a dyn Fn(&str) -> Option<&'a KeepPolicy>,
+    pub tz: &'a jiff::tz::TimeZone,
 }
 
 /// Audits `host`'s copies on `t` against the catalog; downloaded copies that pass are
@@ -65,6 +71,9 @@ pub fn audit(
     let known = catalog.offsite_copies(Some(&t.name))?;
     for c in &known {
         let in_bucket = bucket.iter().find(|b| b.backup_id == c.backup_id);
+        if in_bucket.is_none() && pruned_elsewhere(catalog, t, &known, c, depth)? {
+            continue;
+        }
         let error = match in_bucket {
             None => {
                 let desc = format!("{}.json", c.key);
@@ -115,6 +124,27 @@ pub fn audit(
         out.push(finding(Some(&b.backup_id), &b.key, error));
     }
     Ok(out)
+}
+
+/// Whether the missing copy `c` is one its set's policy drops anyway; then the catalog
+/// forgets it as pruned (so its return is a replay, and the chain through it is whole).
+fn pruned_elsewhere(
+    catalog: &Catalog,
+    t: &OffsiteConfig,
+    known: &[OffsiteCopy],
+    c: &OffsiteCopy,
+    depth: &Depth<'_>,
+) -> Result<bool, OffsiteError> {
+    let Some(policy) = (depth.keep)(&c.set) else {
+        return Ok(false);
+    };
+    let same: Vec<&OffsiteCopy> = known.iter().filter(|k| k.set == c.set).collect();
+    if !super::retired(catalog, &same, &c.backup_id, policy, depth.tz)? {
+        return Ok(false);
+    }
+    catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+    catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
+    Ok(true)
 }
 
 /// Why the link from `b` to the copy before it is broken, if it is: that copy must be

@@ -400,7 +400,13 @@ pub fn reindex(
         let mut row = catalog_row(t, c);
         if let Some(old) = catalog.offsite_copy(&t.name, &c.backup_id)? {
             row.checked_at = old.checked_at;
-            row.locked_until = old.locked_until;
+        }
+        if t.object_lock.is_some() {
+            row.locked_until = store
+                .head(&c.key)?
+                .retain_until
+                .as_deref()
+                .and_then(parse_lock_date);
         }
         catalog.put_offsite_copy(&row)?;
     }
@@ -428,6 +434,41 @@ pub struct PruneRow {
     /// Its object lock ends then (when the target locks, or the server reports one).
     pub locked_until: Option<i64>,
     pub reasons: Vec<String>,
+}
+
+/// A copy as retention sees it: suspect and pinned as the local backup says, when the
+/// catalog has it.
+fn candidate(
+    catalog: &Catalog,
+    id: &str,
+    time: i64,
+    suspect: bool,
+) -> Result<crate::retention::Candidate, OffsiteError> {
+    let local = catalog.backup(id)?;
+    Ok(crate::retention::Candidate {
+        id: id.to_string(),
+        time,
+        verified: true,
+        suspect: local.as_ref().map_or(suspect, BackupRecord::is_suspect),
+        pinned: local.as_ref().is_some_and(|b| b.pinned),
+    })
+}
+
+/// Whether `policy` drops the copy `id` from `copies` (the catalog's copies of its set).
+pub fn retired(
+    catalog: &Catalog,
+    copies: &[&OffsiteCopy],
+    id: &str,
+    policy: &crate::retention::KeepPolicy,
+    tz: &jiff::tz::TimeZone,
+) -> Result<bool, OffsiteError> {
+    let mut candidates = Vec::new();
+    for c in copies {
+        candidates.push(candidate(catalog, &c.backup_id, c.created_at, c.suspect)?);
+    }
+    Ok(crate::retention::decide(&candidates, policy, tz)
+        .iter()
+        .any(|v| v.id == id && !v.keep))
 }
 
 /// A retain-until date from the server, as seconds.
@@ -465,14 +506,7 @@ pub fn prune(
     let mine: Vec<&RemoteCopy> = copies.iter().filter(|c| c.set == set).collect();
     let mut candidates = Vec::new();
     for c in &mine {
-        let local = catalog.backup(&c.backup_id)?;
-        candidates.push(crate::retention::Candidate {
-            id: c.backup_id.clone(),
-            time: c.created_at,
-            verified: true,
-            suspect: local.as_ref().map_or(c.suspect, BackupRecord::is_suspect),
-            pinned: local.as_ref().is_some_and(|b| b.pinned),
-        });
+        candidates.push(candidate(catalog, &c.backup_id, c.created_at, c.suspect)?);
     }
     let mut rows = Vec::new();
     for v in crate::retention::decide(&candidates, policy, tz) {
@@ -482,6 +516,14 @@ pub fn prune(
         let mut reasons = v.reasons;
         let known = catalog.offsite_copy(&t.name, &c.backup_id)?;
         let mut locked_until = known.as_ref().and_then(|k| k.locked_until);
+        if v.keep && known.is_none() && t.object_lock.is_some() {
+            // Not this host's copy (a trusted machine pruning): the server's word.
+            locked_until = store
+                .head(&c.key)?
+                .retain_until
+                .as_deref()
+                .and_then(parse_lock_date);
+        }
         let mut deleted = false;
         if v.keep {
             if let Some(lock) = &t.object_lock {

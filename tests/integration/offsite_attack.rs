@@ -916,4 +916,25 @@ fn an_append_only_host_never_deletes() {
         "{}",
         stdout(&a)
     );
+    // The host's audit takes a copy its own policy drops as pruned elsewhere, not lost:
+    // no false alarm, now or on the next run.
+    for _ in 0..2 {
+        env.cmd().args(["verify", "--offsite"]).assert().success();
+    }
+    let db = Connection::open(env.state.join("state.db")).unwrap();
+    let known: i64 = db
+        .query_row("SELECT count(*) FROM offsite_copies", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(known, 1);
+    // But the copy it keeps, deleted by someone, is missed.
+    let kept: String = db
+        .query_row("SELECT key FROM offsite_copies", [], |r| r.get(0))
+        .unwrap();
+    server.remove("append", &format!("{kept}.json"));
+    let a = env.cmd().args(["verify", "--offsite"]).assert().code(2);
+    assert!(
+        stdout(&a).contains("missing from the bucket"),
+        "{}",
+        stdout(&a)
+    );
 }
