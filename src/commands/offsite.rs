@@ -130,9 +130,8 @@ fn upload(
 ) -> (Vec<Pushed>, Vec<anyhow::Error>) {
     let mut done = Vec::new();
     let mut failed = Vec::new();
-    if backups.is_empty() {
-        return (done, failed);
-    }
+    // Even with nothing to send: the unfinished uploads of an earlier failure are
+    // aborted, and older descriptions signed.
     let store = match Store::open(t) {
         Ok(s) => s,
         Err(e) => {

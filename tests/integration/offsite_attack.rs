@@ -938,3 +938,47 @@ fn an_append_only_host_never_deletes() {
         stdout(&a)
     );
 }
+
+#[test]
+fn an_upload_whose_id_was_lost_is_found_and_aborted() {
+    use rusty_s3::S3Action;
+    let (env, server, _) = two_copies("stale", false, "", 1_900_000_000);
+    let (bucket, creds) = server.signer("stale");
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    // An upload a crash left before its ID reached the catalog, under this host's
+    // prefix, and another host's, which is not this host's to abort.
+    let key: String = Connection::open(env.state.join("state.db"))
+        .unwrap()
+        .query_row("SELECT key FROM offsite_copies LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    let host = key.split('/').nth(1).unwrap().to_string();
+    let mine = format!("steward/{host}/data/data-20991231T000000Z.tar.zst");
+    let theirs = "steward/other-host/data/data-20991231T000000Z.tar.zst".to_string();
+    for key in [&mine, &theirs] {
+        let a = bucket.create_multipart_upload(Some(&creds), key);
+        let r = agent
+            .post(a.sign(Duration::from_hours(1)).as_str())
+            .send_empty()
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.status());
+    }
+    let uploads = || {
+        let mut body = String::new();
+        signed("GET", &server, "stale", "", &[("uploads", "")])
+            .into_body()
+            .into_reader()
+            .read_to_string(&mut body)
+            .unwrap();
+        body
+    };
+    assert!(uploads().contains(&mine));
+    let a = env.cmd().args(["offsite", "push"]).assert().success();
+    assert!(stdout(&a).contains("nothing to upload"), "{}", stdout(&a));
+    let left = uploads();
+    assert!(!left.contains(&mine), "{left}");
+    assert!(left.contains(&theirs), "{left}");
+}
