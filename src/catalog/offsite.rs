@@ -203,6 +203,15 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// Every copy remote retention deleted from `target`: (backup ID, object SHA-256, when).
+    pub fn offsite_pruned(&self, target: &str) -> Result<Vec<(String, String, i64)>, CatalogError> {
+        self.rows(
+            "SELECT backup_id, sha256, pruned_at FROM offsite_pruned WHERE target = ?1",
+            params![target],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+    }
+
     /// When remote retention deleted the copy of `backup_id` on `target`, if it did.
     pub fn offsite_pruned_at(
         &self,

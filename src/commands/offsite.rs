@@ -64,11 +64,12 @@ pub fn run(cfg: &Config, cmd: OffsiteCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The keys whose signed descriptions are believed on `t`: the config's and this
-/// host's own.
-fn trust(cfg: &Config, t: &OffsiteConfig) -> anyhow::Result<offsite::Trust> {
+/// The keys whose signed descriptions are believed on `t` (the config's and this
+/// host's own), and the copies retention deleted there (their return is a replay).
+fn trust(cfg: &Config, t: &OffsiteConfig, catalog: &Catalog) -> anyhow::Result<offsite::Trust> {
     let own = offsite::Signer::load(&cfg.state_dir).context("reading the signing key")?;
-    Ok(offsite::Trust::new(&t.signing_keys, own.as_ref()))
+    Ok(offsite::Trust::new(&t.signing_keys, own.as_ref())
+        .with_retired(catalog.offsite_pruned(&t.name)?))
 }
 
 /// `steward offsite key`: the recovery kit's signing key.
@@ -249,7 +250,7 @@ fn prune(
             continue;
         }
         let store = Store::open(t)?;
-        let trust = trust(cfg, t)?;
+        let trust = trust(cfg, t, catalog)?;
         let (copies, problems) = offsite::list(t, &store, &trust, &offsite::host_prefix(t, host))
             .with_context(|| format!("listing offsite {}", t.name))?;
         for p in &problems {
@@ -291,9 +292,10 @@ fn print_pruned(rows: &[offsite::PruneRow], dry_run: bool) {
             (false, false) => "LEFT",
         };
         println!(
-            "{:<8} {:<10} {:<36} {}",
+            "{:<8} {:<10} {:<16} {:<36} {}",
             what,
             r.target,
+            offsite::shown(&r.host),
             r.backup_id,
             r.reasons.join(", ")
         );
@@ -431,12 +433,13 @@ fn list(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let host = crate::fsutil::hostname();
+    let catalog = super::open_catalog(cfg)?;
     let mut rows: Vec<(String, RemoteCopy)> = Vec::new();
     let mut problems = Vec::new();
     for t in targets(cfg, target)? {
         let store = Store::open(t)?;
         let prefix = offsite::host_prefix(t, (!all_hosts).then_some(host.as_str()));
-        let (good, bad) = offsite::list(t, &store, &trust(cfg, t)?, &prefix)?;
+        let (good, bad) = offsite::list(t, &store, &trust(cfg, t, &catalog)?, &prefix)?;
         rows.extend(good.into_iter().map(|c| (t.name.clone(), c)));
         problems.extend(bad.into_iter().map(|p| (t.name.clone(), p)));
     }
@@ -491,8 +494,15 @@ fn fetch(
     let _lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
     let mut catalog = super::open_catalog(cfg)?;
     if let Some(b) = catalog.backup(id)? {
+        if b.path.exists() {
+            bail!(
+                "{id} is already in the catalog at {}; `steward restore {id}` restores it",
+                b.path.display()
+            );
+        }
         bail!(
-            "{id} is already in the catalog at {}; `steward restore {id}` restores it",
+            "{id} is in the catalog, but its archive {} is gone; `steward backups reindex` \
+             forgets it, then fetch it again",
             b.path.display()
         );
     }
@@ -518,7 +528,7 @@ pub fn fetch_verified(
 ) -> anyhow::Result<(BackupRecord, String)> {
     let t = targets(cfg, target)?[0];
     let store = Store::open(t)?;
-    let copy = offsite::find(t, &store, &trust(cfg, t)?, host, id)?;
+    let copy = offsite::find(t, &store, &trust(cfg, t, catalog)?, host, id)?;
     if cfg.set(&copy.set).is_none() {
         bail!(
             "{id} is a backup of set {:?}, which {} does not configure; add the set first",
@@ -555,6 +565,9 @@ pub fn fetch_verified(
             // starts clean.
             let _ = std::fs::remove_file(&path);
             let _ = std::fs::remove_file(crate::backup::archive::sidecar_path(&path));
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
             let _ = crate::backup::reindex(cfg, catalog, progress.as_ref());
             Err(e)
         }
@@ -590,7 +603,7 @@ pub fn verify(
             t,
             &store,
             &session.catalog,
-            &trust(cfg, t)?,
+            &trust(cfg, t, &session.catalog)?,
             &host,
             &depth,
             progress.as_ref(),
@@ -642,9 +655,16 @@ pub fn reindex(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let mut refused = 0;
     for t in chosen {
         let store = Store::open(t)?;
-        let (found, dropped, problems) =
-            offsite::reindex(t, &store, &catalog, &trust(cfg, t)?, &host)
-                .with_context(|| format!("reindexing offsite {}", t.name))?;
+        let (found, dropped, problems) = offsite::reindex(
+            t,
+            &store,
+            &catalog,
+            &trust(cfg, t, &catalog)?,
+            &host,
+            &|set| cfg.offsite_keep(t, set),
+            &jiff::tz::TimeZone::system(),
+        )
+        .with_context(|| format!("reindexing offsite {}", t.name))?;
         refused += problems.len();
         rows.push(
             serde_json::json!({"target": t.name, "copies": found, "dropped": dropped,

@@ -292,6 +292,13 @@ impl Validator<'_> {
                         "at least 1s: a shorter idle timeout gives up on a healthy link".into(),
                     ));
                 }
+                Some(d) if d.get_ref().0 > Duration::from_hours(1) => {
+                    return Err(self.spanned_err(
+                        d,
+                        "offsite.timeout",
+                        "at most 1h: a stalled server would hold the job's lock for hours".into(),
+                    ));
+                }
                 Some(d) => d.get_ref().0,
                 None => Duration::from_mins(1),
             };
@@ -316,7 +323,16 @@ impl Validator<'_> {
             out.push(OffsiteConfig {
                 signing_keys,
                 timeout,
-                retries: r.retries.unwrap_or(4).min(20),
+                retries: match r.retries {
+                    Some(n) if n > 20 => {
+                        return Err(self.spanned_err(
+                            t,
+                            "offsite.retries",
+                            format!("{n} is more than 20 tries; a dead server would hold the job for long"),
+                        ));
+                    }
+                    n => n.unwrap_or(4),
+                },
                 object_lock: r.object_lock.map(|mode| ObjectLock { mode, lock_for }),
                 append_only: r.append_only.unwrap_or(false),
                 name,

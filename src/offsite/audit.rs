@@ -61,14 +61,18 @@ pub fn audit(
         ok: error.is_empty(),
         error,
     };
-    for p in &problems {
+    let known = catalog.offsite_copies(Some(&t.name))?;
+    // A problem with a known copy's description is told once, on that copy.
+    for p in problems
+        .iter()
+        .filter(|p| !known.iter().any(|c| format!("{}.json", c.key) == p.key))
+    {
         out.push(finding(
             None,
             &shown(&p.key),
             format!("not believed: {}", shown(&p.message)),
         ));
     }
-    let known = catalog.offsite_copies(Some(&t.name))?;
     for c in &known {
         let in_bucket = bucket.iter().find(|b| b.backup_id == c.backup_id);
         if in_bucket.is_none() && pruned_elsewhere(catalog, t, &known, c, depth)? {
@@ -110,17 +114,10 @@ pub fn audit(
         .iter()
         .filter(|b| !known.iter().any(|c| c.backup_id == b.backup_id))
     {
-        let error = match catalog.offsite_pruned_at(&t.name, &b.backup_id)? {
-            Some(at) => format!(
-                "replayed: this host's retention deleted {} at {}, and it is back",
-                b.backup_id,
-                super::s3::lock_date(at)
-            ),
-            None => "in the bucket under this host, but not in its catalog: injected or \
+        let error = "in the bucket under this host, but not in its catalog: injected or \
                      replayed (`steward backups reindex --offsite` adopts the copies this \
                      host really made)"
-                .to_string(),
-        };
+            .to_string();
         out.push(finding(Some(&b.backup_id), &b.key, error));
     }
     Ok(out)

@@ -112,7 +112,6 @@ pub fn fetch(
             ),
         });
     }
-    crate::fsutil::create_private_dir(dest_dir).map_err(io_err(dest_dir))?;
     let dest = dest_dir.join(&copy.archive);
     if dest.exists() {
         return Err(OffsiteError::Refused(format!(
@@ -163,6 +162,9 @@ pub fn fetch(
     } else {
         Box::new(counted)
     };
+    // The folder is made only now, so that a copy refused before its first byte leaves
+    // nothing, not even an empty set folder.
+    crate::fsutil::create_private_dir(dest_dir).map_err(io_err(dest_dir))?;
     let mut out = crate::fsutil::create_private(&partial).map_err(io_err(&partial))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -180,13 +182,20 @@ pub fn fetch(
     drop(plain);
     let fail = |m: String| {
         let _ = std::fs::remove_file(&partial);
+        // Only when empty: the set folder this fetch made.
+        let _ = std::fs::remove_dir(dest_dir);
         OffsiteError::Damaged {
             target: target.to_string(),
             key: copy.key.clone(),
             message: m,
         }
     };
-    copied.map_err(|e| fail(format!("reading the copy failed: {e}")))?;
+    copied.map_err(|e| {
+        fail(format!(
+            "reading the copy failed: {e} (changed or damaged since it was uploaded, or the \
+             wrong identity?)"
+        ))
+    })?;
     let cipher = hex::encode(cipher_hash.finalize());
     if cipher != copy.sha256 {
         return Err(fail(format!(
@@ -207,6 +216,7 @@ pub fn fetch(
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&partial);
         let _ = std::fs::remove_file(&sidecar);
+        let _ = std::fs::remove_dir(dest_dir);
         return Err(io_err(&dest)(e));
     }
     crate::fsutil::sync_dir(dest_dir).map_err(io_err(dest_dir))?;

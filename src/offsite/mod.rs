@@ -286,9 +286,25 @@ fn described(
                 Err(e) if e.not_found() => None,
                 Err(e) => return Err(e.into()),
             },
-            _ => None,
+            Some(n) => {
+                problems.push(problem(format!(
+                    "its signature is {n} bytes, more than a signature ever is; not read"
+                )));
+                continue;
+            }
+            None => None,
         };
         match authenticate(t, trust, &o.key, &data, sig.as_deref()) {
+            Ok(c) if trust.retired_at(&c.backup_id, &c.sha256).is_some() => {
+                let at = trust
+                    .retired_at(&c.backup_id, &c.sha256)
+                    .unwrap_or_default();
+                problems.push(problem(format!(
+                    "replayed: this host's retention deleted {} at {}, and it is back",
+                    c.backup_id,
+                    s3::lock_date(at)
+                )));
+            }
             Ok(c) => match size_of(&c.key) {
                 Some(n) if n == c.bytes => good.push(c),
                 Some(n) => problems.push(problem(format!(
@@ -387,15 +403,46 @@ fn catalog_row(t: &OffsiteConfig, c: &RemoteCopy) -> OffsiteCopy {
 }
 
 /// Rebuilds the catalog's copies on `t` from this host's signed descriptions in the
-/// bucket; returns (found, dropped, the descriptions not believed).
-pub fn reindex(
+/// bucket; returns (found, dropped, the problems). A copy the catalog knows and the
+/// bucket lacks is dropped only when its set's policy (`keep`) drops it anyway (pruned
+/// here or elsewhere, remembered as pruned); otherwise it stays, named, for
+/// `verify --offsite` to report: a rebuild never hides a deletion.
+pub fn reindex<'k>(
     t: &OffsiteConfig,
     store: &Store,
     catalog: &Catalog,
     trust: &Trust,
     host: &str,
+    keep: &dyn Fn(&str) -> Option<&'k crate::retention::KeepPolicy>,
+    tz: &jiff::tz::TimeZone,
 ) -> Result<(usize, usize, Vec<Problem>), OffsiteError> {
-    let (found, problems) = list(t, store, trust, &host_prefix(t, Some(host)))?;
+    let (found, mut problems) = list(t, store, trust, &host_prefix(t, Some(host)))?;
+    let known = catalog.offsite_copies(Some(&t.name))?;
+    let mut dropped = 0;
+    for c in known
+        .iter()
+        .filter(|c| !found.iter().any(|f| f.backup_id == c.backup_id))
+    {
+        let same: Vec<&OffsiteCopy> = known.iter().filter(|k| k.set == c.set).collect();
+        let retired = match keep(&c.set) {
+            Some(policy) => retired(catalog, &same, &c.backup_id, policy, tz)?,
+            None => false,
+        };
+        if retired {
+            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+            catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
+            dropped += 1;
+        } else {
+            problems.push(Problem {
+                key: c.key.clone(),
+                message: format!(
+                    "{} is in the catalog but not (believed) in the bucket, and its retention \
+                     keeps it: kept in the catalog; `steward verify --offsite` names it",
+                    c.backup_id
+                ),
+            });
+        }
+    }
     for c in &found {
         let mut row = catalog_row(t, c);
         if let Some(old) = catalog.offsite_copy(&t.name, &c.backup_id)? {
@@ -409,13 +456,6 @@ pub fn reindex(
                 .and_then(parse_lock_date);
         }
         catalog.put_offsite_copy(&row)?;
-    }
-    let mut dropped = 0;
-    for c in catalog.offsite_copies(Some(&t.name))? {
-        if !found.iter().any(|f| f.backup_id == c.backup_id) {
-            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
-            dropped += 1;
-        }
     }
     Ok((found.len(), dropped, problems))
 }
@@ -528,7 +568,9 @@ pub fn prune(
         if v.keep {
             if let Some(lock) = &t.object_lock {
                 let span = lock.lock_for.as_secs() as i64;
-                if !dry_run && locked_until.is_none_or(|u| u < now + span / 2) {
+                // Only what the server did lock: a bucket without object lock refuses
+                // retention (and `check` warns about it).
+                if !dry_run && locked_until.is_some_and(|u| u < now + span / 2) {
                     let until = now + span;
                     for k in copy_objects(&c.key) {
                         store.retain(&k, until)?;

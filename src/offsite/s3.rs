@@ -53,6 +53,29 @@ impl S3Error {
         matches!(self, S3Error::Status { status: 404, .. })
     }
 
+    /// The same error, with a hint when the server refused the object lock itself.
+    fn lock_hint(self) -> S3Error {
+        match self {
+            S3Error::Status {
+                target,
+                what,
+                status: 400,
+                code,
+                message,
+            } => S3Error::Status {
+                target,
+                what,
+                status: 400,
+                code,
+                message: format!(
+                    "{message}; the bucket may not have object lock: enable it on the bucket, \
+                     or remove `object-lock` from the target"
+                ),
+            },
+            other => other,
+        }
+    }
+
     /// The server refused for the object's lock (or any other permission).
     pub fn denied(&self) -> bool {
         matches!(self, S3Error::Status { status: 403, .. })
@@ -189,6 +212,16 @@ impl Store {
         }
     }
 
+    /// The most one request carrying `bytes` may take in all: three idle timeouts, and
+    /// one more for each 8 MiB, so a server that trickles a byte now and then (never
+    /// idle long enough for the idle timeout) fails too. With the default minute, at
+    /// least about 140 KiB/s.
+    fn deadline(&self, bytes: u64) -> Duration {
+        let units = 3 + bytes / (8 << 20);
+        self.idle
+            .saturating_mul(u32::try_from(units).unwrap_or(u32::MAX))
+    }
+
     /// A transport error, said plainly when it is the idle timeout.
     fn broke(&self, what: &str, e: &dyn std::fmt::Display) -> S3Error {
         let text = e.to_string();
@@ -196,7 +229,8 @@ impl Store {
             self.transport(
                 what,
                 format!(
-                    "the server sent nothing for {} (timeout; raise `timeout` if the link is that slow): {text}",
+                    "the server sent nothing for {}, or too slowly (timeout; raise `timeout` if \
+                     the link is that slow): {text}",
                     humantime::format_duration(self.idle)
                 ),
             )
@@ -231,17 +265,18 @@ impl Store {
     /// Sends once and reads the answer in full.
     fn send_once(&self, r: &Request<'_>) -> Result<Answer, S3Error> {
         let u = r.url.as_str();
+        let deadline = Some(self.deadline(r.body.len() as u64));
         let with = |mut b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
             for (k, v) in &r.headers {
                 b = b.header(k, v);
             }
-            b
+            b.config().timeout_global(deadline).build()
         };
         let with_body = |mut b: ureq::RequestBuilder<ureq::typestate::WithBody>| {
             for (k, v) in &r.headers {
                 b = b.header(k, v);
             }
-            b
+            b.config().timeout_global(deadline).build()
         };
         let sent = match r.method {
             Method::Get => with(self.agent.get(u)).call(),
@@ -349,6 +384,7 @@ impl Store {
             ANSWER_LIMIT,
         )
         .map(|_| ())
+        .map_err(|e| if lock.is_some() { e.lock_hint() } else { e })
     }
 
     /// Streams an object of `size` bytes; a connection that breaks or stalls in the
@@ -422,13 +458,14 @@ impl Store {
         action.query_mut().insert("retention", "");
         let headers = write_headers(&mut action, body.as_bytes(), None);
         self.call(
-            &format!("extending the lock of {key}"),
+            &format!("locking {key}"),
             &action,
             headers,
             body.as_bytes(),
             ANSWER_LIMIT,
         )
         .map(|_| ())
+        .map_err(S3Error::lock_hint)
     }
 
     /// Whether the bucket has object lock enabled.
@@ -551,7 +588,10 @@ impl Store {
             }
             None => Vec::new(),
         };
-        let a = self.call(&what, &action, headers, &[], ANSWER_LIMIT)?;
+        let locking = !headers.is_empty();
+        let a = self
+            .call(&what, &action, headers, &[], ANSWER_LIMIT)
+            .map_err(|e| if locking { e.lock_hint() } else { e })?;
         let root = self.xml(&what, &a)?;
         match root.text_of("UploadId") {
             Some(id) if root.is("InitiateMultipartUpload") && !id.is_empty() => Ok(id.to_string()),
@@ -666,7 +706,12 @@ impl Reader<'_> {
         if self.pos > 0 {
             req = req.header("range", format!("bytes={}-", self.pos));
         }
-        let resp = req.call().map_err(|e| self.store.broke(&what, &e))?;
+        let resp = req
+            .config()
+            .timeout_global(Some(self.store.deadline(self.size - self.pos)))
+            .build()
+            .call()
+            .map_err(|e| self.store.broke(&what, &e))?;
         let status = resp.status();
         if !status.is_success() {
             let mut body = Vec::new();

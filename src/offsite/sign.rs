@@ -109,9 +109,11 @@ impl Signer {
     }
 }
 
-/// The keys whose signatures are believed.
+/// The keys whose signatures are believed, and the copies this machine's retention
+/// deleted (a validly signed copy that comes back is a replay).
 pub struct Trust {
     keys: Vec<PublicKey>,
+    retired: Vec<(String, String, i64)>,
 }
 
 impl Trust {
@@ -124,7 +126,25 @@ impl Trust {
         if let Some(s) = own {
             keys.push(s.pk.clone());
         }
-        Trust { keys }
+        Trust {
+            keys,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Remembers the copies retention deleted: (backup ID, object SHA-256, when).
+    #[must_use]
+    pub fn with_retired(mut self, retired: Vec<(String, String, i64)>) -> Trust {
+        self.retired = retired;
+        self
+    }
+
+    /// When retention deleted this very copy (same ID, same object), if it did.
+    pub fn retired_at(&self, backup_id: &str, sha256: &str) -> Option<i64> {
+        self.retired
+            .iter()
+            .find(|(id, sha, _)| id == backup_id && sha == sha256)
+            .map(|(_, _, at)| *at)
     }
 
     /// Whether any key is trusted at all.

@@ -130,9 +130,13 @@ pub fn push(
     store.complete(&key, &upload_id, &etags)?;
     let head = store.head(&key)?;
     let reported = head.size;
-    // Locked only if the server says so: a bucket without object lock takes the headers
-    // and ignores them, and `check` warns about that.
-    let until = until.filter(|_| head.retain_until.is_some());
+    // Locked only if the server says so. Some servers ignore the lock of a multipart
+    // upload (moto): then the retention is set on the object itself; a bucket without
+    // object lock refuses that, and the copy stays unlocked (`check` warns).
+    let until = match until {
+        Some(u) if head.retain_until.is_none() => store.retain(&key, u).ok().map(|()| u),
+        u => u,
+    };
     if reported != bytes {
         return Err(OffsiteError::Damaged {
             target: t.name.clone(),

@@ -174,6 +174,13 @@ impl World {
         );
         assert_eq!(tree_hash(&self.to), before, "the restore target changed");
         assert_eq!(files_under(&self.fresh.dest), Vec::<String>::new());
+        let folders: Vec<_> = walkdir::WalkDir::new(&self.fresh.dest)
+            .min_depth(1)
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|e| e.path().display().to_string())
+            .collect();
+        assert!(folders.is_empty(), "left behind: {folders:?}");
         let scratch = files_under(&self.fresh.state.join("offsite-check"));
         assert!(scratch.is_empty(), "{scratch:?}");
     }
@@ -362,11 +369,42 @@ fn a_replayed_copy_after_retention_is_named() {
         w.server.tamper(BUCKET, &k, &w.saved(&k));
     }
     w.verify_fails("replayed: this host's retention deleted");
+    // Not listed, not fetched, not imported by a rebuild of the catalog, which does not
+    // erase what the host remembers either.
+    let a = w.host.cmd().args(["offsite", "list"]).assert().success();
+    assert!(!stdout(&a).contains(&w.ids[0]), "{}", stdout(&a));
+    assert!(stderr(&a).contains("replayed"), "{}", stderr(&a));
+    fs::remove_file(&w.host.archives("data")[0]).unwrap();
+    w.host.cmd().args(["backups", "reindex"]).assert().success();
+    let a = w
+        .host
+        .cmd()
+        .args(["offsite", "fetch", &w.ids[0]])
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("replayed"), "{}", stderr(&a));
+    let a = w
+        .host
+        .cmd()
+        .args(["backups", "reindex", "--offsite"])
+        .assert()
+        .code(2);
+    assert!(stdout(&a).contains("replayed"), "{}", stdout(&a));
+    w.verify_fails("replayed: this host's retention deleted");
     // Deleting the newest leaves the replayed one as the newest the bucket shows: the
     // host notices that too.
     for suffix in ["", ".json", ".json.minisig"] {
         w.server.remove(BUCKET, &format!("{}{suffix}", w.keys[1]));
     }
+    w.verify_fails("missing from the bucket");
+    // A rebuild of the catalog keeps the deleted copy its policy keeps, and says so.
+    let a = w
+        .host
+        .cmd()
+        .args(["backups", "reindex", "--offsite"])
+        .assert()
+        .code(2);
+    assert!(stdout(&a).contains("kept in the catalog"), "{}", stdout(&a));
     w.verify_fails("missing from the bucket");
 }
 
@@ -489,10 +527,13 @@ fn two_hosts_same_set_same_second_each_restores_its_own() {
 }
 
 /// A loopback proxy in front of an S3 server that, once `stall` is set, stops sending in
-/// the middle of any object body (after 64 KiB) and holds the connection open.
+/// the middle of any object body (after 64 KiB) and holds the connection open; with
+/// `trickle` too, it goes on sending the rest a byte every 200 ms instead (never idle
+/// for long, never done).
 struct StallProxy {
     port: u16,
     stall: Arc<AtomicBool>,
+    trickle: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 }
 
@@ -501,8 +542,9 @@ impl StallProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stall = Arc::new(AtomicBool::new(false));
+        let trickle = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
-        let (s, d) = (stall.clone(), done.clone());
+        let (s, d, tr) = (stall.clone(), done.clone(), trickle.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
@@ -512,7 +554,7 @@ impl StallProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                let (s, d) = (s.clone(), d.clone());
+                let (s, d, tr) = (s.clone(), d.clone(), tr.clone());
                 let object_get = Arc::new(AtomicBool::new(false));
                 let seen = object_get.clone();
                 let (mut c_in, mut s_out) =
@@ -548,6 +590,17 @@ impl StallProxy {
                         }
                         if s.load(Ordering::SeqCst) && object_get.load(Ordering::SeqCst) {
                             sent_of_object += n;
+                            if sent_of_object > 64 * 1024 && tr.load(Ordering::SeqCst) {
+                                for b in &buf[..n] {
+                                    if d.load(Ordering::SeqCst)
+                                        || c_out.write_all(std::slice::from_ref(b)).is_err()
+                                    {
+                                        return;
+                                    }
+                                    std::thread::park_timeout(Duration::from_millis(200));
+                                }
+                                continue;
+                            }
                             if sent_of_object > 64 * 1024 {
                                 // Stop sending; hold the connection until the test ends.
                                 while !d.load(Ordering::SeqCst) {
@@ -563,7 +616,12 @@ impl StallProxy {
                 });
             }
         });
-        StallProxy { port, stall, done }
+        StallProxy {
+            port,
+            stall,
+            trickle,
+            done,
+        }
     }
 }
 
@@ -614,6 +672,15 @@ fn a_server_that_stalls_mid_body_fails_within_the_timeout_and_releases_the_lock(
     );
     // Two tries of 2 s idle each, a 0.5 s pause between: well under the limit.
     assert!(took < Duration::from_secs(30), "{took:?}");
+    // A server that trickles a byte now and then is never idle for 2 s: the request's
+    // deadline ends it.
+    proxy.trickle.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let a = host.cmd().args(["verify", "--offsite"]).assert().code(2);
+    let took = started.elapsed();
+    assert!(stdout(&a).contains("too slowly"), "{}", stdout(&a));
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    proxy.trickle.store(false, Ordering::SeqCst);
 
     // The new machine's disaster restore through the same stalling server.
     let fresh = Env::new();
@@ -851,9 +918,22 @@ fn a_bucket_without_object_lock_is_warned_about() {
     env.one_set(
         "data",
         &[&data],
-        &server.offsite_toml(&env.root, "unlocked", None, "object-lock = \"governance\""),
+        &server.offsite_toml(
+            &env.root,
+            "unlocked",
+            None,
+            "object-lock = \"governance\"\n[offsite.keep]\nlast = 1",
+        ),
     );
-    env.cmd().arg("backup").assert().success();
+    // Backups and retention go on (nothing locked to extend); the check says why.
+    for i in 0..2u64 {
+        fs::write(data.join("f"), format!("v{i}")).unwrap();
+        env.cmd()
+            .arg("backup")
+            .env("STEWARD_NOW", (1_900_000_000 + i * 60).to_string())
+            .assert()
+            .success();
+    }
     let a = env.cmd().arg("check").assert();
     let out = stdout(&a);
     let line = out
