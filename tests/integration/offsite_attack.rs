@@ -334,6 +334,49 @@ fn attacks_with_write_access_to_the_bucket_are_refused_and_named() {
     w.verify_fails("signature does not verify");
     w.repair(&[]);
 
+    // Another host's copy under this host's name: a real steward with its own key (a
+    // second machine, or an attacker's) uploads a newer backup as if it were this host.
+    let host_name = new_key.split('/').nth(1).unwrap().to_string();
+    let intruder = Env::new();
+    let evil_data = intruder.root.join("data");
+    fs::create_dir_all(&evil_data).unwrap();
+    fs::write(evil_data.join("f.txt"), "not yours\n").unwrap();
+    let recipient =
+        serde_json::from_slice::<serde_json::Value>(&w.saved(&new_desc)).unwrap()["recipients"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+    intruder.one_set(
+        "data",
+        &[&evil_data],
+        &w.server
+            .offsite_toml(&intruder.root, BUCKET, Some(&recipient), ""),
+    );
+    intruder
+        .cmd()
+        .arg("backup")
+        .env("STEWARD_HOSTNAME", &host_name)
+        .env("STEWARD_NOW", "1900090000")
+        .assert()
+        .success();
+    let evil_key: String = Connection::open(intruder.state.join("state.db"))
+        .unwrap()
+        .query_row("SELECT key FROM offsite_copies", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        evil_key.starts_with(&format!("steward/{host_name}/")),
+        "{evil_key}"
+    );
+    let evil_id = "data-20300318T184640Z";
+    w.refused(evil_id, "which is not trusted");
+    w.verify_fails("which is not trusted");
+    w.repair(&[
+        evil_key.clone(),
+        format!("{evil_key}.json"),
+        format!("{evil_key}.json.minisig"),
+    ]);
+    w.restores(1);
+
     // Damaged and huge descriptions.
     w.server.tamper(BUCKET, &new_desc, b"{\"backup_id\": ");
     w.refused(&new_id, "signature does not verify");
