@@ -150,8 +150,20 @@ fn upload(
         }
     };
     let host = crate::fsutil::hostname();
-    if let Err(e) = offsite::abort_stale(&store, &session.catalog, t, &host) {
-        super::warn(&format!("aborting unfinished uploads: {e:#}"));
+    // A server that does not answer is given up on at its first timeout, not once per
+    // step and per set: the job ends within one request's deadline and retries.
+    let gone = |session: &mut Session<'_>, e: offsite::OffsiteError, what: &str| {
+        let e = anyhow::Error::new(e).context(format!("offsite {}: {what}", t.name));
+        session.alert(&Job::Offsite, false, &format!("{e:#}"));
+        e
+    };
+    match offsite::abort_stale(&store, &session.catalog, t, &host) {
+        Err(e) if e.unreachable() => {
+            failed.push(gone(session, e, "aborting unfinished uploads"));
+            return (done, failed);
+        }
+        Err(e) => super::warn(&format!("aborting unfinished uploads: {e:#}")),
+        Ok(_) => {}
     }
     match offsite::adopt_unsigned(t, &store, &session.catalog, &signer, &host) {
         Ok(0) => {}
@@ -159,10 +171,14 @@ fn upload(
             "offsite {}: signed {n} descriptions written before descriptions were signed",
             t.name
         )),
+        Err(e) if e.unreachable() => {
+            failed.push(gone(session, e, "signing older descriptions"));
+            return (done, failed);
+        }
         Err(e) => super::warn(&format!("signing older descriptions: {e:#}")),
     }
     let progress = super::progress::for_stderr();
-    for b in backups {
+    for (i, b) in backups.iter().enumerate() {
         let run = match session.start(Job::Offsite, Some(&b.id)) {
             Ok(r) => r,
             Err(e) => {
@@ -191,7 +207,22 @@ fn upload(
         }
         match result {
             Ok(p) => done.push(p),
-            Err(e) => failed.push(e),
+            Err(e) => {
+                let unreachable = e
+                    .downcast_ref::<offsite::OffsiteError>()
+                    .is_some_and(offsite::OffsiteError::unreachable);
+                failed.push(e);
+                let rest = &backups[i + 1..];
+                if unreachable && !rest.is_empty() {
+                    let ids: Vec<&str> = rest.iter().map(|b| b.id.as_str()).collect();
+                    failed.push(anyhow::anyhow!(
+                        "offsite {}: not tried, the server did not answer: {}",
+                        t.name,
+                        ids.join(", ")
+                    ));
+                    break;
+                }
+            }
         }
     }
     (done, failed)
@@ -225,6 +256,32 @@ fn missing(
         }
     }
     Ok(out)
+}
+
+/// Before `offsite push --all`: a copy the bucket lost (deleted, or no longer believed)
+/// while its verified backup is still here is forgotten, so that it is uploaded again.
+fn forget_lost(cfg: &Config, catalog: &Catalog, t: &OffsiteConfig) -> anyhow::Result<()> {
+    let store = Store::open(t)?;
+    let host = crate::fsutil::hostname();
+    let (present, _) = offsite::list(
+        t,
+        &store,
+        &trust(cfg, t, catalog)?,
+        &offsite::host_prefix(t, Some(&host)),
+    )?;
+    for c in catalog.offsite_copies(Some(&t.name))? {
+        let here = catalog
+            .backup(&c.backup_id)?
+            .is_some_and(|b| b.status == BackupStatus::Verified);
+        if here && !present.iter().any(|p| p.backup_id == c.backup_id) {
+            super::warn(&format!(
+                "offsite {}: {} is gone from the bucket; uploading it again",
+                t.name, c.backup_id
+            ));
+            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+        }
+    }
+    Ok(())
 }
 
 /// Remote retention over `targets`, for `host`'s copies (every host's when `None`): the
@@ -267,6 +324,27 @@ fn prune(
         groups.dedup();
         for (h, set) in groups {
             let Some(keep) = policy(&set) else {
+                // Said, not skipped in silence (a trusted machine whose config lacks a
+                // host's set).
+                rows.extend(
+                    copies
+                        .iter()
+                        .filter(|c| c.host == h && c.set == set)
+                        .map(|c| offsite::PruneRow {
+                            target: t.name.clone(),
+                            host: c.host.clone(),
+                            backup_id: c.backup_id.clone(),
+                            key: c.key.clone(),
+                            created_at: c.created_at,
+                            keep: true,
+                            deleted: false,
+                            locked_until: None,
+                            reasons: vec![format!(
+                                "no retention policy for set {set:?} here (define the set, \
+                                 or [offsite.keep]): kept"
+                            )],
+                        }),
+                );
                 continue;
             };
             let theirs: Vec<RemoteCopy> = copies.iter().filter(|c| c.host == h).cloned().collect();
@@ -320,6 +398,9 @@ pub fn push(
     let mut pushed = Vec::new();
     let mut failures = Vec::new();
     for t in &chosen {
+        if all {
+            forget_lost(cfg, &session.catalog, t)?;
+        }
         let todo = missing(&session.catalog, t, cfg, set, all)?;
         let (done, failed) = upload(cfg, &mut session, t, &todo);
         pushed.extend(done);
@@ -629,11 +710,14 @@ pub fn verify(
         super::print_json(&rows)?;
     } else {
         for r in &rows {
-            let what = r.id.as_deref().unwrap_or(&r.key);
+            let what = match &r.id {
+                Some(id) => format!("{id}  {}", r.key),
+                None => r.key.clone(),
+            };
             if r.ok {
-                println!("ok      {what}  {}", r.key);
+                println!("ok      {what}");
             } else {
-                println!("FAILED  {what}  {}  {}", r.key, r.error);
+                println!("FAILED  {what}  {}", r.error);
             }
         }
     }

@@ -60,6 +60,14 @@ pub enum OffsiteError {
     },
 }
 
+impl OffsiteError {
+    /// The server did not answer (a timeout, a dropped connection, its own trouble): the
+    /// next request to it would most likely wait as long again.
+    pub fn unreachable(&self) -> bool {
+        matches!(self, OffsiteError::S3(e) if e.transient())
+    }
+}
+
 fn io_err(path: &Path) -> impl Fn(io::Error) -> OffsiteError + '_ {
     move |source| OffsiteError::Io {
         path: path.to_path_buf(),
@@ -299,11 +307,15 @@ fn described(
                 let at = trust
                     .retired_at(&c.backup_id, &c.sha256)
                     .unwrap_or_default();
-                problems.push(problem(format!(
-                    "replayed: this host's retention deleted {} at {}, and it is back",
-                    c.backup_id,
-                    s3::lock_date(at)
-                )));
+                // Back whole: a replay. Only a leftover description of a copy retention
+                // dropped: litter, not a copy, and no alarm.
+                if size_of(&c.key) == Some(c.bytes) {
+                    problems.push(problem(format!(
+                        "replayed: this host's retention deleted {} at {}, and it is back",
+                        c.backup_id,
+                        s3::lock_date(at)
+                    )));
+                }
             }
             Ok(c) => match size_of(&c.key) {
                 Some(n) if n == c.bytes => good.push(c),

@@ -577,6 +577,8 @@ struct StallProxy {
     port: u16,
     stall: Arc<AtomicBool>,
     trickle: Arc<AtomicBool>,
+    /// Every answer trickles from its first byte, not only object bodies.
+    everything: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 }
 
@@ -586,8 +588,14 @@ impl StallProxy {
         let port = listener.local_addr().unwrap().port();
         let stall = Arc::new(AtomicBool::new(false));
         let trickle = Arc::new(AtomicBool::new(false));
+        let everything = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
-        let (s, d, tr) = (stall.clone(), done.clone(), trickle.clone());
+        let (s, d, tr, ev) = (
+            stall.clone(),
+            done.clone(),
+            trickle.clone(),
+            everything.clone(),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
@@ -597,7 +605,7 @@ impl StallProxy {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                let (s, d, tr) = (s.clone(), d.clone(), tr.clone());
+                let (s, d, tr, ev) = (s.clone(), d.clone(), tr.clone(), ev.clone());
                 let object_get = Arc::new(AtomicBool::new(false));
                 let seen = object_get.clone();
                 let (mut c_in, mut s_out) =
@@ -631,9 +639,10 @@ impl StallProxy {
                         if n == 0 {
                             break;
                         }
-                        if s.load(Ordering::SeqCst) && object_get.load(Ordering::SeqCst) {
+                        let all = ev.load(Ordering::SeqCst);
+                        if all || (s.load(Ordering::SeqCst) && object_get.load(Ordering::SeqCst)) {
                             sent_of_object += n;
-                            if sent_of_object > 64 * 1024 && tr.load(Ordering::SeqCst) {
+                            if all || (sent_of_object > 64 * 1024 && tr.load(Ordering::SeqCst)) {
                                 for b in &buf[..n] {
                                     if d.load(Ordering::SeqCst)
                                         || c_out.write_all(std::slice::from_ref(b)).is_err()
@@ -663,6 +672,7 @@ impl StallProxy {
             port,
             stall,
             trickle,
+            everything,
             done,
         }
     }
@@ -724,6 +734,30 @@ fn a_server_that_stalls_mid_body_fails_within_the_timeout_and_releases_the_lock(
     assert!(stdout(&a).contains("too slowly"), "{}", stdout(&a));
     assert!(took < Duration::from_secs(40), "{took:?}");
     proxy.trickle.store(false, Ordering::SeqCst);
+    proxy.stall.store(false, Ordering::SeqCst);
+    // A server that trickles every answer: a backup of two sets gives up on it at its
+    // first request instead of waiting once per step and per set.
+    fs::write(data.join("more.txt"), "changed\n").unwrap();
+    let mut text = fs::read_to_string(&host.config).unwrap();
+    text = text.replace(
+        "[[offsite]]",
+        &format!(
+            "[[backup.set]]\nname = \"second\"\npaths = [\"{}\"]\n\n[[offsite]]",
+            host.root.join("home").display()
+        ),
+    );
+    fs::write(&host.config, text).unwrap();
+    fs::write(host.root.join("home/h.txt"), "h\n").unwrap();
+    proxy.everything.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let a = host.cmd().arg("backup").assert().code(2);
+    let took = started.elapsed();
+    proxy.everything.store(false, Ordering::SeqCst);
+    assert!(stderr(&a).contains("too slowly"), "{}", stderr(&a));
+    // Two tries of a 6 s deadline and a pause, once: not once per set and step.
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    assert_eq!(host.archives("data").len(), 2, "the backup itself is kept");
+    proxy.stall.store(true, Ordering::SeqCst);
 
     // The new machine's disaster restore through the same stalling server.
     let fresh = Env::new();
@@ -1104,4 +1138,82 @@ fn an_upload_whose_id_was_lost_is_found_and_aborted() {
     let left = uploads();
     assert!(!left.contains(&mine), "{left}");
     assert!(left.contains(&theirs), "{left}");
+}
+
+#[test]
+fn a_copy_whose_object_alone_was_deleted_does_not_flip_verify_into_a_false_replay() {
+    let w = world(Kind::Moto);
+    let mut text = fs::read_to_string(&w.host.config).unwrap();
+    text.push_str("\n[offsite.keep]\nlast = 1\n");
+    fs::write(&w.host.config, text).unwrap();
+    // The older copy's object goes; its description and signature stay behind.
+    w.server.remove(BUCKET, &w.keys[0]);
+    // Its policy drops it anyway: pruned elsewhere, not lost; and the leftover
+    // description of a pruned copy is litter, not a replay, on every later run.
+    for _ in 0..3 {
+        w.host
+            .cmd()
+            .args(["verify", "--offsite"])
+            .assert()
+            .success();
+    }
+    w.host.cmd().args(["offsite", "prune"]).assert().success();
+    w.host
+        .cmd()
+        .args(["verify", "--offsite"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn push_all_uploads_again_what_the_bucket_lost() {
+    let w = world(Kind::Moto);
+    for suffix in ["", ".json", ".json.minisig"] {
+        w.server.remove(BUCKET, &format!("{}{suffix}", w.keys[1]));
+    }
+    w.verify_fails("missing from the bucket");
+    let a = w
+        .host
+        .cmd()
+        .args(["offsite", "push", "--all"])
+        .assert()
+        .success();
+    assert!(stderr(&a).contains("uploading it again"), "{}", stderr(&a));
+    w.host
+        .cmd()
+        .args(["verify", "--offsite"])
+        .assert()
+        .success();
+    w.restores(1);
+}
+
+#[test]
+fn a_trusted_machine_without_a_hosts_set_says_it_keeps_its_copies() {
+    let (env, server, data) = two_copies("nopolicy", false, "append-only = true", 1_900_000_000);
+    // The trusted machine's config names another set (with a policy), not `data`.
+    let trusted = Env::new();
+    let offsite = server.offsite_toml(
+        &trusted.root,
+        "nopolicy",
+        None,
+        &format!("signing-keys = [\"{}\"]", signing_key(&env)),
+    );
+    trusted.one_set(
+        "other",
+        &[&data],
+        &format!("[backup.set.keep]\nlast = 1\n\n{offsite}"),
+    );
+    let a = trusted
+        .cmd()
+        .args(["offsite", "prune", "--all-hosts", "--dry-run"])
+        .assert()
+        .success();
+    let out = stdout(&a);
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("no retention policy for set \"data\""))
+            .count(),
+        2,
+        "{out}"
+    );
 }
