@@ -151,6 +151,26 @@ impl World {
         }
     }
 
+    /// Deletes a copy's three objects behind the host's back.
+    fn drop_copy(&self, key: &str) {
+        for suffix in ["", ".json", ".json.minisig"] {
+            self.server.remove(BUCKET, &format!("{key}{suffix}"));
+        }
+    }
+
+    /// Puts the saved objects of copy `from` (all three) at copy `at`.
+    fn put_copy(&self, at: &str, from: &str) {
+        for suffix in ["", ".json", ".json.minisig"] {
+            let bytes = self.saved(&format!("{from}{suffix}"));
+            self.server.tamper(BUCKET, &format!("{at}{suffix}"), &bytes);
+        }
+    }
+
+    /// `steward ARGS` on the host, exiting `code`.
+    fn host_run(&self, args: &[&str], code: i32) -> assert_cmd::assert::Assert {
+        self.host.cmd().args(args).assert().code(code)
+    }
+
     fn restore(&self, id: &str) -> assert_cmd::assert::Assert {
         self.fresh
             .cmd()
@@ -292,22 +312,14 @@ fn attacks_with_write_access_to_the_bucket_are_refused_and_named() {
     w.restores(1);
 
     // A replay: the older copy, signature and all, put where the newer one was.
-    for suffix in ["", ".json", ".json.minisig"] {
-        w.server.tamper(
-            BUCKET,
-            &format!("{new_key}{suffix}"),
-            &w.saved(&format!("{old_key}{suffix}")),
-        );
-    }
+    w.put_copy(&new_key, &old_key);
     w.refused(&new_id, "not to where it lies");
     w.verify_fails("not believed any more");
     w.repair(&[]);
     w.restores(1);
 
     // The newest copy deleted (all of it, or only its description).
-    for k in [&new_key, &new_desc, &new_sig] {
-        w.server.remove(BUCKET, k);
-    }
+    w.drop_copy(&new_key);
     w.refused(&new_id, "no complete copy");
     w.verify_fails("missing from the bucket");
     w.repair(&[]);
@@ -401,16 +413,9 @@ fn a_replayed_copy_after_retention_is_named() {
     w.host.cmd().args(["offsite", "prune"]).assert().success();
     assert!(w.server.try_object(BUCKET, &w.keys[0]).is_none());
     // The newer copy's chain link points at a pruned copy: fine.
-    w.host
-        .cmd()
-        .args(["verify", "--offsite"])
-        .assert()
-        .success();
+    w.host_run(&["verify", "--offsite"], 0);
     // An attacker puts the old, validly signed copy back.
-    for suffix in ["", ".json", ".json.minisig"] {
-        let k = format!("{}{suffix}", w.keys[0]);
-        w.server.tamper(BUCKET, &k, &w.saved(&k));
-    }
+    w.put_copy(&w.keys[0], &w.keys[0]);
     w.verify_fails("replayed: this host's retention deleted");
     // Not listed, not fetched, not imported by a rebuild of the catalog, which does not
     // erase what the host remembers either.
@@ -419,34 +424,17 @@ fn a_replayed_copy_after_retention_is_named() {
     assert!(stderr(&a).contains("replayed"), "{}", stderr(&a));
     fs::remove_file(&w.host.archives("data")[0]).unwrap();
     w.host.cmd().args(["backups", "reindex"]).assert().success();
-    let a = w
-        .host
-        .cmd()
-        .args(["offsite", "fetch", &w.ids[0]])
-        .assert()
-        .code(2);
+    let a = w.host_run(&["offsite", "fetch", &w.ids[0]], 2);
     assert!(stderr(&a).contains("replayed"), "{}", stderr(&a));
-    let a = w
-        .host
-        .cmd()
-        .args(["backups", "reindex", "--offsite"])
-        .assert()
-        .code(2);
+    let a = w.host_run(&["backups", "reindex", "--offsite"], 2);
     assert!(stdout(&a).contains("replayed"), "{}", stdout(&a));
     w.verify_fails("replayed: this host's retention deleted");
     // Deleting the newest leaves the replayed one as the newest the bucket shows: the
     // host notices that too.
-    for suffix in ["", ".json", ".json.minisig"] {
-        w.server.remove(BUCKET, &format!("{}{suffix}", w.keys[1]));
-    }
+    w.drop_copy(&w.keys[1]);
     w.verify_fails("missing from the bucket");
     // A rebuild of the catalog keeps the deleted copy its policy keeps, and says so.
-    let a = w
-        .host
-        .cmd()
-        .args(["backups", "reindex", "--offsite"])
-        .assert()
-        .code(2);
+    let a = w.host_run(&["backups", "reindex", "--offsite"], 2);
     assert!(stdout(&a).contains("kept in the catalog"), "{}", stdout(&a));
     w.verify_fails("missing from the bucket");
 }
@@ -1151,39 +1139,20 @@ fn a_copy_whose_object_alone_was_deleted_does_not_flip_verify_into_a_false_repla
     // Its policy drops it anyway: pruned elsewhere, not lost; and the leftover
     // description of a pruned copy is litter, not a replay, on every later run.
     for _ in 0..3 {
-        w.host
-            .cmd()
-            .args(["verify", "--offsite"])
-            .assert()
-            .success();
+        w.host_run(&["verify", "--offsite"], 0);
     }
     w.host.cmd().args(["offsite", "prune"]).assert().success();
-    w.host
-        .cmd()
-        .args(["verify", "--offsite"])
-        .assert()
-        .success();
+    w.host_run(&["verify", "--offsite"], 0);
 }
 
 #[test]
 fn push_all_uploads_again_what_the_bucket_lost() {
     let w = world(Kind::Moto);
-    for suffix in ["", ".json", ".json.minisig"] {
-        w.server.remove(BUCKET, &format!("{}{suffix}", w.keys[1]));
-    }
+    w.drop_copy(&w.keys[1]);
     w.verify_fails("missing from the bucket");
-    let a = w
-        .host
-        .cmd()
-        .args(["offsite", "push", "--all"])
-        .assert()
-        .success();
+    let a = w.host_run(&["offsite", "push", "--all"], 0);
     assert!(stderr(&a).contains("uploading it again"), "{}", stderr(&a));
-    w.host
-        .cmd()
-        .args(["verify", "--offsite"])
-        .assert()
-        .success();
+    w.host_run(&["verify", "--offsite"], 0);
     w.restores(1);
 }
 
