@@ -219,7 +219,8 @@ pub enum OffsiteCommand {
         /// Only this set.
         #[arg(long, value_name = "SET")]
         set: Option<String>,
-        /// Every verified backup without a copy, not only the newest.
+        /// Every verified backup without a copy, not only the newest; and again those
+        /// whose copy the bucket lost.
         #[arg(long)]
         all: bool,
         /// Print the result as JSON.
