@@ -327,6 +327,10 @@ pub struct RestoreArgs {
     /// Accept symlinks pointing outside the restored paths (recreated, never followed).
     #[arg(long)]
     pub allow_external_symlinks: bool,
+    /// Restore a backup the change guard found suspect, given by its ID, after looking at
+    /// its reasons (`--yes` alone does not restore one).
+    #[arg(long, requires = "id")]
+    pub suspect_ok: bool,
     /// Fetch the backup ID from the offsite copies first (the host is gone): download,
     /// decrypt with --identity and verify it before anything is stopped.
     #[arg(long, requires = "id")]

@@ -115,6 +115,9 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
+    if record.is_suspect() {
+        confirm_suspect(&record, args.suspect_ok)?;
+    }
     confirm(&plan, args.yes)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -211,10 +214,27 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
         if sets.len() > 1 {
             bail!("--latest needs --set: backups of {} sets exist", sets.len());
         }
-        return all
-            .into_iter()
-            .find(|b| b.status == BackupStatus::Verified)
-            .context("no verified backup to restore");
+        // The newest good backup: a newer suspect one is said, never taken by default.
+        let verified: Vec<&BackupRecord> = all
+            .iter()
+            .filter(|b| b.status == BackupStatus::Verified)
+            .collect();
+        for b in verified.iter().take_while(|b| !b.is_good()) {
+            eprintln!(
+                "steward: not {}: SUSPECT ({}); restore it by its ID with --suspect-ok if you \
+                 are sure",
+                b.id,
+                b.suspect.join("; ")
+            );
+        }
+        return match verified.iter().find(|b| b.is_good()) {
+            Some(b) => Ok((*b).clone()),
+            None if !verified.is_empty() => bail!(
+                "no good backup to restore: every verified backup is SUSPECT; look at them \
+                 (`steward backups list`) and restore one by its ID with --suspect-ok"
+            ),
+            None => bail!("no verified backup to restore"),
+        };
     }
     if !interactive() {
         bail!("no backup chosen: give an ID, or --latest with --set (the picker needs a terminal)");
@@ -231,20 +251,33 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
             b.set,
             super::show_time(b.created_at),
             super::show_bytes(b.archive_bytes),
-            status(b.status),
+            if b.is_suspect() {
+                "SUSPECT"
+            } else {
+                status(b.status)
+            },
             b.id
         );
+        if b.is_suspect() {
+            eprintln!("        suspect: {}", b.suspect.join("; "));
+        }
     }
+    // Enter takes the newest good backup, never a suspect or unverified one.
+    let default = shown.iter().position(|b| b.is_good()).map(|i| i + 1);
+    let hint = default.map_or_else(
+        || "no good backup: choose by number".to_string(),
+        |d| format!("Enter = {d}"),
+    );
     loop {
         let answer = ask(&format!(
-            "Restore which backup? [1-{}, Enter = 1, q = quit]: ",
+            "Restore which backup? [1-{}, {hint}, q = quit]: ",
             shown.len()
         ))?;
         if answer == "q" {
             bail!("cancelled; nothing was changed");
         }
         let n: usize = if answer.is_empty() {
-            1
+            default.unwrap_or(0)
         } else {
             answer.parse().unwrap_or(0)
         };
@@ -273,6 +306,9 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
         super::show_bytes(plan.bytes),
         status(record.status)
     );
+    if record.is_suspect() {
+        println!("  SUSPECT: {}", record.suspect.join("; "));
+    }
     for t in &plan.targets {
         if plan.in_place && t.exists {
             println!(
@@ -295,6 +331,30 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
             plan.stop.join(", ")
         );
     }
+}
+
+/// A suspect backup is restored only on purpose: its ID typed on a terminal, or
+/// `--suspect-ok` (`--yes` alone is not enough), with the reasons said either way.
+fn confirm_suspect(record: &BackupRecord, suspect_ok: bool) -> anyhow::Result<()> {
+    let reasons = record.suspect.join("; ");
+    if suspect_ok {
+        eprintln!("steward: restoring SUSPECT {} ({reasons})", record.id);
+        return Ok(());
+    }
+    if !interactive() {
+        bail!(
+            "{} is SUSPECT ({reasons}); --yes alone does not restore it: add --suspect-ok \
+             after looking at it, or `steward backups accept {}` (nothing was changed)",
+            record.id,
+            record.id
+        );
+    }
+    eprintln!("{} is SUSPECT: {reasons}", record.id);
+    let answer = ask("Type its ID to restore it anyway: ")?;
+    if answer != record.id {
+        bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
 }
 
 fn confirm(plan: &Plan, yes: bool) -> anyhow::Result<()> {

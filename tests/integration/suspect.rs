@@ -269,3 +269,93 @@ fn a_database_failing_quick_check_on_its_image_makes_the_backup_suspect() {
     );
     assert_eq!(rows(&env).len(), 2);
 }
+
+/// Regression (issue 23): `restore --latest` and the picker's Enter chose the newest
+/// backup although it was SUSPECT. The default is the newest good backup; a suspect one is
+/// marked with its reasons and restored only by its ID with a confirmation that names
+/// them (`--yes` alone is not enough).
+#[test]
+fn regression_a_suspect_newest_backup_is_never_the_default() {
+    let env = Env::new();
+    let data = source(&env, 20);
+    configure(&env, &data, "");
+    backup(&env);
+    for i in 0..18 {
+        fs::remove_file(data.join(format!("notes/{i:03}.txt"))).unwrap();
+    }
+    backup(&env);
+    let r = rows(&env);
+    let (suspect, good) = (r[0].0.clone(), r[1].0.clone());
+    assert!(!r[0].1.is_empty() && r[1].1.is_empty(), "{r:?}");
+
+    let a = env
+        .cmd()
+        .args(["restore", "--latest", "--set", "app", "--dry-run"])
+        .assert()
+        .success();
+    assert!(
+        stdout(&a).contains(&format!("Restore {good}")),
+        "{}",
+        stdout(&a)
+    );
+    let err = crate::common::stderr(&a);
+    assert!(err.contains(&format!("not {suspect}: SUSPECT")), "{err}");
+
+    // By its ID, --yes alone refuses, naming the reason; nothing is written.
+    let to = env.root.join("to");
+    let a = env
+        .cmd()
+        .args(["restore", &suspect, "--yes", "--to"])
+        .arg(&to)
+        .assert()
+        .code(2);
+    let err = crate::common::stderr(&a);
+    assert!(
+        err.contains("SUSPECT") && err.contains("of the files of") && err.contains("--suspect-ok"),
+        "{err}"
+    );
+    assert!(!to.exists());
+    // The plan shows why.
+    let a = env
+        .cmd()
+        .args(["restore", &suspect, "--dry-run"])
+        .assert()
+        .success();
+    assert!(stdout(&a).contains("SUSPECT: "), "{}", stdout(&a));
+
+    // The picker marks it, and Enter takes the good one.
+    let mut p =
+        rexpect::session::spawn_command(env.std_cmd_with(&["restore", "--dry-run"]), Some(30_000))
+            .unwrap();
+    p.exp_string("SUSPECT").unwrap();
+    p.exp_string("suspect: ").unwrap();
+    p.exp_string("Enter = 2").unwrap();
+    p.send_line("").unwrap();
+    p.exp_string(&format!("Restore {good}")).unwrap();
+    p.exp_eof().unwrap();
+    // Picking it by number asks for its ID, and a wrong answer changes nothing.
+    let mut p = rexpect::session::spawn_command(
+        env.std_cmd_with(&["restore", "--to", &to.display().to_string()]),
+        Some(30_000),
+    )
+    .unwrap();
+    p.exp_string("Restore which backup?").unwrap();
+    p.send_line("1").unwrap();
+    p.exp_string("Type its ID to restore it anyway:").unwrap();
+    p.send_line("yes").unwrap();
+    p.exp_string("not confirmed").unwrap();
+    p.exp_eof().unwrap();
+    assert!(!to.exists());
+
+    // On purpose, with its ID and --suspect-ok: restored.
+    env.cmd()
+        .args(["restore", &suspect, "--yes", "--suspect-ok", "--to"])
+        .arg(&to)
+        .assert()
+        .success();
+    assert!(
+        to.join(data.strip_prefix("/").unwrap())
+            .join("app.db")
+            .exists()
+    );
+}
