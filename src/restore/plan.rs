@@ -198,6 +198,17 @@ pub fn plan(
                 path: dir.clone(),
                 source,
             })?;
+            // A file (or a link to one) where the folder should be: said plainly, not as
+            // the bare EEXIST the staging would meet.
+            if fs::metadata(&dir).is_ok_and(|m| !m.is_dir())
+                || fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink())
+            {
+                return Err(RestoreError::Refused(format!(
+                    "--to {}: not a folder (a file or a link is there); give a new or empty \
+                     folder",
+                    dir.display()
+                )));
+            }
             for p in &recorded {
                 let prefix = p.trim_start_matches('/');
                 let (parent, name) = split_last(prefix);

@@ -358,4 +358,20 @@ fn regression_a_suspect_newest_backup_is_never_the_default() {
             .join("app.db")
             .exists()
     );
+
+    // Regression: `--to` a file said only `File exists (os error 17)`.
+    let file = env.root.join("a-file");
+    fs::write(&file, "x").unwrap();
+    let a = env
+        .cmd()
+        .args(["restore", &good, "--yes", "--to"])
+        .arg(&file)
+        .assert()
+        .code(2);
+    let err = crate::common::stderr(&a);
+    assert!(
+        err.contains("not a folder") && err.contains("a-file"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"x");
 }
