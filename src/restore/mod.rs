@@ -151,10 +151,14 @@ fn abandon(
 /// The units of a restore: the whole targets (or the staged entries with `--path`), each
 /// database's side files first so a stale `-wal` never meets a restored database.
 fn units(plan: &Plan, staged: &stage::Staged, filtered: bool) -> Vec<Unit> {
+    // Entry by entry only into a live folder that is there to receive them; elsewhere
+    // (`--to`, or a set path that is gone) the filtered staging moves in whole, as the
+    // entries' parent folders exist nowhere else.
+    let by_entry = |ti: usize| filtered && plan.in_place && plan.targets[ti].exists;
     let mut units = Vec::new();
     for db in &staged.databases {
         // A database inside a whole folder moves with its folder.
-        if filtered || db.rel.is_empty() {
+        if by_entry(db.target) || db.rel.is_empty() {
             for side in journal::SQLITE_SIDE_FILES {
                 let mut u = Unit::entry(db.target, &db.rel);
                 u.side = Some(side.to_string());
@@ -162,10 +166,12 @@ fn units(plan: &Plan, staged: &stage::Staged, filtered: bool) -> Vec<Unit> {
             }
         }
     }
-    if filtered {
-        units.extend(staged.units.iter().cloned());
-    } else {
-        units.extend((0..plan.targets.len()).map(Unit::whole));
+    for ti in 0..plan.targets.len() {
+        if by_entry(ti) {
+            units.extend(staged.units.iter().filter(|u| u.target == ti).cloned());
+        } else {
+            units.push(Unit::whole(ti));
+        }
     }
     units
 }

@@ -953,3 +953,48 @@ fn regression_a_relative_path_pattern_is_taken_below_the_set_paths() {
     assert!(stderr(&a).contains("matches nothing"), "{}", stderr(&a));
     assert_eq!(fs::read(w.data.join("app.db")).unwrap(), b"garbage");
 }
+
+/// Regression (issue 23): `restore ID --to DIR --path FILE` on a folder set failed with
+/// `No such file or directory` (the entry's parent folder exists nowhere under DIR) and
+/// left a journal every later restore stumbled on; the same in place when the set's
+/// folder itself is gone.
+#[test]
+fn regression_path_filter_into_a_new_folder_or_a_missing_set_folder() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    fs::write(data.join("a.txt"), "a").unwrap();
+    fs::write(data.join("sub/b.txt"), "b").unwrap();
+    env.one_set("d", &[&data], "");
+    env.cmd().arg("backup").assert().success();
+    let id = env.archives("d")[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches(".tar.zst")
+        .to_string();
+    let wanted = data.join("sub/b.txt").display().to_string();
+    let to = env.root.join("look");
+    env.cmd()
+        .args(["restore", &id, "--yes", "--path", &wanted, "--to"])
+        .arg(&to)
+        .assert()
+        .success();
+    let back = to.join(data.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(back.join("sub/b.txt")).unwrap(), b"b");
+    assert!(!back.join("a.txt").exists());
+    let a = env.cmd().args(["restore", "--resume"]).assert().success();
+    assert!(
+        stdout(&a).contains("no interrupted restore"),
+        "{}",
+        stdout(&a)
+    );
+    // In place, the set's folder gone: the matching entry comes back, with its folders.
+    fs::remove_dir_all(&data).unwrap();
+    env.cmd()
+        .args(["restore", &id, "--yes", "--path", &wanted])
+        .assert()
+        .success();
+    assert_eq!(fs::read(data.join("sub/b.txt")).unwrap(), b"b");
+    assert!(!data.join("a.txt").exists());
+}
