@@ -331,6 +331,10 @@ pub struct RestoreArgs {
     /// its reasons (`--yes` alone does not restore one).
     #[arg(long, requires = "id")]
     pub suspect_ok: bool,
+    /// Also start the services the set names that were not running before the restore
+    /// (otherwise they stay stopped, and the result says how to start them).
+    #[arg(long)]
+    pub start_stopped: bool,
     /// Fetch the backup ID from the offsite copies first (the host is gone): download,
     /// decrypt with --identity and verify it before anything is stopped.
     #[arg(long, requires = "id")]

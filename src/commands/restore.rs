@@ -104,13 +104,32 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         paths: args.paths.clone(),
         no_quiesce: args.no_quiesce,
         allow_external_symlinks: args.allow_external_symlinks,
+        start_stopped: args.start_stopped,
     };
     let plan = restore::plan(cfg, &record, &opts)
         .with_context(|| format!("planning the restore of {}", record.id))?;
+    // Services the set names that are down already: they stay down unless asked.
+    let down_now = if plan.stop.is_empty() {
+        Vec::new()
+    } else {
+        crate::services::not_running_now(&cfg.services, &plan.stop, &runner)
+            .context("asking the services whether they run")?
+    };
     if args.json && args.dry_run {
         super::print_json(&plan)?;
     } else {
         print_plan(&plan, &record);
+        if !down_now.is_empty() {
+            println!(
+                "  not running now, and left stopped after: {}{}",
+                down_now.join(", "),
+                if args.start_stopped {
+                    " (--start-stopped: started after)"
+                } else {
+                    " (--start-stopped starts them after)"
+                }
+            );
+        }
     }
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
@@ -119,6 +138,14 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         confirm_suspect(&record, args.suspect_ok)?;
     }
     confirm(&plan, args.yes)?;
+    let mut opts = opts;
+    if !down_now.is_empty() && !opts.start_stopped && !args.yes && interactive() {
+        let answer = ask(&format!(
+            "{} not running now; start them after the restore too? [y/N]: ",
+            down_now.join(", ")
+        ))?;
+        opts.start_stopped = matches!(answer.as_str(), "y" | "Y" | "yes");
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -167,6 +194,24 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                         "  previous data kept at {} (steward restore --cleanup removes it)",
                         p.display()
                     );
+                }
+                if !r.also_started.is_empty() {
+                    println!(
+                        "  also started (they were not running before): {}",
+                        r.also_started.join(", ")
+                    );
+                }
+                // Last, so it is what a tired eye reads: what is still down, and how to
+                // bring it up.
+                if !r.left_stopped.is_empty() {
+                    let names: Vec<&str> = r.left_stopped.iter().map(|(n, _)| n.as_str()).collect();
+                    println!(
+                        "still down (not running before the restore, left so): {}",
+                        names.join(", ")
+                    );
+                    for (n, how) in &r.left_stopped {
+                        println!("  start {n}: {how}");
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -90,6 +90,11 @@ pub struct Report {
     pub files: u64,
     pub bytes: u64,
     pub stopped: Vec<String>,
+    /// Services the set names that were not running before the restore and stay
+    /// stopped: (name, how to start it).
+    pub left_stopped: Vec<(String, String)>,
+    /// Of those, the ones `start_stopped` started too.
+    pub also_started: Vec<String>,
     pub rollbacks: Vec<PathBuf>,
     pub sqlite_checked: Vec<PathBuf>,
     /// Staging folders of earlier, abandoned restores that were removed first.
@@ -351,17 +356,41 @@ pub fn restore(
 
     // 5. Start the services again; the journal goes only once they run.
     let stopped = quiesced.stopped();
+    let not_running = quiesced.not_running();
     progress.phase("starting services", 0);
     let down = quiesced.resume();
     if !down.is_empty() {
         return Err(RestoreError::ServicesDown(join_errors(&down)));
     }
     Journal::remove(&config.state_dir)?;
+    // Services that were already down stay down unless asked; either way they are named.
+    let mut also_started = Vec::new();
+    if opts.start_stopped {
+        let c = services::Controller { runner };
+        for s in config
+            .services
+            .iter()
+            .filter(|s| not_running.contains(&s.name))
+        {
+            progress.note(&format!("starting service {} (it was not running)", s.name));
+            if c.start(s).is_ok() {
+                also_started.push(s.name.clone());
+            }
+        }
+    }
+    let left_stopped = config
+        .services
+        .iter()
+        .filter(|s| not_running.contains(&s.name) && !also_started.contains(&s.name))
+        .map(|s| (s.name.clone(), services::start_hint(s, runner)))
+        .collect();
     Ok(Report {
         id: plan.id.clone(),
         files: staged.files,
         bytes: staged.bytes,
         stopped,
+        left_stopped,
+        also_started,
         rollbacks,
         sqlite_checked: journal
             .databases

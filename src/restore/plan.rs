@@ -24,6 +24,8 @@ pub struct RestoreOptions {
     pub no_quiesce: bool,
     /// Accept absolute symlinks pointing outside the restored paths.
     pub allow_external_symlinks: bool,
+    /// Also start the quiesced services that were not running before the restore.
+    pub start_stopped: bool,
 }
 
 /// One restored set path. Every operation on it starts from `base`, a trusted folder, and

@@ -331,6 +331,8 @@ pub struct Quiesced<'a> {
     controller: Controller<'a>,
     /// In stop order; restarted in reverse of it.
     stopped: Vec<ServiceConfig>,
+    /// Named to be stopped but not running when the quiesce began: left as they were.
+    not_running: Vec<String>,
     done: bool,
 }
 
@@ -340,6 +342,7 @@ impl<'a> Quiesced<'a> {
         Quiesced {
             controller: Controller { runner },
             stopped: Vec::new(),
+            not_running: Vec::new(),
             done: false,
         }
     }
@@ -347,6 +350,11 @@ impl<'a> Quiesced<'a> {
     /// Names of the services that were stopped, in stop order.
     pub fn stopped(&self) -> Vec<String> {
         self.stopped.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The services that were not running when the quiesce began (not started again).
+    pub fn not_running(&self) -> Vec<String> {
+        self.not_running.clone()
     }
 
     /// Starts what was stopped, in start order; returns every failure.
@@ -410,6 +418,7 @@ pub fn quiesce_recorded<'a>(
                 "service {} is not running; left as it is",
                 svc.name
             ));
+            q.not_running.push(svc.name.clone());
             continue;
         }
         let mut upcoming = q.stopped();
@@ -431,6 +440,30 @@ pub fn quiesce_recorded<'a>(
         q.stopped.push(svc.clone());
     }
     Ok(q)
+}
+
+/// Of `names`, the services that are not running now, in start order.
+pub fn not_running_now(
+    all: &[ServiceConfig],
+    names: &[String],
+    runner: &dyn Runner,
+) -> Result<Vec<String>, ServiceError> {
+    let c = Controller { runner };
+    let mut out = Vec::new();
+    for s in all.iter().filter(|s| names.contains(&s.name)) {
+        if !c.is_running(s)? {
+            out.push(s.name.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// How a person starts `svc` by hand: the exact command steward would run.
+pub fn start_hint(svc: &ServiceConfig, runner: &dyn Runner) -> String {
+    match &svc.manager {
+        Manager::Command { start, .. } => start.clone(),
+        _ => command_line(svc, Verb::Start, runner.uid()).join(" "),
+    }
 }
 
 /// Starts `names` (a journal's record of what an interrupted run had stopped), in start

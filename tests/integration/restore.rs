@@ -998,3 +998,74 @@ fn regression_path_filter_into_a_new_folder_or_a_missing_set_folder() {
     assert_eq!(fs::read(data.join("sub/b.txt")).unwrap(), b"b");
     assert!(!data.join("a.txt").exists());
 }
+
+/// Regression (issue 23): a service the set names that was already stopped when the
+/// restore began stayed stopped, and the result said only "services stopped and started:
+/// none". The plan and the last lines name it with the command that starts it;
+/// `--start-stopped` starts it too.
+#[test]
+fn regression_services_that_were_down_are_named_and_can_be_started() {
+    let w = World::new("", "\"api\", \"web\"");
+    w.backup();
+    let stop = service(&w.env.root, &w.data, "web").stop;
+    assert!(
+        std::process::Command::new("sh")
+            .args(["-c", &stop])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for("web to stop", Duration::from_secs(10), || {
+        w.pid("web").is_none_or(|p| !World::alive(p))
+    });
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--dry-run"])
+        .assert()
+        .success();
+    assert!(
+        stdout(&a).contains("not running now, and left stopped after: web"),
+        "{}",
+        stdout(&a)
+    );
+    let a = w
+        .env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .success();
+    let out = stdout(&a);
+    let last: Vec<&str> = out.lines().rev().take(2).collect();
+    let start = service(&w.env.root, &w.data, "web").start;
+    assert_eq!(last[0], format!("  start web: {start}"), "{out}");
+    assert!(
+        last[1].starts_with("still down") && last[1].contains("web"),
+        "{out}"
+    );
+    assert!(
+        w.pid("web").is_none_or(|p| !World::alive(p)),
+        "web was started"
+    );
+    // Asked to, it starts them after the restore.
+    let a = w
+        .env
+        .cmd()
+        .args([
+            "restore",
+            "--latest",
+            "--set",
+            "s",
+            "--yes",
+            "--start-stopped",
+        ])
+        .assert()
+        .success();
+    assert!(
+        stdout(&a).contains("also started (they were not running before): web"),
+        "{}",
+        stdout(&a)
+    );
+    assert!(!stdout(&a).contains("still down"), "{}", stdout(&a));
+    assert!(w.pid("web").is_some_and(World::alive));
+}
