@@ -108,6 +108,22 @@ pub fn run_captured(
     out.seek(std::io::SeekFrom::Start(0))?;
     let _ = out.take(64 * 1024).read_to_string(&mut output);
     match status {
+        // A failure that printed nothing still says why: the exit code, or the signal
+        // (a Ctrl-C on the terminal reaches the command too).
+        Some(s) if !s.success() && output.trim().is_empty() => {
+            use std::os::unix::process::ExitStatusExt;
+            let why = match (s.code(), s.signal()) {
+                (Some(c), _) => format!("exit code {c}, no output"),
+                (None, Some(libc::SIGINT)) => "killed by SIGINT (Ctrl-C)".to_string(),
+                (None, Some(libc::SIGTERM)) => "killed by SIGTERM".to_string(),
+                (None, Some(n)) => format!("killed by signal {n}"),
+                (None, None) => "failed, no output".to_string(),
+            };
+            Ok(Outcome {
+                success: false,
+                output: why,
+            })
+        }
         Some(s) => Ok(Outcome {
             success: s.success(),
             output,
@@ -668,5 +684,21 @@ mod tests {
             assert_eq!(q.stopped(), ["a"]);
         }
         assert!(up.exists());
+    }
+
+    /// Regression (issue 23): Ctrl-C during a service's `stop` printed "`sh -c ...`
+    /// failed:" and nothing after it.
+    #[test]
+    fn regression_a_silent_failure_says_its_exit_code_or_signal() {
+        let run = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            run_captured(c, Duration::from_secs(10), false, None).unwrap()
+        };
+        let o = run("kill -INT $$");
+        assert!(!o.success);
+        assert_eq!(o.output, "killed by SIGINT (Ctrl-C)");
+        assert_eq!(run("exit 3").output, "exit code 3, no output");
+        assert_eq!(run("echo why; exit 3").output.trim(), "why");
     }
 }
