@@ -323,34 +323,19 @@ fn prune(
             .collect();
         groups.dedup();
         for (h, set) in groups {
-            let Some(keep) = policy(&set) else {
-                // Said, not skipped in silence (a trusted machine whose config lacks a
-                // host's set).
-                rows.extend(
-                    copies
-                        .iter()
-                        .filter(|c| c.host == h && c.set == set)
-                        .map(|c| offsite::PruneRow {
-                            target: t.name.clone(),
-                            host: c.host.clone(),
-                            backup_id: c.backup_id.clone(),
-                            key: c.key.clone(),
-                            created_at: c.created_at,
-                            keep: true,
-                            deleted: false,
-                            locked_until: None,
-                            reasons: vec![format!(
-                                "no retention policy for set {set:?} here (define the set, \
-                                 or [offsite.keep]): kept"
-                            )],
-                        }),
-                );
-                continue;
-            };
             let theirs: Vec<RemoteCopy> = copies.iter().filter(|c| c.host == h).cloned().collect();
             rows.extend(
-                offsite::prune(t, &store, catalog, &theirs, &set, keep, &tz, dry_run)
-                    .with_context(|| format!("pruning set {set:?} of {h} on offsite {}", t.name))?,
+                offsite::prune(
+                    t,
+                    &store,
+                    catalog,
+                    &theirs,
+                    &set,
+                    policy(&set),
+                    &tz,
+                    dry_run,
+                )
+                .with_context(|| format!("pruning set {set:?} of {h} on offsite {}", t.name))?,
             );
         }
     }
@@ -359,13 +344,10 @@ fn prune(
 
 fn print_pruned(rows: &[offsite::PruneRow], dry_run: bool) {
     for r in rows {
-        let left = r.reasons.iter().any(|x| {
-            x.contains("locked until") || x.starts_with("append-only") || x.contains("refused")
-        });
         let what = match (r.keep, r.deleted) {
             (true, _) => "KEEP",
             (false, true) => "DELETED",
-            (false, false) if left => "LEFT",
+            (false, false) if r.left => "LEFT",
             (false, false) if dry_run => "DELETE",
             (false, false) => "LEFT",
         };

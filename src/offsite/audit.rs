@@ -75,7 +75,9 @@ pub fn audit(
     }
     for c in &known {
         let in_bucket = bucket.iter().find(|b| b.backup_id == c.backup_id);
-        if in_bucket.is_none() && pruned_elsewhere(catalog, t, &known, c, depth)? {
+        if in_bucket.is_none()
+            && super::forget_if_retired(catalog, t, &known, c, depth.keep, depth.tz)?
+        {
             continue;
         }
         let error = match in_bucket {
@@ -121,27 +123,6 @@ pub fn audit(
         out.push(finding(Some(&b.backup_id), &b.key, error));
     }
     Ok(out)
-}
-
-/// Whether the missing copy `c` is one its set's policy drops anyway; then the catalog
-/// forgets it as pruned (so its return is a replay, and the chain through it is whole).
-fn pruned_elsewhere(
-    catalog: &Catalog,
-    t: &OffsiteConfig,
-    known: &[OffsiteCopy],
-    c: &OffsiteCopy,
-    depth: &Depth<'_>,
-) -> Result<bool, OffsiteError> {
-    let Some(policy) = (depth.keep)(&c.set) else {
-        return Ok(false);
-    };
-    let same: Vec<&OffsiteCopy> = known.iter().filter(|k| k.set == c.set).collect();
-    if !super::retired(catalog, &same, &c.backup_id, policy, depth.tz)? {
-        return Ok(false);
-    }
-    catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
-    catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
-    Ok(true)
 }
 
 /// Why the link from `b` to the copy before it is broken, if it is: that copy must be

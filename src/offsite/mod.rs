@@ -303,27 +303,23 @@ fn described(
             None => None,
         };
         match authenticate(t, trust, &o.key, &data, sig.as_deref()) {
-            Ok(c) if trust.retired_at(&c.backup_id, &c.sha256).is_some() => {
-                let at = trust
-                    .retired_at(&c.backup_id, &c.sha256)
-                    .unwrap_or_default();
+            Ok(c) => match (trust.retired_at(&c.backup_id, &c.sha256), size_of(&c.key)) {
                 // Back whole: a replay. Only a leftover description of a copy retention
                 // dropped: litter, not a copy, and no alarm.
-                if size_of(&c.key) == Some(c.bytes) {
-                    problems.push(problem(format!(
-                        "replayed: this host's retention deleted {} at {}, and it is back",
-                        c.backup_id,
-                        s3::lock_date(at)
-                    )));
-                }
-            }
-            Ok(c) => match size_of(&c.key) {
-                Some(n) if n == c.bytes => good.push(c),
-                Some(n) => problems.push(problem(format!(
+                (Some(at), Some(n)) if n == c.bytes => problems.push(problem(format!(
+                    "replayed: this host's retention deleted {} at {}, and it is back",
+                    c.backup_id,
+                    s3::lock_date(at)
+                ))),
+                (Some(_), _) => {}
+                (None, Some(n)) if n == c.bytes => good.push(c),
+                (None, Some(n)) => problems.push(problem(format!(
                     "its object holds {n} bytes; the signed description says {}",
                     c.bytes
                 ))),
-                None => problems.push(problem(format!("its object {} is missing", c.key))),
+                (None, None) => {
+                    problems.push(problem(format!("its object {} is missing", c.key)));
+                }
             },
             Err(m) => problems.push(problem(m)),
         }
@@ -435,14 +431,7 @@ pub fn reindex<'k>(
         .iter()
         .filter(|c| !found.iter().any(|f| f.backup_id == c.backup_id))
     {
-        let same: Vec<&OffsiteCopy> = known.iter().filter(|k| k.set == c.set).collect();
-        let retired = match keep(&c.set) {
-            Some(policy) => retired(catalog, &same, &c.backup_id, policy, tz)?,
-            None => false,
-        };
-        if retired {
-            catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
-            catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
+        if forget_if_retired(catalog, t, &known, c, keep, tz)? {
             dropped += 1;
         } else {
             problems.push(Problem {
@@ -481,8 +470,10 @@ pub struct PruneRow {
     pub key: String,
     pub created_at: i64,
     pub keep: bool,
-    /// Deleted (false on a dry run, when kept, or when left: locked or append-only).
+    /// Deleted (false on a dry run, when kept, or when left).
     pub deleted: bool,
+    /// Not kept, but left in the bucket: locked, append-only, or the server refused.
+    pub left: bool,
     /// Its object lock ends then (when the target locks, or the server reports one).
     pub locked_until: Option<i64>,
     pub reasons: Vec<String>,
@@ -506,21 +497,33 @@ fn candidate(
     })
 }
 
-/// Whether `policy` drops the copy `id` from `copies` (the catalog's copies of its set).
-pub fn retired(
+/// A copy `c` the catalog knows and the bucket lacks: when its set's policy (`keep`)
+/// drops it anyway, among the catalog's copies of that set (`known`), it was pruned
+/// here or elsewhere, not lost; the catalog forgets it as pruned (so its return is a
+/// replay, and the chain through it is whole). Returns whether it did.
+pub fn forget_if_retired<'k>(
     catalog: &Catalog,
-    copies: &[&OffsiteCopy],
-    id: &str,
-    policy: &crate::retention::KeepPolicy,
+    t: &OffsiteConfig,
+    known: &[OffsiteCopy],
+    c: &OffsiteCopy,
+    keep: &dyn Fn(&str) -> Option<&'k crate::retention::KeepPolicy>,
     tz: &jiff::tz::TimeZone,
 ) -> Result<bool, OffsiteError> {
+    let Some(policy) = keep(&c.set) else {
+        return Ok(false);
+    };
     let mut candidates = Vec::new();
-    for c in copies {
-        candidates.push(candidate(catalog, &c.backup_id, c.created_at, c.suspect)?);
+    for k in known.iter().filter(|k| k.set == c.set) {
+        candidates.push(candidate(catalog, &k.backup_id, k.created_at, k.suspect)?);
     }
-    Ok(crate::retention::decide(&candidates, policy, tz)
+    let retired = crate::retention::decide(&candidates, policy, tz)
         .iter()
-        .any(|v| v.id == id && !v.keep))
+        .any(|v| v.id == c.backup_id && !v.keep);
+    if retired {
+        catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
+        catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
+    }
+    Ok(retired)
 }
 
 /// A retain-until date from the server, as seconds.
@@ -543,6 +546,8 @@ fn copy_objects(key: &str) -> [String; 3] {
 /// while it is kept; what it does not keep is deleted (description and signature first,
 /// so the copy is no longer listed, then the object) unless it is still locked or the
 /// target is append-only, which is said. Only keys steward writes are ever deleted.
+/// Without a policy every copy is kept, and said (a trusted machine whose config lacks
+/// a host's set).
 #[allow(clippy::too_many_arguments)]
 pub fn prune(
     t: &OffsiteConfig,
@@ -550,12 +555,33 @@ pub fn prune(
     catalog: &Catalog,
     copies: &[RemoteCopy],
     set: &str,
-    policy: &crate::retention::KeepPolicy,
+    policy: Option<&crate::retention::KeepPolicy>,
     tz: &jiff::tz::TimeZone,
     dry_run: bool,
 ) -> Result<Vec<PruneRow>, OffsiteError> {
     let now = crate::clock::now();
     let mine: Vec<&RemoteCopy> = copies.iter().filter(|c| c.set == set).collect();
+    let row = |c: &RemoteCopy, keep: bool, reasons: Vec<String>| PruneRow {
+        target: t.name.clone(),
+        host: c.host.clone(),
+        backup_id: c.backup_id.clone(),
+        key: c.key.clone(),
+        created_at: c.created_at,
+        keep,
+        deleted: false,
+        left: false,
+        locked_until: None,
+        reasons,
+    };
+    let Some(policy) = policy else {
+        let why = format!(
+            "no retention policy for set {set:?} here (define the set, or [offsite.keep]): kept"
+        );
+        return Ok(mine
+            .iter()
+            .map(|c| row(c, true, vec![why.clone()]))
+            .collect());
+    };
     let mut candidates = Vec::new();
     for c in &mine {
         candidates.push(candidate(catalog, &c.backup_id, c.created_at, c.suspect)?);
@@ -577,6 +603,7 @@ pub fn prune(
                 .and_then(parse_lock_date);
         }
         let mut deleted = false;
+        let mut left = false;
         if v.keep {
             if let Some(lock) = &t.object_lock {
                 let span = lock.lock_for.as_secs() as i64;
@@ -603,6 +630,7 @@ pub fn prune(
                     c.key
                 ));
             } else if t.append_only {
+                left = true;
                 reasons.push(
                     "append-only: this host never deletes; prune from the trusted machine \
                      (`steward offsite prune`)"
@@ -616,6 +644,7 @@ pub fn prune(
                 }
                 match locked_until {
                     Some(u) if u > now => {
+                        left = true;
                         reasons.push(format!("locked until {}; left", s3::lock_date(u)));
                     }
                     _ if dry_run => {}
@@ -624,6 +653,7 @@ pub fn prune(
                         for k in [&desc, &sig, &object] {
                             match store.delete(k) {
                                 Err(e) if e.denied() => {
+                                    left = true;
                                     reasons.push(format!(
                                         "the server refused to delete {k} (locked?): {e}"
                                     ));
@@ -632,7 +662,7 @@ pub fn prune(
                                 r => r?,
                             }
                         }
-                        if !reasons.iter().any(|r| r.starts_with("the server refused")) {
+                        if !left {
                             catalog.delete_offsite_copy(&t.name, &c.backup_id)?;
                             catalog.note_offsite_pruned(&t.name, &c.backup_id, &c.sha256)?;
                             deleted = true;
@@ -642,15 +672,10 @@ pub fn prune(
             }
         }
         rows.push(PruneRow {
-            target: t.name.clone(),
-            host: c.host.clone(),
-            backup_id: c.backup_id.clone(),
-            key: c.key.clone(),
-            created_at: c.created_at,
-            keep: v.keep,
             deleted,
+            left,
             locked_until,
-            reasons,
+            ..row(c, v.keep, reasons)
         });
     }
     Ok(rows)

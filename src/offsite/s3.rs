@@ -145,13 +145,30 @@ fn write_headers<'a, A: S3Action<'a>>(
         let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body));
         headers.push(("content-md5".to_string(), md5));
     }
-    if let Some((l, until)) = lock {
-        headers.push(("x-amz-object-lock-mode".into(), l.mode.header().into()));
-        headers.push((
-            "x-amz-object-lock-retain-until-date".into(),
-            lock_date(until),
-        ));
-    }
+    headers.extend(lock_headers(lock));
+    signed_into(action, headers)
+}
+
+/// The object lock headers, when the target locks.
+fn lock_headers(lock: Option<(&ObjectLock, i64)>) -> Vec<(String, String)> {
+    lock.map(|(l, until)| {
+        vec![
+            ("x-amz-object-lock-mode".into(), l.mode.header().into()),
+            (
+                "x-amz-object-lock-retain-until-date".into(),
+                lock_date(until),
+            ),
+        ]
+    })
+    .unwrap_or_default()
+}
+
+/// `headers`, put into `action` so that its signature covers them; the request must
+/// send them too.
+fn signed_into<'a, A: S3Action<'a>>(
+    action: &mut A,
+    headers: Vec<(String, String)>,
+) -> Vec<(String, String)> {
     for (k, v) in &headers {
         action.headers_mut().insert(k.clone(), v.clone());
     }
@@ -266,24 +283,13 @@ impl Store {
     fn send_once(&self, r: &Request<'_>) -> Result<Answer, S3Error> {
         let u = r.url.as_str();
         let deadline = Some(self.deadline(r.body.len() as u64));
-        let with = |mut b: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
-            for (k, v) in &r.headers {
-                b = b.header(k, v);
-            }
-            b.config().timeout_global(deadline).build()
-        };
-        let with_body = |mut b: ureq::RequestBuilder<ureq::typestate::WithBody>| {
-            for (k, v) in &r.headers {
-                b = b.header(k, v);
-            }
-            b.config().timeout_global(deadline).build()
-        };
+        let h = &r.headers;
         let sent = match r.method {
-            Method::Get => with(self.agent.get(u)).call(),
-            Method::Head => with(self.agent.head(u)).call(),
-            Method::Delete => with(self.agent.delete(u)).call(),
-            Method::Put => with_body(self.agent.put(u)).send(r.body),
-            Method::Post => with_body(self.agent.post(u)).send(r.body),
+            Method::Get => prepared(self.agent.get(u), h, deadline).call(),
+            Method::Head => prepared(self.agent.head(u), h, deadline).call(),
+            Method::Delete => prepared(self.agent.delete(u), h, deadline).call(),
+            Method::Put => prepared(self.agent.put(u), h, deadline).send(r.body),
+            Method::Post => prepared(self.agent.post(u), h, deadline).send(r.body),
         };
         let mut resp = sent.map_err(|e| self.broke(&r.what, &e))?;
         let status = resp.status();
@@ -569,25 +575,7 @@ impl Store {
         let what = format!("starting the upload of {key}");
         let mut action = self.bucket.create_multipart_upload(Some(&self.creds), key);
         let lock = self.lock.as_ref().zip(until);
-        let headers = match lock {
-            Some((l, until)) => {
-                let h = vec![
-                    (
-                        "x-amz-object-lock-mode".to_string(),
-                        l.mode.header().to_string(),
-                    ),
-                    (
-                        "x-amz-object-lock-retain-until-date".to_string(),
-                        lock_date(until),
-                    ),
-                ];
-                for (k, v) in &h {
-                    action.headers_mut().insert(k.clone(), v.clone());
-                }
-                h
-            }
-            None => Vec::new(),
-        };
+        let headers = signed_into(&mut action, lock_headers(lock));
         let locking = !headers.is_empty();
         let a = self
             .call(&what, &action, headers, &[], ANSWER_LIMIT)
@@ -673,6 +661,18 @@ impl Store {
     }
 }
 
+/// A request with its signed headers and its deadline.
+fn prepared<B>(
+    mut b: ureq::RequestBuilder<B>,
+    headers: &[(String, String)],
+    deadline: Option<Duration>,
+) -> ureq::RequestBuilder<B> {
+    for (k, v) in headers {
+        b = b.header(k, v);
+    }
+    b.config().timeout_global(deadline).build()
+}
+
 /// 0.5 s, 1 s, 2 s ... at most 8 s between tries.
 fn backoff(tries: u32) -> Duration {
     Duration::from_millis(500 << tries.min(4))
@@ -696,20 +696,15 @@ impl Reader<'_> {
             .store
             .bucket
             .get_object(Some(&self.store.creds), &self.key);
-        if self.pos > 0 {
-            action
-                .headers_mut()
-                .insert("range", format!("bytes={}-", self.pos));
-        }
+        let range = if self.pos > 0 {
+            vec![("range".to_string(), format!("bytes={}-", self.pos))]
+        } else {
+            Vec::new()
+        };
+        let headers = signed_into(&mut action, range);
         let url = action.sign(SIGNED_FOR);
-        let mut req = self.store.agent.get(url.as_str());
-        if self.pos > 0 {
-            req = req.header("range", format!("bytes={}-", self.pos));
-        }
-        let resp = req
-            .config()
-            .timeout_global(Some(self.store.deadline(self.size - self.pos)))
-            .build()
+        let deadline = Some(self.store.deadline(self.size - self.pos));
+        let resp = prepared(self.store.agent.get(url.as_str()), &headers, deadline)
             .call()
             .map_err(|e| self.store.broke(&what, &e))?;
         let status = resp.status();

@@ -47,6 +47,24 @@ fn files_under(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The disaster restore on `env` (a new machine): backup `id` fetched from the bucket
+/// with `identity` and restored under `to`, with `extra` arguments (`--host H`).
+fn offsite_restore(
+    env: &Env,
+    id: &str,
+    identity: &Path,
+    to: &Path,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    env.cmd()
+        .args(["restore", id, "--from-offsite", "--yes", "--identity"])
+        .arg(identity)
+        .arg("--to")
+        .arg(to)
+        .args(extra)
+        .assert()
+}
+
 /// The host with two copies of set `data`, and a new machine that has only the
 /// config, the credentials, the identity and the signing key from the recovery kit.
 struct World {
@@ -172,14 +190,7 @@ impl World {
     }
 
     fn restore(&self, id: &str) -> assert_cmd::assert::Assert {
-        self.fresh
-            .cmd()
-            .args(["restore", id, "--from-offsite", "--identity"])
-            .arg(&self.identity)
-            .arg("--to")
-            .arg(&self.to)
-            .arg("--yes")
-            .assert()
+        offsite_restore(&self.fresh, id, &self.identity, &self.to, &[])
     }
 
     /// The disaster restore of `id` refuses, saying `why`; the target and the new
@@ -489,15 +500,7 @@ fn two_hosts_same_set_same_second_each_restores_its_own() {
         env
     };
     let both = fresh(&kit);
-    let a = both
-        .cmd()
-        .args(["restore", id, "--from-offsite", "--identity"])
-        .arg(&identity)
-        .arg("--to")
-        .arg(both.root.join("to"))
-        .arg("--yes")
-        .assert()
-        .code(2);
+    let a = offsite_restore(&both, id, &identity, &both.root.join("to"), &[]).code(2);
     let err = stderr(&a);
     assert!(
         err.contains("alpha") && err.contains("beta") && err.contains("--host"),
@@ -507,21 +510,7 @@ fn two_hosts_same_set_same_second_each_restores_its_own() {
     for host in ["alpha", "beta"] {
         let env = fresh(&kit);
         let to = env.root.join("to");
-        env.cmd()
-            .args([
-                "restore",
-                id,
-                "--from-offsite",
-                "--host",
-                host,
-                "--identity",
-            ])
-            .arg(&identity)
-            .arg("--to")
-            .arg(&to)
-            .arg("--yes")
-            .assert()
-            .success();
+        offsite_restore(&env, id, &identity, &to, &["--host", host]).success();
         let back = to.join(data.strip_prefix("/").unwrap()).join("f.txt");
         assert_eq!(
             fs::read_to_string(back).unwrap(),
@@ -532,15 +521,7 @@ fn two_hosts_same_set_same_second_each_restores_its_own() {
     // beta's copy as signed by a key it does not trust when asked for it.
     let alpha_only = fresh(&kit[..1]);
     let to = alpha_only.root.join("to");
-    alpha_only
-        .cmd()
-        .args(["restore", id, "--from-offsite", "--identity"])
-        .arg(&identity)
-        .arg("--to")
-        .arg(&to)
-        .arg("--yes")
-        .assert()
-        .success();
+    offsite_restore(&alpha_only, id, &identity, &to, &[]).success();
     let back = to.join(data.strip_prefix("/").unwrap()).join("f.txt");
     assert_eq!(fs::read_to_string(back).unwrap(), "alpha's data\n");
     let other = fresh(&kit[..1]);
@@ -763,15 +744,7 @@ fn a_server_that_stalls_mid_body_fails_within_the_timeout_and_releases_the_lock(
     );
     fs::copy(host.root.join("s3.env"), fresh.root.join("s3.env")).unwrap();
     let to = fresh.root.join("to");
-    let a = fresh
-        .cmd()
-        .args(["restore", &id, "--from-offsite", "--identity"])
-        .arg(&identity)
-        .arg("--to")
-        .arg(&to)
-        .arg("--yes")
-        .assert()
-        .code(2);
+    let a = offsite_restore(&fresh, &id, &identity, &to, &[]).code(2);
     assert!(stderr(&a).contains("sent nothing for 2s"), "{}", stderr(&a));
     assert!(
         files_under(&fresh.dest).is_empty(),
@@ -783,15 +756,7 @@ fn a_server_that_stalls_mid_body_fails_within_the_timeout_and_releases_the_lock(
     // The lock was released: with the server well again, both run to the end.
     proxy.stall.store(false, Ordering::SeqCst);
     host.cmd().args(["verify", "--offsite"]).assert().success();
-    fresh
-        .cmd()
-        .args(["restore", &id, "--from-offsite", "--identity"])
-        .arg(&identity)
-        .arg("--to")
-        .arg(&to)
-        .arg("--yes")
-        .assert()
-        .success();
+    offsite_restore(&fresh, &id, &identity, &to, &[]).success();
     let back = to.join(data.strip_prefix("/").unwrap()).join("big.bin");
     assert_eq!(
         fs::read(back).unwrap(),
