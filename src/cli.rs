@@ -331,6 +331,10 @@ pub struct RestoreArgs {
     /// its reasons (`--yes` alone does not restore one).
     #[arg(long, requires = "id")]
     pub suspect_ok: bool,
+    /// Swap although processes hold files under the restored paths open (their later
+    /// writes go to the copy moved aside, which is kept and reported as changed).
+    #[arg(long)]
+    pub ignore_open_files: bool,
     /// Also start the services the set names that were not running before the restore
     /// (otherwise they stay stopped, and the result says how to start them).
     #[arg(long)]

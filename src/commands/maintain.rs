@@ -15,7 +15,7 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
     let run = session.start(job, None)?;
     let progress = super::progress::for_stderr();
     let now = crate::clock::now();
-    let results = crate::maintain::run(
+    let mut results = crate::maintain::run(
         cfg,
         &session.catalog,
         tasks,
@@ -24,6 +24,9 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
         &crate::services::SystemRunner,
         progress.as_ref(),
     );
+    if period == Period::Daily {
+        results.push(crate::maintain::rollbacks_task(cfg, now, dry_run));
+    }
     drop(progress);
     let errors: Vec<String> = results
         .iter()
@@ -49,8 +52,13 @@ pub fn run(cfg: &Config, period: Period, dry_run: bool, json: bool) -> anyhow::R
         if tasks.is_empty() {
             println!("no {name} maintenance tasks configured");
         }
+        // The built-in rollback task says nothing when there is nothing to say.
+        let quiet = |t: &crate::maintain::TaskReport| {
+            t.task == "restore rollback copies" && t.done.is_empty() && t.warnings.is_empty()
+        };
         for r in &results {
             match r {
+                Ok(t) if quiet(t) => {}
                 Ok(t) => {
                     println!(
                         "{}: {} compressed, {} removed, {} reclaimed",

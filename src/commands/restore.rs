@@ -37,17 +37,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let _backup_lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
     let runner = SystemRunner;
     if args.cleanup {
-        let cleaned = restore::cleanup(cfg).context("cleaning up after restores")?;
-        if args.json {
-            super::print_json(&cleaned)?;
-        } else if cleaned.rollbacks.is_empty() && cleaned.staging.is_empty() {
-            println!("no rollback copies or staging folders to remove");
-        } else {
-            for r in cleaned.rollbacks.iter().chain(&cleaned.staging) {
-                println!("removed {}", r.display());
-            }
-        }
-        return Ok(ExitCode::SUCCESS);
+        return cleanup(cfg, &args);
     }
     if args.resume {
         match restore::resume(cfg, &runner).context("resuming the interrupted restore")? {
@@ -71,10 +61,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     list(&r.started)
                 );
                 for p in r.rollbacks {
-                    println!(
-                        "  previous data kept at {} (steward restore --cleanup removes it)",
-                        p.display()
-                    );
+                    println!("{}", kept_line(cfg, &p));
                 }
             }
         }
@@ -105,6 +92,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         no_quiesce: args.no_quiesce,
         allow_external_symlinks: args.allow_external_symlinks,
         start_stopped: args.start_stopped,
+        ignore_open_files: args.ignore_open_files,
     };
     let plan = restore::plan(cfg, &record, &opts)
         .with_context(|| format!("planning the restore of {}", record.id))?;
@@ -119,6 +107,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         super::print_json(&plan)?;
     } else {
         print_plan(&plan, &record);
+        print_holders(&plan);
         if !down_now.is_empty() {
             println!(
                 "  not running now, and left stopped after: {}{}",
@@ -190,9 +179,13 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     println!("  removed the abandoned staging folder {}", p.display());
                 }
                 for p in &r.rollbacks {
+                    println!("{}", kept_line(cfg, p));
+                }
+                if !r.open_ignored.is_empty() {
                     println!(
-                        "  previous data kept at {} (steward restore --cleanup removes it)",
-                        p.display()
+                        "  open during the swap (--ignore-open-files): {}; their later writes \
+                         are in the copy kept aside",
+                        restore::holders::describe(&r.open_ignored)
                     );
                 }
                 if !r.also_started.is_empty() {
@@ -229,6 +222,98 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
             Err(anyhow::Error::new(e).context(format!("restore of {} failed", record.id)))
         }
     }
+}
+
+/// Where the replaced data went, and for how long.
+fn kept_line(cfg: &Config, p: &std::path::Path) -> String {
+    format!(
+        "  previous data kept at {} for {} (then daily maintenance removes it; \
+         `steward restore --cleanup` lists and removes it sooner)",
+        p.display(),
+        humantime::format_duration(cfg.restore.keep_rollbacks)
+    )
+}
+
+/// A copy's age and state, as a line under the list.
+fn show_kept(k: &restore::rollbacks::Kept) -> String {
+    let now = crate::clock::now();
+    let days = |s: i64| format!("{:.1} days", s as f64 / 86_400.0);
+    format!(
+        "{}  {}, {} old, from the restore of {}{}",
+        k.path.display(),
+        super::show_bytes(k.bytes),
+        days(now - k.made_at),
+        if k.id.is_empty() { "?" } else { &k.id },
+        if k.changed {
+            "; CHANGED after the swap (something wrote into it: look before removing)"
+        } else if k.expires_at > now {
+            ""
+        } else {
+            "; past its keep time"
+        }
+    )
+}
+
+/// `--cleanup`: every rollback copy listed with size, age and whether it changed after
+/// the swap, then removed only when confirmed (a terminal's y, or `--yes`).
+fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let kept = restore::rollbacks::kept(cfg).context("listing the rollback copies")?;
+    let staging = restore::abandoned(cfg);
+    if kept.is_empty() && staging.is_empty() {
+        if args.json {
+            super::print_json(&restore::resume::Cleaned {
+                rollbacks: Vec::new(),
+                staging: Vec::new(),
+            })?;
+        } else {
+            println!("no rollback copies or staging folders to remove");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        for k in &kept {
+            println!("rollback copy {}", show_kept(k));
+        }
+        for p in &staging {
+            println!("abandoned staging folder {}", p.display());
+        }
+    }
+    if !kept.is_empty() && !args.yes {
+        let total: u64 = kept.iter().map(|k| k.bytes).sum();
+        if !interactive() {
+            bail!(
+                "not removing {} rollback cop{} ({}) without confirmation: no terminal; pass \
+                 --yes (nothing was removed)",
+                kept.len(),
+                if kept.len() == 1 { "y" } else { "ies" },
+                super::show_bytes(total)
+            );
+        }
+        let changed = kept.iter().filter(|k| k.changed).count();
+        let warn = if changed > 0 {
+            format!(", {changed} CHANGED after the swap")
+        } else {
+            String::new()
+        };
+        let answer = ask(&format!(
+            "Remove these {} rollback cop{} ({}{warn})? [y/N]: ",
+            kept.len(),
+            if kept.len() == 1 { "y" } else { "ies" },
+            super::show_bytes(total)
+        ))?;
+        if !matches!(answer.as_str(), "y" | "Y" | "yes") {
+            bail!("not confirmed; nothing was removed");
+        }
+    }
+    let cleaned = restore::cleanup(cfg).context("cleaning up after restores")?;
+    if args.json {
+        super::print_json(&cleaned)?;
+    } else {
+        for r in cleaned.rollbacks.iter().chain(&cleaned.staging) {
+            println!("removed {}", r.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list(v: &[String]) -> String {
@@ -375,6 +460,33 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
             "  services stopped first, started after: {}",
             plan.stop.join(", ")
         );
+    }
+}
+
+/// Who holds the data open now: the swap is refused while anyone but the set's own
+/// services (stopped first) still does.
+fn print_holders(plan: &Plan) {
+    if !plan.in_place {
+        return;
+    }
+    let paths: Vec<std::path::PathBuf> = plan.targets.iter().map(|t| t.live.clone()).collect();
+    match restore::holders::holders(&paths) {
+        Ok(h) if h.is_empty() => {}
+        Ok(h) => {
+            println!(
+                "  open now (the swap is refused while files stay open after the services \
+                 are stopped, unless --ignore-open-files):"
+            );
+            for x in &h {
+                let what = if x.is_folder_only() {
+                    " (working folder only: not refused)"
+                } else {
+                    ""
+                };
+                println!("    PID {} {} {}{what}", x.pid, x.command, x.file.display());
+            }
+        }
+        Err(e) => println!("  open files: {e}"),
     }
 }
 

@@ -132,6 +132,8 @@ struct Status {
     jobs: Vec<JobStatus>,
     sets: Vec<SetStatus>,
     problems: Vec<Problem>,
+    /// The data restores replaced, kept aside.
+    rollbacks: Vec<crate::restore::rollbacks::Kept>,
 }
 
 pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -194,6 +196,7 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         jobs,
         sets,
         problems,
+        rollbacks: crate::restore::rollbacks::kept(cfg)?,
     };
     if json {
         super::print_json(&st)?;
@@ -235,6 +238,23 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 s.newest_good.as_deref().unwrap_or("none")
             );
         }
+    }
+    for k in &st.rollbacks {
+        let left = k.expires_at - crate::clock::now();
+        println!(
+            "rollback copy {}: {}, from the restore of {} at {}; {}",
+            k.path.display(),
+            super::show_bytes(k.bytes),
+            if k.id.is_empty() { "?" } else { &k.id },
+            super::show_time(k.made_at),
+            if k.changed {
+                "CHANGED after the swap: kept until `steward restore --cleanup`".to_string()
+            } else if left > 0 {
+                format!("removed by daily maintenance in {:.1} days", left as f64 / 86_400.0)
+            } else {
+                "removed by the next daily maintenance".to_string()
+            }
+        );
     }
     for p in &st.problems {
         println!(

@@ -115,6 +115,8 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     /// Offsite targets (`[[offsite]]`), each receiving a copy of the sets it covers.
     pub offsite: Vec<OffsiteConfig>,
+    /// `[restore]`: how long the data a restore replaced is kept aside.
+    pub restore: RestoreConfig,
     /// Commands around jobs (`[hooks.JOB]`).
     pub hooks: std::collections::BTreeMap<Job, Hooks>,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
@@ -144,6 +146,8 @@ struct RawConfig {
     schedule: RawSchedule,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     offsite: Vec<Spanned<RawOffsite>>,
+    #[serde(default)]
+    restore: RawRestore,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     hooks: std::collections::BTreeMap<Spanned<String>, hooks::RawHooks>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -154,6 +158,22 @@ struct RawConfig {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawState {
     dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawRestore {
+    keep_rollbacks: Option<values::HumanDuration>,
+}
+
+/// `[restore]`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RestoreConfig {
+    /// The copy of the data a restore replaced is kept this long, then daily maintenance
+    /// removes it (unless something wrote into it after the swap). Default a week.
+    #[serde(serialize_with = "values::ser_duration")]
+    pub keep_rollbacks: std::time::Duration,
 }
 
 /// Which file to load: `--config`, else `$STEWARD_CONFIG`, else the system file, else the
@@ -393,6 +413,12 @@ impl Validator<'_> {
         }
         Ok(Config {
             origin: self.origin.clone(),
+            restore: RestoreConfig {
+                keep_rollbacks: raw
+                    .restore
+                    .keep_rollbacks
+                    .map_or(std::time::Duration::from_hours(24 * 7), |d| d.0),
+            },
             services,
             alerts,
             maintenance,

@@ -116,6 +116,36 @@ pub fn run(
         .collect()
 }
 
+/// The built-in daily task: the rollback copies of restores past `[restore]
+/// keep-rollbacks` are removed, except those written into after the swap, which are warned
+/// about every day until a human looks (`steward restore --cleanup`).
+pub fn rollbacks_task(config: &Config, now: i64, dry_run: bool) -> Result<TaskReport, TaskError> {
+    let name = "restore rollback copies";
+    let e = crate::restore::rollbacks::expire(config, now, dry_run).map_err(|e| fail(name, e))?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut r = TaskReport {
+        task: name.into(),
+        files_removed: e.removed.len() as u64,
+        bytes_reclaimed: e.removed.iter().map(|k| k.bytes).sum(),
+        ..Default::default()
+    };
+    for k in &e.removed {
+        r.done.push(format!("{verb} {} (from the restore of {})", k.path.display(), k.id));
+    }
+    if e.kept > 0 {
+        r.done.push(format!("{} copies kept (younger than keep-rollbacks)", e.kept));
+    }
+    for k in &e.changed {
+        r.warnings.push(format!(
+            "{} was written into after the restore of {} replaced it: it is kept; look at \
+             it, then `steward restore --cleanup` removes it",
+            k.path.display(),
+            k.id
+        ));
+    }
+    Ok(r)
+}
+
 fn size_with_wal(db: &Path) -> u64 {
     let side = |suffix: &str| {
         let mut p = db.as_os_str().to_owned();

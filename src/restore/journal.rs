@@ -156,6 +156,16 @@ impl Journal {
             .collect()
     }
 
+    /// (live path, rollback copy) for each copy this restore made that still exists.
+    pub fn rollback_pairs(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.plan
+            .targets
+            .iter()
+            .map(|t| (t.live.clone(), t.rollback_path()))
+            .filter(|(_, p)| fs::symlink_metadata(p).is_ok())
+            .collect()
+    }
+
     /// Removes the staging folders (whatever is left in them).
     pub fn remove_staging(&self) {
         for t in &self.plan.targets {
@@ -243,7 +253,8 @@ fn places(t: &Target, u: &Unit, create_rollback: bool) -> Result<Places, Confine
     })
 }
 
-fn unit_path(plan: &Plan, u: &Unit) -> PathBuf {
+/// The live path of `u`.
+pub fn unit_path(plan: &Plan, u: &Unit) -> PathBuf {
     let t = &plan.targets[u.target];
     let mut p = t.live.clone();
     if !u.rel.is_empty() {

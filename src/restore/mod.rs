@@ -10,9 +10,11 @@
 //! - [`resume`]: finishing or undoing an interrupted restore, and cleaning up.
 
 pub mod confine;
+pub mod holders;
 pub mod journal;
 pub mod plan;
 pub mod resume;
+pub mod rollbacks;
 pub mod safety;
 pub mod stage;
 
@@ -74,6 +76,20 @@ pub enum RestoreError {
     ServicesDown(String),
     #[error("{cause}; rolled back, data is as before{services}")]
     RolledBack { cause: String, services: String },
+    #[error(
+        "files under the restored paths are open, so the swap was refused (writes into \
+         them would land in the copy moved aside and be lost with it): {}; nothing was \
+         changed. Stop those processes, or name the service that runs them in the set's \
+         quiesce list ([[backup.set]] name = \"{set}\", quiesce = [\"NAME\"] with a \
+         [[service]] NAME), then restore again; --ignore-open-files swaps anyway",
+        holders::describe(.holders)
+    )]
+    OpenFiles {
+        set: String,
+        holders: Vec<holders::Holder>,
+    },
+    #[error(transparent)]
+    Holders(#[from] holders::HoldersError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
@@ -96,6 +112,8 @@ pub struct Report {
     /// Of those, the ones `start_stopped` started too.
     pub also_started: Vec<String>,
     pub rollbacks: Vec<PathBuf>,
+    /// Processes that held files open and were let be (`--ignore-open-files`).
+    pub open_ignored: Vec<holders::Holder>,
     pub sqlite_checked: Vec<PathBuf>,
     /// Staging folders of earlier, abandoned restores that were removed first.
     pub removed_abandoned: Vec<PathBuf>,
@@ -321,7 +339,42 @@ pub fn restore(
         ));
     }
 
-    // 4. Swap under the journal, then check the databases in their final place.
+    // 4. Nothing may hold the data open any more: its writes would go to the copy moved
+    // aside. Asked after quiescing, so the set's own services are gone by now.
+    let mut open_ignored = Vec::new();
+    if plan.in_place {
+        let paths: Vec<PathBuf> = journal
+            .units
+            .iter()
+            .map(|u| journal::unit_path(plan, u))
+            .collect();
+        let found = match holders::holders(&paths) {
+            Ok(h) => h,
+            Err(e) if opts.ignore_open_files => {
+                progress.note(&format!("{e}; --ignore-open-files: going on"));
+                Vec::new()
+            }
+            Err(e) => return Err(abandon(config, &mut journal, Some(quiesced), e.into())),
+        };
+        let found: Vec<holders::Holder> =
+            found.into_iter().filter(|h| !h.is_folder_only()).collect();
+        if !found.is_empty() {
+            if !opts.ignore_open_files {
+                let e = RestoreError::OpenFiles {
+                    set: plan.set.clone(),
+                    holders: found,
+                };
+                return Err(abandon(config, &mut journal, Some(quiesced), e));
+            }
+            progress.note(&format!(
+                "--ignore-open-files: swapping although {} are open",
+                holders::describe(&found)
+            ));
+            open_ignored = found;
+        }
+    }
+
+    // 5. Swap under the journal, then check the databases in their final place.
     progress.phase("swapping", 0);
     journal.phase = Phase::Swapping;
     if let Err(e) = journal.save(&config.state_dir) {
@@ -352,9 +405,9 @@ pub fn restore(
     crate::fault::crash_point("restore-settled");
     journal.remove_staging();
     let rollbacks = journal.rollbacks();
-    resume::remember_rollbacks(config, &rollbacks)?;
+    rollbacks::remember(config, &plan.id, &journal.rollback_pairs())?;
 
-    // 5. Start the services again; the journal goes only once they run.
+    // 6. Start the services again; the journal goes only once they run.
     let stopped = quiesced.stopped();
     let not_running = quiesced.not_running();
     progress.phase("starting services", 0);
@@ -392,6 +445,7 @@ pub fn restore(
         left_stopped,
         also_started,
         rollbacks,
+        open_ignored,
         sqlite_checked: journal
             .databases
             .iter()

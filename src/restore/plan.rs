@@ -26,6 +26,8 @@ pub struct RestoreOptions {
     pub allow_external_symlinks: bool,
     /// Also start the quiesced services that were not running before the restore.
     pub start_stopped: bool,
+    /// Swap although processes hold files under the restored paths open.
+    pub ignore_open_files: bool,
 }
 
 /// One restored set path. Every operation on it starts from `base`, a trusted folder, and

@@ -5,14 +5,13 @@
 //! rollback copies earlier restores kept.
 
 use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::journal::{self, Journal, Phase, write_atomic};
+use super::journal::{self, Journal, Phase};
 use super::plan::{Plan, is_staging_name, parent_and_name};
-use super::{RestoreError, io_err, join_errors};
+use super::{RestoreError, join_errors};
 use crate::config::Config;
 use crate::services::{self, Runner};
 
@@ -28,31 +27,6 @@ pub struct Resumed {
     pub units: usize,
     pub started: Vec<String>,
     pub rollbacks: Vec<PathBuf>,
-}
-
-fn rollbacks_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("restore-rollbacks.json")
-}
-
-fn known_rollbacks(config: &Config) -> Result<Vec<PathBuf>, RestoreError> {
-    let path = rollbacks_path(&config.state_dir);
-    match fs::read(&path) {
-        Ok(d) => serde_json::from_slice(&d).map_err(|e| io_err(&path)(io::Error::other(e))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_err(&path)(e)),
-    }
-}
-
-/// Records rollback copies so that `--cleanup` can remove them later.
-pub fn remember_rollbacks(config: &Config, new: &[PathBuf]) -> Result<(), RestoreError> {
-    if new.is_empty() {
-        return Ok(());
-    }
-    let mut known = known_rollbacks(config)?;
-    known.extend(new.iter().cloned());
-    known.sort();
-    known.dedup();
-    write_atomic(&rollbacks_path(&config.state_dir), &known)
 }
 
 /// Finishes or undoes an interrupted restore from its journal, then starts the services it
@@ -105,9 +79,8 @@ pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, R
     j.save(&config.state_dir)?;
     j.remove_staging();
     let rollbacks = if outcome == "completed" {
-        let r = j.rollbacks();
-        remember_rollbacks(config, &r)?;
-        r
+        super::rollbacks::remember(config, &j.id, &j.rollback_pairs())?;
+        j.rollbacks()
     } else {
         Vec::new()
     };
@@ -193,36 +166,7 @@ pub struct Cleaned {
 /// Removes the rollback copies earlier restores kept and abandoned staging folders.
 /// Refused while a restore is pending: its rollback copies may still be needed.
 pub fn cleanup(config: &Config) -> Result<Cleaned, RestoreError> {
-    if journal::pending(&config.state_dir)?.is_some() {
-        return Err(RestoreError::Refused(
-            "an interrupted restore is pending; run `steward restore --resume` first".into(),
-        ));
-    }
-    let mut rollbacks = Vec::new();
-    for r in known_rollbacks(config)? {
-        // Only what a restore made: the name says so.
-        let ours = r
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains(".steward-rollback-"));
-        if ours && let Ok(m) = fs::symlink_metadata(&r) {
-            let removed = if m.is_dir() {
-                fs::remove_dir_all(&r)
-            } else {
-                fs::remove_file(&r)
-            };
-            removed.map_err(io_err(&r))?;
-            rollbacks.push(r.clone());
-        }
-        // A database's side files were kept beside its rollback copy.
-        for side in journal::SQLITE_SIDE_FILES {
-            let s = PathBuf::from(format!("{}{side}", r.display()));
-            if ours && fs::symlink_metadata(&s).is_ok() {
-                fs::remove_file(&s).map_err(io_err(&s))?;
-                rollbacks.push(s);
-            }
-        }
-    }
-    write_atomic(&rollbacks_path(&config.state_dir), &Vec::<PathBuf>::new())?;
+    let rollbacks = super::rollbacks::remove_all(config)?;
     let staging = remove_abandoned(config, None);
     Ok(Cleaned { rollbacks, staging })
 }

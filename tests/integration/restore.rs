@@ -291,7 +291,7 @@ fn services_are_stopped_before_the_swap_and_running_after_with_data_as_backed_up
     assert_eq!(fs::read(kept[0].join("app.db")).unwrap(), b"garbage");
     w.env
         .cmd()
-        .args(["restore", "--cleanup"])
+        .args(["restore", "--cleanup", "--yes"])
         .assert()
         .success();
     assert!(!kept[0].exists());
@@ -703,7 +703,7 @@ fn a_stale_wal_is_not_applied_to_the_restored_database() {
             && kept.iter().any(|n| !n.contains('-') || n.ends_with('Z')),
         "{kept:?}"
     );
-    env.cmd().args(["restore", "--cleanup"]).assert().success();
+    env.cmd().args(["restore", "--cleanup", "--yes"]).assert().success();
     let left: Vec<String> = crate::common::dir_names(&env.root)
         .into_iter()
         .filter(|n| n.contains("steward-"))
@@ -744,7 +744,7 @@ fn sigkill_at_any_moment_then_following_steward_ends_with_the_backup_and_service
     let normal = t0.elapsed();
     w.env
         .cmd()
-        .args(["restore", "--cleanup"])
+        .args(["restore", "--cleanup", "--yes"])
         .assert()
         .success();
     let mut outcomes: BTreeMap<&str, u32> = BTreeMap::new();
@@ -832,7 +832,7 @@ fn sigkill_at_any_moment_then_following_steward_ends_with_the_backup_and_service
         *outcomes.entry(step).or_default() += 1;
         w.env
             .cmd()
-            .args(["restore", "--cleanup"])
+            .args(["restore", "--cleanup", "--yes"])
             .assert()
             .success();
         let (api, web) = (w.pid("api").unwrap(), w.pid("web").unwrap());
@@ -907,7 +907,7 @@ fn an_abandoned_staging_folder_is_reported_and_removed_by_cleanup() {
         "{}",
         stdout(&a)
     );
-    let a = env.cmd().args(["restore", "--cleanup"]).assert().success();
+    let a = env.cmd().args(["restore", "--cleanup", "--yes"]).assert().success();
     assert!(stdout(&a).contains("removed"), "{}", stdout(&a));
     assert!(!staging.exists());
     let a = env.cmd().args(["backups", "list"]).assert().success();
