@@ -335,6 +335,10 @@ pub struct RestoreArgs {
     /// writes go to the copy moved aside, which is kept and reported as changed).
     #[arg(long)]
     pub ignore_open_files: bool,
+    /// Also replace live entries the set's exclude rules leave out (never backed up);
+    /// by default an in-place restore keeps them.
+    #[arg(long)]
+    pub replace_excluded: bool,
     /// Also start the services the set names that were not running before the restore
     /// (otherwise they stay stopped, and the result says how to start them).
     #[arg(long)]
@@ -356,9 +360,20 @@ pub struct RestoreArgs {
     /// Finish a restore that was interrupted (power loss, SIGKILL) and start its services.
     #[arg(long, conflicts_with_all = ["cleanup", "latest"])]
     pub resume: bool,
-    /// Remove the copies of replaced data that earlier restores kept.
+    /// List the copies of replaced data that earlier restores kept (size, age, changed
+    /// after the swap) and remove them once confirmed (a terminal's y, or --yes).
     #[arg(long, conflicts_with = "latest")]
     pub cleanup: bool,
+    /// Before service NAME starts (systemd ExecStartPre=, a launchd or shell wrapper):
+    /// exit 0 when its data is whole, finishing or undoing an interrupted restore that
+    /// stopped it; exit 75 while a running restore has it stopped; 2 when the data cannot
+    /// be brought to rest.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with_all = ["id", "latest", "resume", "cleanup", "to", "paths", "dry_run"]
+    )]
+    pub guard: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -37,6 +37,8 @@ mod hooks;
 mod hostile;
 #[path = "integration/hosts.rs"]
 mod hosts;
+#[path = "integration/live.rs"]
+mod live;
 #[path = "integration/maintain.rs"]
 mod maintain;
 #[path = "integration/notify.rs"]

@@ -227,6 +227,11 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for f in &generated.files {
         let path = dir.join(&f.name);
+        // Drop-ins go in `UNIT.d/`.
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
         std::fs::write(&path, &f.content).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
@@ -264,6 +269,12 @@ pub fn uninstall(cfg: &Config, target: InstallTarget, dry_run: bool) -> anyhow::
                 Ok(()) => println!("removed {}", f.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
+            }
+            // A drop-in folder install made goes when nothing else is in it.
+            if let Some(parent) = f.parent()
+                && parent.extension().is_some_and(|e| e == "d")
+            {
+                let _ = std::fs::remove_dir(parent);
             }
         }
     }

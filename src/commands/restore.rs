@@ -32,6 +32,9 @@ fn ask(prompt: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.guard {
+        return guard(cfg, name, args.json);
+    }
     let mut session = Session::begin(cfg, Job::Restore, false, &super::warn)?;
     // No backup or prune may change the destination while a restore reads it.
     let _backup_lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
@@ -93,6 +96,7 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         allow_external_symlinks: args.allow_external_symlinks,
         start_stopped: args.start_stopped,
         ignore_open_files: args.ignore_open_files,
+        replace_excluded: args.replace_excluded,
     };
     let plan = restore::plan(cfg, &record, &opts)
         .with_context(|| format!("planning the restore of {}", record.id))?;
@@ -180,6 +184,13 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                 }
                 for p in &r.rollbacks {
                     println!("{}", kept_line(cfg, p));
+                }
+                if r.carried.entries > 0 {
+                    println!(
+                        "  kept {} live entries ({}) the set excludes",
+                        r.carried.entries,
+                        super::show_bytes(r.carried.bytes)
+                    );
                 }
                 if !r.open_ignored.is_empty() {
                     println!(
@@ -311,6 +322,44 @@ fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     } else {
         for r in cleaned.rollbacks.iter().chain(&cleaned.staging) {
             println!("removed {}", r.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--guard NAME`: light enough for a service's start (no catalog, no hooks, no
+/// confirmation), and plain on stdout for the service manager's log.
+fn guard(cfg: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut lock = None;
+    let g = restore::guard(cfg, name, || {
+        // A running restore holds its lock: it has NAME stopped and starts it itself.
+        match crate::lock::acquire(&cfg.state_dir, Job::Restore.lock()) {
+            Ok(l) => {
+                lock = Some(l);
+                Ok(())
+            }
+            Err(e @ crate::lock::LockError::Held { .. }) => Err(restore::RestoreError::Locked(e)),
+            Err(e) => Err(restore::RestoreError::Refused(e.to_string())),
+        }
+    })
+    .with_context(|| format!("guarding the start of {name}"))?;
+    drop(lock);
+    if json {
+        super::print_json(&g)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match g {
+        restore::Guarded::NoRestore => {}
+        restore::Guarded::NotConcerned { id } => {
+            println!("steward: {name} may start: the pending restore of {id} does not stop it");
+        }
+        restore::Guarded::Settled { id, outcome, why } => {
+            println!(
+                "steward: {name} may start: the interrupted restore of {id} was settled \
+                 before it ({}: {why}); `steward restore --resume` starts the other services \
+                 it stopped",
+                outcome.replace('-', " ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -452,6 +501,19 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
     }
     if !plan.paths.is_empty() {
         println!("  only paths matching: {}", plan.paths.join(", "));
+    }
+    if plan.excluded.entries > 0 {
+        println!(
+            "  keep {} live entries ({}) the set excludes (never backed up): carried over \
+             unchanged{}",
+            plan.excluded.entries,
+            super::show_bytes(plan.excluded.bytes),
+            if plan.paths.is_empty() {
+                " (--replace-excluded moves them aside instead)"
+            } else {
+                ", where a replaced folder holds them"
+            }
+        );
     }
     if plan.stop.is_empty() {
         println!("  services: none stopped");

@@ -250,7 +250,10 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             if k.changed {
                 "CHANGED after the swap: kept until `steward restore --cleanup`".to_string()
             } else if left > 0 {
-                format!("removed by daily maintenance in {:.1} days", left as f64 / 86_400.0)
+                format!(
+                    "removed by daily maintenance in {:.1} days",
+                    left as f64 / 86_400.0
+                )
             } else {
                 "removed by the next daily maintenance".to_string()
             }

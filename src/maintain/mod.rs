@@ -130,10 +130,17 @@ pub fn rollbacks_task(config: &Config, now: i64, dry_run: bool) -> Result<TaskRe
         ..Default::default()
     };
     for k in &e.removed {
-        r.done.push(format!("{verb} {} (from the restore of {})", k.path.display(), k.id));
+        r.done.push(format!(
+            "{verb} {} (from the restore of {})",
+            k.path.display(),
+            k.id
+        ));
     }
     if e.kept > 0 {
-        r.done.push(format!("{} copies kept (younger than keep-rollbacks)", e.kept));
+        r.done.push(format!(
+            "{} copies kept (younger than keep-rollbacks)",
+            e.kept
+        ));
     }
     for k in &e.changed {
         r.warnings.push(format!(

@@ -13,6 +13,7 @@ use crate::schedule::Cron;
 const JOB_SERVICE: &str = include_str!("../../packaging/systemd/job.service");
 const JOB_TIMER: &str = include_str!("../../packaging/systemd/job.timer");
 const DAEMON_SERVICE: &str = include_str!("../../packaging/systemd/daemon.service");
+const GUARD_DROPIN: &str = include_str!("../../packaging/systemd/guard.conf");
 const JOB_PLIST: &str = include_str!("../../packaging/launchd/job.plist");
 
 /// How the jobs are driven.
@@ -316,7 +317,53 @@ pub fn systemd(config: &Config, o: &SystemdOptions<'_>) -> Result<Generated, Str
             }
         }
     }
+    files.extend(guard_dropins(config, o, &binary, &config_path));
     Ok(Generated { files, enable })
+}
+
+/// For each systemd service a set stops around a restore (of the same manager, system or
+/// user, as this install): a drop-in `UNIT.d/steward-restore-guard.conf` whose
+/// `ExecStartPre=` runs `steward restore --guard NAME`, so that after a power loss mid-swap
+/// the service does not start on mixed data before anyone runs `--resume`.
+fn guard_dropins(
+    config: &Config,
+    o: &SystemdOptions<'_>,
+    binary: &str,
+    config_path: &str,
+) -> Vec<File> {
+    let mut names: Vec<&str> = config
+        .backup
+        .sets
+        .iter()
+        .flat_map(|s| s.quiesce.iter().map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        let Some(svc) = config.services.iter().find(|s| s.name == name) else {
+            continue;
+        };
+        let crate::config::Manager::Systemd { unit, user } = &svc.manager else {
+            continue;
+        };
+        if *user != o.user {
+            continue;
+        }
+        let unit = if unit.contains('.') {
+            unit.clone()
+        } else {
+            format!("{unit}.service")
+        };
+        out.push(File {
+            name: format!("{unit}.d/steward-restore-guard.conf"),
+            content: fill(
+                GUARD_DROPIN,
+                &[("BINARY", binary), ("CONFIG", config_path), ("NAME", name)],
+            ),
+        });
+    }
+    out
 }
 
 /// Drops the blank lines left by empty placeholders.

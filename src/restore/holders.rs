@@ -216,7 +216,10 @@ mod tests {
     #[test]
     fn a_name_that_only_shares_a_prefix_is_not_under_the_root() {
         assert!(under(Path::new("/srv/app"), Path::new("/srv/app/db")));
-        assert!(under(Path::new("/srv/app/db"), Path::new("/srv/app/db (deleted)")));
+        assert!(under(
+            Path::new("/srv/app/db"),
+            Path::new("/srv/app/db (deleted)")
+        ));
         assert!(!under(Path::new("/srv/app"), Path::new("/srv/apple/db")));
     }
 
@@ -246,7 +249,8 @@ mod tests {
         drop(child.stdin.take());
         let _ = child.wait();
         assert!(
-            seen.iter().any(|h| h.pid == pid && h.file == want && h.fd == "3"),
+            seen.iter()
+                .any(|h| h.pid == pid && h.file == want && h.fd == "3"),
             "{seen:?}"
         );
     }

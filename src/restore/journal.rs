@@ -91,6 +91,10 @@ pub struct Journal {
     pub stopped: Vec<String>,
     /// Restored databases and the digests the manifest promises for them.
     pub databases: Vec<StagedDb>,
+    /// Once an interruption was settled (by `--guard`): the outcome and why, for the
+    /// `--resume` that starts the services after.
+    #[serde(default)]
+    pub settled: Option<(String, String)>,
 }
 
 /// Where the journal of a restore in progress lives.
@@ -128,6 +132,7 @@ impl Journal {
             units: Vec::new(),
             stopped: Vec::new(),
             databases: Vec::new(),
+            settled: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`journal`]: quiesce and the swap, journaled from the first side effect;
 //! - [`resume`]: finishing or undoing an interrupted restore, and cleaning up.
 
+pub mod carry;
 pub mod confine;
 pub mod holders;
 pub mod journal;
@@ -33,7 +34,7 @@ use crate::services::{self, Runner, ServiceError};
 
 pub use journal::{Journal, Phase, Unit, journal_path, pending};
 pub use plan::{Plan, RestoreOptions, Target, plan};
-pub use resume::{Resumed, abandoned, cleanup, resume};
+pub use resume::{Guarded, Resumed, abandoned, cleanup, guard, resume};
 
 /// Why a restore failed or was refused. Data is as it was before unless the message
 /// says otherwise.
@@ -90,6 +91,11 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Holders(#[from] holders::HoldersError),
+    #[error(
+        "a restore is running and has this service stopped; it starts the service itself \
+         when it is done"
+    )]
+    Locked(#[source] crate::lock::LockError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
@@ -112,6 +118,8 @@ pub struct Report {
     /// Of those, the ones `start_stopped` started too.
     pub also_started: Vec<String>,
     pub rollbacks: Vec<PathBuf>,
+    /// Live entries the exclude rules leave out, carried into the restored data.
+    pub carried: carry::Carried,
     /// Processes that held files open and were let be (`--ignore-open-files`).
     pub open_ignored: Vec<holders::Holder>,
     pub sqlite_checked: Vec<PathBuf>,
@@ -374,6 +382,26 @@ pub fn restore(
         }
     }
 
+    // What the backup never had stays: carried into the staged data, now that nothing
+    // writes to it any more.
+    let mut carried = carry::Carried::default();
+    if plan.in_place
+        && !opts.replace_excluded
+        && let Some(set) = config.set(&plan.set)
+    {
+        match carry::carry(plan, &journal.units, &set.excludes) {
+            Ok(c) => carried = c,
+            Err(e) => {
+                let e = RestoreError::Refused(format!(
+                    "carrying over the live entries the set excludes failed: {}; nothing \
+                     was changed (--replace-excluded leaves them in the rollback copy instead)",
+                    crate::error::chain(&e)
+                ));
+                return Err(abandon(config, &mut journal, Some(quiesced), e));
+            }
+        }
+    }
+
     // 5. Swap under the journal, then check the databases in their final place.
     progress.phase("swapping", 0);
     journal.phase = Phase::Swapping;
@@ -445,6 +473,7 @@ pub fn restore(
         left_stopped,
         also_started,
         rollbacks,
+        carried,
         open_ignored,
         sqlite_checked: journal
             .databases

@@ -28,6 +28,9 @@ pub struct RestoreOptions {
     pub start_stopped: bool,
     /// Swap although processes hold files under the restored paths open.
     pub ignore_open_files: bool,
+    /// Replace live entries the set's exclude rules leave out too, instead of carrying
+    /// them over (they go to the rollback copy with the rest).
+    pub replace_excluded: bool,
 }
 
 /// One restored set path. Every operation on it starts from `base`, a trusted folder, and
@@ -83,6 +86,10 @@ pub struct Plan {
     pub stop: Vec<String>,
     pub paths: Vec<String>,
     pub stamp: String,
+    /// Live entries the set's exclude rules leave out, which an in-place restore carries
+    /// over (none with `--replace-excluded` or `--to`).
+    #[serde(default)]
+    pub excluded: super::carry::Carried,
 }
 
 /// Checks a path recorded in `backup.json`: absolute, no `.`, `..` or empty parts, not `/`.
@@ -251,7 +258,11 @@ pub fn plan(
         Some(set) if in_place && !opts.no_quiesce => set.quiesce.clone(),
         _ => Vec::new(),
     };
-    Ok(Plan {
+    let excludes = config
+        .set(&meta.set)
+        .filter(|_| in_place && !opts.replace_excluded)
+        .map(|s| &s.excludes);
+    let mut plan = Plan {
         id: record.id.clone(),
         set: meta.set,
         archive: record.path.clone(),
@@ -263,7 +274,12 @@ pub fn plan(
         stop,
         paths: opts.paths.clone(),
         stamp,
-    })
+        excluded: super::carry::Carried::default(),
+    };
+    if let Some(ex) = excludes {
+        plan.excluded = super::carry::count(&plan, ex);
+    }
+    Ok(plan)
 }
 
 /// `wanted`, or `wanted-2`, `-3`... when a restore earlier in the same second kept its

@@ -21,7 +21,7 @@ pub struct Resumed {
     pub id: String,
     /// `completed` (the backup's data is in place) or `rolled-back` (the data is as it was
     /// before the restore began).
-    pub outcome: &'static str,
+    pub outcome: String,
     /// Why that way.
     pub why: String,
     pub units: usize,
@@ -29,12 +29,10 @@ pub struct Resumed {
     pub rollbacks: Vec<PathBuf>,
 }
 
-/// Finishes or undoes an interrupted restore from its journal, then starts the services it
-/// had stopped. `None` when no restore was interrupted.
-pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, RestoreError> {
-    let Some(mut j) = journal::pending(&config.state_dir)? else {
-        return Ok(None);
-    };
+/// Brings the data of an interrupted restore to rest: the swap finished, or undone; the
+/// journal then says `settled` and how, and only services are left. Returns the outcome
+/// (`completed` or `rolled-back`) and why.
+fn settle(config: &Config, j: &mut Journal) -> Result<(String, String), RestoreError> {
     let (outcome, why) = match j.phase {
         Phase::Staging | Phase::Stopping => (
             "rolled-back",
@@ -44,7 +42,7 @@ pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, R
         ),
         Phase::Swapping => {
             // The staged data was verified before the swap began: finish it.
-            match journal::swap(&j).and_then(|()| journal::check_databases(&j)) {
+            match journal::swap(j).and_then(|()| journal::check_databases(j)) {
                 Ok(()) => (
                     "completed",
                     "the swap had begun with verified data; it was finished".to_string(),
@@ -52,7 +50,7 @@ pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, R
                 Err(e) => {
                     j.phase = Phase::RollingBack;
                     j.save(&config.state_dir)?;
-                    journal::roll_back(&j)?;
+                    journal::roll_back(j)?;
                     (
                         "rolled-back",
                         format!(
@@ -64,22 +62,45 @@ pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, R
             }
         }
         Phase::RollingBack => {
-            journal::roll_back(&j)?;
+            journal::roll_back(j)?;
             (
                 "rolled-back",
                 "a failed swap was being undone; undoing it was finished".to_string(),
             )
         }
-        Phase::Settled => (
-            "completed",
-            "the data was already in place; only the services were left".to_string(),
-        ),
+        Phase::Settled => match j.settled.clone() {
+            Some((outcome, why)) => (
+                if outcome == "completed" {
+                    "completed"
+                } else {
+                    "rolled-back"
+                },
+                why,
+            ),
+            None => (
+                "completed",
+                "the data was already in place; only the services were left".to_string(),
+            ),
+        },
     };
     j.phase = Phase::Settled;
+    j.settled = Some((outcome.to_string(), why.clone()));
     j.save(&config.state_dir)?;
     j.remove_staging();
-    let rollbacks = if outcome == "completed" {
+    if outcome == "completed" {
         super::rollbacks::remember(config, &j.id, &j.rollback_pairs())?;
+    }
+    Ok((outcome.to_string(), why))
+}
+
+/// Finishes or undoes an interrupted restore from its journal, then starts the services it
+/// had stopped. `None` when no restore was interrupted.
+pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, RestoreError> {
+    let Some(mut j) = journal::pending(&config.state_dir)? else {
+        return Ok(None);
+    };
+    let (outcome, why) = settle(config, &mut j)?;
+    let rollbacks = if outcome == "completed" {
         j.rollbacks()
     } else {
         Vec::new()
@@ -97,6 +118,49 @@ pub fn resume(config: &Config, runner: &dyn Runner) -> Result<Option<Resumed>, R
         started: j.stopped,
         rollbacks,
     }))
+}
+
+/// What `restore --guard NAME` found, before NAME starts.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum Guarded {
+    /// No restore is pending: start.
+    NoRestore,
+    /// A restore is pending that does not involve NAME: start.
+    NotConcerned { id: String },
+    /// A restore that stopped NAME was interrupted; its data is now at rest (finished or
+    /// undone), so NAME may start on whole data. The journal stays (settled) so that
+    /// `--resume` starts the other services it stopped and every command says so.
+    Settled {
+        id: String,
+        outcome: String,
+        why: String,
+    },
+}
+
+/// The start guard of a service a restore stops (systemd `ExecStartPre=`, a launchd or
+/// shell wrapper): NAME never starts on half-swapped data. `in_progress` is asked only when
+/// a pending restore involves NAME, and must say whether a running restore holds the
+/// restore lock (then the start is refused: that restore starts NAME itself).
+pub fn guard(
+    config: &Config,
+    name: &str,
+    in_progress: impl FnOnce() -> Result<(), RestoreError>,
+) -> Result<Guarded, RestoreError> {
+    let Some(mut j) = journal::pending(&config.state_dir)? else {
+        return Ok(Guarded::NoRestore);
+    };
+    let involved = j.stopped.iter().chain(&j.plan.stop).any(|s| s == name);
+    if !involved {
+        return Ok(Guarded::NotConcerned { id: j.id });
+    }
+    in_progress()?;
+    let (outcome, why) = settle(config, &mut j)?;
+    Ok(Guarded::Settled {
+        id: j.id,
+        outcome,
+        why,
+    })
 }
 
 /// Staging folders beside the configured set paths that no pending restore owns: left by

@@ -143,14 +143,22 @@ pub fn print(config: &Config, path: &Path, live: Option<&Path>) -> Print {
 }
 
 /// Records the copies a restore of `id` just made (live path, copy path).
-pub fn remember(config: &Config, id: &str, made: &[(PathBuf, PathBuf)]) -> Result<(), RestoreError> {
+pub fn remember(
+    config: &Config,
+    id: &str,
+    made: &[(PathBuf, PathBuf)],
+) -> Result<(), RestoreError> {
     if made.is_empty() {
         return Ok(());
     }
     let mut all = load(config)?;
     let now = crate::clock::now();
     for (live, path) in made {
-        all.retain(|r| &r.path != path);
+        // Already recorded (a resume after the guard settled it): its print stays the
+        // one taken right after the swap.
+        if all.iter().any(|r| &r.path == path) {
+            continue;
+        }
         all.push(Rollback {
             path: path.clone(),
             id: id.to_string(),

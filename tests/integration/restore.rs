@@ -703,7 +703,10 @@ fn a_stale_wal_is_not_applied_to_the_restored_database() {
             && kept.iter().any(|n| !n.contains('-') || n.ends_with('Z')),
         "{kept:?}"
     );
-    env.cmd().args(["restore", "--cleanup", "--yes"]).assert().success();
+    env.cmd()
+        .args(["restore", "--cleanup", "--yes"])
+        .assert()
+        .success();
     let left: Vec<String> = crate::common::dir_names(&env.root)
         .into_iter()
         .filter(|n| n.contains("steward-"))
@@ -907,7 +910,11 @@ fn an_abandoned_staging_folder_is_reported_and_removed_by_cleanup() {
         "{}",
         stdout(&a)
     );
-    let a = env.cmd().args(["restore", "--cleanup", "--yes"]).assert().success();
+    let a = env
+        .cmd()
+        .args(["restore", "--cleanup", "--yes"])
+        .assert()
+        .success();
     assert!(stdout(&a).contains("removed"), "{}", stdout(&a));
     assert!(!staging.exists());
     let a = env.cmd().args(["backups", "list"]).assert().success();

@@ -1,0 +1,215 @@
+//! What the backup never had stays: before an in-place swap, every live entry the set's
+//! exclude rules leave out (logs, caches, anything `exclude` names) is carried into the
+//! staged data, by hard link where it can be (no bytes copied, the very same file lives
+//! on) and by copy across filesystems. Without this, restoring a backup would move those
+//! files into the rollback copy, and removing that copy would destroy data that no
+//! backup holds.
+//!
+//! Only the staging side is written, through confined handles (a staged symlink where
+//! the live tree has a folder is refused, never followed); the live tree is read only.
+
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::confine::{ConfineError, Dir, split};
+use super::journal::{Unit, unit_path};
+use super::plan::Plan;
+use crate::patterns::Excludes;
+
+/// How much live data the exclude rules leave out (and a restore keeps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Visits every live entry below `root` that `excludes` leaves out: an excluded folder
+/// once (`true`: its whole tree goes), an excluded file or link inside a kept folder once.
+fn excluded_below(
+    root: &Path,
+    excludes: &Excludes,
+    mut visit: impl FnMut(&walkdir::DirEntry) -> Result<(), ConfineError>,
+) -> Result<(), ConfineError> {
+    let mut walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter();
+    while let Some(e) = walk.next() {
+        let Ok(e) = e else { continue };
+        let is_dir = e.file_type().is_dir();
+        if excludes.excluded(e.path(), is_dir) {
+            visit(&e)?;
+            if is_dir {
+                walk.skip_current_dir();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tree_size(path: &Path) -> Carried {
+    let mut c = Carried::default();
+    for e in walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        c.entries += 1;
+        if e.file_type().is_file() {
+            c.bytes += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    c
+}
+
+/// What an in-place restore of `plan` will carry over, counted for the plan.
+pub fn count(plan: &Plan, excludes: &Excludes) -> Carried {
+    let mut total = Carried::default();
+    for t in plan.targets.iter().filter(|t| t.exists) {
+        if !fs::symlink_metadata(&t.live).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let _ = excluded_below(&t.live, excludes, |e| {
+            let c = tree_size(e.path());
+            total.entries += c.entries;
+            total.bytes += c.bytes;
+            Ok(())
+        });
+    }
+    total
+}
+
+/// Carries the excluded live entries under each folder unit into its staged copy. An
+/// entry the staged data already has (the rules changed since the backup) is left to
+/// the backup.
+pub fn carry(plan: &Plan, units: &[Unit], excludes: &Excludes) -> Result<Carried, ConfineError> {
+    let mut total = Carried::default();
+    for u in units.iter().filter(|u| u.side.is_none()) {
+        let live = unit_path(plan, u);
+        if !fs::symlink_metadata(&live).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let t = &plan.targets[u.target];
+        let parent = Dir::open_trusted(&t.base)?.walk(t.rel_parent.as_bytes(), false)?;
+        let staging = parent.open_dir(t.staging.as_bytes())?;
+        let staged = if u.rel.is_empty() {
+            staging.open_dir(t.name.as_bytes())
+        } else {
+            staging
+                .open_dir(t.name.as_bytes())
+                .and_then(|d| d.walk(&u.rel, false))
+        };
+        // The backup has no folder here (a file, or nothing): nothing to carry into.
+        let Ok(staged) = staged else { continue };
+        excluded_below(&live, excludes, |e| {
+            let rel = e.path().strip_prefix(&live).unwrap_or(e.path());
+            let c = carry_tree(&live, rel.as_os_str().as_bytes(), &staged)?;
+            total.entries += c.entries;
+            total.bytes += c.bytes;
+            Ok(())
+        })?;
+    }
+    Ok(total)
+}
+
+/// The staged folder for `rel_dir` below `staged`, created (with the live folder's mode)
+/// where the backup has none.
+fn staged_folder(live_root: &Path, rel_dir: &[u8], staged: &Dir) -> Result<Dir, ConfineError> {
+    let mut dir = staged.walk(b"", false)?;
+    let mut sofar = Vec::new();
+    for c in rel_dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        let existed = dir.exists(c);
+        dir = dir.create_dir(c)?;
+        if !sofar.is_empty() {
+            sofar.push(b'/');
+        }
+        sofar.extend_from_slice(c);
+        if !existed {
+            copy_mode(&live_root.join(std::ffi::OsStr::from_bytes(&sofar)), &dir)?;
+        }
+    }
+    Ok(dir)
+}
+
+fn copy_mode(live: &Path, dir: &Dir) -> Result<(), ConfineError> {
+    if let Ok(m) = fs::symlink_metadata(live) {
+        dir.as_file()?
+            .set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(|source| ConfineError::Io {
+                path: dir.path().to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// Carries the live entry `rel` (and, for a folder, all below it) into `staged`.
+fn carry_tree(live_root: &Path, rel: &[u8], staged: &Dir) -> Result<Carried, ConfineError> {
+    let mut c = Carried::default();
+    let top = live_root.join(std::ffi::OsStr::from_bytes(rel));
+    for e in walkdir::WalkDir::new(&top).follow_links(false) {
+        let Ok(e) = e else { continue };
+        let Ok(r) = e.path().strip_prefix(live_root) else {
+            continue;
+        };
+        let r = r.as_os_str().as_bytes();
+        let (dir, name) = split(r);
+        let into = staged_folder(live_root, dir, staged)?;
+        if into.exists(name) && !e.file_type().is_dir() {
+            continue;
+        }
+        let ft = e.file_type();
+        if ft.is_dir() {
+            let existed = into.exists(name);
+            let d = into.create_dir(name)?;
+            if !existed {
+                copy_mode(e.path(), &d)?;
+            }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(e.path()).map_err(|source| ConfineError::Io {
+                path: e.path().to_path_buf(),
+                source,
+            })?;
+            into.symlink(target.as_os_str().as_bytes(), name)?;
+        } else if ft.is_file() {
+            let from = Dir::open_trusted(e.path().parent().unwrap_or(live_root))?;
+            match into.hard_link(&from, name, name) {
+                Err(ConfineError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::EXDEV) =>
+                {
+                    copy_file(e.path(), &from, name, &into)?;
+                }
+                other => other?,
+            }
+            c.bytes += e.metadata().map_or(0, |m| m.len());
+        } else {
+            // Sockets, fifos, devices: made by running programs, never backed up, and
+            // made again by them.
+            continue;
+        }
+        c.entries += 1;
+    }
+    Ok(c)
+}
+
+/// A copy where a hard link cannot reach (another filesystem mounted inside the set).
+fn copy_file(live: &Path, from: &Dir, name: &[u8], into: &Dir) -> Result<(), ConfineError> {
+    let io_err = |source: io::Error| ConfineError::Io {
+        path: live.to_path_buf(),
+        source,
+    };
+    let mut src = from.open_file(name)?;
+    let mut dst = into.create_file(name)?;
+    io::copy(&mut src, &mut dst).map_err(io_err)?;
+    let m = src.metadata().map_err(io_err)?;
+    dst.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777))
+        .map_err(io_err)?;
+    let mtime = m.modified().map_err(io_err)?;
+    dst.set_modified(mtime).map_err(io_err)?;
+    Ok(())
+}
