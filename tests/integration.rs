@@ -65,5 +65,7 @@ mod robust;
 mod runbook;
 #[path = "integration/suspect.rs"]
 mod suspect;
+#[path = "integration/sweep.rs"]
+mod sweep;
 #[path = "integration/verify.rs"]
 mod verify;

@@ -43,7 +43,35 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         return cleanup(cfg, &args);
     }
     if args.resume {
-        match restore::resume(cfg, &runner).context("resuming the interrupted restore")? {
+        let run = match restore::pending(&cfg.state_dir) {
+            Ok(Some(j)) => Some(session.start(Job::Restore, Some(&j.id))?),
+            _ => None,
+        };
+        let resumed = restore::resume(cfg, &runner).context("resuming the interrupted restore");
+        // The failed restore's problem ends once its data is at rest and its services run
+        // again: a finished (or undone) resume is the restore job's recovery.
+        match (run, &resumed) {
+            (None, _) | (_, Ok(None)) => {}
+            (Some(run), Ok(Some(r))) => session.finish(
+                run,
+                &Outcome {
+                    status: RunStatus::Ok,
+                    summary: &format!("interrupted restore of {} {}", r.id, r.outcome),
+                    alert_ok: true,
+                    detail: "",
+                },
+            )?,
+            (Some(run), Err(e)) => session.finish(
+                run,
+                &Outcome {
+                    status: RunStatus::Failed,
+                    summary: &format!("{e:#}"),
+                    alert_ok: false,
+                    detail: &format!("resuming the interrupted restore failed: {e:#}"),
+                },
+            )?,
+        }
+        match resumed? {
             None => {
                 println!("no interrupted restore to resume");
                 let left = restore::abandoned(cfg);

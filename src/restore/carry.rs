@@ -89,6 +89,12 @@ pub fn count(plan: &Plan, excludes: &Excludes) -> Carried {
 /// the backup.
 pub fn carry(plan: &Plan, units: &[Unit], excludes: &Excludes) -> Result<Carried, ConfineError> {
     let mut total = Carried::default();
+    if let Some(t) = plan.targets.first() {
+        crate::fault::fail_point("restore-carry").map_err(|source| ConfineError::Io {
+            path: t.live.clone(),
+            source,
+        })?;
+    }
     for u in units.iter().filter(|u| u.side.is_none()) {
         let live = unit_path(plan, u);
         if !fs::symlink_metadata(&live).is_ok_and(|m| m.is_dir()) {

@@ -138,6 +138,8 @@ impl Journal {
 
     /// Makes this state durable.
     pub fn save(&self, state_dir: &Path) -> Result<(), RestoreError> {
+        crate::fault::fail_point("restore-journal-save")
+            .map_err(io_err(&journal_path(state_dir)))?;
         write_atomic(&journal_path(state_dir), self)
     }
 
@@ -303,6 +305,7 @@ fn staged_place(t: &Target, u: &Unit) -> Result<(Dir, Vec<u8>), ConfineError> {
 /// Records the inode of each unit's staged entry: wherever it is later found, it is the
 /// new data, so a unit's state can be read from the filesystem whatever step was cut.
 pub fn record_inodes(plan: &Plan, units: &mut [Unit]) -> Result<(), ConfineError> {
+    injected("restore-record-inodes", &plan.targets[0].live)?;
     for u in units.iter_mut().filter(|u| u.side.is_none()) {
         let (d, n) = staged_place(&plan.targets[u.target], u)?;
         u.ino = d.ino(&n);
@@ -342,6 +345,7 @@ fn old_to_rollback(plan: &Plan, u: &Unit, p: &Places) -> Result<(), ConfineError
 /// filesystem can, staged and live data are exchanged in one step, so the live name is
 /// never missing; the old data then goes to the rollback name.
 fn forward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
+    injected("restore-forward", &unit_path(plan, u))?;
     let t = &plan.targets[u.target];
     let p = places(t, u, !u.rel.is_empty())?;
     let (live_dir, live_name) = &p.live;
@@ -391,6 +395,7 @@ fn forward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
 
 /// Undoes one unit: new data back to the staged name, old data back in place.
 fn backward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
+    injected("restore-backward", &unit_path(plan, u))?;
     let t = &plan.targets[u.target];
     let p = places(t, u, false)?;
     let (live_dir, live_name) = &p.live;
@@ -434,6 +439,14 @@ fn backward(plan: &Plan, u: &Unit) -> Result<(), ConfineError> {
     sync(&p)
 }
 
+/// A test's injected failure (`STEWARD_FAIL_AT`), as the error of the step it stands for.
+fn injected(point: &str, path: &Path) -> Result<(), ConfineError> {
+    crate::fault::fail_point(point).map_err(|source| ConfineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Brings every unit forward, in order.
 pub fn swap(journal: &Journal) -> Result<(), RestoreError> {
     for (i, u) in journal.units.iter().enumerate() {
@@ -456,6 +469,9 @@ pub fn roll_back(journal: &Journal) -> Result<(), RestoreError> {
 /// After the swap: every restored database holds exactly the bytes the manifest promises
 /// and has no side file beside it that SQLite would apply.
 pub fn check_databases(journal: &Journal) -> Result<(), RestoreError> {
+    if let Some(t) = journal.plan.targets.first() {
+        injected("restore-check-db", &t.live).map_err(RestoreError::Confined)?;
+    }
     for db in &journal.databases {
         let t = &journal.plan.targets[db.target];
         let shown = unit_path(&journal.plan, &Unit::entry(db.target, &db.rel));

@@ -78,6 +78,21 @@ pub enum RestoreError {
     #[error("{cause}; rolled back, data is as before{services}")]
     RolledBack { cause: String, services: String },
     #[error(
+        "{cause}; rolling back also failed: {undo}; part of the data may be new and part \
+         old, so {} and the journal is kept: run `steward restore --resume` to finish \
+         undoing it",
+        if left_stopped.is_empty() {
+            "nothing was started".to_string()
+        } else {
+            format!("{} left stopped", left_stopped.join(", "))
+        }
+    )]
+    RollbackFailed {
+        cause: String,
+        undo: String,
+        left_stopped: Vec<String>,
+    },
+    #[error(
         "files under the restored paths are open, so the swap was refused (writes into \
          them would land in the copy moved aside and be lost with it): {}; nothing was \
          changed. Stop those processes, or name the service that runs them in the set's \
@@ -200,7 +215,8 @@ fn units(plan: &Plan, staged: &stage::Staged, filtered: bool) -> Vec<Unit> {
     for ti in 0..plan.targets.len() {
         if by_entry(ti) {
             units.extend(staged.units.iter().filter(|u| u.target == ti).cloned());
-        } else {
+        } else if !filtered || staged.units.iter().any(|u| u.target == ti) {
+            // (A target the --path filter matched nothing in has nothing staged to move.)
             units.push(Unit::whole(ti));
         }
     }
@@ -413,19 +429,18 @@ pub fn restore(
         journal.phase = Phase::RollingBack;
         let saved = journal.save(&config.state_dir);
         let undone = saved.and_then(|()| journal::roll_back(&journal));
-        let cause = match &undone {
-            Ok(()) => crate::error::chain(&e),
-            Err(r) => format!("{}; rolling back also failed: {r}", crate::error::chain(&e)),
-        };
+        if let Err(r) = undone {
+            // Keep the journal: `--resume` finishes undoing it, then starts the services.
+            return Err(RestoreError::RollbackFailed {
+                cause: crate::error::chain(&e),
+                undo: crate::error::chain(&r),
+                left_stopped: quiesced.leave_stopped(),
+            });
+        }
         let err = RestoreError::RolledBack {
-            cause,
+            cause: crate::error::chain(&e),
             services: String::new(),
         };
-        if undone.is_err() {
-            // Keep the journal: `--resume` finishes undoing it.
-            let down = quiesced.resume();
-            return Err(with_services(err, down));
-        }
         return Err(abandon(config, &mut journal, Some(quiesced), err));
     }
     journal.phase = Phase::Settled;

@@ -245,6 +245,7 @@ pub fn stage(
                     .parent_of(t, ti, &rel, true)
                     .map_err(unsafe_entry(&path))?;
                 let dest = d.path().join(std::ffi::OsStr::from_bytes(&name_in(leaf)));
+                crate::fault::fail_point("restore-stage-file").map_err(io_err(&plan.archive))?;
                 let mut f = d.create_file(&name_in(leaf)).map_err(unsafe_entry(&path))?;
                 let mut h = Sha256::new();
                 let mut first = [0u8; 16];

@@ -286,6 +286,11 @@ impl Controller<'_> {
     /// Starts the service and waits until it runs and its health URL answers 2xx, for at
     /// most its start timeout.
     pub fn start(&self, svc: &ServiceConfig) -> Result<(), ServiceError> {
+        crate::fault::fail_point("service-start").map_err(|e| ServiceError::Command {
+            name: svc.name.clone(),
+            command: "start".into(),
+            detail: e.to_string(),
+        })?;
         self.run_checked(svc, Verb::Start, svc.start_timeout)?;
         let started = Instant::now();
         let mut last = String::from("not running");
@@ -371,6 +376,13 @@ impl<'a> Quiesced<'a> {
     /// The services that were not running when the quiesce began (not started again).
     pub fn not_running(&self) -> Vec<String> {
         self.not_running.clone()
+    }
+
+    /// Leaves what was stopped down (the data is in between: starting a service on it
+    /// would be worse); returns their names for the message.
+    pub fn leave_stopped(mut self) -> Vec<String> {
+        self.done = true;
+        self.stopped()
     }
 
     /// Starts what was stopped, in start order; returns every failure.

@@ -297,6 +297,17 @@ while True:
     time.sleep(0.01)
 "#;
 
+/// The first line a child prints (it says so once it holds what the test waits for).
+pub fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .unwrap();
+    line
+}
+
 /// Shell commands for a `command` service adapter.
 pub struct ServiceCommands {
     pub start: String,

@@ -203,8 +203,18 @@ fn generated_units_pass_systemd_analyze_verify() {
             let mut paths = Vec::new();
             for f in &g.files {
                 let p = dir.path().join(&f.name);
-                fs::write(&p, &f.content).unwrap();
-                paths.push(p);
+                // A restore-guard drop-in: verified with the unit it extends (a stub
+                // here), which systemd-analyze loads it for.
+                if let Some((unit, _)) = f.name.split_once(".d/") {
+                    fs::create_dir_all(p.parent().unwrap()).unwrap();
+                    fs::write(&p, &f.content).unwrap();
+                    let stub = dir.path().join(unit);
+                    fs::write(&stub, "[Service]\nExecStart=/bin/true\n").unwrap();
+                    paths.push(stub);
+                } else {
+                    fs::write(&p, &f.content).unwrap();
+                    paths.push(p);
+                }
             }
             let out = Command::new("systemd-analyze")
                 .arg("verify")
@@ -344,4 +354,64 @@ fn install_then_uninstall_leaves_nothing_and_dry_run_writes_nothing() {
         .assert()
         .code(2);
     assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("no jobs in [schedule]"));
+}
+
+/// Every systemd service a set stops around a restore gets a drop-in that runs
+/// `steward restore --guard NAME` before it starts; systemd really reads it (a bad key in
+/// it fails the verify), and launchd and `command` services get none.
+#[test]
+fn restore_guard_drop_ins_are_generated_for_quiesced_systemd_services_and_pass_verify() {
+    let cfg = steward::config::parse(
+        "[backup]\ndestination = \"/b\"\n[[backup.set]]\nname = \"a\"\npaths = [\"/srv/a\"]\n\
+         quiesce = [\"app\", \"db\", \"tool\"]\n\
+         [[service]]\nname = \"app\"\nmanager = \"systemd\"\nunit = \"app.service\"\n\
+         [[service]]\nname = \"db\"\nmanager = \"systemd\"\nunit = \"pg\"\n\
+         [[service]]\nname = \"tool\"\nmanager = \"command\"\nstart = \"true\"\n\
+         stop = \"true\"\nstatus = \"true\"\n\
+         [[service]]\nname = \"other\"\nmanager = \"systemd\"\nunit = \"other.service\"\n\
+         [schedule]\nbackup = \"0 3 * * *\"\n",
+        Origin::Embedded,
+    )
+    .unwrap();
+    let binary = PathBuf::from(STEWARD);
+    let g = systemd_units(&cfg, &binary, Mode::Timers);
+    let dropins: Vec<&packaging::File> =
+        g.files.iter().filter(|f| f.name.contains(".d/")).collect();
+    let names: Vec<&str> = dropins.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "app.service.d/steward-restore-guard.conf",
+            "pg.service.d/steward-restore-guard.conf"
+        ]
+    );
+    assert!(dropins[0].content.contains(&format!(
+        "ExecStartPre=+{} --config /etc/steward/steward.toml restore --guard app",
+        binary.display()
+    )));
+    let verify = |extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("app.service.d");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join("steward-restore-guard.conf"),
+            format!("{}{extra}", dropins[0].content),
+        )
+        .unwrap();
+        let unit = dir.path().join("app.service");
+        fs::write(&unit, "[Service]\nExecStart=/bin/true\n").unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&unit)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = verify("");
+    assert!(ok && err.trim().is_empty(), "{err}");
+    let (_, err) = verify("NoSuchKey=1\n");
+    assert!(err.contains("NoSuchKey"), "the drop-in was not read: {err}");
 }

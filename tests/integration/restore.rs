@@ -665,12 +665,7 @@ fn a_stale_wal_is_not_applied_to_the_restored_database() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let line = crate::common::first_line(&mut writer);
     assert_eq!(line.trim(), "committed");
     writer.kill().unwrap();
     writer.wait().unwrap();
