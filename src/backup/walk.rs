@@ -94,12 +94,25 @@ fn walk_raw(
                 }
                 continue;
             }
-            let meta = dent.metadata().map_err(|e| WalkError::Io {
-                path: dent.path().to_path_buf(),
-                source: e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("metadata")),
-            })?;
+            let meta = match dent.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    let source = e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("metadata"));
+                    // Gone between the listing and the look (a SQLite `-journal` that a
+                    // commit deletes, a temp file): nothing is there to back up, as
+                    // for a file removed a moment before the walk.
+                    if source.kind() == std::io::ErrorKind::NotFound {
+                        continue;
+                    }
+                    return Err(WalkError::Io {
+                        path: dent.path().to_path_buf(),
+                        source,
+                    }
+                    .into());
+                }
+            };
             let ft = meta.file_type();
             let kind = if ft.is_dir() {
                 Kind::Dir
@@ -403,6 +416,36 @@ mod tests {
         );
         let config = parse(&text, Origin::File("/x/s.toml".into())).unwrap();
         config.set("s").unwrap().clone()
+    }
+
+    /// Regression: a live writer's `-journal` deleted between the folder listing and its
+    /// `lstat` failed the whole backup with "cannot read ...-journal: No such file".
+    #[test]
+    fn regression_a_file_that_vanishes_during_the_walk_is_skipped_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).unwrap();
+        for n in ["a", "b", "c"] {
+            std::fs::write(tree.join(n), n).unwrap();
+        }
+        let set = set_of(dir.path());
+        let mut seen = Vec::new();
+        walk_raw(&set, |e| {
+            if e.kind == Kind::File && seen.is_empty() {
+                // The listing was read already: the others vanish before their lstat.
+                for n in ["a", "b", "c"] {
+                    if tree.join(n) != e.path {
+                        std::fs::remove_file(tree.join(n)).unwrap();
+                    }
+                }
+            }
+            if e.kind == Kind::File {
+                seen.push(e.path);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
     }
 
     /// More entries than the threads can hold in flight, small and big files, links.
