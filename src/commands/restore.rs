@@ -358,19 +358,15 @@ fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 /// `--guard NAME`: light enough for a service's start (no catalog, no hooks, no
 /// confirmation), and plain on stdout for the service manager's log.
 fn guard(cfg: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let mut lock = None;
-    let g = restore::guard(cfg, name, || {
-        // A running restore holds its lock: it has NAME stopped and starts it itself.
-        match crate::lock::acquire(&cfg.state_dir, Job::Restore.lock()) {
-            Ok(l) => {
-                lock = Some(l);
-                Ok(())
-            }
-            Err(e @ crate::lock::LockError::Held { .. }) => Err(restore::RestoreError::Locked(e)),
-            Err(e) => Err(restore::RestoreError::Refused(e.to_string())),
-        }
-    })
-    .with_context(|| format!("guarding the start of {name}"))?;
+    // Held for the settle, so no restore begins in the middle of it; a running restore
+    // holds it already.
+    let (lock, running) = match crate::lock::acquire(&cfg.state_dir, Job::Restore.lock()) {
+        Ok(l) => (Some(l), None),
+        Err(e @ crate::lock::LockError::Held { .. }) => (None, Some(e)),
+        Err(e) => return Err(e).context("taking the restore lock"),
+    };
+    let g = restore::guard(cfg, name, running)
+        .with_context(|| format!("guarding the start of {name}"))?;
     drop(lock);
     if json {
         super::print_json(&g)?;
@@ -378,6 +374,9 @@ fn guard(cfg: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     }
     match g {
         restore::Guarded::NoRestore => {}
+        restore::Guarded::Whole { id } => {
+            println!("steward: {name} may start: the running restore of {id} has its data whole");
+        }
         restore::Guarded::NotConcerned { id } => {
             println!("steward: {name} may start: the pending restore of {id} does not stop it");
         }

@@ -182,14 +182,20 @@ fn abandon(
     e: RestoreError,
 ) -> RestoreError {
     journal.remove_staging();
+    // Settled before the services start: their start guards see whole data.
+    journal.phase = Phase::Settled;
+    journal.settled = Some((
+        "rolled-back".into(),
+        "the restore stopped before any data was replaced, or its swap was undone; the \
+         data is as before"
+            .into(),
+    ));
+    let _ = journal.save(&config.state_dir);
     let down = quiesced
         .map(super::services::Quiesced::resume)
         .unwrap_or_default();
     if down.is_empty() {
         let _ = Journal::remove(&config.state_dir);
-    } else {
-        journal.phase = Phase::Settled;
-        let _ = journal.save(&config.state_dir);
     }
     with_services(e, down)
 }

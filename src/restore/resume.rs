@@ -128,6 +128,9 @@ pub enum Guarded {
     NoRestore,
     /// A restore is pending that does not involve NAME: start.
     NotConcerned { id: String },
+    /// A running restore involves NAME, but its data is whole now (not yet swapped, or
+    /// settled): start (that restore may be the one starting it).
+    Whole { id: String },
     /// A restore that stopped NAME was interrupted; its data is now at rest (finished or
     /// undone), so NAME may start on whole data. The journal stays (settled) so that
     /// `--resume` starts the other services it stopped and every command says so.
@@ -139,14 +142,24 @@ pub enum Guarded {
 }
 
 /// The start guard of a service a restore stops (systemd `ExecStartPre=`, a launchd or
-/// shell wrapper): NAME never starts on half-swapped data. `in_progress` is asked only when
-/// a pending restore involves NAME, and must say whether a running restore holds the
-/// restore lock (then the start is refused: that restore starts NAME itself).
+/// shell wrapper): NAME never starts on half-swapped data. `running` is the lock error
+/// when a restore holds the restore lock now (the caller holds the lock otherwise, so no
+/// restore begins meanwhile).
+///
+/// A running restore's data is whole before its swap and once it is settled, and that
+/// restore starts its services itself at those moments (after a refusal, or at the end):
+/// only a start in the middle of its swap or undo is refused.
 pub fn guard(
     config: &Config,
     name: &str,
-    in_progress: impl FnOnce() -> Result<(), RestoreError>,
+    running: Option<crate::lock::LockError>,
 ) -> Result<Guarded, RestoreError> {
+    if !config.services.iter().any(|s| s.name == name) {
+        return Err(RestoreError::Refused(format!(
+            "no [[service]] named {name:?} in the configuration, so nothing guards it \
+             (the name in the drop-in or wrapper must be the service's name)"
+        )));
+    }
     let Some(mut j) = journal::pending(&config.state_dir)? else {
         return Ok(Guarded::NoRestore);
     };
@@ -154,7 +167,12 @@ pub fn guard(
     if !involved {
         return Ok(Guarded::NotConcerned { id: j.id });
     }
-    in_progress()?;
+    if let Some(lock) = running {
+        return match j.phase {
+            Phase::Staging | Phase::Stopping | Phase::Settled => Ok(Guarded::Whole { id: j.id }),
+            Phase::Swapping | Phase::RollingBack => Err(RestoreError::Locked(lock)),
+        };
+    }
     let (outcome, why) = settle(config, &mut j)?;
     Ok(Guarded::Settled {
         id: j.id,

@@ -104,17 +104,26 @@ impl World {
         db(&data.join("app.db"), "kept");
         db(&solo, "solo kept");
         let pidfile = env.root.join("api.pid");
-        let svc = crate::common::test_service(
+        let mut svc = crate::common::test_service(
             &env.root,
             "api",
             &pidfile,
             &format!("--data {}", data.join("api.log").display()),
         );
+        // Its start is guarded, as the README says to: every restore must still start it.
+        svc.start = format!(
+            "{} --config {} restore --guard api && {}",
+            crate::common::STEWARD,
+            env.config.display(),
+            svc.start
+        );
         env.write_config(&format!(
             "[[backup.set]]\nname = \"s\"\npaths = [\"{}\", \"{}\"]\nexclude = [\"*.log\"]\n\
              quiesce = [\"api\"]\n\n[[backup.set]]\nname = \"solo\"\npaths = [\"{}\"]\n\n\
              [[service]]\nname = \"api\"\nmanager = \"command\"\nstart = \"{}\"\n\
-             stop = \"{}\"\nstatus = \"{}\"\nstop-timeout = \"10s\"\nstart-timeout = \"10s\"\n",
+             stop = \"{}\"\nstatus = \"{}\"\nstop-timeout = \"10s\"\nstart-timeout = \"10s\"\n\n\
+             [[service]]\nname = \"other\"\nmanager = \"command\"\nstart = \"true\"\n\
+             stop = \"true\"\nstatus = \"true\"\n",
             data.display(),
             more.display(),
             solo.display(),
@@ -378,6 +387,19 @@ fn every_failure_point_of_an_in_place_path_restore_can_be_left_clean() {
     );
 }
 
+/// A process holding the restore lock, as a running restore does, until its stdin closes.
+fn hold_restore_lock(w: &World) -> std::process::Child {
+    let mut holder = std::process::Command::new("flock")
+        .arg(w.env.state.join("locks/restore.lock"))
+        .args(["sh", "-c", "echo held; read _"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(crate::common::first_line(&mut holder).trim(), "held");
+    holder
+}
+
 /// `restore --guard NAME` in each journal state: what a service's `ExecStartPre=` gets.
 #[test]
 fn restore_guard_exit_codes_in_every_journal_state() {
@@ -441,17 +463,9 @@ fn restore_guard_exit_codes_in_every_journal_state() {
     crash_at("restore-after-first-unit");
     let mixed = w.state();
     assert!(mixed != before && mixed != restored);
-    let a = guard("redis", None).success();
+    let a = guard("other", None).success();
     assert!(crate::common::stdout(&a).contains("does not stop it"));
-    let lock = w.env.state.join("locks/restore.lock");
-    let mut holder = std::process::Command::new("flock")
-        .arg(&lock)
-        .args(["sh", "-c", "echo held; read _"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert_eq!(crate::common::first_line(&mut holder).trim(), "held");
+    let mut holder = hold_restore_lock(&w);
     let a = guard("api", None).code(75);
     assert!(
         crate::common::stderr(&a).contains("a restore is running"),
@@ -465,6 +479,9 @@ fn restore_guard_exit_codes_in_every_journal_state() {
     );
     drop(holder.stdin.take());
     holder.wait().unwrap();
+    // A name no [[service]] has guards nothing: said, not a silent 0.
+    let a = guard("nosuch", None).code(2);
+    assert!(crate::common::stderr(&a).contains("no [[service]] named"));
     let a = guard("api", Some("restore-forward,restore-backward")).code(2);
     assert!(
         crate::common::stderr(&a).contains("guarding the start of api"),
@@ -503,8 +520,14 @@ fn restore_guard_exit_codes_in_every_journal_state() {
     assert_eq!(w.state(), before);
     resume_then_up();
 
-    // Settled (only the services were left): the start goes on, data as backed up.
+    // Settled (only the services were left): the start goes on, data as backed up, also
+    // while a restore holds the lock (the one starting its services at its end).
     crash_at("restore-settled");
+    let mut holder = hold_restore_lock(&w);
+    let a = guard("api", None).success();
+    assert!(crate::common::stdout(&a).contains("has its data whole"));
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
     guard("api", None).success();
     assert_eq!(w.state(), restored);
     resume_then_up();
