@@ -3,7 +3,7 @@
 use std::fs::{DirBuilder, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Creates `dir` and its parents with mode 0700 (existing folders keep their mode).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -100,4 +100,20 @@ pub fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// The first folder below `root` that is another filesystem's mount point (its device
+/// differs from its parent's), if any. Symlinks are not followed.
+pub fn mount_inside(root: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::symlink_metadata(root).ok()?.dev();
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .follow_root_links(false)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_dir())
+        .find(|e| e.metadata().is_ok_and(|m| m.dev() != dev))
+        .map(walkdir::DirEntry::into_path)
 }

@@ -215,9 +215,16 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                 }
                 if r.carried.entries > 0 {
                     println!(
-                        "  kept {} live entries ({}) the set excludes",
-                        r.carried.entries,
+                        "  kept {} the set excludes ({})",
+                        entries(r.carried.entries),
                         super::show_bytes(r.carried.bytes)
+                    );
+                }
+                if r.carried.backup_has > 0 {
+                    println!(
+                        "  restored from the backup: {} the set excludes now but the backup \
+                         holds",
+                        entries(r.carried.backup_has)
                     );
                 }
                 if !r.open_ignored.is_empty() {
@@ -269,8 +276,27 @@ fn kept_line(cfg: &Config, p: &std::path::Path) -> String {
         "  previous data kept at {} for {} (then daily maintenance removes it; \
          `steward restore --cleanup` lists and removes it sooner)",
         p.display(),
-        humantime::format_duration(cfg.restore.keep_rollbacks)
+        show_days(cfg.restore.keep_rollbacks)
     )
+}
+
+/// A keep time as people say it: `7 days`, `1 day`, else `36h`.
+fn show_days(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s / 86_400 {
+        1 if s.is_multiple_of(86_400) => "1 day".into(),
+        n if n > 0 && s.is_multiple_of(86_400) => format!("{n} days"),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+/// `1 live entry`, `3 live entries`.
+fn entries(n: u64) -> String {
+    if n == 1 {
+        "1 live entry".into()
+    } else {
+        format!("{n} live entries")
+    }
 }
 
 /// A copy's age and state, as a line under the list.
@@ -516,7 +542,13 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
         println!("  SUSPECT: {}", record.suspect.join("; "));
     }
     for t in &plan.targets {
-        if plan.in_place && t.exists {
+        if plan.in_place && t.exists && !plan.paths.is_empty() {
+            println!(
+                "  replace what matches under {}  (current entries kept under {})",
+                t.live.display(),
+                t.rollback_path().display()
+            );
+        } else if plan.in_place && t.exists {
             println!(
                 "  replace {}  (current data kept at {})",
                 t.live.display(),
@@ -529,14 +561,21 @@ fn print_plan(plan: &Plan, record: &BackupRecord) {
     if !plan.paths.is_empty() {
         println!("  only paths matching: {}", plan.paths.join(", "));
     }
-    if plan.excluded.entries > 0 {
+    if plan.excluded.entries > 0 && plan.carry_rules.is_empty() {
         println!(
-            "  keep {} live entries ({}) the set excludes (never backed up): carried over \
-             unchanged{}",
-            plan.excluded.entries,
+            "  move aside too: {} ({}) the set excludes (never backed up), with \
+             --replace-excluded",
+            entries(plan.excluded.entries),
+            super::show_bytes(plan.excluded.bytes),
+        );
+    } else if plan.excluded.entries > 0 {
+        println!(
+            "  keep {} ({}) the set excludes (never backed up): carried over unchanged{} \
+             (--replace-excluded moves them aside instead)",
+            entries(plan.excluded.entries),
             super::show_bytes(plan.excluded.bytes),
             if plan.paths.is_empty() {
-                " (--replace-excluded moves them aside instead)"
+                ", unless the backup holds one by the same name"
             } else {
                 ", where a replaced folder holds them"
             }

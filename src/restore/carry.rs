@@ -26,6 +26,9 @@ use crate::patterns::Excludes;
 pub struct Carried {
     pub entries: u64,
     pub bytes: u64,
+    /// Excluded now, but the backup has an entry by that name: the backup's is restored.
+    #[serde(default)]
+    pub backup_has: u64,
 }
 
 /// Visits every live entry below `root` that `excludes` leaves out: an excluded folder
@@ -37,6 +40,7 @@ fn excluded_below(
 ) -> Result<(), ConfineError> {
     let mut walk = walkdir::WalkDir::new(root)
         .follow_links(false)
+        .follow_root_links(false)
         .min_depth(1)
         .into_iter();
     while let Some(e) = walk.next() {
@@ -56,6 +60,7 @@ fn tree_size(path: &Path) -> Carried {
     let mut c = Carried::default();
     for e in walkdir::WalkDir::new(path)
         .follow_links(false)
+        .follow_root_links(false)
         .into_iter()
         .flatten()
     {
@@ -65,6 +70,26 @@ fn tree_size(path: &Path) -> Carried {
         }
     }
     c
+}
+
+/// Whether the live `path` (below `root`) is left out by `excludes`, itself or through a
+/// folder above it: such an entry is carried over, so a process writing to it writes to
+/// the restored data too.
+pub fn is_excluded(root: &Path, path: &Path, excludes: &Excludes) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut p = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        p.push(c);
+        let last = i + 1 == parts.len();
+        let is_dir = !last || fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
+        if excludes.excluded(&p, is_dir) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What an in-place restore of `plan` will carry over, counted for the plan.
@@ -117,6 +142,7 @@ pub fn carry(plan: &Plan, units: &[Unit], excludes: &Excludes) -> Result<Carried
             let c = carry_tree(&live, rel.as_os_str().as_bytes(), &staged)?;
             total.entries += c.entries;
             total.bytes += c.bytes;
+            total.backup_has += c.backup_has;
             Ok(())
         })?;
     }
@@ -158,21 +184,38 @@ fn copy_mode(live: &Path, dir: &Dir) -> Result<(), ConfineError> {
 fn carry_tree(live_root: &Path, rel: &[u8], staged: &Dir) -> Result<Carried, ConfineError> {
     let mut c = Carried::default();
     let top = live_root.join(std::ffi::OsStr::from_bytes(rel));
-    for e in walkdir::WalkDir::new(&top).follow_links(false) {
+    for e in walkdir::WalkDir::new(&top)
+        .follow_links(false)
+        .follow_root_links(false)
+    {
         let Ok(e) = e else { continue };
         let Ok(r) = e.path().strip_prefix(live_root) else {
             continue;
         };
         let r = r.as_os_str().as_bytes();
         let (dir, name) = split(r);
-        let into = staged_folder(live_root, dir, staged)?;
+        // A folder the backup has as a file or link, or a link where the live data has
+        // a folder: said about the live entry, not the staging folder.
+        let clash = |err: ConfineError| match err {
+            ConfineError::Refused { what, .. } => ConfineError::Refused {
+                path: e.path().to_path_buf(),
+                what: format!(
+                    "is excluded, so it is kept over a restore, but the backup has something \
+                     else in the way ({what}); move it aside, or restore with \
+                     --replace-excluded"
+                ),
+            },
+            other @ ConfineError::Io { .. } => other,
+        };
+        let into = staged_folder(live_root, dir, staged).map_err(clash)?;
         if into.exists(name) && !e.file_type().is_dir() {
+            c.backup_has += 1;
             continue;
         }
         let ft = e.file_type();
         if ft.is_dir() {
             let existed = into.exists(name);
-            let d = into.create_dir(name)?;
+            let d = into.create_dir(name).map_err(clash)?;
             if !existed {
                 copy_mode(e.path(), &d)?;
             }
@@ -182,21 +225,20 @@ fn carry_tree(live_root: &Path, rel: &[u8], staged: &Dir) -> Result<Carried, Con
                 source,
             })?;
             into.symlink(target.as_os_str().as_bytes(), name)?;
-        } else if ft.is_file() {
+        } else {
+            // A file, or what a running program made (a FIFO, a socket): the same inode.
             let from = Dir::open_trusted(e.path().parent().unwrap_or(live_root))?;
-            match into.hard_link(&from, name, name) {
+            match into.link_carried(&from, name, name) {
                 Err(ConfineError::Io { source, .. })
-                    if source.raw_os_error() == Some(libc::EXDEV) =>
+                    if ft.is_file() && source.raw_os_error() == Some(libc::EXDEV) =>
                 {
                     copy_file(e.path(), &from, name, &into)?;
                 }
                 other => other?,
             }
-            c.bytes += e.metadata().map_or(0, |m| m.len());
-        } else {
-            // Sockets, fifos, devices: made by running programs, never backed up, and
-            // made again by them.
-            continue;
+            if ft.is_file() {
+                c.bytes += e.metadata().map_or(0, |m| m.len());
+            }
         }
         c.entries += 1;
     }

@@ -222,6 +222,20 @@ impl Dir {
             .map_err(io_at(&self.child_path(name)))
     }
 
+    /// Hard-links the live entry `src/src_name` (anything but a folder: a file, a FIFO, a
+    /// socket) as `name` here, carrying it over as the very same inode.
+    pub fn link_carried(
+        &self,
+        src: &Dir,
+        src_name: &[u8],
+        name: &[u8],
+    ) -> Result<(), ConfineError> {
+        component(&self.path, name)?;
+        component(&src.path, src_name)?;
+        rustix::fs::linkat(&src.fd, src_name, &self.fd, name, AtFlags::empty())
+            .map_err(io_at(&self.child_path(name)))
+    }
+
     /// Renames `name` here to `to/to_name`.
     pub fn rename(&self, name: &[u8], to: &Dir, to_name: &[u8]) -> Result<(), ConfineError> {
         component(&self.path, name)?;

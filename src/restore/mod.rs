@@ -369,8 +369,25 @@ pub fn restore(
         ));
     }
 
+    // The rules of what is carried over, compiled once (they were valid when planned).
+    let carry_rules = if plan.in_place && !plan.carry_rules.is_empty() {
+        match crate::patterns::Excludes::new(&plan.carry_rules) {
+            Ok(x) => Some(x),
+            Err(e) => {
+                let e = RestoreError::Pattern {
+                    pattern: e.pattern.clone(),
+                    source: e,
+                };
+                return Err(abandon(config, &mut journal, Some(quiesced), e));
+            }
+        }
+    } else {
+        None
+    };
+
     // 4. Nothing may hold the data open any more: its writes would go to the copy moved
-    // aside. Asked after quiescing, so the set's own services are gone by now.
+    // aside. Asked after quiescing, so the set's own services are gone by now. Entries
+    // carried over are not moved aside: writing to them is harmless.
     let mut open_ignored = Vec::new();
     if plan.in_place {
         let paths: Vec<PathBuf> = journal
@@ -386,8 +403,24 @@ pub fn restore(
             }
             Err(e) => return Err(abandon(config, &mut journal, Some(quiesced), e.into())),
         };
-        let found: Vec<holders::Holder> =
-            found.into_iter().filter(|h| !h.is_folder_only()).collect();
+        let roots: Vec<(PathBuf, &Path)> = plan
+            .targets
+            .iter()
+            .filter_map(|t| Some((std::fs::canonicalize(&t.live).ok()?, t.live.as_path())))
+            .collect();
+        let carried_over = |h: &holders::Holder| {
+            carry_rules.as_ref().is_some_and(|x| {
+                roots.iter().any(|(real, live)| {
+                    h.file
+                        .strip_prefix(real)
+                        .is_ok_and(|rel| carry::is_excluded(live, &live.join(rel), x))
+                })
+            })
+        };
+        let found: Vec<holders::Holder> = found
+            .into_iter()
+            .filter(|h| !h.is_folder_only() && !carried_over(h))
+            .collect();
         if !found.is_empty() {
             if !opts.ignore_open_files {
                 let e = RestoreError::OpenFiles {
@@ -407,11 +440,8 @@ pub fn restore(
     // What the backup never had stays: carried into the staged data, now that nothing
     // writes to it any more.
     let mut carried = carry::Carried::default();
-    if plan.in_place
-        && !opts.replace_excluded
-        && let Some(set) = config.set(&plan.set)
-    {
-        match carry::carry(plan, &journal.units, &set.excludes) {
+    if let Some(excludes) = &carry_rules {
+        match carry::carry(plan, &journal.units, excludes) {
             Ok(c) => carried = c,
             Err(e) => {
                 let e = RestoreError::Refused(format!(
@@ -454,7 +484,12 @@ pub fn restore(
     crate::fault::crash_point("restore-settled");
     journal.remove_staging();
     let rollbacks = journal.rollbacks();
-    rollbacks::remember(config, &plan.id, &journal.rollback_pairs())?;
+    rollbacks::remember(
+        config,
+        &plan.id,
+        &journal.rollback_pairs(),
+        &plan.carry_rules,
+    )?;
 
     // 6. Start the services again; the journal goes only once they run.
     let stopped = quiesced.stopped();

@@ -90,6 +90,10 @@ pub struct Plan {
     /// over (none with `--replace-excluded` or `--to`).
     #[serde(default)]
     pub excluded: super::carry::Carried,
+    /// The exclude rules whose live entries are carried over (the set's, at plan time);
+    /// empty with `--replace-excluded` or `--to`.
+    #[serde(default)]
+    pub carry_rules: Vec<String>,
 }
 
 /// Checks a path recorded in `backup.json`: absolute, no `.`, `..` or empty parts, not `/`.
@@ -240,7 +244,7 @@ pub fn plan(
             }
         }
     }
-    let targets = places
+    let targets: Vec<Target> = places
         .into_iter()
         .map(|(prefix, base, rel_parent, name, live)| Target {
             exists: fs::symlink_metadata(&live).is_ok(),
@@ -258,10 +262,22 @@ pub fn plan(
         Some(set) if in_place && !opts.no_quiesce => set.quiesce.clone(),
         _ => Vec::new(),
     };
-    let excludes = config
-        .set(&meta.set)
-        .filter(|_| in_place && !opts.replace_excluded)
-        .map(|s| &s.excludes);
+    let set = config.set(&meta.set).filter(|_| in_place);
+    // Moving a folder moves what is mounted inside it: the mounted filesystem would end
+    // up in the rollback copy, and the restored folder would lack it.
+    if in_place && opts.paths.is_empty() {
+        for t in targets.iter().filter(|t| t.exists) {
+            if let Some(m) = crate::fsutil::mount_inside(&t.live) {
+                return Err(RestoreError::Refused(format!(
+                    "{} is a mount point inside the set path {}: an in-place restore would \
+                     move the mounted filesystem aside with the old data; unmount it first, \
+                     or restore --to DIR and copy back what you need (nothing was changed)",
+                    m.display(),
+                    t.live.display()
+                )));
+            }
+        }
+    }
     let mut plan = Plan {
         id: record.id.clone(),
         set: meta.set,
@@ -275,9 +291,13 @@ pub fn plan(
         paths: opts.paths.clone(),
         stamp,
         excluded: super::carry::Carried::default(),
+        carry_rules: Vec::new(),
     };
-    if let Some(ex) = excludes {
-        plan.excluded = super::carry::count(&plan, ex);
+    if let Some(set) = set {
+        plan.excluded = super::carry::count(&plan, &set.excludes);
+        if !opts.replace_excluded {
+            plan.carry_rules.clone_from(&set.exclude);
+        }
     }
     Ok(plan)
 }

@@ -88,7 +88,7 @@ fn settle(config: &Config, j: &mut Journal) -> Result<(String, String), RestoreE
     j.save(&config.state_dir)?;
     j.remove_staging();
     if outcome == "completed" {
-        super::rollbacks::remember(config, &j.id, &j.rollback_pairs())?;
+        super::rollbacks::remember(config, &j.id, &j.rollback_pairs(), &j.plan.carry_rules)?;
     }
     Ok((outcome.to_string(), why))
 }

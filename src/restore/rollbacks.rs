@@ -37,9 +37,13 @@ pub struct Rollback {
     /// Its contents right after the swap.
     #[serde(default)]
     pub print: Option<Print>,
-    /// The live path it was replaced at, for the exclude rules of its set.
+    /// The live path it was replaced at.
     #[serde(default)]
     pub live: Option<PathBuf>,
+    /// The exclude rules whose entries the restore carried over (shared with the live
+    /// data, so left out of the print).
+    #[serde(default)]
+    pub carried_rules: Vec<String>,
 }
 
 /// A recorded copy as it is now.
@@ -86,6 +90,7 @@ fn load(config: &Config) -> Result<Vec<Rollback>, RestoreError> {
                 made_at: now,
                 print: None,
                 live: None,
+                carried_rules: Vec::new(),
             },
         })
         .collect())
@@ -104,23 +109,23 @@ fn with_sides(path: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// What the copy holds now. Entries the set's exclude rules leave out are not counted:
-/// a restore carries them over into the new data by hard link, so writes to them show
-/// on both sides and say nothing about the copy.
-pub fn print(config: &Config, path: &Path, live: Option<&Path>) -> Print {
-    let excludes = live.and_then(|l| {
-        config
-            .backup
-            .sets
-            .iter()
-            .find(|s| s.paths.iter().any(|p| p.value == l))
-            .map(|s| &s.excludes)
-    });
+/// What the copy holds now. Entries the restore carried over (left out by `rules`, the
+/// exclude rules of its set when it ran) are not counted: they are shared with the live
+/// data by hard link, so writes to them show on both sides and say nothing about the copy.
+pub fn print(path: &Path, live: Option<&Path>, rules: &[String]) -> Print {
+    let excludes = if rules.is_empty() {
+        None
+    } else {
+        crate::patterns::Excludes::new(rules).ok()
+    };
     let mut p = Print::default();
     for top in with_sides(path) {
-        let mut walk = walkdir::WalkDir::new(&top).follow_links(false).into_iter();
+        let mut walk = walkdir::WalkDir::new(&top)
+            .follow_links(false)
+            .follow_root_links(false)
+            .into_iter();
         while let Some(Ok(e)) = walk.next() {
-            if let (Some(ex), Some(l)) = (excludes, live)
+            if let (Some(ex), Some(l)) = (&excludes, live)
                 && let Ok(rel) = e.path().strip_prefix(path)
                 && !rel.as_os_str().is_empty()
                 && ex.excluded(&l.join(rel), e.file_type().is_dir())
@@ -147,6 +152,7 @@ pub fn remember(
     config: &Config,
     id: &str,
     made: &[(PathBuf, PathBuf)],
+    carried_rules: &[String],
 ) -> Result<(), RestoreError> {
     if made.is_empty() {
         return Ok(());
@@ -163,8 +169,9 @@ pub fn remember(
             path: path.clone(),
             id: id.to_string(),
             made_at: now,
-            print: Some(print(config, path, Some(live))),
+            print: Some(print(path, Some(live), carried_rules)),
             live: Some(live.clone()),
+            carried_rules: carried_rules.to_vec(),
         });
     }
     save(config, &all)
@@ -183,7 +190,7 @@ pub fn kept(config: &Config) -> Result<Vec<Kept>, RestoreError> {
         .into_iter()
         .filter(|r| ours(&r.path) && fs::symlink_metadata(&r.path).is_ok())
         .map(|r| {
-            let now = print(config, &r.path, r.live.as_deref());
+            let now = print(&r.path, r.live.as_deref(), &r.carried_rules);
             Kept {
                 changed: r.print.is_some_and(|p| p != now),
                 bytes: now.bytes,
@@ -199,6 +206,15 @@ pub fn kept(config: &Config) -> Result<Vec<Kept>, RestoreError> {
 }
 
 fn remove_copy(path: &Path) -> Result<Vec<PathBuf>, RestoreError> {
+    // A filesystem mounted inside is not this copy's to empty.
+    if let Some(m) = crate::fsutil::mount_inside(path) {
+        return Err(RestoreError::Refused(format!(
+            "{}: a filesystem is mounted inside it, at {}; unmount it (or mount it back \
+             where it belongs), then remove the copy; nothing in it was removed",
+            path.display(),
+            m.display()
+        )));
+    }
     let mut removed = Vec::new();
     for p in with_sides(path) {
         let Ok(m) = fs::symlink_metadata(&p) else {
@@ -230,21 +246,21 @@ fn refuse_while_pending(config: &Config) -> Result<(), RestoreError> {
 pub fn remove_all(config: &Config) -> Result<Vec<PathBuf>, RestoreError> {
     refuse_while_pending(config)?;
     let mut removed = Vec::new();
-    let mut left = Vec::new();
-    for r in load(config)? {
+    let all = load(config)?;
+    for (i, r) in all.iter().enumerate() {
         if !ours(&r.path) {
             continue;
         }
         match remove_copy(&r.path) {
             Ok(mut v) => removed.append(&mut v),
             Err(e) => {
-                left.push(r);
-                save(config, &left)?;
+                // Every copy not removed yet stays recorded, the failed one first.
+                save(config, &all[i..])?;
                 return Err(e);
             }
         }
     }
-    save(config, &left)?;
+    save(config, &[])?;
     Ok(removed)
 }
 

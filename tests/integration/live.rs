@@ -4,7 +4,7 @@
 //! rollback copies are kept a week, listed, asked about and expired by maintenance.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -249,7 +249,11 @@ fn excluded_live_files_are_byte_identical_after_an_in_place_restore() {
     fs::write(data.join("keep.txt"), "v1").unwrap();
     fs::write(data.join("pipeline.log"), "log1\n").unwrap();
     fs::write(data.join("cache/blob.bin"), vec![7u8; 4096]).unwrap();
-    env.one_set("s", &[&data], "exclude = [\"*.log\", \"cache/\"]\n");
+    env.one_set(
+        "s",
+        &[&data],
+        "exclude = [\"*.log\", \"cache/\", \"*.tmp\"]\n",
+    );
     env.cmd().arg("backup").assert().success();
     // Life goes on: a tracked file changes, excluded ones grow and appear, some inside a
     // folder the backup never had.
@@ -263,6 +267,28 @@ fn excluded_live_files_are_byte_identical_after_an_in_place_restore() {
         "tracked, new since the backup",
     )
     .unwrap();
+    // Excluded things a program makes: a dangling link, a link to a big folder outside
+    // (never followed, not even to count it), a FIFO.
+    std::os::unix::fs::symlink("nothing", data.join("dangling.tmp")).unwrap();
+    std::os::unix::fs::symlink("/usr", data.join("outside.tmp")).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(data.join("pipe.log"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A writer appending to the excluded log, with no quiesce: it writes to the very file
+    // that is carried over, so it does not stop the restore.
+    let mut logger = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>>\"$0\"; echo open; read _")
+        .arg(data.join("pipeline.log"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(crate::common::first_line(&mut logger).trim(), "open");
     let excluded = [
         "pipeline.log",
         "cache/blob.bin",
@@ -277,9 +303,25 @@ fn excluded_live_files_are_byte_identical_after_an_in_place_restore() {
 
     let restore = ["restore", "--latest", "--set", "s", "--yes"];
     let a = env.cmd().args(restore).arg("--dry-run").assert().success();
-    assert!(stdout(&a).contains("keep 5 live entries"), "{}", stdout(&a));
+    assert!(stdout(&a).contains("keep 8 live entries"), "{}", stdout(&a));
     let a = env.cmd().args(restore).assert().success();
-    assert!(stdout(&a).contains("kept 5 live entries"), "{}", stdout(&a));
+    assert!(stdout(&a).contains("kept 8 live entries"), "{}", stdout(&a));
+    drop(logger.stdin.take());
+    logger.wait().unwrap();
+    assert_eq!(
+        fs::read_link(data.join("dangling.tmp")).unwrap(),
+        Path::new("nothing")
+    );
+    assert_eq!(
+        fs::read_link(data.join("outside.tmp")).unwrap(),
+        Path::new("/usr")
+    );
+    assert!(
+        fs::symlink_metadata(data.join("pipe.log"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     assert_eq!(fs::read(data.join("keep.txt")).unwrap(), b"v1");
     for (p, w) in excluded.iter().zip(&want) {
         assert_eq!(&fs::read(data.join(p)).unwrap(), w, "{p}");
@@ -294,16 +336,85 @@ fn excluded_live_files_are_byte_identical_after_an_in_place_restore() {
         .collect();
     assert!(env.root.join(&kept[0]).join("fresh/dir/y.txt").exists());
 
-    // --replace-excluded: they go aside too.
+    // --replace-excluded: they go aside too, and the plan says so.
+    env.cmd()
+        .args(["restore", "--cleanup", "--yes"])
+        .assert()
+        .success();
     let a = env
         .cmd()
         .args(restore)
         .arg("--replace-excluded")
         .assert()
         .success();
-    assert!(!stdout(&a).contains("live entries"), "{}", stdout(&a));
+    assert!(
+        stdout(&a).contains("move aside too: 8 live entries"),
+        "{}",
+        stdout(&a)
+    );
     assert!(!data.join("pipeline.log").exists());
     assert!(!data.join("cache").exists());
+    // Those are the only copies of data no backup holds: a write into them is noticed.
+    let kept: Vec<String> = dir_names(&env.root)
+        .into_iter()
+        .filter(|n| n.starts_with("data.steward-rollback-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let a = env.cmd().args(["restore", "--cleanup"]).assert().code(2);
+    assert!(!stdout(&a).contains("CHANGED"), "{}", stdout(&a));
+    fs::write(env.root.join(&kept[0]).join("cache/blob.bin"), "late").unwrap();
+    let a = env.cmd().args(["restore", "--cleanup"]).assert().code(2);
+    assert!(
+        stdout(&a).contains("CHANGED after the swap"),
+        "{}",
+        stdout(&a)
+    );
+}
+
+/// A filesystem mounted inside a set path: an in-place restore would move it aside with
+/// the old data, and removing the copy would empty it. Needs `mount` (root, and a
+/// container that allows it); said and skipped otherwise.
+#[test]
+fn a_mount_point_inside_a_set_path_is_never_moved_aside_or_emptied() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(data.join("cache")).unwrap();
+    fs::write(data.join("keep.txt"), "v1").unwrap();
+    env.one_set("s", &[&data], "exclude = [\"cache/\"]\n");
+    env.cmd().arg("backup").assert().success();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(data.join("cache"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.join("cache"));
+    fs::write(data.join("cache/hot.bin"), "on the tmpfs").unwrap();
+    let a = env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr(&a).contains("is a mount point inside the set path")
+            && stderr(&a).contains(&data.join("cache").display().to_string()),
+        "{}",
+        stderr(&a)
+    );
+    assert_eq!(
+        fs::read(data.join("cache/hot.bin")).unwrap(),
+        b"on the tmpfs"
+    );
+    assert!(dir_names(&env.root).iter().all(|n| !n.contains("steward-")));
 }
 
 #[test]
@@ -368,4 +479,60 @@ fn rollback_copies_are_kept_a_week_then_maintenance_removes_them_unless_written_
     let a = daily(9).success();
     assert!(stdout(&a).contains("was written into"), "{}", stdout(&a));
     assert!(kb.exists());
+}
+
+/// Regression (review of issue 23): a `--cleanup` that failed on one copy forgot the
+/// copies after it, which then stayed on disk with nothing listing or expiring them.
+#[test]
+fn regression_a_failed_cleanup_keeps_every_copy_it_did_not_remove_recorded() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "v1").unwrap();
+    env.one_set("s", &[&data], "");
+    env.cmd().arg("backup").assert().success();
+    for _ in 0..2 {
+        env.cmd()
+            .args(["restore", "--latest", "--set", "s", "--yes"])
+            .assert()
+            .success();
+    }
+    let copies: Vec<PathBuf> = dir_names(&env.root)
+        .into_iter()
+        .filter(|n| n.starts_with("data.steward-rollback-"))
+        .map(|n| env.root.join(n))
+        .collect();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let stuck = copies[0].join("f");
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&stuck)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!("skipped: chattr +i is not supported here");
+        return;
+    }
+    let a = env
+        .cmd()
+        .args(["restore", "--cleanup", "--yes"])
+        .assert()
+        .code(2);
+    assert!(chattr("-i"), "{}", stderr(&a));
+    let a = env.cmd().arg("status").assert().success();
+    for c in &copies {
+        assert!(
+            !c.exists() || stdout(&a).contains(&c.display().to_string()),
+            "{} is on disk but no longer listed:\n{}",
+            c.display(),
+            stdout(&a)
+        );
+    }
+    env.cmd()
+        .args(["restore", "--cleanup", "--yes"])
+        .assert()
+        .success();
+    assert!(copies.iter().all(|c| !c.exists()));
 }
