@@ -102,10 +102,85 @@ pub fn default_sigpipe() {
     }
 }
 
-/// The first folder below `root` that is another filesystem's mount point (its device
-/// differs from its parent's), if any. Symlinks are not followed.
+/// Where filesystems are mounted, from the kernel's table (bind mounts included, which a
+/// device number cannot tell apart); `None` when the table cannot be read.
+fn mount_points() -> Option<Vec<PathBuf>> {
+    #[cfg(target_os = "linux")]
+    {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...", spaces in names as \040.
+        Some(
+            table
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .map(|m| PathBuf::from(unescape_octal(m)))
+                .collect(),
+        )
+    }
+    #[cfg(target_os = "macos")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut buf: *mut libc::statfs = std::ptr::null_mut();
+        // SAFETY: getmntinfo points `buf` at `n` statfs records it owns (valid until the
+        // next call on this thread); MNT_NOWAIT reads the cached table without blocking.
+        let n = unsafe { libc::getmntinfo(&raw mut buf, libc::MNT_NOWAIT) };
+        if n <= 0 || buf.is_null() {
+            return None;
+        }
+        // SAFETY: as above, `n` records from `buf`.
+        let all = unsafe { std::slice::from_raw_parts(buf, usize::try_from(n).ok()?) };
+        Some(
+            all.iter()
+                .map(|m| {
+                    // SAFETY: f_mntonname is a NUL-terminated C string inside the record.
+                    let name = unsafe { std::ffi::CStr::from_ptr(m.f_mntonname.as_ptr()) };
+                    PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()))
+                })
+                .collect(),
+        )
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    None
+}
+
+#[cfg(target_os = "linux")]
+fn unescape_octal(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
+/// A mount point at `root` or anywhere below it, if any: the kernel's mount table where it
+/// can be read, else a walk comparing device numbers. Symlinks are not followed.
 pub fn mount_inside(root: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(root).ok()?;
+    if let Some(points) = mount_points() {
+        let mut found: Vec<PathBuf> = points
+            .into_iter()
+            .filter(|m| m.starts_with(&real))
+            .collect();
+        found.sort();
+        // Named as the caller knows the folder.
+        return found
+            .into_iter()
+            .next()
+            .map(|m| root.join(m.strip_prefix(&real).unwrap_or(&m)));
+    }
     let dev = std::fs::symlink_metadata(root).ok()?.dev();
     walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -116,4 +191,16 @@ pub fn mount_inside(root: &Path) -> Option<PathBuf> {
         .filter(|e| e.file_type().is_dir())
         .find(|e| e.metadata().is_ok_and(|m| m.dev() != dev))
         .map(walkdir::DirEntry::into_path)
+}
+
+/// Removes the tree at `path` (never following a symlink), unless a filesystem is mounted
+/// at it or inside it: that one is not the tree's to empty.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    if let Some(m) = mount_inside(path) {
+        return Err(io::Error::other(format!(
+            "a filesystem is mounted at {}; unmount it first (nothing was removed)",
+            m.display()
+        )));
+    }
+    std::fs::remove_dir_all(path)
 }

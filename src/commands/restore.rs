@@ -272,21 +272,32 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 /// Where the replaced data went, and for how long.
 fn kept_line(cfg: &Config, p: &std::path::Path) -> String {
+    let how_long = if cfg.restore.keep_rollbacks.is_zero() {
+        "until the next daily maintenance removes it".to_string()
+    } else {
+        format!(
+            "for {} (then daily maintenance removes it)",
+            show_days(cfg.restore.keep_rollbacks)
+        )
+    };
     format!(
-        "  previous data kept at {} for {} (then daily maintenance removes it; \
-         `steward restore --cleanup` lists and removes it sooner)",
+        "  previous data kept at {} {how_long}; `steward restore --cleanup` lists and \
+         removes it sooner",
         p.display(),
-        show_days(cfg.restore.keep_rollbacks)
     )
 }
 
-/// A keep time as people say it: `7 days`, `1 day`, else `36h`.
+/// A keep time as people say it: `7 days`, `1 day 12h`, `36m`.
 fn show_days(d: std::time::Duration) -> String {
     let s = d.as_secs();
-    match s / 86_400 {
-        1 if s.is_multiple_of(86_400) => "1 day".into(),
-        n if n > 0 && s.is_multiple_of(86_400) => format!("{n} days"),
-        _ => humantime::format_duration(d).to_string(),
+    let (days, rest) = (s / 86_400, s % 86_400);
+    let rest = humantime::format_duration(std::time::Duration::from_secs(rest)).to_string();
+    match days {
+        0 => rest,
+        1 if rest == "0s" => "1 day".into(),
+        n if rest == "0s" => format!("{n} days"),
+        1 => format!("1 day {rest}"),
+        n => format!("{n} days {rest}"),
     }
 }
 
@@ -605,9 +616,19 @@ fn print_holders(plan: &Plan) {
                 "  open now (the swap is refused while files stay open after the services \
                  are stopped, unless --ignore-open-files):"
             );
+            let carried = if plan.carry_rules.is_empty() {
+                None
+            } else {
+                crate::patterns::Excludes::new(&plan.carry_rules).ok()
+            };
             for x in &h {
+                let excluded = carried
+                    .as_ref()
+                    .is_some_and(|ex| restore::carry::is_carried(plan, ex, &x.file));
                 let what = if x.is_folder_only() {
                     " (working folder only: not refused)"
+                } else if excluded {
+                    " (excluded, carried over: its writes stay live, not refused)"
                 } else {
                     ""
                 };

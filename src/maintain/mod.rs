@@ -142,6 +142,10 @@ pub fn rollbacks_task(config: &Config, now: i64, dry_run: bool) -> Result<TaskRe
             e.kept
         ));
     }
+    for f in &e.failed {
+        r.warnings
+            .push(format!("not removed (tried again tomorrow): {f}"));
+    }
     for k in &e.changed {
         r.warnings.push(format!(
             "{} was written into after the restore of {} replaced it: it is kept; look at \

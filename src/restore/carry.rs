@@ -75,7 +75,7 @@ fn tree_size(path: &Path) -> Carried {
 /// Whether the live `path` (below `root`) is left out by `excludes`, itself or through a
 /// folder above it: such an entry is carried over, so a process writing to it writes to
 /// the restored data too.
-pub fn is_excluded(root: &Path, path: &Path, excludes: &Excludes) -> bool {
+fn is_excluded(root: &Path, path: &Path, excludes: &Excludes) -> bool {
     let Ok(rel) = path.strip_prefix(root) else {
         return false;
     };
@@ -90,6 +90,17 @@ pub fn is_excluded(root: &Path, path: &Path, excludes: &Excludes) -> bool {
         }
     }
     false
+}
+
+/// Whether `file`, a real path as `lsof` names it, lies under one of `plan`'s targets and
+/// is carried over by `excludes` (so a process writing to it writes to the restored data).
+pub fn is_carried(plan: &Plan, excludes: &Excludes, file: &Path) -> bool {
+    plan.targets.iter().any(|t| {
+        fs::canonicalize(&t.live).is_ok_and(|real| {
+            file.strip_prefix(&real)
+                .is_ok_and(|rel| is_excluded(&t.live, &t.live.join(rel), excludes))
+        })
+    })
 }
 
 /// What an in-place restore of `plan` will carry over, counted for the plan.

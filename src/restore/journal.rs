@@ -178,8 +178,8 @@ impl Journal {
         for t in &self.plan.targets {
             let p = t.staging_path();
             if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
-                // remove_dir_all never follows symlinks inside the tree.
-                let _ = fs::remove_dir_all(&p);
+                // Never follows symlinks inside the tree, and never empties a mount.
+                let _ = crate::fsutil::remove_tree(&p);
             }
         }
     }

@@ -403,19 +403,10 @@ pub fn restore(
             }
             Err(e) => return Err(abandon(config, &mut journal, Some(quiesced), e.into())),
         };
-        let roots: Vec<(PathBuf, &Path)> = plan
-            .targets
-            .iter()
-            .filter_map(|t| Some((std::fs::canonicalize(&t.live).ok()?, t.live.as_path())))
-            .collect();
         let carried_over = |h: &holders::Holder| {
-            carry_rules.as_ref().is_some_and(|x| {
-                roots.iter().any(|(real, live)| {
-                    h.file
-                        .strip_prefix(real)
-                        .is_ok_and(|rel| carry::is_excluded(live, &live.join(rel), x))
-                })
-            })
+            carry_rules
+                .as_ref()
+                .is_some_and(|x| carry::is_carried(plan, x, &h.file))
         };
         let found: Vec<holders::Holder> = found
             .into_iter()

@@ -269,9 +269,10 @@ pub fn plan(
         for t in targets.iter().filter(|t| t.exists) {
             if let Some(m) = crate::fsutil::mount_inside(&t.live) {
                 return Err(RestoreError::Refused(format!(
-                    "{} is a mount point inside the set path {}: an in-place restore would \
-                     move the mounted filesystem aside with the old data; unmount it first, \
-                     or restore --to DIR and copy back what you need (nothing was changed)",
+                    "{} is a mount point inside the set path {} (or the path itself): an \
+                     in-place restore would move the mounted filesystem aside with the old \
+                     data; unmount it first, or restore --to DIR and copy back what you need \
+                     (nothing was changed)",
                     m.display(),
                     t.live.display()
                 )));

@@ -230,7 +230,7 @@ pub fn remove_abandoned(config: &Config, plan: Option<&Plan>) -> Vec<PathBuf> {
         });
         if ours
             && fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir())
-            && fs::remove_dir_all(&p).is_ok()
+            && crate::fsutil::remove_tree(&p).is_ok()
         {
             removed.push(p);
         }

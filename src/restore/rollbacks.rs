@@ -206,23 +206,14 @@ pub fn kept(config: &Config) -> Result<Vec<Kept>, RestoreError> {
 }
 
 fn remove_copy(path: &Path) -> Result<Vec<PathBuf>, RestoreError> {
-    // A filesystem mounted inside is not this copy's to empty.
-    if let Some(m) = crate::fsutil::mount_inside(path) {
-        return Err(RestoreError::Refused(format!(
-            "{}: a filesystem is mounted inside it, at {}; unmount it (or mount it back \
-             where it belongs), then remove the copy; nothing in it was removed",
-            path.display(),
-            m.display()
-        )));
-    }
     let mut removed = Vec::new();
     for p in with_sides(path) {
         let Ok(m) = fs::symlink_metadata(&p) else {
             continue;
         };
-        // remove_dir_all never follows symlinks inside the tree.
+        // A filesystem mounted inside is not this copy's to empty.
         let r = if m.is_dir() {
-            fs::remove_dir_all(&p)
+            crate::fsutil::remove_tree(&p)
         } else {
             fs::remove_file(&p)
         };
@@ -246,22 +237,31 @@ fn refuse_while_pending(config: &Config) -> Result<(), RestoreError> {
 pub fn remove_all(config: &Config) -> Result<Vec<PathBuf>, RestoreError> {
     refuse_while_pending(config)?;
     let mut removed = Vec::new();
-    let all = load(config)?;
-    for (i, r) in all.iter().enumerate() {
+    let mut left = Vec::new();
+    let mut failed = Vec::new();
+    for r in load(config)? {
         if !ours(&r.path) {
             continue;
         }
+        // One copy that cannot go does not keep the others: each is tried, and every one
+        // not removed stays recorded.
         match remove_copy(&r.path) {
             Ok(mut v) => removed.append(&mut v),
             Err(e) => {
-                // Every copy not removed yet stays recorded, the failed one first.
-                save(config, &all[i..])?;
-                return Err(e);
+                failed.push(crate::error::chain(&e));
+                left.push(r);
             }
         }
     }
-    save(config, &[])?;
-    Ok(removed)
+    save(config, &left)?;
+    if failed.is_empty() {
+        Ok(removed)
+    } else {
+        Err(RestoreError::Refused(format!(
+            "not removed (still listed; the others were): {}",
+            failed.join("; ")
+        )))
+    }
 }
 
 /// What maintenance did with the copies.
@@ -270,6 +270,8 @@ pub struct Expired {
     pub removed: Vec<Kept>,
     /// Past their time but written into after the swap: kept for a human.
     pub changed: Vec<Kept>,
+    /// Past their time, but removing them failed (each with its cause); still recorded.
+    pub failed: Vec<String>,
     pub kept: usize,
 }
 
@@ -286,12 +288,16 @@ pub fn expire(config: &Config, now: i64, dry_run: bool) -> Result<Expired, Resto
             out.kept += 1;
         } else if k.changed {
             out.changed.push(k);
-        } else {
-            if !dry_run {
-                remove_copy(&k.path)?;
-            }
-            gone.push(k.path.clone());
+        } else if dry_run {
             out.removed.push(k);
+        } else {
+            match remove_copy(&k.path) {
+                Ok(_) => {
+                    gone.push(k.path.clone());
+                    out.removed.push(k);
+                }
+                Err(e) => out.failed.push(crate::error::chain(&e)),
+            }
         }
     }
     if !dry_run {

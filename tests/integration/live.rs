@@ -133,6 +133,20 @@ impl Host {
     }
 }
 
+/// A process holding `file` open for appending, until its stdin closes.
+fn appender(file: &Path) -> std::process::Child {
+    let mut c = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>>\"$0\"; echo open; read _")
+        .arg(file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(crate::common::first_line(&mut c).trim(), "open");
+    c
+}
+
 fn ino(p: &Path) -> u64 {
     fs::metadata(p).unwrap().ino()
 }
@@ -280,15 +294,7 @@ fn excluded_live_files_are_byte_identical_after_an_in_place_restore() {
     );
     // A writer appending to the excluded log, with no quiesce: it writes to the very file
     // that is carried over, so it does not stop the restore.
-    let mut logger = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("exec 3>>\"$0\"; echo open; read _")
-        .arg(data.join("pipeline.log"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert_eq!(crate::common::first_line(&mut logger).trim(), "open");
+    let mut logger = appender(&data.join("pipeline.log"));
     let excluded = [
         "pipeline.log",
         "cache/blob.bin",
@@ -336,11 +342,22 @@ fn excluded_live_files_are_byte_identical_after_an_in_place_restore() {
         .collect();
     assert!(env.root.join(&kept[0]).join("fresh/dir/y.txt").exists());
 
-    // --replace-excluded: they go aside too, and the plan says so.
+    // --replace-excluded: they go aside too, and the plan says so; so a writer holding
+    // one open stops the swap again.
     env.cmd()
         .args(["restore", "--cleanup", "--yes"])
         .assert()
         .success();
+    let mut logger = appender(&data.join("pipeline.log"));
+    let a = env
+        .cmd()
+        .args(restore)
+        .arg("--replace-excluded")
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("pipeline.log"), "{}", stderr(&a));
+    drop(logger.stdin.take());
+    logger.wait().unwrap();
     let a = env
         .cmd()
         .args(restore)
@@ -397,7 +414,19 @@ fn a_mount_point_inside_a_set_path_is_never_moved_aside_or_emptied() {
             let _ = std::process::Command::new("umount").arg(&self.0).status();
         }
     }
-    let _unmount = Unmount(data.join("cache"));
+    let unmount = Unmount(data.join("cache"));
+    let bind = |from: &Path, at: &Path| {
+        assert!(
+            std::process::Command::new("mount")
+                .arg("--bind")
+                .arg(from)
+                .arg(at)
+                .status()
+                .unwrap()
+                .success()
+        );
+        Unmount(at.to_path_buf())
+    };
     fs::write(data.join("cache/hot.bin"), "on the tmpfs").unwrap();
     let a = env
         .cmd()
@@ -415,6 +444,35 @@ fn a_mount_point_inside_a_set_path_is_never_moved_aside_or_emptied() {
         b"on the tmpfs"
     );
     assert!(dir_names(&env.root).iter().all(|n| !n.contains("steward-")));
+    drop(unmount);
+
+    // A bind mount (the same filesystem, so the same device number) is caught too.
+    let elsewhere = env.root.join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join("precious"), "not the set's").unwrap();
+    let unbind = bind(&elsewhere, &data.join("cache"));
+    let a = env
+        .cmd()
+        .args(["restore", "--latest", "--set", "s", "--yes"])
+        .assert()
+        .code(2);
+    assert!(stderr(&a).contains("is a mount point"), "{}", stderr(&a));
+    drop(unbind);
+
+    // An abandoned staging folder with something mounted inside: reported, never emptied.
+    let staging = env.root.join(".data.steward-staging-20260101T000000Z-1-1");
+    fs::create_dir_all(staging.join("m")).unwrap();
+    let _unbind = bind(&elsewhere, &staging.join("m"));
+    env.cmd()
+        .args(["restore", "--cleanup", "--yes"])
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read(elsewhere.join("precious")).unwrap(),
+        b"not the set's"
+    );
+    let a = env.cmd().arg("status").assert().success();
+    assert!(stderr(&a).contains("abandoned restore staging folder"));
 }
 
 #[test]
@@ -520,6 +578,8 @@ fn regression_a_failed_cleanup_keeps_every_copy_it_did_not_remove_recorded() {
         .args(["restore", "--cleanup", "--yes"])
         .assert()
         .code(2);
+    // The stuck copy does not keep the other: it is removed.
+    assert!(!copies[1].exists(), "{}", stderr(&a));
     assert!(chattr("-i"), "{}", stderr(&a));
     let a = env.cmd().arg("status").assert().success();
     for c in &copies {
