@@ -81,7 +81,16 @@ fn remove_partials(dir: &Path, progress: &dyn Progress) -> Result<(), BackupErro
         let ent = ent.map_err(BackupError::io(dir))?;
         let name = ent.file_name();
         let b = name.as_bytes();
-        if b.starts_with(b".") && b.ends_with(b".partial") {
+        // The image's check may leave `-wal`/`-shm` beside a `.partial` snapshot.
+        let partial = [
+            b".partial".as_slice(),
+            b".partial-wal",
+            b".partial-shm",
+            b".partial-journal",
+        ]
+        .iter()
+        .any(|end| b.ends_with(end));
+        if b.starts_with(b".") && partial {
             std::fs::remove_file(ent.path()).map_err(BackupError::io(&ent.path()))?;
             progress.note(&format!(
                 "removed {} left by an interrupted run",
@@ -104,6 +113,8 @@ pub fn backup_set(
     let dir = config.backup.destination.join(&set.name);
     crate::fsutil::create_private_dir(&dir).map_err(BackupError::io(&dir))?;
     remove_partials(&dir, progress)?;
+    // The change guard's facts of a run that was killed.
+    remove_partials(&config.state_dir.join("facts"), progress)?;
 
     if config.backup.min_free_space > 0 {
         let free = crate::fsutil::free_space(&dir).map_err(BackupError::io(&dir))?;
@@ -197,7 +208,7 @@ pub fn backup_set(
             let _ = std::fs::remove_file(&facts_partial);
             let _ = std::fs::remove_file(&partial);
             let _ = std::fs::remove_file(&spool);
-            let _ = std::fs::remove_file(&snapshot_tmp);
+            remove_image(&snapshot_tmp);
             return Err(e);
         }
     };
@@ -535,6 +546,17 @@ fn archive_file(
     Ok(true)
 }
 
+/// Removes a snapshot image and the `-wal`/`-shm`/`-journal` that opening it (the
+/// guard's check) may have made beside it: all steward's own, in the set's folder.
+fn remove_image(tmp: &Path) {
+    let _ = std::fs::remove_file(tmp);
+    for side in ["-wal", "-shm", "-journal"] {
+        let mut p = tmp.as_os_str().to_owned();
+        p.push(side);
+        let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+    }
+}
+
 /// Archives a consistent image of a SQLite database under the live file's name. The
 /// change guard's `PRAGMA quick_check` reads the very image archived (under the same read
 /// transaction) on another core while it streams: on a 500 MB database that is half a
@@ -548,7 +570,7 @@ fn archive_sqlite(
     progress: &dyn Progress,
     guard: &mut Guard,
 ) -> Result<bool, BackupError> {
-    let _ = std::fs::remove_file(tmp);
+    remove_image(tmp);
     let check = guard.sqlite_check();
     let result = super::sqlite::image(&e.path, tmp, Duration::from_mins(1))
         .map_err(BackupError::from)
@@ -585,7 +607,7 @@ fn archive_sqlite(
             }
             Ok(size)
         });
-    let _ = std::fs::remove_file(tmp);
+    remove_image(tmp);
     let size = result?;
     guard.file(name.as_os_str().as_bytes(), size, true, false);
     tally.meta_files += 1;

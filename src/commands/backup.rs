@@ -32,7 +32,6 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
         .iter()
         .filter(|s| args.sets.is_empty() || args.sets.contains(&s.name))
         .collect();
-    cfg.check_set_paths(&sets)?;
     let job = match args.sets.as_slice() {
         [one] => Job::BackupSet(one.clone()),
         _ => Job::Backup,
@@ -70,8 +69,16 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
             archive,
             status,
         };
-        let before = crate::hooks::run_if(&set.hooks, When::Before, &ctx(None, "running"));
+        // A path that cannot be read fails this set alone; the others run.
+        let missing = cfg.missing_set_paths(set);
+        let before = if missing.is_empty() {
+            crate::hooks::run_if(&set.hooks, When::Before, &ctx(None, "running"))
+        } else {
+            None
+        };
         let outcome = match before {
+            _ if !missing.is_empty() => Err(anyhow::anyhow!("{}", missing.join("; ")))
+                .with_context(|| format!("backup of set {:?} not started", set.name)),
             Some(Err(e)) => {
                 hook_lines.push(e.to_string());
                 Err(anyhow::Error::new(e))

@@ -479,27 +479,30 @@ impl Config {
             .filter(|k| !k.is_empty())
     }
 
-    /// Checks that every backup path exists; done by the commands that back up, so that a
-    /// missing external volume does not stop unrelated jobs such as checks.
-    pub fn check_set_paths(&self, sets: &[&BackupSet]) -> Result<(), ConfigError> {
-        for set in sets {
-            for p in &set.paths {
-                if let Err(e) = std::fs::symlink_metadata(&p.value) {
-                    return Err(ConfigError::Invalid {
+    /// The paths of `set` that cannot be read, each said with its place in the file. A
+    /// missing path fails its own set only (an unmounted volume must not stop the other
+    /// sets' backups, nor unrelated jobs such as checks).
+    pub fn missing_set_paths(&self, set: &BackupSet) -> Vec<String> {
+        set.paths
+            .iter()
+            .filter_map(|p| {
+                let e = std::fs::symlink_metadata(&p.value).err()?;
+                Some(
+                    ConfigError::Invalid {
                         origin: self.origin.to_string(),
                         line: p.line,
                         column: p.column,
                         key: "backup.set.paths: ".into(),
                         message: format!(
-                            "set {:?}: path {} cannot be read: {e}",
+                            "set {:?}: path {} cannot be read: {e} (not mounted, or renamed?)",
                             set.name,
                             p.value.display()
                         ),
-                    });
-                }
-            }
-        }
-        Ok(())
+                    }
+                    .to_string(),
+                )
+            })
+            .collect()
     }
 }
 

@@ -531,3 +531,51 @@ fn a_walking_thread_that_dies_fails_the_backup_instead_of_cutting_it_short() {
     // Nothing was published: still the one archive of the first run.
     assert_eq!(env.archives("s").len(), 1);
 }
+
+/// Regression (issue 24): every backup of a WAL-mode database left the guard's
+/// `.SET-ID.sqlite.partial-wal`/`-shm` in the set's folder, and a killed run's
+/// `<state>/facts/.ID.partial` stayed forever. After a backup only archives and sidecars
+/// are in the set's folder, and the next run sweeps what a killed one left.
+#[test]
+fn regression_no_litter_in_the_set_folder_or_the_state_after_backups() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let c = rusqlite::Connection::open(data.join("app.db")).unwrap();
+    // Held open with rows only in the WAL: the backup takes a copy, which the guard checks.
+    c.execute_batch(
+        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t (x); \
+         INSERT INTO t VALUES (1);",
+    )
+    .unwrap();
+    env.one_set("s", &[&data], "");
+    let only_archives = |env: &Env| {
+        let names = env.set_dir_names("s");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.ends_with(".tar.zst") || n.ends_with(".tar.zst.sha256")),
+            "{names:?}"
+        );
+        let facts = crate::common::dir_names(&env.state.join("facts"));
+        assert!(facts.iter().all(|n| !n.starts_with('.')), "{facts:?}");
+    };
+    env.cmd().arg("backup").assert().success();
+    only_archives(&env);
+    drop(c);
+    // What a run killed mid-way leaves behind.
+    fs::write(
+        env.dest.join("s/.s-20260101T000000Z.sqlite.partial-wal"),
+        "",
+    )
+    .unwrap();
+    fs::write(
+        env.dest.join("s/.s-20260101T000000Z.sqlite.partial-shm"),
+        "",
+    )
+    .unwrap();
+    fs::create_dir_all(env.state.join("facts")).unwrap();
+    fs::write(env.state.join("facts/.s-20260101T000000Z.partial"), "x").unwrap();
+    env.cmd().args(["backup", "--force"]).assert().success();
+    only_archives(&env);
+}
