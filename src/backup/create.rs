@@ -183,6 +183,7 @@ pub fn backup_set(
             id: &b.id,
             files: b.files,
             bytes: b.source_bytes,
+            created_at: b.created_at,
         }),
         &facts_partial,
     );

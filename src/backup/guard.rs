@@ -148,6 +148,8 @@ pub struct Guard {
     baseline_files: u64,
     baseline_bytes: u64,
     seen: Vec<u64>,
+    /// Baseline files that maintenance removed since (their archive-name hashes).
+    expected: std::collections::HashSet<u64>,
     common: u64,
     became_random: u64,
     files: u64,
@@ -161,6 +163,69 @@ pub struct Baseline<'a> {
     pub id: &'a str,
     pub files: u64,
     pub bytes: u64,
+    /// When it was taken: maintenance's removals since then are expected.
+    pub created_at: i64,
+}
+
+/// steward's own maintenance removes files (a log compressed to `x.log.zst`, an old log or
+/// scratch file deleted): they are recorded here, so the next backup does not count them
+/// as lost and cry wolf. One JSON line per file, `{"at": unix, "path": "/abs/path"}`.
+fn ledger_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("maintained.jsonl")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Maintained {
+    at: i64,
+    path: PathBuf,
+}
+
+/// How long the ledger remembers a removal (longer than any baseline stays the newest
+/// good backup in practice).
+const LEDGER_DAYS: i64 = 400;
+
+/// Records that maintenance removed `paths` at `at`, forgetting entries older than
+/// [`LEDGER_DAYS`]. Best effort: a ledger that cannot be written only risks a false alarm.
+pub fn record_maintained(state_dir: &Path, paths: &[PathBuf], at: i64) -> io::Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let file = ledger_path(state_dir);
+    let keep_from = at - LEDGER_DAYS * 86_400;
+    let mut lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| serde_json::from_str::<Maintained>(l).is_ok_and(|m| m.at >= keep_from))
+        .map(str::to_string)
+        .collect();
+    for p in paths {
+        lines.push(
+            serde_json::to_string(&Maintained {
+                at,
+                path: p.clone(),
+            })
+            .map_err(io::Error::other)?,
+        );
+    }
+    let tmp = file.with_extension("jsonl.partial");
+    std::fs::write(&tmp, lines.join("\n") + "\n")?;
+    std::fs::rename(&tmp, &file)
+}
+
+/// The archive-name hashes of the files maintenance removed at or after `since`.
+fn maintained_since(state_dir: &Path, since: i64) -> std::collections::HashSet<u64> {
+    std::fs::read_to_string(ledger_path(state_dir))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Maintained>(l).ok())
+        .filter(|m| m.at >= since)
+        .filter_map(|m| {
+            let rel = m.path.strip_prefix("/").ok()?.to_path_buf();
+            Some(xxh3_64(std::os::unix::ffi::OsStrExt::as_bytes(
+                rel.as_os_str(),
+            )))
+        })
+        .collect()
 }
 
 impl Guard {
@@ -177,6 +242,10 @@ impl Guard {
             .as_ref()
             .and_then(|b| load(&facts_path(state_dir, b.id)));
         let seen = vec![0u64; loaded.as_ref().map_or(0, |v| v.len().div_ceil(64))];
+        let expected = baseline
+            .as_ref()
+            .map(|b| maintained_since(state_dir, b.created_at))
+            .unwrap_or_default();
         let out = Some(facts)
             .filter(|_| config.enabled)
             .and_then(|f| f.parent())
@@ -190,6 +259,7 @@ impl Guard {
             baseline_bytes: baseline.as_ref().map_or(0, |b| b.bytes),
             baseline: loaded,
             seen,
+            expected,
             common: 0,
             became_random: 0,
             files: 0,
@@ -256,7 +326,8 @@ impl Guard {
             Some(base) => {
                 let (mut files, mut bytes) = (0u64, 0u64);
                 for (i, f) in base.iter().enumerate() {
-                    if self.seen[i / 64] & (1 << (i % 64)) == 0 {
+                    // Gone because steward's own maintenance compressed or removed it.
+                    if self.seen[i / 64] & (1 << (i % 64)) == 0 && !self.expected.contains(&f.0) {
                         files += 1;
                         bytes += f.1 >> 2;
                     }
@@ -363,6 +434,7 @@ mod tests {
             id: "s-1",
             files: 10,
             bytes: 1000,
+            created_at: 0,
         };
         let mut g = Guard::new(&cfg, dir.path(), Some(base), &facts_path(dir.path(), "s-2"));
         // 6 of 10 gone, 4 kept of which 2 turned random.

@@ -31,6 +31,9 @@ pub struct TaskReport {
     pub bytes_reclaimed: u64,
     pub files_compressed: u64,
     pub files_removed: u64,
+    /// Files this task removed or replaced by a compressed copy (not in dry runs).
+    #[serde(skip)]
+    pub gone: Vec<PathBuf>,
     /// The report text, for a `report` task.
     pub report: Option<String>,
 }
@@ -78,8 +81,12 @@ pub fn run(
                 runner,
                 progress,
             ),
-            Task::Logs(l) => logs_task(l, dry_run, SystemTime::now()),
-            Task::Tmp { paths, max_age } => tmp_task(paths, *max_age, dry_run),
+            Task::Logs(l) => {
+                logs_task(l, dry_run, SystemTime::now()).map(|r| ledger(config, now, r))
+            }
+            Task::Tmp { paths, max_age } => {
+                tmp_task(paths, *max_age, dry_run).map(|r| ledger(config, now, r))
+            }
             Task::VerifyBackups { sample } => verify_task(catalog, *sample, dry_run, progress),
             Task::VerifyOffsite { sample } => {
                 offsite_task(config, catalog, *sample, dry_run, progress)
@@ -114,6 +121,18 @@ pub fn run(
             }),
         })
         .collect()
+}
+
+/// Records what a task removed in the change guard's ledger, so the next backup does not
+/// count it as lost; a ledger that cannot be written is a warning (a false alarm may
+/// follow), never a failed task.
+fn ledger(config: &Config, now: i64, mut r: TaskReport) -> TaskReport {
+    if let Err(e) = crate::backup::guard::record_maintained(&config.state_dir, &r.gone, now) {
+        r.warnings.push(format!(
+            "recording the removed files for the change guard failed: {e}"
+        ));
+    }
+    r
 }
 
 /// The built-in daily task: the rollback copies of restores past `[restore]
@@ -429,6 +448,7 @@ fn logs_task(t: &LogsTask, dry_run: bool, now: SystemTime) -> Result<TaskReport,
                 } else {
                     fs::remove_file(path).map_err(|e| fail(&name, format!("{shown}: {e}")))?;
                     rep.done.push(format!("removed {shown}"));
+                    rep.gone.push(path.clone());
                 }
                 rep.files_removed += 1;
                 rep.bytes_reclaimed += size;
@@ -455,6 +475,9 @@ fn logs_task(t: &LogsTask, dry_run: bool, now: SystemTime) -> Result<TaskReport,
             let saved =
                 compress_file(path, busy).map_err(|e| fail(&name, format!("{shown}: {e}")))?;
             rep.done.push(format!("compressed {shown}"));
+            if !busy {
+                rep.gone.push(path.clone());
+            }
             rep.files_compressed += 1;
             rep.bytes_reclaimed += saved;
         }
@@ -496,6 +519,7 @@ fn tmp_task(paths: &[PathBuf], max_age: Duration, dry_run: bool) -> Result<TaskR
             } else {
                 fs::remove_file(e.path()).map_err(|err| fail(&name, format!("{shown}: {err}")))?;
                 rep.done.push(format!("removed {shown}"));
+                rep.gone.push(e.path().to_path_buf());
             }
             rep.files_removed += 1;
             rep.bytes_reclaimed += m.size();

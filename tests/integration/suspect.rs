@@ -375,3 +375,45 @@ fn regression_a_suspect_newest_backup_is_never_the_default() {
     );
     assert_eq!(fs::read(&file).unwrap(), b"x");
 }
+
+/// Regression (issue 24): `maintain daily` compressed the logs (`x.log` -> `x.log.zst`), and
+/// the next backup of the logs set was SUSPECT ("... % of the files ... are gone") every
+/// night. steward's own removals are expected now; a real mass deletion beside them is
+/// still caught.
+#[test]
+fn regression_logs_compressed_by_maintenance_do_not_make_the_next_backup_suspect() {
+    let env = Env::new();
+    let logs = env.root.join("logs");
+    fs::create_dir_all(&logs).unwrap();
+    for i in 0..10 {
+        let p = logs.join(format!("app-{i}.log"));
+        fs::write(&p, format!("line {i}\n").repeat(200)).unwrap();
+        let f = fs::File::options().write(true).open(&p).unwrap();
+        f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_hours(5 * 24))
+            .unwrap();
+    }
+    env.write_config(&format!(
+        "[[backup.set]]\nname = \"logs\"\npaths = [\"{0}\"]\n\n\
+         [[maintenance.daily.task]]\nkind = \"logs\"\npaths = [\"{0}\"]\npattern = \"*.log*\"\n\
+         compress-after = \"2d\"\nkeep-min-files = 0\n",
+        logs.display()
+    ));
+    backup(&env);
+    let a = env.cmd().args(["maintain", "daily"]).assert().success();
+    assert!(stdout(&a).contains("10 compressed"), "{}", stdout(&a));
+    backup(&env);
+    let r = rows(&env);
+    assert_eq!(r.len(), 2);
+    assert!(r[0].1.is_empty(), "suspect after maintenance: {:?}", r[0].1);
+    // Someone (not maintenance) deletes most of the compressed logs: caught.
+    for i in 0..8 {
+        fs::remove_file(logs.join(format!("app-{i}.log.zst"))).unwrap();
+    }
+    backup(&env);
+    let r = rows(&env);
+    assert!(
+        r[0].1.iter().any(|why| why.contains("are gone")),
+        "{:?}",
+        r[0].1
+    );
+}
