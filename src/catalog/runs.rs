@@ -156,6 +156,36 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The newest run of `job` that ran, scheduled or by hand (what freshness counts: a
+    /// manual `maintain daily` is as good as the timer's).
+    pub fn last_run_any(&self, job: &Job) -> Result<Option<RunRecord>, CatalogError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE job = ?1 AND status NOT IN ('skipped', 'running')
+                     ORDER BY id DESC LIMIT 1"
+                ),
+                [job.to_string()],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// When steward first recorded anything here (its first run of a job, or its first
+    /// check reading): where a job that never ran starts to count as late.
+    pub fn first_run_at(&self) -> Result<Option<i64>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT min(t) FROM (SELECT min(started_at) AS t FROM runs
+                 UNION ALL SELECT min(since) FROM check_states)",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many ticks of `job` were skipped because it was still running.
     pub fn skipped_runs(&self, job: &Job) -> Result<u64, CatalogError> {
         self.conn

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Limit, Window};
+use crate::job::Job;
 use crate::services::{Controller, Runner, http_get};
 
 pub use crate::severity::Severity;
@@ -307,31 +308,38 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
             };
             let period = prev.as_second() - before.as_second();
             let limit = period + period / 2;
-            let last = catalog.last_run(job).ok().flatten().map(|r| r.started_at);
-            let threshold = format!(
-                "ran within {}",
-                humantime::format_duration(Duration::from_secs(limit as u64))
-            );
+            let last = freshest_run(config, catalog, job);
+            let threshold = format!("ran within {}", show_age(limit, false));
             let (sev, value) = match last {
                 Some(t) if now - t <= limit => (
                     Severity::Ok,
-                    format!(
-                        "last run {}",
-                        humantime::format_duration(Duration::from_secs(
-                            (now - t).max(0) as u64 / 60 * 60
-                        ))
-                    ),
+                    format!("last run {} ago", show_age(now - t, false)),
                 ),
+                // Rounded up, so an overdue age never reads as within the limit.
                 Some(t) => (
                     Severity::Crit,
-                    format!(
-                        "overdue: last run {} ago",
-                        humantime::format_duration(Duration::from_secs(
-                            (now - t).max(0) as u64 / 60 * 60
-                        ))
-                    ),
+                    format!("overdue: last run {} ago", show_age(now - t, true)),
                 ),
-                None => (Severity::Crit, "never ran".into()),
+                None => {
+                    // Never ran: pending (shown, not alerted) until its first due time
+                    // after steward started keeping records here, plus the same grace.
+                    let since = catalog.first_run_at().ok().flatten().unwrap_or(now);
+                    let first_due = jiff::Timestamp::from_second(since)
+                        .ok()
+                        .and_then(|s| cron.next_after(s, &tz))
+                        .map_or(since, jiff::Timestamp::as_second);
+                    if now <= first_due + limit - period {
+                        (
+                            Severity::Ok,
+                            format!(
+                                "pending: not run yet, first due {}",
+                                crate::clock::show(first_due, "%Y-%m-%d %H:%M:%SZ")
+                            ),
+                        )
+                    } else {
+                        (Severity::Crit, "never ran".into())
+                    }
+                }
             };
             out.push(reading(
                 format!("schedule {job}"),
@@ -449,4 +457,41 @@ fn freshness(now: i64, created_at: i64, id: &str, max: Duration) -> (Severity, S
     } else {
         (Severity::Ok, format!("{shown} old"))
     }
+}
+
+/// When `job` last ran, by its timer or by hand. The backup job is as fresh as its
+/// stalest set: each set's own runs (`steward backup`, one set at a time) count too.
+fn freshest_run(config: &Config, catalog: &Catalog, job: &Job) -> Option<i64> {
+    let own = catalog
+        .last_run_any(job)
+        .ok()
+        .flatten()
+        .map(|r| r.started_at);
+    if *job != Job::Backup || config.backup.sets.is_empty() {
+        return own;
+    }
+    let mut stalest: Option<i64> = None;
+    for s in &config.backup.sets {
+        let t = catalog
+            .last_run_any(&Job::BackupSet(s.name.clone()))
+            .ok()
+            .flatten()
+            .map(|r| r.started_at)?;
+        stalest = Some(stalest.map_or(t, |m: i64| m.min(t)));
+    }
+    own.max(stalest)
+}
+
+/// An age for a message, one way everywhere: exact below an hour, else whole minutes,
+/// rounded up when `up` (an overdue age must never read as within its limit).
+fn show_age(secs: i64, up: bool) -> String {
+    let secs = secs.max(0) as u64;
+    let shown = if secs < 3600 {
+        secs
+    } else if up {
+        secs.div_ceil(60) * 60
+    } else {
+        secs / 60 * 60
+    };
+    humantime::format_duration(Duration::from_secs(shown)).to_string()
 }

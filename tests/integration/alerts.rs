@@ -335,34 +335,84 @@ fn plain_text_smtp_is_refused_to_anything_but_loopback() {
     );
 }
 
-#[test]
-fn a_scheduled_job_that_has_not_run_within_1_5_periods_is_a_failure() {
-    let env = Env::new();
-    env.write_config(&format!("{QUIET}\n[schedule]\nbackup = \"0 * * * *\"\n"));
-    // Never ran: critical.
-    let a = env.cmd().args(["check", "--json"]).assert().code(2);
-    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
-    let job = v["checks"]
+fn schedule_check(env: &Env, at: Option<i64>) -> serde_json::Value {
+    let mut c = env.cmd();
+    c.args(["check", "--json"]);
+    if let Some(t) = at {
+        c.env("STEWARD_NOW", t.to_string());
+    }
+    let out = c.output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["checks"]
         .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"] == "schedule backup")
         .unwrap()
-        .clone();
-    assert_eq!(job["state"], "CRIT");
-    assert_eq!(job["value"], "never ran");
+        .clone()
+}
+
+/// Regression (issue 24): a fresh install was CRITICAL "never ran" for every job until it
+/// first ran (a month for the monthly one). Now a job that never ran is pending until its
+/// first due time plus half a period, then critical; once it ran, 1.5 periods without a run
+/// is overdue, and the age in the message is never rounded into the limit.
+#[test]
+fn a_scheduled_job_that_has_not_run_within_1_5_periods_is_a_failure() {
+    let env = Env::new();
+    env.write_config(&format!("{QUIET}\n[schedule]\nbackup = \"0 * * * *\"\n"));
+    let t0 = steward::clock::now();
+    // Just installed: pending, not an alert.
+    let job = schedule_check(&env, None);
+    assert_eq!(job["state"], "OK", "{job}");
+    assert!(
+        job["value"].as_str().unwrap().starts_with("pending"),
+        "{job}"
+    );
+    env.cmd().arg("check").assert().code(0);
+    // Still never ran three hours later: critical.
+    let job = schedule_check(&env, Some(t0 + 3 * 3600));
+    assert_eq!(
+        (job["state"].as_str(), job["value"].as_str()),
+        (Some("CRIT"), Some("never ran"))
+    );
     // It runs (steward run is the entry point the timers and the daemon use): OK.
     env.cmd().args(["run", "backup"]).assert().success();
     env.cmd().arg("check").assert().code(0);
-    // Two hours later it has missed more than 1.5 hourly periods.
-    let later = (steward::clock::now() + 2 * 3600 + 60).to_string();
-    let a = env
-        .cmd()
-        .args(["check", "--json"])
-        .env("STEWARD_NOW", &later)
+    // 90 min 5 s later it has missed more than 1.5 hourly periods, and says so without
+    // rounding the age down into the limit.
+    let job = schedule_check(&env, Some(steward::clock::now() + 5405));
+    assert_eq!(job["state"], "CRIT", "{job}");
+    assert_eq!(job["threshold"], "ran within 1h 30m", "{job}");
+    assert_eq!(job["value"], "overdue: last run 1h 31m ago", "{job}");
+}
+
+/// Regression (issue 24): manual runs did not count, so a host backed up by hand every day
+/// still read "never ran" for the scheduled backup job.
+#[test]
+fn regression_a_manual_backup_of_every_set_counts_as_the_backup_job_running() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "x").unwrap();
+    env.write_config(&format!(
+        "{QUIET}\n[schedule]\nbackup = \"0 3 * * *\"\n\n[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n",
+        data.display()
+    ));
+    env.cmd().arg("backup").assert().success();
+    // Two days later without the timer, but backed up by hand an hour ago: fresh.
+    let t = steward::clock::now();
+    env.cmd()
+        .arg("backup")
+        .arg("--force")
+        .env("STEWARD_NOW", (t + 2 * 86_400).to_string())
         .assert()
-        .code(2);
-    assert!(stdout(&a).contains("overdue"), "{}", stdout(&a));
+        .success();
+    let job = schedule_check(&env, Some(t + 2 * 86_400 + 3600));
+    assert_eq!(job["state"], "OK", "{job}");
+    assert!(
+        job["value"].as_str().unwrap().starts_with("last run 1h"),
+        "{job}"
+    );
 }
 
 /// Queues three alert mails while SMTP is down: a problem, its recovery, the problem again.
