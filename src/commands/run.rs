@@ -260,12 +260,26 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         );
     }
     for p in &st.problems {
+        // A backup check's finding older than the set's newest good backup is stale (the
+        // next check clears it): said so, rather than beside the line it contradicts.
+        let stale = st.sets.iter().any(|s| {
+            p.check == format!("backup {}", s.set)
+                && s.newest_good.is_some()
+                && s.newest_good == s.newest
+                && s.created_at.is_some_and(|t| t >= p.since)
+        });
         println!(
-            "problem: {} {} {} since {}",
+            "problem: {} {} {} since {}{}",
             p.state,
             p.check,
             p.value,
-            super::show_time(p.since)
+            super::show_time(p.since),
+            if stale {
+                " (as of the last check; a good backup was made since: the next check \
+                 clears it)"
+            } else {
+                ""
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -526,3 +526,41 @@ fn regression_ping_keys_are_checked_and_daily_maintenance_pings() {
     let hits = http.hits.lock().unwrap().clone();
     assert_eq!(hits, ["/daily/start", "/daily"]);
 }
+
+/// Regression (issue 24): `status` printed "newest verified backup: s-..." next to a stale
+/// "CRITICAL backup s no verified backup" from the last check, and a check that found a
+/// problem was recorded as a failed job.
+#[test]
+fn regression_status_never_contradicts_itself_and_a_check_that_finds_problems_is_no_failed_job() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "x").unwrap();
+    env.write_config(&format!(
+        "{QUIET}\n[schedule]\ncheck = \"*/5 * * * *\"\n\n[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\nmax-age = \"26h\"\n",
+        data.display()
+    ));
+    // The scheduled check finds no backup: critical, exit 2, but the job ran.
+    env.cmd().args(["run", "check"]).assert().code(2);
+    let a = env.cmd().args(["status", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let check = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "check")
+        .unwrap()
+        .clone();
+    assert_eq!(check["last_result"], "warning", "{check}");
+    env.cmd().arg("backup").assert().success();
+    let a = env.cmd().arg("status").assert().success();
+    let out = stdout(&a);
+    let line = out
+        .lines()
+        .find(|l| l.contains("problem: CRITICAL backup s"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("as of the last check"), "{out}");
+    env.cmd().arg("check").assert().code(0);
+    let a = env.cmd().arg("status").assert().success();
+    assert!(!stdout(&a).contains("problem:"), "{}", stdout(&a));
+}
