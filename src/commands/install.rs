@@ -225,6 +225,31 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // One install record: an earlier install (another mode, another folder) is undone
+    // first for the files this one does not write, so uninstall can remove everything.
+    let mpath = manifest_path(cfg, target);
+    if let Ok(data) = std::fs::read(&mpath)
+        && let Ok(old) = serde_json::from_slice::<Manifest>(&data)
+    {
+        let stale: Vec<&PathBuf> = old.files.iter().filter(|f| !files.contains(f)).collect();
+        if !stale.is_empty() {
+            run_all(&old.undo, live, false)?;
+            for f in stale {
+                match std::fs::remove_file(f) {
+                    Ok(()) => println!("removed {} (from the earlier install)", f.display()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("removing {}", f.display()));
+                    }
+                }
+                if let Some(parent) = f.parent()
+                    && parent.extension().is_some_and(|e| e == "d")
+                {
+                    let _ = std::fs::remove_dir(parent);
+                }
+            }
+        }
+    }
     for f in &generated.files {
         let path = dir.join(&f.name);
         // Drop-ins go in `UNIT.d/`.
@@ -237,7 +262,6 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
     }
     crate::fsutil::create_private_dir(&cfg.state_dir)?;
     let manifest = Manifest { files, undo, after };
-    let mpath = manifest_path(cfg, target);
     std::fs::write(&mpath, serde_json::to_vec_pretty(&manifest)?)
         .with_context(|| format!("writing {}", mpath.display()))?;
     run_all(&enable_cmds, live, false)?;

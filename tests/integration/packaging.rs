@@ -332,6 +332,20 @@ fn install_then_uninstall_leaves_nothing_and_dry_run_writes_nothing() {
         4,
         "uninstall --dry-run removed something"
     );
+    // Regression (issue 24): switching to the daemon mode replaced the install record, and
+    // uninstall then left the four timer files behind.
+    let a = env
+        .cmd()
+        .args(["install", "systemd", "--mode", "daemon", "--unit-dir"])
+        .arg(&units)
+        .assert()
+        .success();
+    assert!(
+        stdout(&a).contains("(from the earlier install)"),
+        "{}",
+        stdout(&a)
+    );
+    assert_eq!(crate::common::dir_names(&units), ["steward.service"]);
     env.cmd().args(["uninstall", "systemd"]).assert().success();
     assert_eq!(fs::read_dir(&units).unwrap().count(), 0);
     assert!(!env.state.join("installed-systemd.json").exists());
