@@ -235,17 +235,8 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
         if !stale.is_empty() {
             run_all(&old.undo, live, false)?;
             for f in stale {
-                match std::fs::remove_file(f) {
-                    Ok(()) => println!("removed {} (from the earlier install)", f.display()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("removing {}", f.display()));
-                    }
-                }
-                if let Some(parent) = f.parent()
-                    && parent.extension().is_some_and(|e| e == "d")
-                {
-                    let _ = std::fs::remove_dir(parent);
+                if remove_installed(f)? {
+                    println!("removed {} (from the earlier install)", f.display());
                 }
             }
         }
@@ -268,6 +259,22 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Removes one file an install wrote, and the drop-in folder it made when nothing else is
+/// in it; `false` when the file was gone already.
+fn remove_installed(f: &Path) -> anyhow::Result<bool> {
+    let removed = match std::fs::remove_file(f) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
+    };
+    if let Some(parent) = f.parent()
+        && parent.extension().is_some_and(|e| e == "d")
+    {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(removed)
+}
+
 pub fn uninstall(cfg: &Config, target: InstallTarget, dry_run: bool) -> anyhow::Result<ExitCode> {
     let mpath = manifest_path(cfg, target);
     let data = match std::fs::read(&mpath) {
@@ -288,18 +295,8 @@ pub fn uninstall(cfg: &Config, target: InstallTarget, dry_run: bool) -> anyhow::
     for f in &m.files {
         if dry_run {
             println!("would remove {}", f.display());
-        } else {
-            match std::fs::remove_file(f) {
-                Ok(()) => println!("removed {}", f.display()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", f.display())),
-            }
-            // A drop-in folder install made goes when nothing else is in it.
-            if let Some(parent) = f.parent()
-                && parent.extension().is_some_and(|e| e == "d")
-            {
-                let _ = std::fs::remove_dir(parent);
-            }
+        } else if remove_installed(f)? {
+            println!("removed {}", f.display());
         }
     }
     run_all(&m.after, live, dry_run)?;
