@@ -155,12 +155,7 @@ impl Journal {
 
     /// The rollback copies this restore made that still exist.
     pub fn rollbacks(&self) -> Vec<PathBuf> {
-        self.plan
-            .targets
-            .iter()
-            .map(Target::rollback_path)
-            .filter(|p| fs::symlink_metadata(p).is_ok())
-            .collect()
+        self.rollback_pairs().into_iter().map(|(_, p)| p).collect()
     }
 
     /// (live path, rollback copy) for each copy this restore made that still exists.
@@ -197,6 +192,16 @@ pub fn pending(state_dir: &Path) -> Result<Option<Journal>, RestoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(&p)(e)),
     }
+}
+
+/// Refuses to begin what would meet an interrupted restore's data or copies.
+pub fn refuse_if_pending(state_dir: &Path) -> Result<(), RestoreError> {
+    if pending(state_dir)?.is_some() {
+        return Err(RestoreError::Refused(
+            "an interrupted restore is pending; run `steward restore --resume` first".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Where a unit's three names live, each as (folder, name).

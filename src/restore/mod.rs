@@ -240,11 +240,7 @@ pub fn restore(
     progress: &dyn Progress,
     interrupted: &AtomicBool,
 ) -> Result<Report, RestoreError> {
-    if pending(&config.state_dir)?.is_some() {
-        return Err(RestoreError::Refused(
-            "an interrupted restore is pending; run `steward restore --resume` first".into(),
-        ));
-    }
+    journal::refuse_if_pending(&config.state_dir)?;
     let filter = path_filter(&opts.paths, plan)?;
     let prefixes: Vec<Vec<u8>> = plan
         .targets

@@ -223,19 +223,10 @@ fn remove_copy(path: &Path) -> Result<Vec<PathBuf>, RestoreError> {
     Ok(removed)
 }
 
-fn refuse_while_pending(config: &Config) -> Result<(), RestoreError> {
-    if journal::pending(&config.state_dir)?.is_some() {
-        return Err(RestoreError::Refused(
-            "an interrupted restore is pending; run `steward restore --resume` first".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Removes every recorded copy (the caller has shown them and asked). Refused while a
 /// restore is pending: its copies may still be needed.
 pub fn remove_all(config: &Config) -> Result<Vec<PathBuf>, RestoreError> {
-    refuse_while_pending(config)?;
+    journal::refuse_if_pending(&config.state_dir)?;
     let mut removed = Vec::new();
     let mut left = Vec::new();
     let mut failed = Vec::new();

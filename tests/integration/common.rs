@@ -297,6 +297,20 @@ while True:
     time.sleep(0.01)
 "#;
 
+/// Runs a service's `start` shell command (it must succeed) and waits until `up` says the
+/// service runs.
+pub fn start_service(start: &str, what: &str, up: impl FnMut() -> bool) {
+    assert!(
+        std::process::Command::new("sh")
+            .args(["-c", start])
+            .status()
+            .unwrap()
+            .success(),
+        "{what}: `{start}` failed"
+    );
+    wait_for(what, Duration::from_secs(10), up);
+}
+
 /// The first line a child prints (it says so once it holds what the test waits for).
 pub fn first_line(child: &mut std::process::Child) -> String {
     let mut line = String::new();

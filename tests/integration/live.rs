@@ -89,14 +89,7 @@ impl Host {
     }
 
     fn start_writer(&self) {
-        assert!(
-            std::process::Command::new("sh")
-                .args(["-c", &self.start])
-                .status()
-                .unwrap()
-                .success()
-        );
-        wait_for("the writer's pid file", Duration::from_secs(10), || {
+        crate::common::start_service(&self.start, "the writer's pid file", || {
             self.pid().is_some()
         });
     }

@@ -96,17 +96,8 @@ impl World {
     fn start(&self, name: &str) {
         let root = &self.env.root;
         let cmd = service(root, &self.data, name).start;
-        assert!(
-            std::process::Command::new("sh")
-                .args(["-c", &cmd])
-                .status()
-                .unwrap()
-                .success()
-        );
         let pid = root.join(format!("{name}.pid"));
-        wait_for("the service's pid file", Duration::from_secs(10), || {
-            pid.exists()
-        });
+        crate::common::start_service(&cmd, "the service's pid file", || pid.exists());
     }
 
     fn pid(&self, name: &str) -> Option<u32> {

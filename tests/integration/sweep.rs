@@ -9,9 +9,8 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use crate::common::{Env, dir_names, wait_for};
+use crate::common::{Env, dir_names};
 
 /// Crash points (aborts) and failure points (errors) of a restore, in the order a
 /// restore meets them.
@@ -149,14 +148,7 @@ impl World {
         if self.alive() {
             return;
         }
-        assert!(
-            std::process::Command::new("sh")
-                .args(["-c", &self.start])
-                .status()
-                .unwrap()
-                .success()
-        );
-        wait_for("the service", Duration::from_secs(10), || self.alive());
+        crate::common::start_service(&self.start, "the service", || self.alive());
     }
 
     fn alive(&self) -> bool {
