@@ -11,8 +11,12 @@ mode=daemon
 . "$here/packaging/common.sh"
 
 if [ -z "$binary" ]; then
-  (cd "$here" && cargo build --release --locked --target aarch64-apple-darwin)
   binary="$here/target/aarch64-apple-darwin/release/steward"
+  if [ -n "$dry" ]; then
+    echo "would run: (cd $here && cargo build --release --locked --target aarch64-apple-darwin)"
+  else
+    (cd "$here" && cargo build --release --locked --target aarch64-apple-darwin)
+  fi
 fi
 run sudo install -m 0755 "$binary" /usr/local/bin/steward
 config="$HOME/.config/steward/steward.toml"

@@ -11,8 +11,13 @@ mode=timers
 . "$here/packaging/common.sh"
 
 if [ -z "$binary" ]; then
-  (cd "$here" && cargo build --release --locked)
   binary="$here/target/release/steward"
+  # A dry run changes nothing, a build included: it says what it would build.
+  if [ -n "$dry" ]; then
+    echo "would run: (cd $here && cargo build --release --locked)"
+  else
+    (cd "$here" && cargo build --release --locked)
+  fi
 fi
 run install -m 0755 "$binary" /usr/local/bin/steward
 if ! id steward >/dev/null 2>&1; then

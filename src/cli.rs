@@ -29,6 +29,27 @@ pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
 }
 
+/// A point in time on the command line: RFC 3339, local civil time, or `@` Unix seconds.
+fn parse_when(s: &str) -> Result<jiff::Timestamp, String> {
+    if let Some(secs) = s.strip_prefix('@') {
+        return secs
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| jiff::Timestamp::from_second(n).ok())
+            .ok_or_else(|| format!("{s:?}: not a Unix time in seconds after `@`"));
+    }
+    if let Ok(t) = s.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    s.parse::<jiff::civil::DateTime>()
+        .ok()
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::system()).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| {
+            format!("{s:?}: not a time (RFC 3339 `2026-12-01T03:00Z`, local `2026-12-01 03:00`, or `@SECONDS`)")
+        })
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Back up the configured sets (all, or those named), verify each archive, record it.
@@ -89,6 +110,21 @@ pub enum Command {
     },
     /// Jobs (last run, next run, skipped ticks), newest backups and open problems.
     Status {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the runs the [schedule] makes in a time window, one `TIME JOB` line each, in
+    /// the order the daemon and the generated timers start them.
+    Schedule {
+        /// The window's start (inclusive) and end (exclusive): RFC 3339 (`2026-12-01T03:00Z`),
+        /// local time (`2026-12-01 03:00`) or Unix seconds (`@1764558000`).
+        #[arg(long, num_args = 2, value_names = ["FROM", "TO"], required = true,
+              value_parser = parse_when)]
+        between: Vec<jiff::Timestamp>,
+        /// Only these jobs (repeatable), e.g. `--job backup --job daily`.
+        #[arg(long, value_name = "JOB")]
+        job: Vec<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

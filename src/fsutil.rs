@@ -102,6 +102,22 @@ pub fn default_sigpipe() {
     }
 }
 
+/// The mount point of the filesystem holding `path` (the longest mounted prefix of its
+/// canonical form), for messages about a full disk; `None` when the table is unreadable.
+pub fn filesystem_of(path: &Path) -> Option<PathBuf> {
+    let abs = path
+        .canonicalize()
+        .or_else(|_| {
+            path.parent()
+                .map_or(Err(io::ErrorKind::NotFound.into()), Path::canonicalize)
+        })
+        .ok()?;
+    mount_points()?
+        .into_iter()
+        .filter(|m| abs.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
+}
+
 /// Where filesystems are mounted, from the kernel's table (bind mounts included, which a
 /// device number cannot tell apart); `None` when the table cannot be read.
 fn mount_points() -> Option<Vec<PathBuf>> {

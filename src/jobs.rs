@@ -322,6 +322,47 @@ fn ping_url(base: &str, job: &str, phase: Phase) -> Option<String> {
     })
 }
 
+/// The alert state of the configuration itself: a scheduled run (timer, daemon) that
+/// cannot load it still alerts through what is left of it, and the first run that loads
+/// it again sends the recovery.
+pub const CONFIG_CHECK: &str = "configuration";
+
+/// Records whether the configuration loaded for a scheduled run (`error` when it did
+/// not: `cfg` is then [`crate::config::salvage`]'s remains), and sends due mail. A
+/// loaded configuration touches the catalog only to end an open problem.
+pub fn record_config(cfg: &Config, error: Option<&str>, warn: Warn<'_>) {
+    let Ok(mut catalog) = Catalog::open(&cfg.state_dir) else {
+        return;
+    };
+    let open = catalog
+        .check_states()
+        .ok()
+        .into_iter()
+        .flatten()
+        .any(|s| s.name == CONFIG_CHECK && s.state != crate::severity::Severity::Ok);
+    if error.is_none() && !open {
+        return;
+    }
+    let now = crate::clock::now();
+    let host = crate::fsutil::hostname();
+    let r = crate::checks::Reading {
+        name: CONFIG_CHECK.into(),
+        severity: if error.is_some() {
+            crate::severity::Severity::Crit
+        } else {
+            crate::severity::Severity::Ok
+        },
+        value: error.map_or_else(|| "loads".into(), |e| format!("broken: {e}")),
+        threshold: "loads and validates".into(),
+        window: crate::config::Window::default(),
+    };
+    if let Err(e) = crate::alerts::record(&mut catalog, &[r], &round(cfg, &host, now)) {
+        warn(&format!("cannot record the configuration's state: {e}"));
+        return;
+    }
+    deliver(cfg, &catalog, now, warn);
+}
+
 /// Sends what waits in the outbox, telling `warn` when it could not.
 pub fn deliver(cfg: &Config, catalog: &Catalog, now: i64, warn: Warn<'_>) -> Option<Delivery> {
     if cfg.alerts.channels().is_empty() {

@@ -41,6 +41,8 @@ mod hosts;
 mod live;
 #[path = "integration/maintain.rs"]
 mod maintain;
+#[path = "integration/month.rs"]
+mod month;
 #[path = "integration/notify.rs"]
 mod notify;
 #[path = "integration/offsite.rs"]

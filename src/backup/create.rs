@@ -40,6 +40,16 @@ pub enum SetOutcome {
     Unchanged { set: String, newest: String },
 }
 
+impl SetOutcome {
+    /// The set's name.
+    pub fn set(&self) -> &str {
+        match self {
+            SetOutcome::Created(s) => &s.set,
+            SetOutcome::Unchanged { set, .. } => set,
+        }
+    }
+}
+
 /// What a new backup holds and cost.
 #[derive(Debug, Serialize)]
 pub struct BackupSummary {
@@ -170,11 +180,12 @@ pub fn backup_set(
     // The change guard compares with the set's last good backup (never with a suspect
     // one: a second day of damage must not look normal next to the first).
     let baseline = catalog.newest_good(&set.name)?;
-    let was_sqlite: HashSet<String> = baseline
+    let base_sqlite = baseline
         .as_ref()
         .and_then(|b| archive::read_meta(&b.path).ok())
-        .map(|m| m.sqlite.into_iter().map(|s| s.path).collect())
+        .map(|m| m.sqlite)
         .unwrap_or_default();
+    let was_sqlite: HashSet<String> = base_sqlite.iter().map(|s| s.path.clone()).collect();
     let facts_partial = guard::facts_path(&config.state_dir, &format!(".{id}.partial"));
     let mut guard = Guard::new(
         &set.guard,
@@ -186,6 +197,12 @@ pub fn backup_set(
             created_at: b.created_at,
         }),
         &facts_partial,
+    );
+    guard.baseline_tables(
+        base_sqlite
+            .into_iter()
+            .map(|s| (s.path, s.tables))
+            .collect(),
     );
     let watch = Watch {
         guard: &mut guard,
@@ -573,6 +590,7 @@ fn archive_sqlite(
 ) -> Result<bool, BackupError> {
     remove_image(tmp);
     let check = guard.sqlite_check();
+    let count = guard.enabled();
     let result = super::sqlite::image(&e.path, tmp, Duration::from_mins(1))
         .map_err(BackupError::from)
         .and_then(|image| {
@@ -586,8 +604,12 @@ fn archive_sqlite(
                         }))
                         .unwrap_or_else(|_| Err("the check panicked".into()))
                     });
+                    let rows = count
+                        .then(|| super::sqlite::row_counts(held.as_ref(), tmp).ok())
+                        .flatten()
+                        .unwrap_or_default();
                     // Handed back: the image stays frozen until the streaming is done too.
-                    (r, held)
+                    ((r, rows), held)
                 });
                 let reader = BufReader::with_capacity(1 << 20, &file);
                 let streamed = writer.append_file(name, &e.meta, size, reader, &mut |n| {
@@ -596,8 +618,15 @@ fn archive_sqlite(
                 (streamed, checker.join())
             });
             streamed?;
-            let (checked, held) =
-                checked.unwrap_or_else(|_| (Some(Err("the check thread panicked".into())), None));
+            let ((checked, rows), held) = checked.unwrap_or_else(|_| {
+                (
+                    (
+                        Some(Err("the check thread panicked".into())),
+                        Default::default(),
+                    ),
+                    None,
+                )
+            });
             super::sqlite::still_frozen(held.as_ref(), &e.path)?;
             drop(held);
             if let Some(Err(detail)) = checked {
@@ -606,16 +635,19 @@ fn archive_sqlite(
                     e.path.display()
                 ));
             }
-            Ok(size)
+            Ok((size, rows))
         });
     remove_image(tmp);
-    let size = result?;
+    let (size, tables) = result?;
+    let path = e.path.to_string_lossy().into_owned();
+    guard.tables(&path, &tables);
     guard.file(name.as_os_str().as_bytes(), size, true, false);
     tally.meta_files += 1;
     tally.bytes += size;
     tally.sqlite.push(SqliteSnapshot {
-        path: e.path.to_string_lossy().into_owned(),
+        path,
         bytes: size,
+        tables,
     });
     Ok(true)
 }

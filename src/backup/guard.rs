@@ -8,6 +8,7 @@
 //! backup is taken; the next backup compares against the facts of the last good one with
 //! a bitset, so memory stays at 16 bytes per file of the baseline.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -143,6 +144,8 @@ fn load(path: &Path) -> Option<Vec<Fact>> {
 pub struct Guard {
     config: GuardConfig,
     baseline_id: Option<String>,
+    /// The baseline's databases: live path to rows per table.
+    baseline_tables: HashMap<String, BTreeMap<String, u64>>,
     baseline: Option<Vec<Fact>>,
     /// Files and bytes of the baseline, from the catalog (used when its facts are gone).
     baseline_files: u64,
@@ -255,6 +258,7 @@ impl Guard {
         Guard {
             config: config.clone(),
             baseline_id: baseline.as_ref().map(|b| b.id.to_string()),
+            baseline_tables: HashMap::new(),
             baseline_files: baseline.as_ref().map_or(0, |b| b.files),
             baseline_bytes: baseline.as_ref().map_or(0, |b| b.bytes),
             baseline: loaded,
@@ -305,6 +309,43 @@ impl Guard {
     /// is no longer a database).
     pub fn suspect(&mut self, reason: String) {
         self.reasons.push(reason);
+    }
+
+    /// The row counts per table of the baseline's databases (by live path).
+    pub fn baseline_tables(&mut self, tables: HashMap<String, BTreeMap<String, u64>>) {
+        self.baseline_tables = tables;
+    }
+
+    /// Compares one archived database's row counts with the baseline's: a table that lost
+    /// more than the limit's share of at least `min-rows` rows, or vanished, makes the
+    /// backup suspect (a bad migration leaves a valid database of about the same size).
+    pub fn tables(&mut self, path: &str, now: &BTreeMap<String, u64>) {
+        if !self.config.enabled || now.is_empty() {
+            return;
+        }
+        let Some(before) = self.baseline_tables.get(path) else {
+            return;
+        };
+        let base = self.baseline_id.clone().unwrap_or_default();
+        for (table, &was) in before {
+            if was < self.config.min_rows {
+                continue;
+            }
+            let is = now.get(table).copied();
+            let kept = is.unwrap_or(0);
+            let lost = was.saturating_sub(kept) as f64 * 100.0 / was as f64;
+            // Half of a table deleted is the classic: at the default limit it counts.
+            if lost >= self.config.removed_rows && kept < was {
+                let what = match is {
+                    Some(n) => format!("has {n} rows"),
+                    None => "is gone".into(),
+                };
+                self.reasons.push(format!(
+                    "{path}: table {table} {what}, {was} in {base} ({lost:.0} % gone, limit {} %)",
+                    self.config.removed_rows
+                ));
+            }
+        }
     }
 
     /// Whether databases are checked.

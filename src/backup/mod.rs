@@ -15,6 +15,7 @@ mod postgres;
 mod prune;
 mod redis;
 mod sqlite;
+pub use sqlite::open_live;
 mod verify;
 pub mod walk;
 

@@ -17,9 +17,13 @@ use rusqlite::{Connection, OpenFlags};
 
 /// A snapshot that could not be taken.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot snapshot SQLite database {path}")]
+#[error("cannot snapshot SQLite database {path}{note}")]
 pub struct SnapshotError {
     pub path: PathBuf,
+    /// Said after the path: which file and filesystem filled up, when the copy's
+    /// destination did (the source has space; naming it alone sends the reader to the
+    /// wrong disk).
+    pub note: String,
     #[source]
     pub source: rusqlite::Error,
 }
@@ -42,11 +46,29 @@ fn wal_is_empty(db: &Path) -> bool {
     std::fs::metadata(PathBuf::from(wal)).map_or(true, |m| m.len() == 0)
 }
 
+/// Opens a live database to read it: read-write (never created), so that when steward is
+/// the last connection to close, SQLite removes the `-wal` and `-shm` files that opening
+/// it made, as the application's own last close would; a read-only connection leaves
+/// them beside the database for good. Read-only where steward may not write.
+pub fn open_live(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .or_else(|_| {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    })
+}
+
 /// Opens a consistent image of the database at `src`, snapshotting to `tmp` only when
 /// the live file cannot be frozen.
 pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, SnapshotError> {
     let err = |source| SnapshotError {
         path: src.to_path_buf(),
+        note: String::new(),
         source,
     };
     let io_err = |e: std::io::Error| {
@@ -55,11 +77,7 @@ pub fn image(src: &Path, tmp: &Path, patience: Duration) -> Result<Image, Snapsh
             Some(e.to_string()),
         ))
     };
-    let guard = Connection::open_with_flags(
-        src,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(err)?;
+    let guard = open_live(src).map_err(err)?;
     guard.busy_timeout(patience).map_err(err)?;
     let mode: String = guard
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -103,6 +121,7 @@ pub fn still_frozen(held: Option<&Connection>, src: &Path) -> Result<(), Snapsho
     match held {
         Some(c) if c.is_autocommit() => Err(SnapshotError {
             path: src.to_path_buf(),
+            note: String::new(),
             source: rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
                 Some("its read transaction ended while it was archived".into()),
@@ -116,7 +135,7 @@ pub fn still_frozen(held: Option<&Connection>, src: &Path) -> Result<(), Snapsho
 /// transaction, or the copy at `tmp`), so it costs the application no extra lock.
 /// `Err` says what SQLite found.
 pub fn quick_check(live: Option<&Connection>, tmp: &Path) -> Result<(), String> {
-    let run = |c: &Connection| -> Result<(), String> {
+    on_image(live, tmp, |c| {
         let mut stmt = c.prepare("PRAGMA quick_check").map_err(|e| e.to_string())?;
         let rows: Vec<String> = stmt
             .query_map([], |r| r.get(0))
@@ -127,30 +146,77 @@ pub fn quick_check(live: Option<&Connection>, tmp: &Path) -> Result<(), String> 
         } else {
             Err(rows.into_iter().take(3).collect::<Vec<_>>().join("; "))
         }
-    };
+    })
+}
+
+/// Rows per table of the image (as [`quick_check`] reads it): an exact `count(*)` of
+/// every ordinary table (SQLite counts through the smallest index, so this reads a
+/// fraction of a table's pages). Virtual and internal (`sqlite_*`) tables are left out.
+pub fn row_counts(
+    live: Option<&Connection>,
+    tmp: &Path,
+) -> Result<std::collections::BTreeMap<String, u64>, String> {
+    on_image(live, tmp, |c| {
+        let names: Vec<String> = c
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table'
+                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND sql NOT LIKE 'CREATE VIRTUAL%'",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| e.to_string())?;
+        let mut out = std::collections::BTreeMap::new();
+        for n in names {
+            let q = format!("SELECT count(*) FROM \"{}\"", n.replace('"', "\"\""));
+            let rows: i64 = c
+                .query_row(&q, [], |r| r.get(0))
+                .map_err(|e| format!("{n}: {e}"))?;
+            out.insert(n, rows.max(0) as u64);
+        }
+        Ok(out)
+    })
+}
+
+/// Runs `f` on the frozen live image (under `live`'s read transaction) or on the copy
+/// at `tmp`, opened read-only.
+fn on_image<T>(
+    live: Option<&Connection>,
+    tmp: &Path,
+    f: impl Fn(&Connection) -> Result<T, String>,
+) -> Result<T, String> {
     if let Some(c) = live {
-        return run(c);
+        return f(c);
     }
     let c = Connection::open_with_flags(
         tmp,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| e.to_string())?;
-    run(&c)
+    f(&c)
 }
 
 /// Copies the database at `src` to the new file `dst`, retrying while writers hold locks
 /// for at most `patience`.
 pub fn snapshot(src: &Path, dst: &Path, patience: Duration) -> Result<(), SnapshotError> {
-    let err = |source| SnapshotError {
-        path: src.to_path_buf(),
-        source,
+    let err = |source: rusqlite::Error| {
+        let full = source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+        let note = if full {
+            let fs = crate::fsutil::filesystem_of(dst)
+                .map(|m| format!(" on the filesystem mounted at {}", m.display()))
+                .unwrap_or_default();
+            let free = crate::fsutil::free_space(dst.parent().unwrap_or(dst))
+                .map(|b| format!(", {} free", bytesize::ByteSize(b).display().iec()))
+                .unwrap_or_default();
+            format!(": its copy {} filled the disk{fs}{free}", dst.display())
+        } else {
+            String::new()
+        };
+        SnapshotError {
+            path: src.to_path_buf(),
+            note,
+            source,
+        }
     };
-    let from = Connection::open_with_flags(
-        src,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(err)?;
+    let from = open_live(src).map_err(err)?;
     from.busy_timeout(patience).map_err(err)?;
     let mut to = Connection::open(dst).map_err(err)?;
     // The copy is read once into the archive and deleted: it needs no journal and no

@@ -70,8 +70,24 @@ fn walk_raw(
     mut visit: impl FnMut(Entry) -> Result<(), crate::backup::BackupError>,
 ) -> Result<(), crate::backup::BackupError> {
     let excludes = &set.excludes;
+    // A database named as a set path on its own brings its `-wal` along, as a folder's
+    // walk would: a live writer's changes can sit there for hours while the main file's
+    // size and time stay the same, and the fingerprint must see them (or the backup is
+    // skipped as unchanged). Marked as a side file like any other, it is not archived.
+    let mut roots: Vec<PathBuf> = Vec::new();
     for root in &set.paths {
-        let mut it = walkdir::WalkDir::new(&root.value)
+        roots.push(root.value.clone());
+        if std::fs::symlink_metadata(&root.value).is_ok_and(|m| m.is_file()) {
+            let mut wal = root.value.as_os_str().to_owned();
+            wal.push("-wal");
+            let wal = PathBuf::from(wal);
+            if wal.is_file() && !set.paths.iter().any(|p| p.value == wal) {
+                roots.push(wal);
+            }
+        }
+    }
+    for root in &roots {
+        let mut it = walkdir::WalkDir::new(root)
             .follow_links(false)
             .same_file_system(set.one_file_system)
             .into_iter();

@@ -18,7 +18,7 @@ use rusqlite::{Connection, Row};
 
 pub use backups::{BackupRecord, BackupStatus};
 pub use offsite::{OffsiteCopy, PendingUpload};
-pub use runs::{RunRecord, RunStatus, Trigger};
+pub use runs::{RunRecord, RunStatus, Trigger, unchanged_summary};
 pub use states::{CheckState, Notice, QueuedMail};
 
 /// Catalog errors, naming the database file.

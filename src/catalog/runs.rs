@@ -186,6 +186,23 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// When a backup run of `set` last found its data unchanged since backup `id` (so the
+    /// archive was as good as new then): what backup freshness counts besides `id`'s own
+    /// creation.
+    pub fn last_unchanged(&self, set: &str, id: &str) -> Result<Option<i64>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT max(started_at) FROM runs
+                 WHERE job = ?1 AND status = 'unchanged' AND summary = ?2",
+                params![
+                    Job::BackupSet(set.to_string()).to_string(),
+                    unchanged_summary(id)
+                ],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// How many ticks of `job` were skipped because it was still running.
     pub fn skipped_runs(&self, job: &Job) -> Result<u64, CatalogError> {
         self.conn
@@ -197,6 +214,11 @@ impl Catalog {
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
+}
+
+/// The summary of a backup run that found its set unchanged since backup `id`.
+pub fn unchanged_summary(id: &str) -> String {
+    format!("unchanged since {id}")
 }
 
 const RUN_COLUMNS: &str =

@@ -89,25 +89,31 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
     // CPU over sysinfo's minimum interval, the same System refreshed twice.
     match sysinfo::System::new() {
         Ok(mut sys) => {
-            sys.refresh_cpu_usage();
-            std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
-            sys.refresh_cpu_usage();
-            out.push(pct("cpu", &c.cpu, f64::from(sys.global_cpu_usage())));
+            if c.cpu.enabled {
+                sys.refresh_cpu_usage();
+                std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+                sys.refresh_cpu_usage();
+                out.push(pct("cpu", &c.cpu, f64::from(sys.global_cpu_usage())));
+            }
             sys.refresh_memory();
             let total = sys.total_memory().max(1);
-            out.push(pct(
-                "memory",
-                &c.memory,
-                sys.used_memory() as f64 * 100.0 / total as f64,
-            ));
-            if sys.total_swap() > 0 {
+            if c.memory.enabled {
+                out.push(pct(
+                    "memory",
+                    &c.memory,
+                    sys.used_memory() as f64 * 100.0 / total as f64,
+                ));
+            }
+            if sys.total_swap() > 0 && c.swap.enabled {
                 out.push(pct(
                     "swap",
                     &c.swap,
                     sys.used_swap() as f64 * 100.0 / sys.total_swap() as f64,
                 ));
             }
-            if let Ok(load) = sysinfo::System::load_average() {
+            if let Ok(load) = sysinfo::System::load_average()
+                && c.load.enabled
+            {
                 let cores = sys.cpus().len().max(1) as f64;
                 let per_core = load.one / cores;
                 out.push(reading(
@@ -255,12 +261,10 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
 
     for db in &c.sqlite {
         let name = format!("sqlite {}", db.display());
-        let result =
-            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .and_then(|conn| {
-                    conn.busy_timeout(Duration::from_secs(10))?;
-                    conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
-                });
+        let result = crate::backup::open_live(db).and_then(|conn| {
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+        });
         let (sev, value) = match result {
             Ok(s) if s == "ok" => (Severity::Ok, "ok".to_string()),
             Ok(s) => (Severity::Crit, s),
@@ -320,26 +324,13 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
                     Severity::Crit,
                     format!("overdue: last run {} ago", show_age(now - t, true)),
                 ),
-                None => {
-                    // Never ran: pending (shown, not alerted) until its first due time
-                    // after steward started keeping records here, plus the same grace.
-                    let since = catalog.first_run_at().ok().flatten().unwrap_or(now);
-                    let first_due = jiff::Timestamp::from_second(since)
-                        .ok()
-                        .and_then(|s| cron.next_after(s, &tz))
-                        .map_or(since, jiff::Timestamp::as_second);
-                    if now <= first_due + limit - period {
-                        (
-                            Severity::Ok,
-                            format!(
-                                "pending: not run yet, first due {}",
-                                crate::clock::show(first_due, "%Y-%m-%d %H:%M:%SZ")
-                            ),
-                        )
-                    } else {
-                        (Severity::Crit, "never ran".into())
-                    }
-                }
+                None => match pending(catalog, cron, &tz, now) {
+                    Some(first_due) => (
+                        Severity::Ok,
+                        format!("pending: not run yet, first due {first_due}"),
+                    ),
+                    None => (Severity::Crit, "never ran".into()),
+                },
             };
             out.push(reading(
                 format!("schedule {job}"),
@@ -353,6 +344,20 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
 
     for set in &config.backup.sets {
         let name = format!("backup {}", set.name);
+        // What the set's next backup will meet, under the name its job's alert has: the
+        // check, the failed backup and the suspect backup are one problem with one alert,
+        // its reminders and one recovery (the next good backup), not three.
+        let job_alert = Job::BackupSet(set.name.clone()).alert_name();
+        let missing = config.missing_set_paths(set);
+        if !missing.is_empty() {
+            out.push(reading(
+                job_alert.clone(),
+                Severity::Crit,
+                missing.join("; "),
+                "every set path readable".into(),
+                one,
+            ));
+        }
         // The newest backup being suspect is critical whatever its age: the set's data
         // may be damaged and only older backups are good.
         let newest = catalog
@@ -366,7 +371,7 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
                 _ => "no good backup".into(),
             };
             out.push(reading(
-                name,
+                job_alert,
                 Severity::Crit,
                 format!("{} is SUSPECT ({good}): {}", b.id, b.suspect.join("; ")),
                 "newest backup not suspect".into(),
@@ -380,8 +385,27 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
             humantime::format_duration(max)
         );
         let (sev, value) = match catalog.newest_verified(&set.name) {
-            Ok(Some(b)) => freshness(now, b.created_at, &b.id, max),
-            Ok(None) => (Severity::Crit, "no verified backup".into()),
+            // A set whose data did not change since its newest archive is as fresh as the
+            // run that found so (a Redis dump or a config folder that stays the same for
+            // days is not a late backup).
+            Ok(Some(b)) => match catalog.last_unchanged(&set.name, &b.id) {
+                Ok(Some(seen)) if seen > b.created_at => match freshness(now, seen, &b.id, max) {
+                    (Severity::Ok, v) => (Severity::Ok, format!("{v}, same as {}", b.id)),
+                    late => late,
+                },
+                _ => freshness(now, b.created_at, &b.id, max),
+            },
+            // Before the set's first scheduled backup is due (plus grace), a fresh install
+            // is pending, not critical.
+            Ok(None) => match backup_cron(config, &set.name)
+                .and_then(|cron| pending(catalog, cron, &tz, now))
+            {
+                Some(first_due) => (
+                    Severity::Ok,
+                    format!("pending: no backup yet, first due {first_due}"),
+                ),
+                None => (Severity::Crit, "no verified backup".into()),
+            },
             Err(e) => (Severity::Crit, e.to_string()),
         };
         out.push(reading(name, sev, value, threshold, one));
@@ -450,13 +474,46 @@ fn offsite_freshness(config: &Config, catalog: &Catalog, now: i64, out: &mut Vec
 
 /// A backup's age against `max`: critical, naming it, when it is older.
 fn freshness(now: i64, created_at: i64, id: &str, max: Duration) -> (Severity, String) {
-    let age = Duration::from_secs(now.saturating_sub(created_at).max(0) as u64);
-    let shown = humantime::format_duration(Duration::from_secs(age.as_secs() / 60 * 60));
-    if age > max {
-        (Severity::Crit, format!("{shown} old ({id})"))
+    let age = now.saturating_sub(created_at).max(0);
+    if age as u64 > max.as_secs() {
+        (
+            Severity::Crit,
+            format!("{} old ({id})", show_age(age, true)),
+        )
     } else {
-        (Severity::Ok, format!("{shown} old"))
+        (Severity::Ok, format!("{} old", show_age(age, false)))
     }
+}
+
+/// The schedule that backs up `set`: its own, else the `backup` job's.
+fn backup_cron<'a>(config: &'a Config, set: &str) -> Option<&'a crate::schedule::Cron> {
+    let own = Job::BackupSet(set.to_string());
+    let find = |job: &Job| {
+        config
+            .schedule
+            .jobs
+            .iter()
+            .find(|(j, _)| j == job)
+            .map(|(_, c)| c)
+    };
+    find(&own).or_else(|| find(&Job::Backup))
+}
+
+/// For a job that never ran: its first due time (shown) while it is still pending, i.e.
+/// until half a period after its first due time after steward started keeping records
+/// here; `None` once that grace has passed.
+fn pending(
+    catalog: &Catalog,
+    cron: &crate::schedule::Cron,
+    tz: &jiff::tz::TimeZone,
+    now: i64,
+) -> Option<String> {
+    let since = catalog.first_run_at().ok().flatten().unwrap_or(now);
+    let first_due = cron.next_after(jiff::Timestamp::from_second(since).ok()?, tz)?;
+    let after = cron.next_after(first_due, tz)?;
+    let period = after.as_second() - first_due.as_second();
+    (now <= first_due.as_second() + period / 2)
+        .then(|| crate::clock::show(first_due.as_second(), "%Y-%m-%d %H:%M:%SZ"))
 }
 
 /// When `job` last ran, by its timer or by hand. The backup job is as fresh as its
@@ -470,28 +527,63 @@ fn freshest_run(config: &Config, catalog: &Catalog, job: &Job) -> Option<i64> {
     if *job != Job::Backup || config.backup.sets.is_empty() {
         return own;
     }
+    // The sets this job backs up: those without a schedule of their own (a weekly set
+    // with its own timer is not part of the nightly `backup`).
     let mut stalest: Option<i64> = None;
     for s in &config.backup.sets {
-        let t = catalog
-            .last_run_any(&Job::BackupSet(s.name.clone()))
+        let own_schedule = Job::BackupSet(s.name.clone());
+        if config.schedule.jobs.iter().any(|(j, _)| *j == own_schedule) {
+            continue;
+        }
+        let Some(t) = catalog
+            .last_run_any(&own_schedule)
             .ok()
             .flatten()
-            .map(|r| r.started_at)?;
+            .map(|r| r.started_at)
+        else {
+            // A set never backed up alone: the job's own runs are what counts.
+            return own;
+        };
         stalest = Some(stalest.map_or(t, |m: i64| m.min(t)));
     }
     own.max(stalest)
 }
 
-/// An age for a message, one way everywhere: exact below an hour, else whole minutes,
-/// rounded up when `up` (an overdue age must never read as within its limit).
+/// An age for a message, one way everywhere.
 fn show_age(secs: i64, up: bool) -> String {
     let secs = secs.max(0) as u64;
-    let shown = if secs < 3600 {
-        secs
-    } else if up {
-        secs.div_ceil(60) * 60
-    } else {
-        secs / 60 * 60
+    // Exact below an hour, to the minute below a day, to the hour above: the precision
+    // a reader needs, rounded down when it is within a limit and up when overdue, so an
+    // age never reads as the other side of its limit.
+    let unit = match secs {
+        0..3_600 => 1,
+        3_600..86_400 => 60,
+        _ => 3_600,
     };
-    humantime::format_duration(Duration::from_secs(shown)).to_string()
+    let shown = if up {
+        secs.div_ceil(unit) * unit
+    } else {
+        secs / unit * unit
+    };
+    // Days, not humantime's 30.44-day months ("1month 16days 1h 26m 24s").
+    let (d, h, m, s) = (
+        shown / 86_400,
+        shown % 86_400 / 3_600,
+        shown % 3_600 / 60,
+        shown % 60,
+    );
+    let mut parts = Vec::new();
+    if d > 0 {
+        parts.push(format!("{d}day{}", if d == 1 { "" } else { "s" }));
+    }
+    for (n, u) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            parts.push(format!("{n}{u}"));
+        }
+    }
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
 }

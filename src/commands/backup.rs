@@ -139,9 +139,10 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
                         RunStatus::Warning,
                         format!("{} written with {} warnings", s.id, s.warnings.len()),
                     ),
-                    SetOutcome::Unchanged { newest, .. } => {
-                        (RunStatus::Unchanged, format!("unchanged since {newest}"))
-                    }
+                    SetOutcome::Unchanged { newest, .. } => (
+                        RunStatus::Unchanged,
+                        crate::catalog::unchanged_summary(newest),
+                    ),
                 };
                 // A suspect backup alerts at once, like a failure; the next good one
                 // sends the recovery.
@@ -199,13 +200,31 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
     failures.extend(super::offsite::after_backup(&mut session, cfg, &created));
     super::end(session, &mut failures);
     if args.json {
-        super::print_json(&results)?;
+        // Each set's outcome with the prune decisions that followed it.
+        let v: Vec<SetJson<'_>> = results
+            .iter()
+            .map(|o| SetJson {
+                outcome: o,
+                prune: prunes.iter().find(|p| p.set == o.set()),
+            })
+            .collect();
+        super::print_json(&v)?;
     } else {
         for r in &prunes {
             super::prune::print_report(r, &tz);
         }
     }
     Ok(super::report(&failures))
+}
+
+/// `backup --json`: a set's outcome and, when it was pruned after its backup, the prune
+/// report (every backup, KEEP or REMOVE and why).
+#[derive(serde::Serialize)]
+struct SetJson<'a> {
+    #[serde(flatten)]
+    outcome: &'a SetOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<&'a crate::backup::PruneReport>,
 }
 
 fn print_outcome(o: &SetOutcome) {

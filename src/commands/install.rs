@@ -62,6 +62,30 @@ fn run_all(cmds: &[Vec<String>], live: bool, dry_run: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// Whether systemd finds unit files in `dir` by name (its search path, systemd.unit(5)).
+fn on_unit_path(dir: &Path, user: bool, home: &Path) -> bool {
+    let system = [
+        "/etc/systemd/system",
+        "/run/systemd/system",
+        "/usr/local/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ];
+    let user_dirs = [
+        home.join(".config/systemd/user"),
+        home.join(".local/share/systemd/user"),
+        PathBuf::from("/etc/systemd/user"),
+        PathBuf::from("/usr/lib/systemd/user"),
+        PathBuf::from("/usr/local/lib/systemd/user"),
+    ];
+    let dir = dir.components().collect::<PathBuf>();
+    if user {
+        user_dirs.contains(&dir)
+    } else {
+        system.iter().any(|d| Path::new(d) == dir)
+    }
+}
+
 fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(std::string::ToString::to_string).collect()
 }
@@ -118,10 +142,23 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
                 c.extend(units.iter().cloned());
                 c
             };
-            let enable = vec![
-                with(&["daemon-reload"], &[]),
-                with(&["enable", "--now"], &g.enable),
-            ];
+            // Units outside systemd's search path are not found by name: they are
+            // linked into it first (`systemctl link`), or `enable` would fail.
+            let mut enable = vec![with(&["daemon-reload"], &[])];
+            if !on_unit_path(&dir, user, &home) {
+                eprintln!(
+                    "steward: note: {} is not on systemd's unit search path; the units are linked into it",
+                    dir.display()
+                );
+                let linked: Vec<String> = g
+                    .files
+                    .iter()
+                    .filter(|f| !f.name.contains('/'))
+                    .map(|f| dir.join(&f.name).display().to_string())
+                    .collect();
+                enable.push(with(&["link"], &linked));
+            }
+            enable.push(with(&["enable", "--now"], &g.enable));
             let undo = vec![with(&["disable", "--now"], &g.enable)];
             let after = vec![with(&["daemon-reload"], &[])];
             (

@@ -44,7 +44,27 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let cfg = load_config(cli.config.as_deref())?;
+    let scheduled = matches!(cli.command, Command::Run { .. } | Command::Daemon);
+    let cfg = match load_config(cli.config.as_deref()) {
+        Ok(cfg) => {
+            if scheduled {
+                crate::jobs::record_config(&cfg, None, &warn);
+            }
+            cfg
+        }
+        Err(e) => {
+            // A timer or the daemon has nobody reading its stderr: alert instead of going
+            // silent, through what is left of the file.
+            if scheduled
+                && let Some(rest) = config_path(cli.config.as_deref())
+                    .as_deref()
+                    .and_then(crate::config::salvage)
+            {
+                crate::jobs::record_config(&rest, Some(&format!("{e:#}")), &warn);
+            }
+            return Err(e);
+        }
+    };
     let restoring = matches!(cli.command, Command::Restore(_));
     if !restoring {
         warn_interrupted_restore(&cfg);
@@ -67,6 +87,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report { json } => maintain::report(&cfg, json),
         Command::Run { job } => run::run(&cfg, &job).map(exit),
         Command::Status { json } => run::status(&cfg, json),
+        Command::Schedule { between, job, json } => run::schedule(&cfg, &between, &job, json),
         Command::Daemon => daemon::run(cfg),
         Command::Install(c) => install::install(&cfg, c),
         Command::Uninstall { target, dry_run } => install::uninstall(&cfg, target, dry_run),
@@ -100,12 +121,17 @@ fn warn_interrupted_restore(cfg: &crate::config::Config) {
     }
 }
 
-/// Finds and validates the configuration (the one place that reads the environment for it).
-fn load_config(explicit: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
+/// Where the configuration is (the one place that reads the environment for it); `None`:
+/// the embedded default.
+fn config_path(explicit: Option<&std::path::Path>) -> Option<PathBuf> {
     let env = std::env::var("STEWARD_CONFIG").ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let path = crate::config::locate(explicit, env.as_deref(), home.as_deref());
-    Ok(crate::config::load(path.as_deref())?)
+    crate::config::locate(explicit, env.as_deref(), home.as_deref())
+}
+
+/// Finds and validates the configuration.
+fn load_config(explicit: Option<&std::path::Path>) -> anyhow::Result<crate::config::Config> {
+    Ok(crate::config::load(config_path(explicit).as_deref())?)
 }
 
 /// Opens the catalog in the configured state dir.

@@ -284,3 +284,65 @@ pub fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Serialize)]
+struct ScheduledRun {
+    at: i64,
+    job: Job,
+}
+
+/// `steward schedule --between FROM TO`: the runs the schedule makes in the window.
+pub fn schedule(
+    cfg: &Config,
+    between: &[jiff::Timestamp],
+    only: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let [from, to] = between else {
+        bail!("--between takes two times");
+    };
+    let mut jobs = Vec::new();
+    for name in only {
+        let job: Job = name
+            .parse()
+            .map_err(|_| crate::job::UnknownJob(name.clone()))?;
+        if !cfg.schedule.jobs.iter().any(|(j, _)| *j == job) {
+            bail!("job {job} has no entry in [schedule]");
+        }
+    }
+    for (job, cron) in &cfg.schedule.jobs {
+        if only.is_empty()
+            || only
+                .iter()
+                .any(|n| n.parse::<Job>().is_ok_and(|j| j == *job))
+        {
+            jobs.push((job.clone(), cron.clone()));
+        }
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let limit = 1_000_000;
+    let ticks = crate::schedule::between(&jobs, *from, *to, &tz, limit).with_context(|| {
+        format!("more than {limit} runs in the window; narrow it or pick --job")
+    })?;
+    if json {
+        let v: Vec<ScheduledRun> = ticks
+            .iter()
+            .map(|(t, j)| ScheduledRun {
+                at: t.as_second(),
+                job: (*j).clone(),
+            })
+            .collect();
+        super::print_json(&v)?;
+    } else {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for (t, j) in &ticks {
+            use std::io::Write;
+            writeln!(
+                out,
+                "{} {j}",
+                t.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z")
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

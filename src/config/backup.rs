@@ -71,6 +71,11 @@ pub struct GuardConfig {
     pub became_random: f64,
     /// `PRAGMA quick_check` on the image of every database that is archived.
     pub sqlite_check: bool,
+    /// Share of a table's rows in the last good backup that are gone, at or above which
+    /// the backup is suspect (a bad migration, a `DELETE` without `WHERE`); tables with
+    /// fewer than `min_rows` rows are not judged.
+    pub removed_rows: f64,
+    pub min_rows: u64,
 }
 
 impl Default for GuardConfig {
@@ -81,6 +86,8 @@ impl Default for GuardConfig {
             removed_bytes: 50.0,
             became_random: 30.0,
             sqlite_check: true,
+            removed_rows: 50.0,
+            min_rows: 200,
         }
     }
 }
@@ -107,6 +114,8 @@ pub(super) struct RawGuard {
     pub(super) removed_bytes: Option<f64>,
     pub(super) became_random: Option<f64>,
     pub(super) sqlite_check: Option<bool>,
+    pub(super) removed_rows: Option<f64>,
+    pub(super) min_rows: Option<u64>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -309,6 +318,8 @@ impl Validator<'_> {
             removed_bytes: limit(r.removed_bytes, "removed-bytes", base.removed_bytes)?,
             became_random: limit(r.became_random, "became-random", base.became_random)?,
             sqlite_check: r.sqlite_check.unwrap_or(base.sqlite_check),
+            removed_rows: limit(r.removed_rows, "removed-rows", base.removed_rows)?,
+            min_rows: r.min_rows.unwrap_or(base.min_rows),
         })
     }
 

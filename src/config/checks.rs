@@ -38,6 +38,9 @@ pub struct Limit {
     pub warn: f64,
     pub crit: f64,
     pub window: Window,
+    /// `enabled = false` leaves the measurement out (a VM whose CPU is the host's
+    /// business, not this box's).
+    pub enabled: bool,
 }
 
 /// A check is in trouble when at least `n` of its last `m` cycles were bad (`for = N` is
@@ -108,6 +111,7 @@ pub(super) struct RawLimit {
     #[serde(rename = "for")]
     pub(super) for_cycles: Option<u32>,
     pub(super) within: Option<String>,
+    pub(super) enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -223,6 +227,7 @@ impl Validator<'_> {
             warn,
             crit,
             window: self.window(for_cycles, within, at, key)?,
+            enabled: true,
         })
     }
 
@@ -238,10 +243,11 @@ impl Validator<'_> {
                 warn: default.0,
                 crit: default.1,
                 window: Window::default(),
+                enabled: true,
             }),
             Some(r) => {
                 let v = r.get_ref();
-                self.limit_values(
+                let limit = self.limit_values(
                     v.warn,
                     v.crit,
                     v.for_cycles,
@@ -250,7 +256,11 @@ impl Validator<'_> {
                     key,
                     percent,
                     default,
-                )
+                )?;
+                Ok(Limit {
+                    enabled: v.enabled.unwrap_or(true),
+                    ..limit
+                })
             }
         }
     }
@@ -267,6 +277,7 @@ impl Validator<'_> {
                     warn: 90.0,
                     crit: 95.0,
                     window: Window::default(),
+                    enabled: true,
                 },
                 vec![PathBuf::from("/")],
                 None,

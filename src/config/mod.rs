@@ -233,6 +233,25 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     }
 }
 
+/// What is left of a configuration file that does not validate, to tell about it: its
+/// `[state]` and `[alerts]` alone, when those still parse and validate (a typo in a
+/// backup set must not also silence the mail that says so). `None` when even they do not.
+pub fn salvage(path: &Path) -> Option<Config> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let all: toml::Table = toml::from_str(&text).ok()?;
+    let mut kept = toml::Table::new();
+    for key in ["state", "alerts"] {
+        if let Some(v) = all.get(key) {
+            kept.insert(key.into(), v.clone());
+        }
+    }
+    parse(
+        &toml::to_string(&kept).ok()?,
+        Origin::File(path.to_path_buf()),
+    )
+    .ok()
+}
+
 /// Parses and validates configuration text; `origin` is used in errors.
 pub fn parse(text: &str, origin: Origin) -> Result<Config, ConfigError> {
     let v = Validator {

@@ -183,13 +183,39 @@ pub fn writable_paths(config: &Config) -> Vec<PathBuf> {
     v
 }
 
+/// Every path the config names that a job reads or writes: what the sandbox must not
+/// hide.
+fn configured_paths(config: &Config) -> Vec<PathBuf> {
+    let mut v = writable_paths(config);
+    for s in &config.backup.sets {
+        v.extend(s.paths.iter().map(|p| p.value.clone()));
+    }
+    let c = &config.checks;
+    for list in [&c.sqlite, &c.paths_exist, &c.paths_writable, &c.disk_paths] {
+        v.extend(list.iter().cloned());
+    }
+    v
+}
+
 fn hardening(config: &Config) -> String {
     let paths = writable_paths(config);
-    let under_home = paths
-        .iter()
-        .any(|p| p.starts_with("/home") || p.starts_with("/root") || p.starts_with("/run/user"));
-    let mut h = String::from(
-        "NoNewPrivileges=yes\nPrivateTmp=yes\nProtectSystem=strict\n\
+    let seen = configured_paths(config);
+    // A directive that would hide a configured path is left out, and the unit says which
+    // path kept it out (a backup of /home with ProtectHome=yes archives an empty tree).
+    let hidden_by = |roots: &[&str]| {
+        seen.iter()
+            .find(|p| roots.iter().any(|r| p.starts_with(r)))
+            .cloned()
+    };
+    let mut h = String::from("NoNewPrivileges=yes\n");
+    match hidden_by(&["/tmp", "/var/tmp"]) {
+        None => h.push_str("PrivateTmp=yes\n"),
+        Some(p) => {
+            let _ = writeln!(h, "# PrivateTmp= left out: it would hide {}", p.display());
+        }
+    }
+    h.push_str(
+        "ProtectSystem=strict\n\
          ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
          RestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\n",
     );
@@ -199,8 +225,11 @@ fn hardening(config: &Config) -> String {
         .map(|p| quote(&format!("-{}", p.display())))
         .collect();
     let _ = writeln!(h, "ReadWritePaths={}", rw.join(" "));
-    if !under_home {
-        h.push_str("ProtectHome=yes\n");
+    match hidden_by(&["/home", "/root", "/run/user"]) {
+        None => h.push_str("ProtectHome=yes\n"),
+        Some(p) => {
+            let _ = writeln!(h, "# ProtectHome= left out: it would hide {}", p.display());
+        }
     }
     h
 }

@@ -240,6 +240,43 @@ impl Cron {
     }
 }
 
+/// Every fire instant of `jobs` in `[from, to)`, in time order and, at one instant, in
+/// the order the jobs are given (config order): what the daemon and the generated timers
+/// run in that window. Ends early with `None` past `limit` ticks, so a dense schedule over
+/// a long window cannot fill memory.
+pub fn between<'a, J>(
+    jobs: &'a [(J, Cron)],
+    from: Timestamp,
+    to: Timestamp,
+    tz: &TimeZone,
+    limit: usize,
+) -> Option<Vec<(Timestamp, &'a J)>> {
+    let first = from.to_zoned(tz.clone()).date();
+    let last = to.to_zoned(tz.clone()).date();
+    let mut out = Vec::new();
+    for (job, cron) in jobs {
+        // Day by day, each day's instants listed once: a minutely check over two months is
+        // 86 400 ticks, not 86 400 searches.
+        let mut day = first;
+        while day <= last {
+            if cron.day_matches(day) {
+                for t in cron.instants(day, tz) {
+                    if t >= from && t < to {
+                        if out.len() >= limit {
+                            return None;
+                        }
+                        out.push((t, job));
+                    }
+                }
+            }
+            day = day.checked_add(1.day()).ok()?;
+        }
+    }
+    // Stable: jobs at the same instant keep config order.
+    out.sort_by_key(|(t, _)| *t);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +297,44 @@ mod tests {
             out.push(t.to_string());
         }
         out
+    }
+
+    /// `between` lists exactly what repeated `next_after` finds, across a DST change, with
+    /// jobs at one instant in the order given.
+    #[test]
+    fn between_agrees_with_next_after() {
+        let zone = TimeZone::get("Europe/Berlin").unwrap();
+        let jobs: Vec<(&str, Cron)> = ["30 2 * * *", "0 */6 * * *", "*/20 * * * *", "0 5 1 * *"]
+            .iter()
+            .map(|e| (*e, parse(e).unwrap()))
+            .collect();
+        let from = at("Europe/Berlin", "2026-03-27T00:00");
+        let to = at("Europe/Berlin", "2026-04-02T00:00");
+        let got = between(&jobs, from, to, &zone, 10_000).unwrap();
+        let mut want = Vec::new();
+        for (job, cron) in &jobs {
+            let mut t = from
+                .checked_sub(jiff::SignedDuration::from_secs(1))
+                .unwrap();
+            while let Some(n) = cron.next_after(t, &zone).filter(|n| *n < to) {
+                want.push((n, job));
+                t = n;
+            }
+        }
+        want.sort_by_key(|(t, _)| *t);
+        assert_eq!(got, want);
+        // The hourly and the 20-minute jobs both fire at 06:00: config order.
+        let six = at("Europe/Berlin", "2026-03-27T06:00");
+        let at_six: Vec<_> = got
+            .iter()
+            .filter(|(t, _)| *t == six)
+            .map(|(_, j)| **j)
+            .collect();
+        assert_eq!(at_six, ["0 */6 * * *", "*/20 * * * *"]);
+        assert!(
+            between(&jobs, from, to, &zone, 10).is_none(),
+            "the limit holds"
+        );
     }
 
     #[test]

@@ -564,3 +564,69 @@ fn regression_status_never_contradicts_itself_and_a_check_that_finds_problems_is
     let a = env.cmd().arg("status").assert().success();
     assert!(!stdout(&a).contains("problem:"), "{}", stdout(&a));
 }
+
+/// Regression: a configuration that no longer validated made every timer run exit 78 with
+/// nothing but a line on stderr nobody reads. A scheduled run now alerts through the
+/// file's `[state]` and `[alerts]`, reminds on later runs, and the first run that loads
+/// the file again sends the recovery; a manual command only prints the error.
+#[test]
+fn regression_a_broken_config_alerts_from_scheduled_runs_and_recovers() {
+    let env = Env::new();
+    let ca = test_ca(&env.root);
+    let port = free_port();
+    let smtp = Smtp::start(&env.root, port, &ca);
+    let good = format!("{QUIET}\n{}", mail_config(&env, port));
+    env.write_config(&good);
+    env.cmd()
+        .args(["run", "check"])
+        .env("STEWARD_NOW", T0.to_string())
+        .assert()
+        .success();
+    // A typo in a key the jobs need.
+    env.write_config(&format!("{good}\n[checks.swap]\nwran = 3\n"));
+    env.cmd().arg("check").assert().code(78);
+    assert!(smtp.messages().is_empty(), "a manual command mailed");
+    let a = env
+        .cmd()
+        .args(["run", "check"])
+        .env("STEWARD_NOW", (T0 + 60).to_string())
+        .assert()
+        .code(78);
+    assert!(stderr(&a).contains("wran"), "{}", stderr(&a));
+    let m = smtp.messages();
+    assert_eq!(m.len(), 1, "{m:?}");
+    let body = m[0]["content"].as_str().unwrap().replace("=\r\n", "");
+    assert!(
+        body.contains("CRITICAL   configuration: broken:") && body.contains("wran"),
+        "{body}"
+    );
+    // Within remind-every: quiet; after it: one reminder.
+    env.cmd()
+        .args(["run", "check"])
+        .env("STEWARD_NOW", (T0 + 120).to_string())
+        .assert()
+        .code(78);
+    assert_eq!(smtp.messages().len(), 1);
+    env.cmd()
+        .args(["run", "check"])
+        .env("STEWARD_NOW", (T0 + 60 + 6 * 3600).to_string())
+        .assert()
+        .code(78);
+    assert_eq!(smtp.messages().len(), 2);
+    env.write_config(&good);
+    env.cmd()
+        .args(["run", "check"])
+        .env("STEWARD_NOW", (T0 + 7 * 3600).to_string())
+        .assert()
+        .success();
+    let m = smtp.messages();
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert!(
+        m[2]["content"]
+            .as_str()
+            .unwrap()
+            .contains("RECOVERED  configuration"),
+        "{}",
+        m[2]["content"]
+    );
+}

@@ -579,3 +579,33 @@ fn regression_no_litter_in_the_set_folder_or_the_state_after_backups() {
     env.cmd().args(["backup", "--force"]).assert().success();
     only_archives(&env);
 }
+
+/// `backup --json` carries the prune decisions that followed each set's backup: every
+/// backup of the set, kept or removed and why.
+#[test]
+fn backup_json_includes_the_prune_that_followed() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a.txt"), "one").unwrap();
+    env.one_set("s", &[&data], "[backup.set.keep]\nlast = 1\n");
+    env.cmd()
+        .env("STEWARD_NOW", "1800000000")
+        .arg("backup")
+        .assert()
+        .success();
+    fs::write(data.join("a.txt"), "two").unwrap();
+    let a = env
+        .cmd()
+        .env("STEWARD_NOW", "1800003600")
+        .args(["backup", "--json"])
+        .assert()
+        .success();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    assert_eq!(json[0]["result"], "created", "{json}");
+    let prune = &json[0]["prune"];
+    assert_eq!(prune["set"], "s", "{json}");
+    assert_eq!(prune["removed"], 1, "{json}");
+    assert_eq!(prune["rows"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(env.archives("s").len(), 1);
+}

@@ -347,3 +347,35 @@ pub fn test_service(root: &Path, name: &str, pidfile: &Path, options: &str) -> S
         status: format!("test -f {pid} && kill -0 $(cat {pid})"),
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+pub struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    pub fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs needs root (tests/run runs as root)");
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A simulated Unix time's UTC date as `YYYYMMDD` (file names, messages).
+pub fn day_name(t: i64) -> String {
+    jiff::Timestamp::from_second(t)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .strftime("%Y%m%d")
+        .to_string()
+}

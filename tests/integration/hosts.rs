@@ -35,7 +35,7 @@ fn relocate(v: &mut toml::Value, root: &Path, home: &Path, key: &str) {
     }
 }
 
-fn strings(v: &toml::Value, path: &[&str]) -> Vec<String> {
+pub fn strings(v: &toml::Value, path: &[&str]) -> Vec<String> {
     let mut cur = vec![v];
     for p in path {
         let mut next = Vec::new();
@@ -61,12 +61,14 @@ fn strings(v: &toml::Value, path: &[&str]) -> Vec<String> {
     out
 }
 
-struct Host {
-    env: Env,
-    smtp: Smtp,
-    services: Vec<(String, String)>, // (name, start command)
+pub struct Host {
+    pub env: Env,
+    pub smtp: Smtp,
+    pub services: Vec<(String, String)>, // (name, start command)
     events: PathBuf,
-    config: toml::Value,
+    pub config: toml::Value,
+    pub smtp_port: u16,
+    pub ca: crate::mail::TestCa,
 }
 
 impl Drop for Host {
@@ -81,6 +83,21 @@ impl Drop for Host {
 
 impl Host {
     fn new(example: &str, socket_for: &[(&str, &str)]) -> Host {
+        // No scheduled jobs in these scenes: a set's own schedule goes too.
+        Host::build(example, socket_for, |t, _| {
+            t.remove("schedule");
+            for set in t["backup"]["set"].as_array_mut().into_iter().flatten() {
+                set.as_table_mut().unwrap().remove("schedule");
+            }
+        })
+    }
+
+    /// The host with its relocated config changed by `adjust` before it is written.
+    pub fn build(
+        example: &str,
+        socket_for: &[(&str, &str)],
+        adjust: impl FnOnce(&mut toml::Table, &Env),
+    ) -> Host {
         let env = Env::new();
         let ca = test_ca(&env.root);
         let smtp_port = free_port();
@@ -96,11 +113,9 @@ impl Host {
         let t = v.as_table_mut().unwrap();
         t.insert("state".into(), toml::toml! { dir = "x" }.into());
         t["state"]["dir"] = env.state.to_string_lossy().into_owned().into();
-        t.remove("schedule");
         t.remove("pings");
         // The examples' hooks check the real host (its backup volume is mounted).
         t.remove("hooks");
-        // No scheduled jobs in the test: a set's own schedule goes too.
         if let Some(sets) = t
             .get_mut("backup")
             .and_then(|b| b.get_mut("set"))
@@ -108,7 +123,6 @@ impl Host {
         {
             for set in sets {
                 let set = set.as_table_mut().unwrap();
-                set.remove("schedule");
                 // No Redis or PostgreSQL server in these scenes (tests/integration/redis.rs
                 // and postgres.rs drive the sources against real ones).
                 set.remove("redis");
@@ -205,6 +219,7 @@ impl Host {
             "email".into(),
             toml::from_str::<toml::Value>(&email).unwrap(),
         );
+        adjust(v.as_table_mut().unwrap(), &env);
         let out = toml::to_string(&v).unwrap();
         fs::write(&env.config, &out).unwrap();
         let host = Host {
@@ -213,13 +228,15 @@ impl Host {
             services,
             events,
             config: v,
+            smtp_port,
+            ca,
         };
         host.make_data();
         host
     }
 
     /// Builds the host's data: every backed-up path, the databases the config names, logs.
-    fn make_data(&self) {
+    pub fn make_data(&self) {
         let v = &self.config;
         let mut dbs: Vec<String> = strings(v, &["checks", "sqlite"]);
         for period in ["daily", "weekly", "monthly"] {
@@ -277,7 +294,7 @@ impl Host {
         }
     }
 
-    fn start_services(&self) {
+    pub fn start_services(&self) {
         for (name, start) in &self.services {
             assert!(
                 std::process::Command::new("sh")
@@ -291,11 +308,11 @@ impl Host {
         }
     }
 
-    fn steward(&self, args: &[&str]) -> assert_cmd::assert::Assert {
+    pub fn steward(&self, args: &[&str]) -> assert_cmd::assert::Assert {
         self.env.cmd().args(args).assert()
     }
 
-    fn events(&self) -> Vec<(f64, String, String)> {
+    pub fn events(&self) -> Vec<(f64, String, String)> {
         fs::read_to_string(&self.events)
             .unwrap_or_default()
             .lines()
@@ -307,7 +324,7 @@ impl Host {
     }
 
     #[allow(clippy::unused_self)] // a method, so a scene reads as a host's own steps
-    fn tree(&self, paths: &[String]) -> BTreeMap<String, Vec<u8>> {
+    pub fn tree(&self, paths: &[String]) -> BTreeMap<String, Vec<u8>> {
         let mut m = BTreeMap::new();
         for p in paths {
             for e in walkdir::WalkDir::new(p).into_iter().filter_map(Result::ok) {
@@ -326,7 +343,7 @@ impl Host {
         m
     }
 
-    fn set_paths(&self, set: &str) -> Vec<String> {
+    pub fn set_paths(&self, set: &str) -> Vec<String> {
         let sets = self.config["backup"]["set"].as_array().unwrap();
         let s = sets
             .iter()
@@ -340,7 +357,7 @@ impl Host {
             .collect()
     }
 
-    fn quiesce(&self, set: &str) -> Vec<String> {
+    pub fn quiesce(&self, set: &str) -> Vec<String> {
         let sets = self.config["backup"]["set"].as_array().unwrap();
         let s = sets
             .iter()

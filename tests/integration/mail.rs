@@ -180,6 +180,13 @@ impl Smtp {
         Smtp { child, outdir }
     }
 
+    /// Stops the server (the port refuses connections until a new one starts).
+    pub fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Received messages, in order.
     pub fn messages(&self) -> Vec<serde_json::Value> {
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.outdir)
@@ -196,9 +203,7 @@ impl Smtp {
 
 impl Drop for Smtp {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

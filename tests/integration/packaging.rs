@@ -429,3 +429,92 @@ fn restore_guard_drop_ins_are_generated_for_quiesced_systemd_services_and_pass_v
     let (_, err) = verify("NoSuchKey=1\n");
     assert!(err.contains("NoSuchKey"), "the drop-in was not read: {err}");
 }
+
+/// Regression: the units set `PrivateTmp=yes` and `ProtectHome=yes` while configured paths
+/// lay under /tmp and /home, which the sandbox then hid from the jobs (a backup of an empty
+/// tree); and with `--unit-dir` outside systemd's search path the printed `enable` could
+/// not find the units.
+#[test]
+fn regression_hardening_never_hides_a_configured_path_and_units_off_the_search_path_are_linked() {
+    let env = Env::new();
+    let dry = |config: &str| {
+        fs::write(&env.config, config).unwrap();
+        let a = env
+            .cmd()
+            .args(["install", "systemd", "--dry-run", "--unit-dir"])
+            .arg(env.root.join("units"))
+            .assert()
+            .success();
+        (stdout(&a), crate::common::stderr(&a))
+    };
+    let (sandboxed, _) = dry(
+        "[state]\ndir = \"/var/lib/steward-x\"\n[backup]\ndestination = \"/srv/backups-x\"\n\
+         [[backup.set]]\nname = \"a\"\npaths = [\"/srv/data-x\"]\n\
+         [schedule]\nbackup = \"0 3 * * *\"\n",
+    );
+    assert!(
+        sandboxed.contains("PrivateTmp=yes\n") && sandboxed.contains("ProtectHome=yes\n"),
+        "{sandboxed}"
+    );
+    let (open, err) = dry(
+        "[state]\ndir = \"/var/lib/steward-x\"\n[backup]\ndestination = \"/srv/backups-x\"\n\
+         [[backup.set]]\nname = \"a\"\npaths = [\"/home/alice/project\"]\n\
+         [checks]\nsqlite = [\"/tmp/scratch/app.db\"]\n\
+         [schedule]\nbackup = \"0 3 * * *\"\n",
+    );
+    assert!(
+        !open.contains("PrivateTmp=yes")
+            && open.contains("# PrivateTmp= left out: it would hide /tmp/scratch/app.db")
+            && !open.contains("ProtectHome=yes")
+            && open.contains("# ProtectHome= left out: it would hide /home/alice"),
+        "{open}"
+    );
+    assert!(
+        err.contains("is not on systemd's unit search path"),
+        "{err}"
+    );
+    let units = env.root.join("units");
+    assert!(
+        open.contains(&format!(
+            "would run: systemctl link {}",
+            units.join("steward-backup.service").display()
+        )),
+        "{open}"
+    );
+}
+
+/// Regression: `install.sh --dry-run` without `--binary` ran `cargo build`: a dry run
+/// changes nothing, a build included.
+#[test]
+fn regression_install_sh_dry_run_builds_nothing() {
+    let env = Env::new();
+    let bin = env.root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let marker = env.root.join("cargo-ran");
+    let fake = bin.join("cargo");
+    fs::write(&fake, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/install.sh"))
+        .arg("--dry-run")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("would run: (cd ") && text.contains("cargo build --release"),
+        "{text}"
+    );
+    assert!(!marker.exists(), "the dry run ran cargo");
+}

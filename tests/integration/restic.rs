@@ -10,9 +10,10 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use steward::retention::{Candidate, KeepPolicy, decide};
 
-const ZONE: &str = "Europe/Berlin";
+pub const ZONE: &str = "Europe/Berlin";
 
-fn restic(repo: &Path, args: &[&str]) -> String {
+/// `restic ARGS` on `repo` in [`ZONE`], its cache and HOME beside the repository.
+pub fn restic(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("restic")
         .args(args)
         .env_clear()

@@ -48,29 +48,6 @@ fn regression_a_closed_stdout_ends_the_command_quietly() {
     assert!(stderr(&a).is_empty(), "{}", stderr(&a));
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
-        fs::create_dir_all(at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a tmpfs needs root (tests/run runs as root)");
-        SmallDisk(at.to_path_buf())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Regression: a full destination during the data phase was reported as "the other side
 /// of the pipe stopped: the other side of the pipe stopped".
 #[test]
@@ -83,7 +60,7 @@ fn regression_a_full_disk_is_reported_as_no_space_left() {
     for i in 0..16 {
         crate::common::random_file(&data.join(format!("blob{i}")), 4 << 20, i);
     }
-    let _disk = SmallDisk::mount(&env.dest, "3m");
+    let _disk = crate::common::SmallDisk::mount(&env.dest, "3m");
     env.one_set("s", &[&data], "");
     let a = env.cmd().arg("backup").assert().code(2);
     let err = stderr(&a);
@@ -92,6 +69,37 @@ fn regression_a_full_disk_is_reported_as_no_space_left() {
     // Nothing half-written is left.
     let left: Vec<String> = crate::common::dir_names(&env.dest.join("s"));
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Regression: the destination filled up during a WAL database's snapshot and the error
+/// named the source database (whose disk has room) as if it were the one that was full.
+#[test]
+fn regression_a_full_destination_during_a_sqlite_snapshot_names_the_destination() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let db = data.join("app.db");
+    // A writer holding the database open with its changes still in the WAL: the backup
+    // must copy it through the online backup API into the destination's folder.
+    let live = rusqlite::Connection::open(&db).unwrap();
+    live.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t (x BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 3000)
+         INSERT INTO t SELECT randomblob(1000) FROM n;",
+    )
+    .unwrap();
+    let _disk = crate::common::SmallDisk::mount(&env.dest, "1m");
+    env.one_set("s", &[&data], "");
+    let a = env.cmd().arg("backup").assert().code(2);
+    let err = stderr(&a);
+    assert!(
+        err.contains("filled the disk")
+            && err.contains(&env.dest.display().to_string())
+            && err.contains("full"),
+        "{err}"
+    );
+    drop(live);
 }
 
 /// Regression: the README said every reporting command takes `--json`; `report` did not.

@@ -101,7 +101,7 @@ fn damage_is_suspect(files: usize, damage: impl FnOnce(&Path), reason: &str) {
     let c = env.cmd().arg("check").assert().code(2);
     let shown = stdout(&c);
     assert!(
-        shown.contains("backup app") && shown.contains("SUSPECT"),
+        shown.contains("job backup:app") && shown.contains("SUSPECT"),
         "{shown}"
     );
     let mails = smtp.messages();
@@ -415,5 +415,73 @@ fn regression_logs_compressed_by_maintenance_do_not_make_the_next_backup_suspect
         r[0].1.iter().any(|why| why.contains("are gone")),
         "{:?}",
         r[0].1
+    );
+}
+
+/// Regression: a bad migration that deleted half the rows of a table left a valid
+/// database of about the same size, which passed the guard. Rows per table are now in
+/// `backup.json`, and a table that lost half of them makes the backup suspect, naming the
+/// table and the counts; small tables and normal churn do not.
+#[test]
+fn regression_half_of_a_table_deleted_makes_the_backup_suspect() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    let db = data.join("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE mail (id INTEGER PRIMARY KEY, subject TEXT);
+         CREATE TABLE tiny (id INTEGER PRIMARY KEY);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 1000)
+         INSERT INTO mail (subject) SELECT 'subject ' || i FROM n;
+         INSERT INTO tiny VALUES (1), (2), (3), (4);",
+    )
+    .unwrap();
+    // The database itself as the set path, as the reference plans name it.
+    env.one_set("s", &[&db], POLICY);
+    env.cmd()
+        .env("STEWARD_NOW", "1800000000")
+        .arg("backup")
+        .assert()
+        .success();
+    let meta = crate::common::tool(
+        "tar",
+        &[
+            "--zstd".as_ref(),
+            "-xOf".as_ref(),
+            env.archives("s")[0].as_os_str(),
+            ".steward/backup.json".as_ref(),
+        ],
+        &env.root,
+    );
+    assert!(
+        meta.contains("\"mail\": 1000") || meta.contains("\"mail\":1000"),
+        "{meta}"
+    );
+    // Normal churn and a small table emptied: not suspect.
+    c.execute_batch("DELETE FROM mail WHERE id <= 100; DELETE FROM tiny;")
+        .unwrap();
+    let a = env
+        .cmd()
+        .env("STEWARD_NOW", "1800003600")
+        .arg("backup")
+        .assert()
+        .success();
+    assert!(!stdout(&a).contains("SUSPECT"), "{}", stdout(&a));
+    // Half of the rest.
+    c.execute_batch("DELETE FROM mail WHERE id % 2 = 0 OR id <= 110;")
+        .unwrap();
+    drop(c);
+    let a = env
+        .cmd()
+        .env("STEWARD_NOW", "1800007200")
+        .arg("backup")
+        .assert()
+        .success();
+    let out = stdout(&a);
+    assert!(
+        out.contains("SUSPECT") && out.contains("table mail has 445 rows, 900 in s-"),
+        "{out}"
     );
 }

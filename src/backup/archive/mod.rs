@@ -108,6 +108,9 @@ impl BackupMeta {
 pub struct SqliteSnapshot {
     pub path: String,
     pub bytes: u64,
+    /// Rows per table of the archived image (`SELECT count(*)`), for the change guard.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tables: std::collections::BTreeMap<String, u64>,
 }
 
 /// The sidecar path of an archive.
