@@ -334,7 +334,7 @@ impl Guard {
             let is = now.get(table).copied();
             let kept = is.unwrap_or(0);
             let lost = was.saturating_sub(kept) as f64 * 100.0 / was as f64;
-            // Half of a table deleted is the classic: at the default limit it counts.
+            // At the limit counts: "half of the table" must not slip by a rounding.
             if lost >= self.config.removed_rows && kept < was {
                 let what = match is {
                     Some(n) => format!("has {n} rows"),

@@ -145,8 +145,16 @@ pub fn run(cfg: &Config, args: BackupArgs) -> anyhow::Result<Done> {
                     ),
                 };
                 // A suspect backup alerts at once, like a failure; the next good one
-                // sends the recovery.
-                let suspect = matches!(&o, SetOutcome::Created(s) if !s.suspect.is_empty());
+                // sends the recovery. Data unchanged since a suspect backup is still
+                // suspect: no recovery (and no second alert after it).
+                let suspect = match &o {
+                    SetOutcome::Created(s) => !s.suspect.is_empty(),
+                    SetOutcome::Unchanged { newest, .. } => session
+                        .catalog
+                        .backups(Some(&set.name))?
+                        .iter()
+                        .any(|b| b.id == *newest && b.is_suspect()),
+                };
                 session.finish(
                     run,
                     &Outcome {

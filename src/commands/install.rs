@@ -144,7 +144,7 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
             };
             // Units outside systemd's search path are not found by name: they are
             // linked into it first (`systemctl link`), or `enable` would fail.
-            let mut enable = vec![with(&["daemon-reload"], &[])];
+            let mut enable = Vec::new();
             if !on_unit_path(&dir, user, &home) {
                 eprintln!(
                     "steward: note: {} is not on systemd's unit search path; the units are linked into it",
@@ -158,6 +158,7 @@ pub fn install(cfg: &Config, cmd: InstallCommand) -> anyhow::Result<ExitCode> {
                     .collect();
                 enable.push(with(&["link"], &linked));
             }
+            enable.push(with(&["daemon-reload"], &[]));
             enable.push(with(&["enable", "--now"], &g.enable));
             let undo = vec![with(&["disable", "--now"], &g.enable)];
             let after = vec![with(&["daemon-reload"], &[])];

@@ -301,6 +301,9 @@ pub fn schedule(
     let [from, to] = between else {
         bail!("--between takes two times");
     };
+    if from > to {
+        bail!("--between {from} {to}: the window ends before it starts");
+    }
     let mut jobs = Vec::new();
     for name in only {
         let job: Job = name

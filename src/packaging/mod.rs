@@ -197,9 +197,12 @@ fn configured_paths(config: &Config) -> Vec<PathBuf> {
     v
 }
 
-fn hardening(config: &Config) -> String {
+/// The unit's sandbox; `runs` are the binary and the config file the unit starts, which it
+/// must not hide from itself either.
+fn hardening(config: &Config, runs: &[&Path]) -> String {
     let paths = writable_paths(config);
-    let seen = configured_paths(config);
+    let mut seen = configured_paths(config);
+    seen.extend(runs.iter().map(|p| p.to_path_buf()));
     // A directive that would hide a configured path is left out, and the unit says which
     // path kept it out (a backup of /home with ProtectHome=yes archives an empty tree).
     let hidden_by = |roots: &[&str]| {
@@ -266,7 +269,7 @@ pub fn systemd(config: &Config, o: &SystemdOptions<'_>) -> Result<Generated, Str
         o.binary.display().to_string(),
         o.config_path.display().to_string(),
     );
-    let hardening = hardening(config);
+    let hardening = hardening(config, &[o.binary, o.config_path]);
     let mut files = Vec::new();
     let mut enable = Vec::new();
     match o.mode {

@@ -452,8 +452,15 @@ fn regression_hardening_never_hides_a_configured_path_and_units_off_the_search_p
          [[backup.set]]\nname = \"a\"\npaths = [\"/srv/data-x\"]\n\
          [schedule]\nbackup = \"0 3 * * *\"\n",
     );
+    // Only the unit's own config file lies under /tmp (a test's temp dir): the sandbox
+    // must not hide it from the unit itself.
     assert!(
-        sandboxed.contains("PrivateTmp=yes\n") && sandboxed.contains("ProtectHome=yes\n"),
+        !sandboxed.contains("PrivateTmp=yes")
+            && sandboxed.contains(&format!(
+                "# PrivateTmp= left out: it would hide {}",
+                env.config.display()
+            ))
+            && sandboxed.contains("ProtectHome=yes\n"),
         "{sandboxed}"
     );
     let (open, err) = dry(
