@@ -441,7 +441,14 @@ fn regression_hardening_never_hides_a_configured_path_and_units_off_the_search_p
         fs::write(&env.config, config).unwrap();
         let a = env
             .cmd()
-            .args(["install", "systemd", "--dry-run", "--unit-dir"])
+            .args([
+                "install",
+                "systemd",
+                "--dry-run",
+                "--binary",
+                "/usr/local/bin/steward",
+                "--unit-dir",
+            ])
             .arg(env.root.join("units"))
             .assert()
             .success();
