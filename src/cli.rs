@@ -484,12 +484,12 @@ pub enum Period {
     Monthly,
 }
 
-impl From<Period> for crate::job::Period {
+impl From<Period> for crate::schedule::Period {
     fn from(p: Period) -> Self {
         match p {
-            Period::Daily => crate::job::Period::Daily,
-            Period::Weekly => crate::job::Period::Weekly,
-            Period::Monthly => crate::job::Period::Monthly,
+            Period::Daily => crate::schedule::Period::Daily,
+            Period::Weekly => crate::schedule::Period::Weekly,
+            Period::Monthly => crate::schedule::Period::Monthly,
         }
     }
 }

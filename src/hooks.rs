@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::job::Job;
+use crate::schedule::Job;
 
 /// Which hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,16 +79,71 @@ pub fn run(
     }
 }
 
-/// Runs `hooks`' command for `when`, if it has one.
-pub fn run_if(
-    hooks: &crate::config::Hooks,
-    when: When,
-    ctx: &Context<'_>,
-) -> Option<Result<String, HookError>> {
-    let command = match when {
-        When::Before => hooks.before.as_deref(),
-        When::After => hooks.after.as_deref(),
-        When::OnFailure => hooks.on_failure.as_deref(),
-    }?;
-    Some(run(when, command, ctx, hooks.timeout))
+/// The hooks around one unit of work (a job, or one set of a backup), in one place for
+/// both: `before` first (its failure stops the work), then `after` when the work went
+/// well or `on-failure` when it did not, each line of what they printed kept for the run
+/// record. `None` hooks (none configured, or a dry run) run nothing.
+pub struct Hooked<'a> {
+    hooks: Option<&'a crate::config::Hooks>,
+    job: Job,
+    set: Option<String>,
+    /// What the hooks that ran printed (or why they failed), in order.
+    pub log: Vec<String>,
+}
+
+impl<'a> Hooked<'a> {
+    /// The hooks of `job` (and `set`, for a set's own hooks).
+    pub fn new(hooks: Option<&'a crate::config::Hooks>, job: Job, set: Option<&str>) -> Self {
+        Hooked {
+            hooks,
+            job,
+            set: set.map(str::to_string),
+            log: Vec::new(),
+        }
+    }
+
+    /// Runs `before` (status `running`); the work does not start when it fails.
+    pub fn before(&mut self) -> Result<(), HookError> {
+        self.fire(When::Before, None, "running")
+    }
+
+    /// Runs `after` (status `ok`, with the new archive when there is one) when the work
+    /// went well, `on-failure` (status `failed`) when it did not.
+    pub fn after(&mut self, ok: bool, archive: Option<&Path>) -> Result<(), HookError> {
+        if ok {
+            self.fire(When::After, archive, "ok")
+        } else {
+            self.fire(When::OnFailure, None, "failed")
+        }
+    }
+
+    fn fire(&mut self, when: When, archive: Option<&Path>, status: &str) -> Result<(), HookError> {
+        let Some(hooks) = self.hooks else {
+            return Ok(());
+        };
+        let command = match when {
+            When::Before => hooks.before.as_deref(),
+            When::After => hooks.after.as_deref(),
+            When::OnFailure => hooks.on_failure.as_deref(),
+        };
+        let Some(command) = command else {
+            return Ok(());
+        };
+        let ctx = Context {
+            job: &self.job,
+            set: self.set.as_deref(),
+            archive,
+            status,
+        };
+        match run(when, command, &ctx, hooks.timeout) {
+            Ok(line) => {
+                self.log.push(line);
+                Ok(())
+            }
+            Err(e) => {
+                self.log.push(e.to_string());
+                Err(e)
+            }
+        }
+    }
 }

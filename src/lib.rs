@@ -9,11 +9,11 @@ pub mod cli;
 pub mod clock;
 mod commands;
 pub mod config;
+pub mod daemon;
 pub mod error;
 mod fault;
 pub mod fsutil;
 pub mod hooks;
-pub mod job;
 pub mod jobs;
 pub mod lock;
 pub mod maintain;
@@ -21,11 +21,13 @@ pub mod metrics;
 pub mod offsite;
 pub mod packaging;
 pub mod patterns;
+pub mod render;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod services;
 pub mod severity;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -41,19 +43,8 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
             return ExitCode::from(error::CONFIG);
         }
     }
-    if lock_held(err) {
+    if jobs::lock_held(err) {
         return ExitCode::from(error::LOCKED);
     }
     ExitCode::from(error::FAILED)
-}
-
-/// Whether the error is another run holding the job's lock (a scheduled tick that meets
-/// it is skipped, not failed).
-pub fn lock_held(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        matches!(cause.downcast_ref(), Some(lock::LockError::Held { .. }))
-            || cause
-                .downcast_ref::<jobs::JobError>()
-                .is_some_and(jobs::JobError::is_held)
-    })
 }

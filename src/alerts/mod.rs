@@ -264,7 +264,7 @@ pub fn record(
 /// a failure alerts at once and the next success sends the recovery.
 pub fn record_job(
     catalog: &mut Catalog,
-    job: &crate::job::Job,
+    job: &crate::schedule::Job,
     ok: bool,
     detail: &str,
     round: &Round<'_>,

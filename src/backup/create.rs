@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::archive::{self, ArchiveWriter, BackupMeta, SqliteSnapshot};
-use super::follow::Readback;
+use super::archive::{self, ArchiveOptions, ArchiveWriter, BackupMeta, Readback, SqliteSnapshot};
 use super::guard::{self, Guard};
 use super::walk::{self, Fingerprint, Kind};
-use super::{BackupError, Progress};
+use super::{BackupError, Dest, Progress};
 use crate::catalog::{BackupRecord, BackupStatus, Catalog};
-use crate::config::{BackupSet, Config};
+use crate::config::BackupSet;
 
 /// How many warnings `backup.json` lists by name; the rest are counted.
 const MAX_LISTED_WARNINGS: usize = 100;
@@ -113,30 +112,14 @@ fn remove_partials(dir: &Path, progress: &dyn Progress) -> Result<(), BackupErro
 
 /// Backs up one set. The caller holds the backup job lock.
 pub fn backup_set(
-    config: &Config,
+    dest: Dest<'_>,
     catalog: &Catalog,
     set: &BackupSet,
     options: BackupOptions,
     progress: &dyn Progress,
 ) -> Result<SetOutcome, BackupError> {
     let started = Instant::now();
-    let dir = config.backup.destination.join(&set.name);
-    crate::fsutil::create_private_dir(&dir).map_err(BackupError::io(&dir))?;
-    remove_partials(&dir, progress)?;
-    // The change guard's facts of a run that was killed.
-    remove_partials(&config.state_dir.join("facts"), progress)?;
-
-    if config.backup.min_free_space > 0 {
-        let free = crate::fsutil::free_space(&dir).map_err(BackupError::io(&dir))?;
-        if free < config.backup.min_free_space {
-            return Err(BackupError::NoSpace {
-                path: dir,
-                free: bytesize::ByteSize(free),
-                needed: bytesize::ByteSize(config.backup.min_free_space),
-            });
-        }
-    }
-
+    let dir = prepare_dir(dest, set, progress)?;
     // The survey (a walk that only stats) decides whether anything changed since the
     // newest verified backup. Without one to compare with, or with --force, it would
     // only give the progress bar its total: the archive walk computes the fingerprint
@@ -160,22 +143,15 @@ pub fn backup_set(
         }
         None => 0,
     };
-
-    let created = crate::clock::now_ts();
-    let mut when = created;
-    let mut id = archive_id(&set.name, when);
-    // Two runs in one second (a forced re-run): the next free second keeps names unique
-    // and sortable; backup.json keeps the true time, so the name's stamp is at or after
-    // it (archive::check_identity relies on that).
-    while dir.join(format!("{id}.tar.zst")).exists() || catalog.backup(&id)?.is_some() {
-        when += jiff::SignedDuration::from_secs(1);
-        id = archive_id(&set.name, when);
-    }
+    let (id, created) = new_id(&dir, set, catalog)?;
     let name = format!("{id}.tar.zst");
     let final_path = dir.join(&name);
-    let partial = dir.join(format!(".{name}.partial"));
-    let spool = dir.join(format!(".{id}.manifest.partial"));
-    let snapshot_tmp = dir.join(format!(".{id}.sqlite.partial"));
+    let partials = Partials {
+        archive: dir.join(format!(".{name}.partial")),
+        spool: dir.join(format!(".{id}.manifest.partial")),
+        snapshot: dir.join(format!(".{id}.sqlite.partial")),
+        facts: guard::facts_path(dest.state_dir, &format!(".{id}.partial")),
+    };
 
     // The change guard compares with the set's last good backup (never with a suspect
     // one: a second day of damage must not look normal next to the first).
@@ -186,17 +162,16 @@ pub fn backup_set(
         .map(|m| m.sqlite)
         .unwrap_or_default();
     let was_sqlite: HashSet<String> = base_sqlite.iter().map(|s| s.path.clone()).collect();
-    let facts_partial = guard::facts_path(&config.state_dir, &format!(".{id}.partial"));
     let mut guard = Guard::new(
         &set.guard,
-        &config.state_dir,
+        dest.state_dir,
         baseline.as_ref().map(|b| guard::Baseline {
             id: &b.id,
             files: b.files,
             bytes: b.source_bytes,
             created_at: b.created_at,
         }),
-        &facts_partial,
+        &partials.facts,
     );
     guard.baseline_tables(
         base_sqlite
@@ -210,12 +185,10 @@ pub fn backup_set(
         baseline: baseline.as_ref().map_or("", |b| b.id.as_str()),
     };
     let result = write_archive(
-        config,
+        dest.archive,
         set,
         (&id, created),
-        &partial,
-        &spool,
-        &snapshot_tmp,
+        &partials,
         total_bytes,
         progress,
         watch,
@@ -223,60 +196,17 @@ pub fn backup_set(
     let (written, meta) = match result {
         Ok(r) => r,
         Err(e) => {
-            let _ = std::fs::remove_file(&facts_partial);
-            let _ = std::fs::remove_file(&partial);
-            let _ = std::fs::remove_file(&spool);
-            remove_image(&snapshot_tmp);
+            let _ = std::fs::remove_file(&partials.facts);
+            let _ = std::fs::remove_file(&partials.archive);
+            let _ = std::fs::remove_file(&partials.spool);
+            remove_image(&partials.snapshot);
             return Err(e);
         }
     };
-
-    // The read-back ran while the archive was being written (see archive::ArchiveWriter);
-    // it is complete only now, after the last byte and the fsync.
-    let sha256 = match written.verified.and_then(|v| {
-        if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
-            Err(archive::ArchiveError::Corrupt {
-                path: partial.clone(),
-                message: "read-back differs from what was written".into(),
-            })
-        } else {
-            Ok(v.sha256)
-        }
-    }) {
-        Ok(d) => d,
-        Err(source) => {
-            let _ = std::fs::remove_file(&partial);
-            let _ = std::fs::remove_file(&facts_partial);
-            return Err(BackupError::VerifyAfterWrite {
-                path: final_path,
-                source,
-            });
-        }
-    };
-
-    if written.readback == Readback::PageCache {
-        progress.note(&format!(
-            "{}: read back from the page cache, not the device: the filesystem refuses \
-             direct I/O (steward verify reads it from disk later)",
-            final_path.display()
-        ));
-    }
-
-    let sidecar_partial = dir.join(format!(".{name}.sha256.partial"));
-    let publish = || -> std::io::Result<()> {
-        archive::write_sidecar(&sidecar_partial, &name, &sha256)?;
-        std::fs::rename(&partial, &final_path)?;
-        std::fs::rename(&sidecar_partial, archive::sidecar_path(&final_path))?;
-        crate::fsutil::sync_dir(&dir)
-    };
-    if let Err(e) = publish() {
-        let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_file(&sidecar_partial);
-        let _ = std::fs::remove_file(&facts_partial);
-        return Err(BackupError::io(&final_path)(e));
-    }
+    let (size, readback) = (written.size, written.readback);
+    let sha256 = publish(written, &meta, &partials, &final_path, progress)?;
     // Without its facts the next backup compares counts only; not worth failing for.
-    let _ = std::fs::rename(&facts_partial, guard::facts_path(&config.state_dir, &id));
+    let _ = std::fs::rename(&partials.facts, guard::facts_path(dest.state_dir, &id));
     let suspect = meta.suspect();
 
     let now = crate::clock::now();
@@ -287,7 +217,7 @@ pub fn backup_set(
         created_at: meta.created_unix,
         status: BackupStatus::Verified,
         verified_at: Some(now),
-        archive_bytes: written.size,
+        archive_bytes: size,
         source_bytes: meta.bytes,
         files: meta.files,
         sha256: hex::encode(sha256),
@@ -309,14 +239,131 @@ pub fn backup_set(
         hardlinks: meta.hardlinks,
         skipped: meta.skipped,
         bytes_in: meta.bytes,
-        bytes_out: written.size,
+        bytes_out: size,
         seconds: started.elapsed().as_secs_f64(),
         verified: true,
-        readback: written.readback,
+        readback,
         sqlite: meta.sqlite,
         warnings: meta.warnings,
         suspect,
     }))
+}
+
+/// The files a backup writes before it is published, beside their final places.
+struct Partials {
+    /// The archive, `.<name>.partial`.
+    archive: PathBuf,
+    /// The manifest, spooled until the trailer.
+    spool: PathBuf,
+    /// A database's consistent image, when one is needed.
+    snapshot: PathBuf,
+    /// The change guard's facts.
+    facts: PathBuf,
+}
+
+/// The set's backup folder, made and cleared of what a killed run left; refused when the
+/// destination has less free space than `min-free-space`.
+fn prepare_dir(
+    dest: Dest<'_>,
+    set: &BackupSet,
+    progress: &dyn Progress,
+) -> Result<PathBuf, BackupError> {
+    let dir = dest.backup.set_dir(&set.name);
+    crate::fsutil::create_private_dir(&dir).map_err(BackupError::io(&dir))?;
+    remove_partials(&dir, progress)?;
+    // The change guard's facts of a run that was killed.
+    remove_partials(&dest.state_dir.join("facts"), progress)?;
+
+    if dest.backup.min_free_space > 0 {
+        let free = crate::fsutil::free_space(&dir).map_err(BackupError::io(&dir))?;
+        if free < dest.backup.min_free_space {
+            return Err(BackupError::NoSpace {
+                path: dir,
+                free: bytesize::ByteSize(free),
+                needed: bytesize::ByteSize(dest.backup.min_free_space),
+            });
+        }
+    }
+    Ok(dir)
+}
+
+/// The new backup's ID and creation time. Two runs in one second (a forced re-run): the
+/// next free second keeps names unique and sortable; backup.json keeps the true time, so
+/// the name's stamp is at or after it (archive::check_identity relies on that).
+fn new_id(
+    dir: &Path,
+    set: &BackupSet,
+    catalog: &Catalog,
+) -> Result<(String, Timestamp), BackupError> {
+    let created = crate::clock::now_ts();
+    let mut when = created;
+    let mut id = archive_id(&set.name, when);
+    while dir.join(format!("{id}.tar.zst")).exists() || catalog.backup(&id)?.is_some() {
+        when += jiff::SignedDuration::from_secs(1);
+        id = archive_id(&set.name, when);
+    }
+    Ok((id, created))
+}
+
+/// The read-back's verdict (it ran while the archive was being written, see
+/// `archive::pipeline`, and is complete only now, after the last byte and the fsync);
+/// then the sidecar, the renames and the folder's fsync. Returns the archive's SHA-256.
+fn publish(
+    written: archive::Written,
+    meta: &BackupMeta,
+    partials: &Partials,
+    final_path: &Path,
+    progress: &dyn Progress,
+) -> Result<[u8; 32], BackupError> {
+    let partial = &partials.archive;
+    let sha256 = match written.verified.and_then(|v| {
+        if v.files != written.files || v.meta.fingerprint != meta.fingerprint {
+            Err(archive::ArchiveError::Corrupt {
+                path: partial.clone(),
+                message: "read-back differs from what was written".into(),
+            })
+        } else {
+            Ok(v.sha256)
+        }
+    }) {
+        Ok(d) => d,
+        Err(source) => {
+            let _ = std::fs::remove_file(partial);
+            let _ = std::fs::remove_file(&partials.facts);
+            return Err(BackupError::VerifyAfterWrite {
+                path: final_path.to_path_buf(),
+                source,
+            });
+        }
+    };
+
+    if written.readback == Readback::PageCache {
+        progress.note(&format!(
+            "{}: read back from the page cache, not the device: the filesystem refuses \
+             direct I/O (steward verify reads it from disk later)",
+            final_path.display()
+        ));
+    }
+
+    let dir = final_path.parent().unwrap_or(Path::new("."));
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sidecar_partial = dir.join(format!(".{name}.sha256.partial"));
+    let publish = || -> std::io::Result<()> {
+        archive::write_sidecar(&sidecar_partial, &name, &sha256)?;
+        std::fs::rename(partial, final_path)?;
+        std::fs::rename(&sidecar_partial, archive::sidecar_path(final_path))?;
+        crate::fsutil::sync_dir(dir)
+    };
+    if let Err(e) = publish() {
+        let _ = std::fs::remove_file(partial);
+        let _ = std::fs::remove_file(&sidecar_partial);
+        let _ = std::fs::remove_file(&partials.facts);
+        return Err(BackupError::io(final_path)(e));
+    }
+    Ok(sha256)
 }
 
 /// What the walk reports to the change guard.
@@ -356,14 +403,11 @@ fn archive_name(path: &Path) -> Option<PathBuf> {
     (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
 }
 
-#[allow(clippy::too_many_arguments)]
 fn write_archive(
-    config: &Config,
+    options: ArchiveOptions,
     set: &BackupSet,
     (id, created): (&str, Timestamp),
-    partial: &Path,
-    spool: &Path,
-    snapshot_tmp: &Path,
+    partials: &Partials,
     total_bytes: u64,
     progress: &dyn Progress,
     watch: Watch<'_>,
@@ -373,12 +417,7 @@ fn write_archive(
         was_sqlite,
         baseline,
     } = watch;
-    let threads = match config.backup.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        n => n,
-    };
-    let mut writer =
-        ArchiveWriter::create(partial, spool, config.backup.compression_level, threads)?;
+    let mut writer = ArchiveWriter::create(&partials.archive, &partials.spool, options)?;
     let mut fp = Fingerprint::default();
     let mut tally = Tally::default();
     // (dev, inode) of multiply-linked files already archived, to store the others as links.
@@ -422,7 +461,7 @@ fn write_archive(
                     &mut writer,
                     (&e, ahead),
                     &name,
-                    snapshot_tmp,
+                    &partials.snapshot,
                     &mut tally,
                     progress,
                     guard,
@@ -479,7 +518,7 @@ fn write_archive(
         bytes: tally.bytes,
         sqlite: tally.sqlite,
         fingerprint: fp.finish(set),
-        compression_level: config.backup.compression_level,
+        compression_level: options.level,
         warnings: tally.warnings,
         warnings_total: tally.warnings_total,
         guard: Some(report),

@@ -5,25 +5,21 @@
 
 pub mod archive;
 mod create;
-mod follow;
-pub use follow::Readback;
 pub mod guard;
-pub mod manifest;
 pub mod marks;
-mod pipe;
 mod postgres;
 mod prune;
 mod redis;
 mod sqlite;
 pub use sqlite::open_live;
-mod verify;
+mod stored;
 pub mod walk;
 
 use std::path::{Path, PathBuf};
 
 pub use create::{BackupOptions, BackupSummary, SetOutcome, backup_set};
 pub use prune::{Action, PruneReport, PruneRow, prune_set};
-pub use verify::{ReindexReport, VerifyOutcome, reindex, verify_backup};
+pub use stored::{ReindexReport, VerifyOutcome, reindex, verify_backup};
 
 /// Failures of a backup, verify or reindex, each naming the set, file or archive.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +71,31 @@ impl BackupError {
     }
 }
 
-/// Backs up `set`; with `quiesce-on-backup`, its services are stopped first and always
-/// started again, whatever the backup's result.
+/// Where the backup side works, taken once from the config: the backup folders
+/// (`[backup]`), the change guard's facts (the state dir), how archives are written.
+#[derive(Clone, Copy)]
+pub struct Dest<'a> {
+    pub backup: &'a crate::config::BackupConfig,
+    pub state_dir: &'a Path,
+    pub archive: archive::ArchiveOptions,
+}
+
+impl<'a> Dest<'a> {
+    /// The backup side of `config`.
+    pub fn of(config: &'a crate::config::Config) -> Self {
+        Dest {
+            backup: &config.backup,
+            state_dir: &config.state_dir,
+            archive: archive::ArchiveOptions::of(&config.backup),
+        }
+    }
+}
+
+/// Backs up `set`; with `quiesce-on-backup`, its services (of `services`) are stopped
+/// first and always started again, whatever the backup's result.
 pub fn backup_quiesced(
-    config: &crate::config::Config,
+    dest: Dest<'_>,
+    services: &[crate::config::ServiceConfig],
     catalog: &crate::catalog::Catalog,
     set: &crate::config::BackupSet,
     options: BackupOptions,
@@ -95,11 +112,10 @@ pub fn backup_quiesced(
         postgres::dump(p)?;
     }
     if !set.quiesce_on_backup || set.quiesce.is_empty() {
-        return backup_set(config, catalog, set, options, progress);
+        return backup_set(dest, catalog, set, options, progress);
     }
-    let quiesced =
-        crate::services::quiesce(&config.services, &set.quiesce, runner, |m| progress.note(m))?;
-    let result = backup_set(config, catalog, set, options, progress);
+    let quiesced = crate::services::quiesce(services, &set.quiesce, runner, |m| progress.note(m))?;
+    let result = backup_set(dest, catalog, set, options, progress);
     let down = quiesced.resume();
     if down.is_empty() {
         return result;
@@ -112,7 +128,7 @@ pub fn backup_quiesced(
     let outcome = match &result {
         Ok(SetOutcome::Created(s)) => format!("backup {} was written", s.id),
         Ok(SetOutcome::Unchanged { .. }) => "the set was unchanged".to_string(),
-        Err(e) => format!("the backup failed ({e})"),
+        Err(e) => format!("the backup failed ({})", crate::error::chain(e)),
     };
     Err(BackupError::ServicesDown { outcome, errors })
 }

@@ -7,10 +7,10 @@ use std::path::Path;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use super::BackupError;
 use super::archive::sidecar_path;
+use super::{BackupError, Dest};
 use crate::catalog::{BackupStatus, Catalog};
-use crate::config::{BackupSet, Config};
+use crate::config::{BackupConfig, BackupSet};
 use crate::retention::{self, Candidate};
 
 /// What happens to one backup.
@@ -58,8 +58,8 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
 
 /// True when `archive` is `<destination>/<set>/<set>-*.tar.zst`: prune never deletes
 /// anything else, whatever the catalog says.
-fn inside_set_folder(config: &Config, set: &str, archive: &Path) -> bool {
-    let folder = config.backup.destination.join(set);
+fn inside_set_folder(backup: &BackupConfig, set: &str, archive: &Path) -> bool {
+    let folder = backup.set_dir(set);
     let name = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -74,7 +74,7 @@ fn inside_set_folder(config: &Config, set: &str, archive: &Path) -> bool {
 
 /// Prunes one set in time zone `tz`. The caller holds the backup lock.
 pub fn prune_set(
-    config: &Config,
+    dest: Dest<'_>,
     catalog: &Catalog,
     set: &BackupSet,
     tz: &TimeZone,
@@ -118,11 +118,11 @@ pub fn prune_set(
         let mut reasons = v.reasons;
         let action = if v.keep {
             Action::Keep
-        } else if !inside_set_folder(config, &set.name, &b.path) {
+        } else if !inside_set_folder(dest.backup, &set.name, &b.path) {
             reasons.push(format!(
                 "{} is outside {}; not deleted",
                 b.path.display(),
-                config.backup.destination.join(&set.name).display()
+                dest.backup.set_dir(&set.name).display()
             ));
             Action::Refused
         } else if dry_run {
@@ -138,7 +138,7 @@ pub fn prune_set(
             remove_if_present(&b.path).map_err(BackupError::io(&b.path))?;
             let marks = super::marks::marks_path(&b.path);
             remove_if_present(&marks).map_err(BackupError::io(&marks))?;
-            let facts = super::guard::facts_path(&config.state_dir, &b.id);
+            let facts = super::guard::facts_path(dest.state_dir, &b.id);
             remove_if_present(&facts).map_err(BackupError::io(&facts))?;
             removed += 1;
             bytes_freed += b.archive_bytes;
@@ -155,7 +155,7 @@ pub fn prune_set(
         });
     }
     if removed_any {
-        let folder = config.backup.destination.join(&set.name);
+        let folder = dest.backup.set_dir(&set.name);
         crate::fsutil::sync_dir(&folder).map_err(BackupError::io(&folder))?;
     }
     rows.sort_by(|a, b| {

@@ -25,6 +25,9 @@ pub enum WalkError {
         #[source]
         source: std::io::Error,
     },
+    /// The consumer of a walk on its own thread went away (an error, an interrupt).
+    #[error("stopped by a signal; the partial archive was removed")]
+    Stopped,
 }
 
 /// What one walked entry is, as far as the archive cares.
@@ -50,10 +53,10 @@ pub struct Entry {
 
 /// Visits every entry of `set` in walk order, calling `visit` for each one. Configured paths
 /// that are themselves excluded are still skipped. Symlinks are never followed.
-pub fn walk_set(
+pub fn walk_set<E: From<WalkError>>(
     set: &BackupSet,
-    mut visit: impl FnMut(Entry) -> Result<(), crate::backup::BackupError>,
-) -> Result<(), crate::backup::BackupError> {
+    mut visit: impl FnMut(Entry) -> Result<(), E>,
+) -> Result<(), E> {
     let mut sqlite_cache = SqliteDetector::default();
     walk_raw(set, |mut e| {
         sqlite_cache.mark(&mut e);
@@ -65,10 +68,10 @@ pub fn walk_set(
 /// that opens the database beside a `-wal` or `-journal` file, and closing any handle on
 /// a file drops every POSIX lock the process holds on it, a snapshot's read lock
 /// included. So it must run on the thread that takes the snapshots, never ahead of it.
-fn walk_raw(
+fn walk_raw<E: From<WalkError>>(
     set: &BackupSet,
-    mut visit: impl FnMut(Entry) -> Result<(), crate::backup::BackupError>,
-) -> Result<(), crate::backup::BackupError> {
+    mut visit: impl FnMut(Entry) -> Result<(), E>,
+) -> Result<(), E> {
     let excludes = &set.excludes;
     // A database named as a set path on its own brings its `-wal` along, as a folder's
     // walk would: a live writer's changes can sit there for hours while the main file's
@@ -175,7 +178,7 @@ const BATCH: usize = 32;
 /// at most 4 MiB of content (two queued, one being filled, one being archived).
 const QUEUED: usize = 2;
 
-type Batch<T> = Vec<Result<T, crate::backup::BackupError>>;
+type Batch<T> = Vec<Result<T, WalkError>>;
 
 /// [`walk_set`] on a thread of its own, with a second thread that opens and reads small
 /// regular files ahead: on a tree of many small files, the walk's system calls (read the
@@ -183,11 +186,10 @@ type Batch<T> = Vec<Result<T, crate::backup::BackupError>>;
 /// core. `visit` gets the entries in walk order, with what was read ahead (`None`: read it
 /// yourself; also for a file that failed mid-read, so the archiver meets the error
 /// itself).
-pub fn walk_set_ahead(
+pub fn walk_set_ahead<E: From<WalkError>>(
     set: &BackupSet,
-    mut visit: impl FnMut(Entry, Option<Ahead>) -> Result<(), crate::backup::BackupError>,
-) -> Result<(), crate::backup::BackupError> {
-    use crate::backup::BackupError;
+    mut visit: impl FnMut(Entry, Option<Ahead>) -> Result<(), E>,
+) -> Result<(), E> {
     let thread_error = |source| WalkError::Io {
         path: PathBuf::from("(walking thread)"),
         source,
@@ -202,13 +204,13 @@ pub fn walk_set_ahead(
                 // Tests make the thread die to see that the archive is not cut short.
                 let die = crate::fault::enabled("walk-thread-panics");
                 let mut batch = Vec::with_capacity(BATCH);
-                let walked = walk_raw(set, |e| {
+                let walked = walk_raw::<WalkError>(set, |e| {
                     assert!(!die, "the walking thread panics (test)");
                     batch.push(Ok(e));
                     if batch.len() == BATCH {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                         // The archiver stopped (an error, an interrupt): so does the walk.
-                        walked_tx.send(full).map_err(|_| BackupError::Interrupted)?;
+                        walked_tx.send(full).map_err(|_| WalkError::Stopped)?;
                     }
                     Ok(())
                 });
@@ -217,7 +219,7 @@ pub fn walk_set_ahead(
                 }
                 let _ = walked_tx.send(batch);
             })
-            .map_err(thread_error)?;
+            .map_err(|e| E::from(thread_error(e)))?;
         let reader = std::thread::Builder::new()
             .name("steward-read".into())
             .spawn_scoped(s, move || {
@@ -236,10 +238,10 @@ pub fn walk_set_ahead(
                     }
                 }
             })
-            .map_err(thread_error)?;
+            .map_err(|e| E::from(thread_error(e)))?;
         let mut sqlite_cache = SqliteDetector::default();
         let result = read_rx.iter().flatten().try_for_each(|item| {
-            let (mut e, ahead) = item?;
+            let (mut e, ahead) = item.map_err(E::from)?;
             // Here, on the archiving thread: see walk_raw.
             sqlite_cache.mark(&mut e);
             visit(e, ahead)
@@ -250,9 +252,9 @@ pub fn walk_set_ahead(
         let walked = walker.join();
         // A thread that panicked ended the stream early: never a shorter archive.
         if result.is_ok() && (read.is_err() || walked.is_err()) {
-            return Err(
-                thread_error(std::io::Error::other("the walk stopped unexpectedly")).into(),
-            );
+            return Err(E::from(thread_error(std::io::Error::other(
+                "the walk stopped unexpectedly",
+            ))));
         }
         result
     })
@@ -405,7 +407,7 @@ impl Fingerprint {
 }
 
 /// Walks the set for its fingerprint and total size without reading any file content.
-pub fn survey(set: &BackupSet) -> Result<(String, u64, u64), crate::backup::BackupError> {
+pub fn survey(set: &BackupSet) -> Result<(String, u64, u64), WalkError> {
     let mut fp = Fingerprint::default();
     let (mut files, mut bytes) = (0u64, 0u64);
     walk_set(set, |e| {
@@ -446,7 +448,7 @@ mod tests {
         }
         let set = set_of(dir.path());
         let mut seen = Vec::new();
-        walk_raw(&set, |e| {
+        walk_raw::<WalkError>(&set, |e| {
             if e.kind == Kind::File && seen.is_empty() {
                 // The listing was read already: the others vanish before their lstat.
                 for n in ["a", "b", "c"] {
@@ -486,13 +488,13 @@ mod tests {
         tree(dir.path());
         let set = set_of(dir.path());
         let mut plain = Vec::new();
-        walk_set(&set, |e| {
+        walk_set::<WalkError>(&set, |e| {
             plain.push(e.path);
             Ok(())
         })
         .unwrap();
         let mut ahead = Vec::new();
-        walk_set_ahead(&set, |e, read| {
+        walk_set_ahead::<WalkError>(&set, |e, read| {
             let name = e.path.file_name().unwrap().to_string_lossy().into_owned();
             match read {
                 Some(Ahead::Content(c)) => {
@@ -519,7 +521,7 @@ mod tests {
         tree(dir.path());
         let set = set_of(dir.path());
         let mut seen = 0;
-        let r = walk_set_ahead(&set, |_, _| {
+        let r = walk_set_ahead::<crate::backup::BackupError>(&set, |_, _| {
             seen += 1;
             if seen == 3 {
                 return Err(crate::backup::BackupError::Interrupted);
@@ -549,7 +551,7 @@ mod tests {
         db_with_journal(dir.path());
         let set = set_of(dir.path());
         let mut journal = None;
-        walk_raw(&set, |e| {
+        walk_raw::<WalkError>(&set, |e| {
             if e.path.ends_with("app.db-journal") {
                 journal = Some(e.sqlite_side_file);
             }
@@ -567,7 +569,7 @@ mod tests {
         std::fs::write(tree.join("notes-journal"), "not a database's").unwrap();
         let set = set_of(dir.path());
         let mut seen = std::collections::HashMap::new();
-        walk_set_ahead(&set, |e, ahead| {
+        walk_set_ahead::<WalkError>(&set, |e, ahead| {
             let name = e.path.file_name().unwrap().to_string_lossy().into_owned();
             seen.insert(name, (e.sqlite_side_file, ahead.is_some()));
             Ok(())
@@ -583,7 +585,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let set = set_of(dir.path());
         // The set's folder does not exist: the walk's first step fails.
-        let r = walk_set_ahead(&set, |_, _| Ok(()));
+        let r = walk_set_ahead::<WalkError>(&set, |_, _| Ok(()));
         let err = format!("{:#}", r.unwrap_err());
         assert!(err.contains("tree"), "{err}");
     }

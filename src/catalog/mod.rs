@@ -7,7 +7,7 @@
 //! schema version lives in `PRAGMA user_version` and migrations run in one transaction.
 
 mod backups;
-mod offsite;
+mod copies;
 mod runs;
 mod states;
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Row};
 
 pub use backups::{BackupRecord, BackupStatus};
-pub use offsite::{OffsiteCopy, PendingUpload};
+pub use copies::{OffsiteCopy, PendingUpload};
 pub use runs::{RunRecord, RunStatus, Trigger, unchanged_summary};
 pub use states::{CheckState, Notice, QueuedMail};
 
@@ -251,7 +251,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::Job;
+    use crate::schedule::Job;
 
     #[test]
     fn migrations_set_version_and_wal() {

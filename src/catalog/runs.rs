@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::{Catalog, CatalogError, now};
-use crate::job::Job;
+use crate::schedule::Job;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -228,7 +228,7 @@ fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let job: String = r.get(1)?;
     Ok(RunRecord {
         id: r.get(0)?,
-        job: job.parse().map_err(|e: crate::job::UnknownJob| {
+        job: job.parse().map_err(|e: crate::schedule::UnknownJob| {
             rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
         })?,
         target: r.get(2)?,

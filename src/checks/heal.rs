@@ -10,7 +10,7 @@
 use super::{Reading, Severity, reading};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::job::{Job, Period};
+use crate::schedule::{Job, Period};
 use crate::services::{Controller, Runner};
 
 /// The `restart NAME` readings of this cycle, restarting what is due.

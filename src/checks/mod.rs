@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::catalog::Catalog;
 use crate::config::{Config, Limit, Window};
-use crate::job::Job;
+use crate::schedule::Job;
 use crate::services::{Controller, Runner, http_get};
 
 pub use crate::severity::Severity;

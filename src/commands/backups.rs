@@ -29,9 +29,9 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
                     "{:<36} {:<14} {:<21} {:>10} {:>10} {:>8}  {}",
                     b.id,
                     b.set,
-                    super::show_time(b.created_at),
-                    super::show_bytes(b.archive_bytes),
-                    super::show_bytes(b.source_bytes),
+                    crate::render::time(b.created_at),
+                    crate::render::bytes(b.archive_bytes),
+                    crate::render::bytes(b.source_bytes),
                     b.files,
                     status_word(b)?,
                 );
@@ -47,13 +47,17 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
         BackupsCommand::Reindex {
             offsite: true,
             json,
-        } => super::offsite::reindex(cfg, json),
+        } => reindex_offsite(cfg, json),
         BackupsCommand::Reindex { json, .. } => {
-            let _lock = crate::lock::acquire(&cfg.state_dir, crate::job::Job::Backup.lock())?;
+            let _lock = crate::lock::acquire(&cfg.state_dir, crate::schedule::Job::Backup.lock())?;
             let mut catalog = super::open_catalog(cfg)?;
             let progress = super::progress::for_stderr();
-            let report = crate::backup::reindex(cfg, &mut catalog, progress.as_ref())
-                .with_context(|| format!("reindexing {}", cfg.backup.destination.display()))?;
+            let report = crate::backup::reindex(
+                crate::backup::Dest::of(cfg),
+                &mut catalog,
+                progress.as_ref(),
+            )
+            .with_context(|| format!("reindexing {}", cfg.backup.destination.display()))?;
             if json {
                 super::print_json(&report)?;
             } else {
@@ -102,7 +106,7 @@ fn mark(
     change: impl FnOnce(&mut crate::catalog::BackupRecord),
     done: &str,
 ) -> anyhow::Result<ExitCode> {
-    let _lock = crate::lock::acquire(&cfg.state_dir, crate::job::Job::Backup.lock())?;
+    let _lock = crate::lock::acquire(&cfg.state_dir, crate::schedule::Job::Backup.lock())?;
     let catalog = super::open_catalog(cfg)?;
     let mut b = catalog
         .backup(id)?
@@ -122,4 +126,39 @@ fn mark(
         println!("  (it was not suspect)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `steward backups reindex --offsite`.
+fn reindex_offsite(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let done = crate::jobs::offsite::reindex(cfg)?;
+    let host = crate::fsutil::hostname();
+    let refused: usize = done.iter().map(|r| r.problems.len()).sum();
+    if json {
+        let rows: Vec<serde_json::Value> = done
+            .iter()
+            .map(|r| {
+                serde_json::json!({"target": r.target, "copies": r.found, "dropped": r.dropped,
+                "not-believed": r.problems})
+            })
+            .collect();
+        super::print_json(&rows)?;
+    } else {
+        for r in &done {
+            println!(
+                "offsite {}: {} copies of {host} found, {} dropped from the catalog",
+                r.target, r.found, r.dropped
+            );
+            for p in &r.problems {
+                println!(
+                    "  not believed, not imported: {}",
+                    crate::offsite::shown(&p.to_string())
+                );
+            }
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

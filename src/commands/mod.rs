@@ -1,20 +1,17 @@
-//! Thin adapters from parsed subcommands to core modules: load the config, take locks,
-//! call the core, print the result (table or `--json`).
+//! Thin adapters from parsed subcommands to the core: load the config, turn arguments
+//! into a job's options, call the job, print its report (table or `--json`). No command
+//! file calls another; what several print is `report`'s.
 
 mod alert;
-mod backup;
 mod backups;
-mod check;
 mod config;
 mod daemon;
 mod install;
-mod maintain;
 mod offsite;
 mod progress;
-mod prune;
 mod restore;
 mod run;
-mod verify;
+mod show;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +19,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::{Cli, Command};
+use crate::jobs;
 
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -69,23 +67,56 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if !restoring {
         warn_interrupted_restore(&cfg);
     }
+    let ui = ui();
+    let job = |r: anyhow::Result<jobs::Report>, json: bool| -> anyhow::Result<ExitCode> {
+        show::report(&cfg, &r?, json).map(exit)
+    };
     match cli.command {
-        Command::Backup(a) => backup::run(&cfg, a).map(exit),
+        Command::Backup(a) => {
+            let options = jobs::backup::BackupJob {
+                sets: a.sets,
+                force: a.force,
+            };
+            job(
+                jobs::backup::run(&cfg, &options, ui).map(jobs::Report::Backup),
+                a.json,
+            )
+        }
         Command::Backups(c) => backups::run(&cfg, c),
-        Command::Verify(a) => verify::run(&cfg, a).map(exit),
-        Command::Prune(a) => prune::run(&cfg, a).map(exit),
+        Command::Verify(a) if a.offsite => {
+            offsite::verify(&cfg, a.target.as_deref(), a.identity.as_deref(), a.json).map(exit)
+        }
+        Command::Verify(a) => {
+            let choice = match (a.id, a.all) {
+                (Some(id), _) => jobs::verify::Choice::Id(id),
+                (None, true) => jobs::verify::Choice::All,
+                // --latest, and the default: the newest backup of each set.
+                (None, false) => jobs::verify::Choice::Latest,
+            };
+            job(
+                jobs::verify::run(&cfg, &choice, a.set.as_deref(), ui).map(jobs::Report::Verify),
+                a.json,
+            )
+        }
+        Command::Prune(a) => job(
+            jobs::prune::run(&cfg, a.set.as_deref(), a.dry_run, ui).map(jobs::Report::Prune),
+            a.json,
+        ),
         Command::Restore(a) => restore::run(&cfg, a),
         Command::Offsite(c) => offsite::run(&cfg, c),
         Command::Config(c) => config::run(&cfg, c),
-        Command::Check { json } => check::run(&cfg, json).map(exit),
+        Command::Check { json } => job(jobs::check::run(&cfg, ui).map(jobs::Report::Check), json),
         Command::Alert(c) => alert::run(&cfg, c),
         Command::Maintain {
             period,
             dry_run,
             json,
-        } => maintain::run(&cfg, period.into(), dry_run, json).map(exit),
-        Command::Report { json } => maintain::report(&cfg, json),
-        Command::Run { job } => run::run(&cfg, &job).map(exit),
+        } => job(
+            jobs::maintain::run(&cfg, period.into(), dry_run, ui).map(jobs::Report::Maintain),
+            json,
+        ),
+        Command::Report { json } => run::report(&cfg, json),
+        Command::Run { job } => run::run(&cfg, &job),
         Command::Status { json } => run::status(&cfg, json),
         Command::Schedule { between, job, json } => run::schedule(&cfg, &between, &job, json),
         Command::Daemon => daemon::run(cfg),
@@ -142,18 +173,7 @@ fn open_catalog(cfg: &crate::config::Config) -> anyhow::Result<crate::catalog::C
 
 /// Prints `value` as pretty JSON on stdout.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-/// A Unix time as `2026-11-21 03:00:12Z`.
-fn show_time(unix: i64) -> String {
-    crate::clock::show(unix, "%Y-%m-%d %H:%M:%SZ")
-}
-
-/// Bytes in IEC units.
-fn show_bytes(n: u64) -> String {
-    bytesize::ByteSize(n).display().iec().to_string()
+    Ok(crate::render::json(&mut std::io::stdout().lock(), value)?)
 }
 
 /// Tells on stderr about trouble around a job that does not fail it.
@@ -161,22 +181,11 @@ fn warn(message: &str) {
     eprintln!("steward: warning: {message}");
 }
 
-/// Ends a job's session; a failing `after` (or `on-failure`) hook fails the job.
-fn end(session: crate::jobs::Session<'_>, failures: &mut Vec<anyhow::Error>) {
-    if !session.end(failures.is_empty()) && failures.is_empty() {
-        failures.push(anyhow::anyhow!("the job's after hook failed"));
-    }
-}
-
-/// Prints a job's failures; the job failed when there is any.
-fn report(failures: &[anyhow::Error]) -> crate::jobs::Done {
-    for e in failures {
-        eprintln!("steward: error: {e:#}");
-    }
-    if failures.is_empty() {
-        crate::jobs::Done::OK
-    } else {
-        crate::jobs::Done::FAILED
+/// What a job gets from the terminal: warnings on stderr, a progress display there.
+fn ui() -> jobs::Ui<'static> {
+    jobs::Ui {
+        warn: &warn,
+        progress: &progress::for_stderr,
     }
 }
 

@@ -87,7 +87,7 @@ struct Lines;
 impl Progress for Lines {
     fn phase(&self, name: &str, total: u64) {
         if total > 0 {
-            eprintln!("steward: {name} ({})", super::show_bytes(total));
+            eprintln!("steward: {name} ({})", crate::render::bytes(total));
         } else {
             eprintln!("steward: {name}");
         }

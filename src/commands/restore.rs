@@ -8,11 +8,11 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, bail};
 
-use crate::catalog::{BackupRecord, BackupStatus, Catalog, RunStatus};
+use crate::catalog::{BackupRecord, Catalog};
 use crate::cli::RestoreArgs;
 use crate::config::Config;
-use crate::job::Job;
-use crate::jobs::{Outcome, Session};
+use crate::jobs;
+use crate::render::restore as render;
 use crate::restore::{self, Plan, RestoreOptions};
 use crate::services::SystemRunner;
 
@@ -32,46 +32,16 @@ fn ask(prompt: &str) -> anyhow::Result<String> {
 }
 
 pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let ui = super::ui();
     if let Some(name) = &args.guard {
         return guard(cfg, name, args.json);
     }
-    let mut session = Session::begin(cfg, Job::Restore, false, &super::warn)?;
-    // No backup or prune may change the destination while a restore reads it.
-    let _backup_lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
-    let runner = SystemRunner;
+    let mut job = jobs::restore::begin(cfg, ui)?;
     if args.cleanup {
         return cleanup(cfg, &args);
     }
     if args.resume {
-        let run = match restore::pending(&cfg.state_dir) {
-            Ok(Some(j)) => Some(session.start(Job::Restore, Some(&j.id))?),
-            _ => None,
-        };
-        let resumed = restore::resume(cfg, &runner).context("resuming the interrupted restore");
-        // The failed restore's problem ends once its data is at rest and its services run
-        // again: a finished (or undone) resume is the restore job's recovery.
-        match (run, &resumed) {
-            (None, _) | (_, Ok(None)) => {}
-            (Some(run), Ok(Some(r))) => session.finish(
-                run,
-                &Outcome {
-                    status: RunStatus::Ok,
-                    summary: &format!("interrupted restore of {} {}", r.id, r.outcome),
-                    alert_ok: true,
-                    detail: "",
-                },
-            )?,
-            (Some(run), Err(e)) => session.finish(
-                run,
-                &Outcome {
-                    status: RunStatus::Failed,
-                    summary: &format!("{e:#}"),
-                    alert_ok: false,
-                    detail: &format!("resuming the interrupted restore failed: {e:#}"),
-                },
-            )?,
-        }
-        match resumed? {
+        match job.resume(cfg)? {
             None => {
                 println!("no interrupted restore to resume");
                 let left = restore::abandoned(cfg);
@@ -89,10 +59,10 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     r.id,
                     r.outcome.replace('-', " "),
                     r.why,
-                    list(&r.started)
+                    render::list(&r.started)
                 );
                 for p in r.rollbacks {
-                    println!("{}", kept_line(cfg, &p));
+                    println!("{}", render::kept_line(cfg, &p));
                 }
             }
         }
@@ -101,22 +71,20 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
     if args.from_offsite
         && let Some(id) = &args.id
-        && session.catalog.backup(id)?.is_none()
     {
-        let (r, target) = super::offsite::fetch_verified(
-            cfg,
-            &mut session.catalog,
-            id,
-            args.target.as_deref(),
-            args.identity.as_deref(),
-            args.host.as_deref(),
-        )?;
-        eprintln!(
-            "steward: fetched {} from offsite {target} and verified it",
-            r.id
-        );
+        let from = jobs::offsite::Source {
+            target: args.target.as_deref(),
+            identity: args.identity.as_deref(),
+            host: args.host.as_deref(),
+        };
+        if let Some((r, target)) = job.fetch_missing(cfg, id, &from, ui)? {
+            eprintln!(
+                "steward: fetched {} from offsite {target} and verified it",
+                r.id
+            );
+        }
     }
-    let record = choose(cfg, &session.catalog, &args)?;
+    let record = choose(cfg, job.catalog(), &args)?;
     let opts = RestoreOptions {
         to: args.to.clone(),
         paths: args.paths.clone(),
@@ -132,14 +100,15 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let down_now = if plan.stop.is_empty() {
         Vec::new()
     } else {
-        crate::services::not_running_now(&cfg.services, &plan.stop, &runner)
+        crate::services::not_running_now(&cfg.services, &plan.stop, &SystemRunner)
             .context("asking the services whether they run")?
     };
     if args.json && args.dry_run {
         super::print_json(&plan)?;
     } else {
-        print_plan(&plan, &record);
-        print_holders(&plan);
+        let mut out = std::io::stdout().lock();
+        render::plan(&mut out, &plan, &record)?;
+        render::holders(&mut out, &plan)?;
         if !down_now.is_empty() {
             println!(
                 "  not running now, and left stopped after: {}{}",
@@ -173,161 +142,13 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, interrupted.clone())
             .context("installing signal handlers")?;
     }
-    let run = session.start(Job::Restore, Some(&record.id))?;
-    let progress = super::progress::for_stderr();
-    let result = restore::restore(
-        cfg,
-        &record,
-        &plan,
-        &opts,
-        &runner,
-        progress.as_ref(),
-        &interrupted,
-    );
-    drop(progress);
-    match result {
-        Ok(r) => {
-            session.finish(
-                run,
-                &Outcome {
-                    status: RunStatus::Ok,
-                    summary: &format!("{} restored", r.id),
-                    alert_ok: true,
-                    detail: "",
-                },
-            )?;
-            if args.json {
-                super::print_json(&r)?;
-            } else {
-                println!(
-                    "restored {}: {} files, {}; SQLite checked: {}; services stopped and started: {}",
-                    r.id,
-                    r.files,
-                    super::show_bytes(r.bytes),
-                    r.sqlite_checked.len(),
-                    list(&r.stopped)
-                );
-                for p in &r.removed_abandoned {
-                    println!("  removed the abandoned staging folder {}", p.display());
-                }
-                for p in &r.rollbacks {
-                    println!("{}", kept_line(cfg, p));
-                }
-                if r.carried.entries > 0 {
-                    println!(
-                        "  kept {} the set excludes ({})",
-                        entries(r.carried.entries),
-                        super::show_bytes(r.carried.bytes)
-                    );
-                }
-                if r.carried.backup_has > 0 {
-                    println!(
-                        "  restored from the backup: {} the set excludes now but the backup \
-                         holds",
-                        entries(r.carried.backup_has)
-                    );
-                }
-                if !r.open_ignored.is_empty() {
-                    println!(
-                        "  open during the swap (--ignore-open-files): {}; their later writes \
-                         are in the copy kept aside",
-                        restore::holders::describe(&r.open_ignored)
-                    );
-                }
-                if !r.also_started.is_empty() {
-                    println!(
-                        "  also started (they were not running before): {}",
-                        r.also_started.join(", ")
-                    );
-                }
-                // Last, so it is what a tired eye reads: what is still down, and how to
-                // bring it up.
-                if !r.left_stopped.is_empty() {
-                    let names: Vec<&str> = r.left_stopped.iter().map(|(n, _)| n.as_str()).collect();
-                    println!(
-                        "still down (not running before the restore, left so): {}",
-                        names.join(", ")
-                    );
-                    for (n, how) in &r.left_stopped {
-                        println!("  start {n}: {how}");
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            session.finish(
-                run,
-                &Outcome {
-                    status: RunStatus::Failed,
-                    summary: &format!("{e:#}"),
-                    alert_ok: false,
-                    detail: &format!("{} failed: {}", record.id, e),
-                },
-            )?;
-            Err(anyhow::Error::new(e).context(format!("restore of {} failed", record.id)))
-        }
-    }
-}
-
-/// Where the replaced data went, and for how long.
-fn kept_line(cfg: &Config, p: &std::path::Path) -> String {
-    let how_long = if cfg.restore.keep_rollbacks.is_zero() {
-        "until the next daily maintenance removes it".to_string()
+    let r = job.restore(cfg, &record, &plan, &opts, &interrupted, ui)?;
+    if args.json {
+        super::print_json(&r)?;
     } else {
-        format!(
-            "for {} (then daily maintenance removes it)",
-            show_days(cfg.restore.keep_rollbacks)
-        )
-    };
-    format!(
-        "  previous data kept at {} {how_long}; `steward restore --cleanup` lists and \
-         removes it sooner",
-        p.display(),
-    )
-}
-
-/// A keep time as people say it: `7 days`, `1 day 12h`, `36m`.
-fn show_days(d: std::time::Duration) -> String {
-    let s = d.as_secs();
-    let (days, rest) = (s / 86_400, s % 86_400);
-    let rest = humantime::format_duration(std::time::Duration::from_secs(rest)).to_string();
-    match days {
-        0 => rest,
-        1 if rest == "0s" => "1 day".into(),
-        n if rest == "0s" => format!("{n} days"),
-        1 => format!("1 day {rest}"),
-        n => format!("{n} days {rest}"),
+        crate::render::restore::restored(&mut std::io::stdout().lock(), cfg, &r)?;
     }
-}
-
-/// `1 live entry`, `3 live entries`.
-fn entries(n: u64) -> String {
-    if n == 1 {
-        "1 live entry".into()
-    } else {
-        format!("{n} live entries")
-    }
-}
-
-/// A copy's age and state, as a line under the list.
-fn show_kept(k: &restore::rollbacks::Kept) -> String {
-    let now = crate::clock::now();
-    let days = |s: i64| format!("{:.1} days", s as f64 / 86_400.0);
-    format!(
-        "{}  {}, {} old, from the restore of {}{}",
-        k.path.display(),
-        super::show_bytes(k.bytes),
-        days(now - k.made_at),
-        if k.id.is_empty() { "?" } else { &k.id },
-        if k.changed {
-            "; CHANGED after the swap (something wrote into it: look before removing)"
-        } else if k.expires_at > now {
-            ""
-        } else {
-            "; past its keep time"
-        }
-    )
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--cleanup`: every rollback copy listed with size, age and whether it changed after
@@ -348,7 +169,7 @@ fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.json {
         for k in &kept {
-            println!("rollback copy {}", show_kept(k));
+            println!("rollback copy {}", render::kept(k));
         }
         for p in &staging {
             println!("abandoned staging folder {}", p.display());
@@ -362,7 +183,7 @@ fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
                  --yes (nothing was removed)",
                 kept.len(),
                 if kept.len() == 1 { "y" } else { "ies" },
-                super::show_bytes(total)
+                crate::render::bytes(total)
             );
         }
         let changed = kept.iter().filter(|k| k.changed).count();
@@ -375,7 +196,7 @@ fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             "Remove these {} rollback cop{} ({}{warn})? [y/N]: ",
             kept.len(),
             if kept.len() == 1 { "y" } else { "ies" },
-            super::show_bytes(total)
+            crate::render::bytes(total)
         ))?;
         if !matches!(answer.as_str(), "y" | "Y" | "yes") {
             bail!("not confirmed; nothing was removed");
@@ -395,16 +216,7 @@ fn cleanup(cfg: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
 /// `--guard NAME`: light enough for a service's start (no catalog, no hooks, no
 /// confirmation), and plain on stdout for the service manager's log.
 fn guard(cfg: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
-    // Held for the settle, so no restore begins in the middle of it; a running restore
-    // holds it already.
-    let (lock, running) = match crate::lock::acquire(&cfg.state_dir, Job::Restore.lock()) {
-        Ok(l) => (Some(l), None),
-        Err(e @ crate::lock::LockError::Held { .. }) => (None, Some(e)),
-        Err(e) => return Err(e).context("taking the restore lock"),
-    };
-    let g = restore::guard(cfg, name, running)
-        .with_context(|| format!("guarding the start of {name}"))?;
-    drop(lock);
+    let g = jobs::restore::guard(cfg, name)?;
     if json {
         super::print_json(&g)?;
         return Ok(ExitCode::SUCCESS);
@@ -429,14 +241,6 @@ fn guard(cfg: &Config, name: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(v: &[String]) -> String {
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
-}
-
 /// The backup to restore: the ID given, the newest verified one with --latest, or the
 /// one picked on a terminal.
 fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result<BackupRecord> {
@@ -453,16 +257,8 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
     }
     let all = catalog.backups(args.set.as_deref())?;
     if args.latest {
-        let sets: std::collections::BTreeSet<&str> = all.iter().map(|b| b.set.as_str()).collect();
-        if sets.len() > 1 {
-            bail!("--latest needs --set: backups of {} sets exist", sets.len());
-        }
-        // The newest good backup: a newer suspect one is said, never taken by default.
-        let verified: Vec<&BackupRecord> = all
-            .iter()
-            .filter(|b| b.status == BackupStatus::Verified)
-            .collect();
-        for b in verified.iter().take_while(|b| !b.is_good()) {
+        let (passed, chosen) = jobs::restore::newest_good(&all)?;
+        for b in passed {
             eprintln!(
                 "steward: not {}: SUSPECT ({}); restore it by its ID with --suspect-ok if you \
                  are sure",
@@ -470,14 +266,7 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
                 b.suspect.join("; ")
             );
         }
-        return match verified.iter().find(|b| b.is_good()) {
-            Some(b) => Ok((*b).clone()),
-            None if !verified.is_empty() => bail!(
-                "no good backup to restore: every verified backup is SUSPECT; look at them \
-                 (`steward backups list`) and restore one by its ID with --suspect-ok"
-            ),
-            None => bail!("no verified backup to restore"),
-        };
+        return chosen;
     }
     if !interactive() {
         bail!("no backup chosen: give an ID, or --latest with --set (the picker needs a terminal)");
@@ -492,12 +281,12 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
             "  {:>2}) {:<14} {}  {:>10}  {:<10} {}",
             i + 1,
             b.set,
-            super::show_time(b.created_at),
-            super::show_bytes(b.archive_bytes),
+            crate::render::time(b.created_at),
+            crate::render::bytes(b.archive_bytes),
             if b.is_suspect() {
                 "SUSPECT"
             } else {
-                status(b.status)
+                render::status(b.status)
             },
             b.id
         );
@@ -528,114 +317,6 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
             return Ok(shown[n - 1].clone());
         }
         eprintln!("Please answer with a number from 1 to {}.", shown.len());
-    }
-}
-
-fn status(s: BackupStatus) -> &'static str {
-    match s {
-        BackupStatus::Verified => "verified",
-        BackupStatus::Unverified => "unverified",
-        BackupStatus::Failed => "FAILED",
-    }
-}
-
-fn print_plan(plan: &Plan, record: &BackupRecord) {
-    println!(
-        "Restore {} (set {}, {}, {} files, {}, {})",
-        plan.id,
-        plan.set,
-        super::show_time(plan.created_at),
-        plan.files,
-        super::show_bytes(plan.bytes),
-        status(record.status)
-    );
-    if record.is_suspect() {
-        println!("  SUSPECT: {}", record.suspect.join("; "));
-    }
-    for t in &plan.targets {
-        if plan.in_place && t.exists && !plan.paths.is_empty() {
-            println!(
-                "  replace what matches under {}  (current entries kept under {})",
-                t.live.display(),
-                t.rollback_path().display()
-            );
-        } else if plan.in_place && t.exists {
-            println!(
-                "  replace {}  (current data kept at {})",
-                t.live.display(),
-                t.rollback_path().display()
-            );
-        } else {
-            println!("  create  {}", t.live.display());
-        }
-    }
-    if !plan.paths.is_empty() {
-        println!("  only paths matching: {}", plan.paths.join(", "));
-    }
-    if plan.excluded.entries > 0 && plan.carry_rules.is_empty() {
-        println!(
-            "  move aside too: {} ({}) the set excludes (never backed up), with \
-             --replace-excluded",
-            entries(plan.excluded.entries),
-            super::show_bytes(plan.excluded.bytes),
-        );
-    } else if plan.excluded.entries > 0 {
-        println!(
-            "  keep {} ({}) the set excludes (never backed up): carried over unchanged{} \
-             (--replace-excluded moves them aside instead)",
-            entries(plan.excluded.entries),
-            super::show_bytes(plan.excluded.bytes),
-            if plan.paths.is_empty() {
-                ", unless the backup holds one by the same name"
-            } else {
-                ", where a replaced folder holds them"
-            }
-        );
-    }
-    if plan.stop.is_empty() {
-        println!("  services: none stopped");
-    } else {
-        println!(
-            "  services stopped first, started after: {}",
-            plan.stop.join(", ")
-        );
-    }
-}
-
-/// Who holds the data open now: the swap is refused while anyone but the set's own
-/// services (stopped first) still does.
-fn print_holders(plan: &Plan) {
-    if !plan.in_place {
-        return;
-    }
-    let paths: Vec<std::path::PathBuf> = plan.targets.iter().map(|t| t.live.clone()).collect();
-    match restore::holders::holders(&paths) {
-        Ok(h) if h.is_empty() => {}
-        Ok(h) => {
-            println!(
-                "  open now (the swap is refused while files stay open after the services \
-                 are stopped, unless --ignore-open-files):"
-            );
-            let carried = if plan.carry_rules.is_empty() {
-                None
-            } else {
-                crate::patterns::Excludes::new(&plan.carry_rules).ok()
-            };
-            for x in &h {
-                let excluded = carried
-                    .as_ref()
-                    .is_some_and(|ex| restore::carry::is_carried(plan, ex, &x.file));
-                let what = if x.is_folder_only() {
-                    " (working folder only: not refused)"
-                } else if excluded {
-                    " (excluded, carried over: its writes stay live, not refused)"
-                } else {
-                    ""
-                };
-                println!("    PID {} {} {}{what}", x.pid, x.command, x.file.display());
-            }
-        }
-        Err(e) => println!("  open files: {e}"),
     }
 }
 

@@ -26,6 +26,13 @@ pub struct BackupConfig {
     pub sets: Vec<BackupSet>,
 }
 
+impl BackupConfig {
+    /// The folder that holds the backups of `set`: the one place that says where.
+    pub fn set_dir(&self, set: &str) -> PathBuf {
+        self.destination.join(set)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct BackupSet {

@@ -10,7 +10,7 @@ use toml::Spanned;
 use super::services::RawService;
 use super::values::{HumanDuration, Size, ser_duration, ser_opt_duration};
 use super::{ConfigError, Validator, expand_path};
-use crate::job::Period;
+use crate::schedule::Period;
 
 /// Maintenance tasks per period.
 #[derive(Debug, Clone, Default, Serialize)]

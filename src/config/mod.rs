@@ -44,7 +44,7 @@ use offsite::RawOffsite;
 use schedule::RawSchedule;
 use services::RawService;
 
-use crate::job::Job;
+use crate::schedule::Job;
 
 /// The configuration used when no file is found: state under `~/.local/state/steward`,
 /// no backup sets, and the seed thresholds for checks (memory 80 %, CPU 80 %, disk 90 %).
@@ -425,7 +425,7 @@ impl Validator<'_> {
             let job: Job = name
                 .get_ref()
                 .parse()
-                .map_err(|e: crate::job::UnknownJob| {
+                .map_err(|e: crate::schedule::UnknownJob| {
                     self.spanned_err(name, &format!("hooks.{}", name.get_ref()), e.to_string())
                 })?;
             job_hooks.insert(job, self.hooks(h, &format!("hooks.{}", name.get_ref()))?);

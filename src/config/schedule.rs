@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::backup::RawSet;
 use super::values::{HumanDuration, ser_duration};
 use super::{ConfigError, Validator};
-use crate::job::{Job, PING_KEYS, Period};
+use crate::schedule::{Job, PING_KEYS, Period};
 
 /// When jobs run (the daemon, and the timers packaging writes).
 #[derive(Debug, Clone, Serialize)]

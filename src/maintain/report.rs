@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{TaskError, fail};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::job::Job;
+use crate::schedule::Job;
 
 /// Days until the filesystem fills at the current rate: a least-squares line through the
 /// (time, free bytes) samples; `None` when free space is not shrinking.

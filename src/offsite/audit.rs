@@ -105,7 +105,7 @@ pub fn audit(
                         catalog.offsite_checked(&t.name, &c.backup_id)?;
                         String::new()
                     }
-                    Err(e) => format!("{e:#}"),
+                    Err(e) => crate::error::chain(&e),
                 },
                 None => String::new(),
             },

@@ -72,7 +72,7 @@ pub fn check_full(
             crate::backup::archive::Expect::Sidecar,
             &mut |n| progress.advance(n),
         )
-        .map_err(|e| damaged(format!("{e:#}")))?;
+        .map_err(|e| damaged(crate::error::chain(&e)))?;
         if v.meta.id != copy.backup_id {
             return Err(damaged(format!(
                 "holds the backup {:?}, not {:?}",

@@ -44,7 +44,7 @@ pub enum OffsiteError {
     S3(#[from] S3Error),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

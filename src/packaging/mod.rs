@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::job::Job;
 use crate::schedule::Cron;
+use crate::schedule::Job;
+
+pub mod install;
 
 const JOB_SERVICE: &str = include_str!("../../packaging/systemd/job.service");
 const JOB_TIMER: &str = include_str!("../../packaging/systemd/job.timer");

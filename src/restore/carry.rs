@@ -14,22 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use serde::Serialize;
-
 use super::confine::{ConfineError, Dir, split};
 use super::journal::{Unit, unit_path};
-use super::plan::Plan;
+use super::plan::{Carried, Plan};
 use crate::patterns::Excludes;
-
-/// How much live data the exclude rules leave out (and a restore keeps).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Carried {
-    pub entries: u64,
-    pub bytes: u64,
-    /// Excluded now, but the backup has an entry by that name: the backup's is restored.
-    #[serde(default)]
-    pub backup_has: u64,
-}
 
 /// Visits every live entry below `root` that `excludes` leaves out: an excluded folder
 /// once (`true`: its whole tree goes), an excluded file or link inside a kept folder once.

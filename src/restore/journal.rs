@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 
 use super::confine::{ConfineError, Dir, split};
 use super::plan::{Plan, Target};
-use super::stage::StagedDb;
 use super::{RestoreError, io_err};
 
 /// How far a restore got.
@@ -42,6 +41,30 @@ pub enum Phase {
 /// The `-wal`, `-shm` and `-journal` files SQLite keeps beside a database: stale ones
 /// would be applied to a restored database, so they go aside with the old data.
 pub const SQLITE_SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// A SQLite database the restore writes, with the digest the manifest promises for it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StagedDb {
+    pub target: usize,
+    /// Below the target (empty when the target is the database file).
+    pub rel: Vec<u8>,
+    pub sha256: String,
+}
+
+/// SHA-256 of an open file.
+pub fn sha256(f: &mut std::fs::File) -> io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
 
 /// A swap unit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -494,7 +517,7 @@ pub fn check_databases(journal: &Journal) -> Result<(), RestoreError> {
             (dir, leaf.to_vec())
         };
         let mut f = dir.open_file(&leaf).map_err(RestoreError::Confined)?;
-        let digest = super::stage::sha256(&mut f).map_err(io_err(&shown))?;
+        let digest = sha256(&mut f).map_err(io_err(&shown))?;
         if digest != db.sha256 {
             return Err(RestoreError::Integrity {
                 path: shown,

@@ -33,8 +33,61 @@ use crate::patterns::PathFilter;
 use crate::services::{self, Runner, ServiceError};
 
 pub use journal::{Journal, Phase, Unit, journal_path, pending};
-pub use plan::{Plan, RestoreOptions, Target, plan};
+pub use plan::{Plan, RestoreOptions, Target};
 pub use resume::{Guarded, Resumed, abandoned, cleanup, guard, resume};
+
+/// Plans the restore of `record` (see [`plan::plan`]), with what an in-place swap carries
+/// over counted.
+pub fn plan(
+    config: &Config,
+    record: &BackupRecord,
+    opts: &RestoreOptions,
+) -> Result<Plan, RestoreError> {
+    let mut p = plan::plan(config, record, opts)?;
+    if p.in_place
+        && let Some(set) = config.set(&p.set)
+    {
+        p.excluded = carry::count(&p, &set.excludes);
+    }
+    Ok(p)
+}
+
+/// What a process holding a plan's data open means for the swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The swap is refused while it stays open.
+    Refused,
+    /// Only its working folder is inside the data: not refused.
+    FolderOnly,
+    /// An entry the set excludes, carried over (its writes stay live): not refused.
+    Carried,
+}
+
+/// Who holds an in-place plan's data open now, and what each means for the swap.
+pub fn open_now(plan: &Plan) -> Result<Vec<(holders::Holder, Hold)>, holders::HoldersError> {
+    let paths: Vec<PathBuf> = plan.targets.iter().map(|t| t.live.clone()).collect();
+    let carried = if plan.carry_rules.is_empty() {
+        None
+    } else {
+        crate::patterns::Excludes::new(&plan.carry_rules).ok()
+    };
+    Ok(holders::holders(&paths)?
+        .into_iter()
+        .map(|x| {
+            let hold = if x.is_folder_only() {
+                Hold::FolderOnly
+            } else if carried
+                .as_ref()
+                .is_some_and(|ex| carry::is_carried(plan, ex, &x.file))
+            {
+                Hold::Carried
+            } else {
+                Hold::Refused
+            };
+            (x, hold)
+        })
+        .collect())
+}
 
 /// Why a restore failed or was refused. Data is as it was before unless the message
 /// says otherwise.
@@ -52,7 +105,7 @@ pub enum RestoreError {
     },
     #[error("{0}")]
     Refused(String),
-    #[error("unsafe entry {entry}: {source}")]
+    #[error("unsafe entry {entry}")]
     Unsafe {
         entry: String,
         #[source]
@@ -134,7 +187,7 @@ pub struct Report {
     pub also_started: Vec<String>,
     pub rollbacks: Vec<PathBuf>,
     /// Live entries the exclude rules leave out, carried into the restored data.
-    pub carried: carry::Carried,
+    pub carried: plan::Carried,
     /// Processes that held files open and were let be (`--ignore-open-files`).
     pub open_ignored: Vec<holders::Holder>,
     pub sqlite_checked: Vec<PathBuf>,
@@ -242,56 +295,9 @@ pub fn restore(
 ) -> Result<Report, RestoreError> {
     journal::refuse_if_pending(&config.state_dir)?;
     let filter = path_filter(&opts.paths, plan)?;
-    let prefixes: Vec<Vec<u8>> = plan
-        .targets
-        .iter()
-        .map(|t| t.prefix.as_bytes().to_vec())
-        .collect();
-    let mut rules = safety::Rules::new(prefixes, opts.allow_external_symlinks);
 
     // 1. The whole archive, verified and every entry checked, before anything is written.
-    let size = std::fs::metadata(&record.path).map_or(0, |m| m.len());
-    progress.phase(&format!("checking {}", record.id), size);
-    let skip_rules = crate::fault::enabled("restore-skip-safety-pass");
-    let mut matched = 0u64;
-    let verified = archive::verify_inspecting(
-        &record.path,
-        &mut |e| {
-            if filter.as_ref().is_some_and(|f| f.matches(e.path)) {
-                matched += 1;
-            }
-            if skip_rules { Ok(()) } else { rules.check(e) }
-        },
-        &mut |n| progress.advance(n),
-    )?;
-    if filter.is_some() && matched == 0 {
-        return Err(RestoreError::Refused(format!(
-            "--path {} matches nothing in {}; nothing was changed (patterns are absolute \
-             paths as backed up, like {}/..., or relative to the set's paths)",
-            opts.paths.join(" "),
-            plan.id,
-            plan.targets
-                .first()
-                .map(|t| format!("/{}", t.prefix))
-                .unwrap_or_default()
-        )));
-    }
-    if hex::encode(verified.sha256) != record.sha256 && !record.sha256.is_empty() {
-        return Err(RestoreError::Refused(format!(
-            "{}: its bytes differ from the catalog's record",
-            record.path.display()
-        )));
-    }
-    if verified.meta.id != plan.id || verified.meta.set != plan.set {
-        return Err(RestoreError::Refused(format!(
-            "{}: holds the backup {} of set {}, not {} of {}",
-            record.path.display(),
-            verified.meta.id,
-            verified.meta.set,
-            plan.id,
-            plan.set
-        )));
-    }
+    check_archive(record, plan, opts, filter.as_ref(), progress)?;
     if interrupted.load(Ordering::SeqCst) {
         return Err(RestoreError::Interrupted);
     }
@@ -331,28 +337,9 @@ pub fn restore(
     }
 
     // 3. Stop the services that use the data, each recorded in the journal first.
-    let quiesced = if plan.stop.is_empty() {
-        services::Quiesced::none(runner)
-    } else {
-        progress.phase("stopping services", 0);
-        let state_dir = config.state_dir.clone();
-        let mut j = journal.clone();
-        let result = services::quiesce_recorded(
-            &config.services,
-            &plan.stop,
-            runner,
-            |m| progress.note(m),
-            |names| {
-                j.stopped = names.to_vec();
-                j.save(&state_dir).map_err(|e| e.to_string())?;
-                crate::fault::crash_point("restore-service-recorded");
-                Ok(())
-            },
-        );
-        match result {
-            Ok(q) => q,
-            Err(e) => return Err(abandon(config, &mut journal, None, e.into())),
-        }
+    let quiesced = match stop_recorded(config, plan, &journal, runner, progress) {
+        Ok(q) => q,
+        Err(e) => return Err(abandon(config, &mut journal, None, e)),
     };
     journal.stopped = quiesced.stopped();
     crate::fault::crash_point("restore-services-stopped");
@@ -365,81 +352,12 @@ pub fn restore(
         ));
     }
 
-    // The rules of what is carried over, compiled once (they were valid when planned).
-    let carry_rules = if plan.in_place && !plan.carry_rules.is_empty() {
-        match crate::patterns::Excludes::new(&plan.carry_rules) {
-            Ok(x) => Some(x),
-            Err(e) => {
-                let e = RestoreError::Pattern {
-                    pattern: e.pattern.clone(),
-                    source: e,
-                };
-                return Err(abandon(config, &mut journal, Some(quiesced), e));
-            }
-        }
-    } else {
-        None
+    // 4. Nothing may hold the data open any more (after quiescing, so the set's own
+    // services are gone by now); what the backup never had is carried over.
+    let (open_ignored, carried) = match open_and_carry(plan, opts, &journal, progress) {
+        Ok(r) => r,
+        Err(e) => return Err(abandon(config, &mut journal, Some(quiesced), e)),
     };
-
-    // 4. Nothing may hold the data open any more: its writes would go to the copy moved
-    // aside. Asked after quiescing, so the set's own services are gone by now. Entries
-    // carried over are not moved aside: writing to them is harmless.
-    let mut open_ignored = Vec::new();
-    if plan.in_place {
-        let paths: Vec<PathBuf> = journal
-            .units
-            .iter()
-            .map(|u| journal::unit_path(plan, u))
-            .collect();
-        let found = match holders::holders(&paths) {
-            Ok(h) => h,
-            Err(e) if opts.ignore_open_files => {
-                progress.note(&format!("{e}; --ignore-open-files: going on"));
-                Vec::new()
-            }
-            Err(e) => return Err(abandon(config, &mut journal, Some(quiesced), e.into())),
-        };
-        let carried_over = |h: &holders::Holder| {
-            carry_rules
-                .as_ref()
-                .is_some_and(|x| carry::is_carried(plan, x, &h.file))
-        };
-        let found: Vec<holders::Holder> = found
-            .into_iter()
-            .filter(|h| !h.is_folder_only() && !carried_over(h))
-            .collect();
-        if !found.is_empty() {
-            if !opts.ignore_open_files {
-                let e = RestoreError::OpenFiles {
-                    set: plan.set.clone(),
-                    holders: found,
-                };
-                return Err(abandon(config, &mut journal, Some(quiesced), e));
-            }
-            progress.note(&format!(
-                "--ignore-open-files: swapping although {} are open",
-                holders::describe(&found)
-            ));
-            open_ignored = found;
-        }
-    }
-
-    // What the backup never had stays: carried into the staged data, now that nothing
-    // writes to it any more.
-    let mut carried = carry::Carried::default();
-    if let Some(excludes) = &carry_rules {
-        match carry::carry(plan, &journal.units, excludes) {
-            Ok(c) => carried = c,
-            Err(e) => {
-                let e = RestoreError::Refused(format!(
-                    "carrying over the live entries the set excludes failed: {}; nothing \
-                     was changed (--replace-excluded leaves them in the rollback copy instead)",
-                    crate::error::chain(&e)
-                ));
-                return Err(abandon(config, &mut journal, Some(quiesced), e));
-            }
-        }
-    }
 
     // 5. Swap under the journal, then check the databases in their final place.
     progress.phase("swapping", 0);
@@ -479,6 +397,221 @@ pub fn restore(
     )?;
 
     // 6. Start the services again; the journal goes only once they run.
+    let started = restart(config, opts, quiesced, runner, progress)?;
+    Ok(Report {
+        id: plan.id.clone(),
+        files: staged.files,
+        bytes: staged.bytes,
+        stopped: started.stopped,
+        left_stopped: started.left_stopped,
+        also_started: started.also_started,
+        rollbacks,
+        carried,
+        open_ignored,
+        sqlite_checked: journal
+            .databases
+            .iter()
+            .map(|d| {
+                let t = &plan.targets[d.target];
+                if d.rel.is_empty() {
+                    t.live.clone()
+                } else {
+                    t.live
+                        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&d.rel))
+                }
+            })
+            .collect(),
+        removed_abandoned,
+    })
+}
+
+/// Step 1: the whole archive verified and every entry checked against the plan's safety
+/// rules; `--path` must match something, the bytes and the identity must be the catalog's.
+fn check_archive(
+    record: &BackupRecord,
+    plan: &Plan,
+    opts: &RestoreOptions,
+    filter: Option<&PathFilter>,
+    progress: &dyn Progress,
+) -> Result<(), RestoreError> {
+    let prefixes: Vec<Vec<u8>> = plan
+        .targets
+        .iter()
+        .map(|t| t.prefix.as_bytes().to_vec())
+        .collect();
+    let mut rules = safety::Rules::new(prefixes, opts.allow_external_symlinks);
+    let size = std::fs::metadata(&record.path).map_or(0, |m| m.len());
+    progress.phase(&format!("checking {}", record.id), size);
+    let skip_rules = crate::fault::enabled("restore-skip-safety-pass");
+    let mut matched = 0u64;
+    let verified = archive::verify_inspecting(
+        &record.path,
+        &mut |e| {
+            if filter.is_some_and(|f| f.matches(e.path)) {
+                matched += 1;
+            }
+            if skip_rules { Ok(()) } else { rules.check(e) }
+        },
+        &mut |n| progress.advance(n),
+    )?;
+    if filter.is_some() && matched == 0 {
+        return Err(RestoreError::Refused(format!(
+            "--path {} matches nothing in {}; nothing was changed (patterns are absolute \
+             paths as backed up, like {}/..., or relative to the set's paths)",
+            opts.paths.join(" "),
+            plan.id,
+            plan.targets
+                .first()
+                .map(|t| format!("/{}", t.prefix))
+                .unwrap_or_default()
+        )));
+    }
+    if hex::encode(verified.sha256) != record.sha256 && !record.sha256.is_empty() {
+        return Err(RestoreError::Refused(format!(
+            "{}: its bytes differ from the catalog's record",
+            record.path.display()
+        )));
+    }
+    if verified.meta.id != plan.id || verified.meta.set != plan.set {
+        return Err(RestoreError::Refused(format!(
+            "{}: holds the backup {} of set {}, not {} of {}",
+            record.path.display(),
+            verified.meta.id,
+            verified.meta.set,
+            plan.id,
+            plan.set
+        )));
+    }
+    Ok(())
+}
+
+/// Step 3: the plan's services stopped, each recorded in the journal before it stops.
+fn stop_recorded<'r>(
+    config: &Config,
+    plan: &Plan,
+    journal: &Journal,
+    runner: &'r dyn Runner,
+    progress: &dyn Progress,
+) -> Result<services::Quiesced<'r>, RestoreError> {
+    if plan.stop.is_empty() {
+        return Ok(services::Quiesced::none(runner));
+    }
+    progress.phase("stopping services", 0);
+    let state_dir = config.state_dir.clone();
+    let mut j = journal.clone();
+    services::quiesce_recorded(
+        &config.services,
+        &plan.stop,
+        runner,
+        |m| progress.note(m),
+        |names| {
+            j.stopped = names.to_vec();
+            j.save(&state_dir).map_err(|e| crate::error::chain(&e))?;
+            crate::fault::crash_point("restore-service-recorded");
+            Ok(())
+        },
+    )
+    .map_err(Into::into)
+}
+
+/// Step 4: who holds the data open (refused unless `--ignore-open-files`; returned when
+/// ignored), then the live entries the set excludes carried into the staged data, now that
+/// nothing writes to them.
+fn open_and_carry(
+    plan: &Plan,
+    opts: &RestoreOptions,
+    journal: &Journal,
+    progress: &dyn Progress,
+) -> Result<(Vec<holders::Holder>, plan::Carried), RestoreError> {
+    // The rules of what is carried over, compiled once (they were valid when planned).
+    let carry_rules = if plan.in_place && !plan.carry_rules.is_empty() {
+        Some(
+            crate::patterns::Excludes::new(&plan.carry_rules).map_err(|e| {
+                RestoreError::Pattern {
+                    pattern: e.pattern.clone(),
+                    source: e,
+                }
+            })?,
+        )
+    } else {
+        None
+    };
+    // Open data's writes would go to the copy moved aside. Entries carried over are not
+    // moved aside: writing to them is harmless.
+    let mut open_ignored = Vec::new();
+    if plan.in_place {
+        let paths: Vec<PathBuf> = journal
+            .units
+            .iter()
+            .map(|u| journal::unit_path(plan, u))
+            .collect();
+        let found = match holders::holders(&paths) {
+            Ok(h) => h,
+            Err(e) if opts.ignore_open_files => {
+                progress.note(&format!("{e}; --ignore-open-files: going on"));
+                Vec::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let carried_over = |h: &holders::Holder| {
+            carry_rules
+                .as_ref()
+                .is_some_and(|x| carry::is_carried(plan, x, &h.file))
+        };
+        let found: Vec<holders::Holder> = found
+            .into_iter()
+            .filter(|h| !h.is_folder_only() && !carried_over(h))
+            .collect();
+        if !found.is_empty() {
+            if !opts.ignore_open_files {
+                return Err(RestoreError::OpenFiles {
+                    set: plan.set.clone(),
+                    holders: found,
+                });
+            }
+            progress.note(&format!(
+                "--ignore-open-files: swapping although {} are open",
+                holders::describe(&found)
+            ));
+            open_ignored = found;
+        }
+    }
+
+    // What the backup never had stays: carried into the staged data, now that nothing
+    // writes to it any more.
+    let mut carried = plan::Carried::default();
+    if let Some(excludes) = &carry_rules {
+        match carry::carry(plan, &journal.units, excludes) {
+            Ok(c) => carried = c,
+            Err(e) => {
+                return Err(RestoreError::Refused(format!(
+                    "carrying over the live entries the set excludes failed: {}; nothing \
+                     was changed (--replace-excluded leaves them in the rollback copy instead)",
+                    crate::error::chain(&e)
+                )));
+            }
+        }
+    }
+
+    Ok((open_ignored, carried))
+}
+
+/// The services after step 6.
+struct ServicesAfter {
+    stopped: Vec<String>,
+    also_started: Vec<String>,
+    left_stopped: Vec<(String, String)>,
+}
+
+/// Step 6: the stopped services started again, the journal removed once they run; with
+/// `--start-stopped`, those that were down before too.
+fn restart(
+    config: &Config,
+    opts: &RestoreOptions,
+    quiesced: services::Quiesced<'_>,
+    runner: &dyn Runner,
+    progress: &dyn Progress,
+) -> Result<ServicesAfter, RestoreError> {
     let stopped = quiesced.stopped();
     let not_running = quiesced.not_running();
     progress.phase("starting services", 0);
@@ -508,29 +641,9 @@ pub fn restore(
         .filter(|s| not_running.contains(&s.name) && !also_started.contains(&s.name))
         .map(|s| (s.name.clone(), services::start_hint(s, runner)))
         .collect();
-    Ok(Report {
-        id: plan.id.clone(),
-        files: staged.files,
-        bytes: staged.bytes,
+    Ok(ServicesAfter {
         stopped,
-        left_stopped,
         also_started,
-        rollbacks,
-        carried,
-        open_ignored,
-        sqlite_checked: journal
-            .databases
-            .iter()
-            .map(|d| {
-                let t = &plan.targets[d.target];
-                if d.rel.is_empty() {
-                    t.live.clone()
-                } else {
-                    t.live
-                        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&d.rel))
-                }
-            })
-            .collect(),
-        removed_abandoned,
+        left_stopped,
     })
 }

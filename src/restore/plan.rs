@@ -89,7 +89,7 @@ pub struct Plan {
     /// Live entries the set's exclude rules leave out, which an in-place restore carries
     /// over (none with `--replace-excluded` or `--to`).
     #[serde(default)]
-    pub excluded: super::carry::Carried,
+    pub excluded: Carried,
     /// The exclude rules whose live entries are carried over (the set's, at plan time);
     /// empty with `--replace-excluded` or `--to`.
     #[serde(default)]
@@ -168,82 +168,10 @@ pub fn plan(
             record.path.display()
         )));
     }
-    // (base, rel_parent, name, live) for each path.
-    let mut places: Vec<(String, PathBuf, String, String, PathBuf)> = Vec::new();
-    match &opts.to {
-        None => {
-            let set = config.set(&meta.set).ok_or_else(|| {
-                RestoreError::Refused(format!(
-                    "the set {} is not in the configuration, so it has nowhere to go in \
-                     place; look at it with --to DIR",
-                    meta.set
-                ))
-            })?;
-            let mut configured: Vec<String> = set
-                .paths
-                .iter()
-                .map(|p| p.value.to_string_lossy().into_owned())
-                .collect();
-            configured.sort();
-            let mut archived = recorded.clone();
-            archived.sort();
-            if archived != configured {
-                return Err(RestoreError::Refused(format!(
-                    "{}: the archive records the paths {archived:?}, but the set {} is \
-                     configured with {configured:?}; an in-place restore only replaces the \
-                     configured paths (use --to DIR to look at this archive)",
-                    record.path.display(),
-                    meta.set
-                )));
-            }
-            for p in configured {
-                let live = PathBuf::from(&p);
-                let (parent, name) = split_last(p.trim_start_matches('/'));
-                places.push((
-                    p.trim_start_matches('/').to_string(),
-                    PathBuf::from(format!("/{parent}")),
-                    String::new(),
-                    name.to_string(),
-                    live,
-                ));
-            }
-        }
-        Some(dir) => {
-            let dir = std::path::absolute(dir).map_err(|source| RestoreError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            // A file (or a link to one) where the folder should be: said plainly, not as
-            // the bare EEXIST the staging would meet.
-            if fs::metadata(&dir).is_ok_and(|m| !m.is_dir())
-                || fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink())
-            {
-                return Err(RestoreError::Refused(format!(
-                    "--to {}: not a folder (a file or a link is there); give a new or empty \
-                     folder",
-                    dir.display()
-                )));
-            }
-            for p in &recorded {
-                let prefix = p.trim_start_matches('/');
-                let (parent, name) = split_last(prefix);
-                let live = dir.join(prefix);
-                if fs::symlink_metadata(&live).is_ok() {
-                    return Err(RestoreError::Refused(format!(
-                        "{} exists; --to never overwrites, choose an empty folder",
-                        live.display()
-                    )));
-                }
-                places.push((
-                    prefix.to_string(),
-                    dir.clone(),
-                    parent.to_string(),
-                    name.to_string(),
-                    live,
-                ));
-            }
-        }
-    }
+    let places = match &opts.to {
+        None => in_place(config, record, &meta.set, &recorded)?,
+        Some(dir) => into_folder(dir, &recorded)?,
+    };
     let targets: Vec<Target> = places
         .into_iter()
         .map(|(prefix, base, rel_parent, name, live)| Target {
@@ -263,21 +191,8 @@ pub fn plan(
         _ => Vec::new(),
     };
     let set = config.set(&meta.set).filter(|_| in_place);
-    // Moving a folder moves what is mounted inside it: the mounted filesystem would end
-    // up in the rollback copy, and the restored folder would lack it.
     if in_place && opts.paths.is_empty() {
-        for t in targets.iter().filter(|t| t.exists) {
-            if let Some(m) = crate::fsutil::mount_inside(&t.live) {
-                return Err(RestoreError::Refused(format!(
-                    "{} is a mount point inside the set path {} (or the path itself): an \
-                     in-place restore would move the mounted filesystem aside with the old \
-                     data; unmount it first, or restore --to DIR and copy back what you need \
-                     (nothing was changed)",
-                    m.display(),
-                    t.live.display()
-                )));
-            }
-        }
+        refuse_mounts(&targets)?;
     }
     let mut plan = Plan {
         id: record.id.clone(),
@@ -291,16 +206,120 @@ pub fn plan(
         stop,
         paths: opts.paths.clone(),
         stamp,
-        excluded: super::carry::Carried::default(),
+        excluded: Carried::default(),
         carry_rules: Vec::new(),
     };
-    if let Some(set) = set {
-        plan.excluded = super::carry::count(&plan, &set.excludes);
-        if !opts.replace_excluded {
-            plan.carry_rules.clone_from(&set.exclude);
-        }
+    if let Some(set) = set
+        && !opts.replace_excluded
+    {
+        plan.carry_rules.clone_from(&set.exclude);
     }
     Ok(plan)
+}
+
+/// Where a recorded path goes: (prefix, base, rel_parent, name, live).
+type Place = (String, PathBuf, String, String, PathBuf);
+
+/// In place: the set's configured paths, which must be the archive's.
+fn in_place(
+    config: &Config,
+    record: &BackupRecord,
+    set_name: &str,
+    recorded: &[String],
+) -> Result<Vec<Place>, RestoreError> {
+    let mut places = Vec::new();
+    let set = config.set(set_name).ok_or_else(|| {
+        RestoreError::Refused(format!(
+            "the set {set_name} is not in the configuration, so it has nowhere to go in \
+             place; look at it with --to DIR"
+        ))
+    })?;
+    let mut configured: Vec<String> = set
+        .paths
+        .iter()
+        .map(|p| p.value.to_string_lossy().into_owned())
+        .collect();
+    configured.sort();
+    let mut archived = recorded.to_vec();
+    archived.sort();
+    if archived != configured {
+        return Err(RestoreError::Refused(format!(
+            "{}: the archive records the paths {archived:?}, but the set {} is \
+             configured with {configured:?}; an in-place restore only replaces the \
+             configured paths (use --to DIR to look at this archive)",
+            record.path.display(),
+            set_name
+        )));
+    }
+    for p in configured {
+        let live = PathBuf::from(&p);
+        let (parent, name) = split_last(p.trim_start_matches('/'));
+        places.push((
+            p.trim_start_matches('/').to_string(),
+            PathBuf::from(format!("/{parent}")),
+            String::new(),
+            name.to_string(),
+            live,
+        ));
+    }
+    Ok(places)
+}
+
+/// `--to DIR`: every recorded path under a new or empty folder, nothing overwritten.
+fn into_folder(dir: &Path, recorded: &[String]) -> Result<Vec<Place>, RestoreError> {
+    let mut places = Vec::new();
+    let dir = std::path::absolute(dir).map_err(|source| RestoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // A file (or a link to one) where the folder should be: said plainly, not as
+    // the bare EEXIST the staging would meet.
+    if fs::metadata(&dir).is_ok_and(|m| !m.is_dir())
+        || fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(RestoreError::Refused(format!(
+            "--to {}: not a folder (a file or a link is there); give a new or empty \
+             folder",
+            dir.display()
+        )));
+    }
+    for p in recorded {
+        let prefix = p.trim_start_matches('/');
+        let (parent, name) = split_last(prefix);
+        let live = dir.join(prefix);
+        if fs::symlink_metadata(&live).is_ok() {
+            return Err(RestoreError::Refused(format!(
+                "{} exists; --to never overwrites, choose an empty folder",
+                live.display()
+            )));
+        }
+        places.push((
+            prefix.to_string(),
+            dir.clone(),
+            parent.to_string(),
+            name.to_string(),
+            live,
+        ));
+    }
+    Ok(places)
+}
+
+/// Moving a folder moves what is mounted inside it: the mounted filesystem would end up
+/// in the rollback copy, and the restored folder would lack it.
+fn refuse_mounts(targets: &[Target]) -> Result<(), RestoreError> {
+    for t in targets.iter().filter(|t| t.exists) {
+        if let Some(m) = crate::fsutil::mount_inside(&t.live) {
+            return Err(RestoreError::Refused(format!(
+                "{} is a mount point inside the set path {} (or the path itself): an \
+                 in-place restore would move the mounted filesystem aside with the old \
+                 data; unmount it first, or restore --to DIR and copy back what you need \
+                 (nothing was changed)",
+                m.display(),
+                t.live.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `wanted`, or `wanted-2`, `-3`... when a restore earlier in the same second kept its
@@ -323,4 +342,14 @@ pub fn is_staging_name(name: &str, of: &str) -> bool {
 /// The parent folder and last name of a configured path.
 pub fn parent_and_name(p: &Path) -> Option<(&Path, String)> {
     Some((p.parent()?, p.file_name()?.to_string_lossy().into_owned()))
+}
+
+/// How much live data the exclude rules leave out (and a restore keeps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub entries: u64,
+    pub bytes: u64,
+    /// Excluded now, but the backup has an entry by that name: the backup's is restored.
+    #[serde(default)]
+    pub backup_has: u64,
 }

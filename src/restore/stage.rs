@@ -16,23 +16,16 @@ use sha2::{Digest, Sha256};
 use tar::EntryType;
 
 use super::confine::{ConfineError, Dir, split};
-use super::journal::Unit;
+use super::journal::{StagedDb, Unit};
 use super::plan::{Plan, Target};
 use super::{RestoreError, io_err};
+use crate::backup::Progress;
+use crate::backup::archive::manifest;
 use crate::backup::archive::{self, ArchiveError, MANIFEST_PATH, entry_key};
-use crate::backup::{Progress, manifest};
 use crate::patterns::PathFilter;
 
-/// A SQLite database the restore writes, with the digest the manifest promises for it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StagedDb {
-    pub target: usize,
-    /// Below the target (empty when the target is the database file).
-    pub rel: Vec<u8>,
-    pub sha256: String,
-}
-
 /// What staging produced.
+#[derive(Default)]
 pub struct Staged {
     pub files: u64,
     pub bytes: u64,
@@ -155,18 +148,6 @@ pub fn stage(
             message: m,
         })
     };
-    // The target of a link entry; a link without one is a damaged archive.
-    let link_target = |entry: &tar::Entry<'_, _>, what: &str| {
-        entry
-            .link_name_bytes()
-            .map(std::borrow::Cow::into_owned)
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "{what} {} has no target",
-                    String::from_utf8_lossy(&entry.path_bytes())
-                ))
-            })
-    };
     let mut folders = Folders {
         containers: containers(plan)?,
         open: HashMap::new(),
@@ -176,14 +157,9 @@ pub fn stage(
     let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
     let root = is_root();
     let mut keys: Vec<[u8; 16]> = Vec::new();
-    // (target, rel, mode, mtime, uid, gid) of every folder, for after their contents.
-    let mut dirs: Vec<(usize, Vec<u8>, u32, u64, u64, u64)> = Vec::new();
-    let mut staged = Staged {
-        files: 0,
-        bytes: 0,
-        databases: Vec::new(),
-        units: Vec::new(),
-    };
+    // (target, rel, owner) of every folder, for after their contents.
+    let mut dirs: Vec<(usize, Vec<u8>, Owner)> = Vec::new();
+    let mut staged = Staged::default();
     let mut manifest_checked = false;
     let mut buf = vec![0u8; 256 * 1024];
     let mut tar = tar::Archive::new(stream);
@@ -193,14 +169,7 @@ pub fn stage(
             return Err(RestoreError::Interrupted);
         }
         let mut entry = entry.map_err(|e| corrupt(format!("reading the archive: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
-        let path: Vec<u8> = {
-            let mut p = raw.as_slice();
-            while let Some(r) = p.strip_suffix(b"/") {
-                p = r;
-            }
-            p.to_vec()
-        };
+        let path = entry_path(&entry);
         let kind = entry.header().entry_type();
         if path == MANIFEST_PATH.as_bytes() {
             manifest_checked = true;
@@ -217,11 +186,7 @@ pub fn stage(
         }
         let t = &plan.targets[ti];
         let rel = relative(t, &path).to_vec();
-        let h = entry.header();
-        // Never setuid/setgid, whatever the safety pass let through.
-        let mode = h.mode().unwrap_or(0o600) & 0o1777;
-        let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
-        let mtime = h.mtime().unwrap_or(0);
+        let owner = Owner::of(entry.header(), root);
         progress.advance(entry.size());
         let name_in = |leaf: &[u8]| -> Vec<u8> {
             if rel.is_empty() {
@@ -237,7 +202,7 @@ pub fn stage(
                         .parent_of(t, ti, &rel, true)
                         .map_err(unsafe_entry(&path))?;
                     d.create_dir(&name_in(leaf)).map_err(unsafe_entry(&path))?;
-                    dirs.push((ti, rel.clone(), mode, mtime, uid, gid));
+                    dirs.push((ti, rel.clone(), owner));
                 }
             }
             EntryType::Regular | EntryType::Continuous => {
@@ -247,34 +212,15 @@ pub fn stage(
                 let dest = d.path().join(std::ffi::OsStr::from_bytes(&name_in(leaf)));
                 crate::fault::fail_point("restore-stage-file").map_err(io_err(&plan.archive))?;
                 let mut f = d.create_file(&name_in(leaf)).map_err(unsafe_entry(&path))?;
-                let mut h = Sha256::new();
-                let mut first = [0u8; 16];
-                let mut total = 0u64;
-                loop {
-                    let n = entry.read(&mut buf).map_err(|e| {
-                        corrupt(format!("reading {}: {e}", String::from_utf8_lossy(&path)))
+                let (digest, first, total) =
+                    copy_hashed(&mut entry, &mut f, &mut buf).map_err(|e| match e {
+                        Copy::Read(e) => {
+                            corrupt(format!("reading {}: {e}", String::from_utf8_lossy(&path)))
+                        }
+                        Copy::Write(e) => io_err(&dest)(e),
                     })?;
-                    if n == 0 {
-                        break;
-                    }
-                    if total < 16 {
-                        let k = (16 - total as usize).min(n);
-                        first[total as usize..total as usize + k].copy_from_slice(&buf[..k]);
-                    }
-                    h.update(&buf[..n]);
-                    f.write_all(&buf[..n]).map_err(io_err(&dest))?;
-                    total += n as u64;
-                }
-                let digest: [u8; 32] = h.finalize().into();
                 keys.push(entry_key(&path, &digest));
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(io_err(&dest))?;
-                f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
-                    .map_err(io_err(&dest))?;
-                if root {
-                    std::os::unix::fs::fchown(&f, Some(uid as u32), Some(gid as u32))
-                        .map_err(io_err(&dest))?;
-                }
+                owner.apply(&f, &dest)?;
                 drop(f);
                 if &first == crate::backup::walk::SQLITE_HEADER {
                     check_sqlite(&dest)?;
@@ -291,56 +237,24 @@ pub fn stage(
                 }
             }
             EntryType::Symlink => {
-                let link = link_target(&entry, "symlink")?;
-                if rel.is_empty() {
-                    return Err(RestoreError::Refused(format!(
-                        "unsafe entry {}: the set path itself is a symlink in the archive",
-                        String::from_utf8_lossy(&path)
-                    )));
-                }
-                let (d, leaf) = folders
-                    .parent_of(t, ti, &rel, true)
-                    .map_err(unsafe_entry(&path))?;
-                d.symlink(&link, leaf).map_err(unsafe_entry(&path))?;
-                if root {
-                    d.lchown(leaf, uid as u32, gid as u32)
-                        .map_err(unsafe_entry(&path))?;
-                }
+                let link = link_target(&entry, "symlink", archive_path)?;
+                symlink(&mut folders, (ti, &rel, &path), &link, owner, &plan.targets)?;
                 if filter.is_some() {
                     staged.units.push(Unit::entry(ti, &rel));
                 }
             }
             EntryType::Link => {
-                let link = link_target(&entry, "hard link")?;
+                let link = link_target(&entry, "hard link", archive_path)?;
                 let link = link.strip_suffix(b"/").unwrap_or(&link).to_vec();
-                let refused = || {
-                    RestoreError::Refused(format!(
-                        "unsafe entry {}: hard link to {}, which is not a file this restore wrote",
-                        String::from_utf8_lossy(&path),
-                        String::from_utf8_lossy(&link)
-                    ))
-                };
-                let si = target_of(&plan.targets, &link).ok_or_else(refused)?;
-                let st = &plan.targets[si];
-                let src_rel = relative(st, &link).to_vec();
-                if rel.is_empty() || src_rel.is_empty() {
-                    return Err(refused());
-                }
-                let (src_dir, src_leaf) = split(&src_rel);
-                let src = match folders.get(si, &st.name, src_dir, false) {
-                    Ok(d) => d.walk(b"", false).map_err(unsafe_entry(&path))?,
-                    // With --path the link's first name may be filtered out.
-                    Err(_) if filter.is_some() => continue,
-                    Err(e) => return Err(unsafe_entry(&path)(e)),
-                };
-                if !src.exists(src_leaf) && filter.is_some() {
+                if !hard_link(
+                    plan,
+                    &mut folders,
+                    (ti, &rel, &path),
+                    &link,
+                    filter.is_some(),
+                )? {
                     continue;
                 }
-                let (d, leaf) = folders
-                    .parent_of(t, ti, &rel, true)
-                    .map_err(unsafe_entry(&path))?;
-                d.hard_link(&src, src_leaf, leaf)
-                    .map_err(unsafe_entry(&path))?;
                 if filter.is_some() {
                     staged.units.push(Unit::entry(ti, &rel));
                 }
@@ -361,9 +275,87 @@ pub fn stage(
     if !manifest_checked {
         return Err(corrupt(format!("{MANIFEST_PATH} is missing")));
     }
-    // Folders last, deepest first, so adding files did not change their times.
+    finish(plan, &mut folders, &dirs)?;
+    Ok(staged)
+}
+
+/// A staged entry's mode (never setuid/setgid, whatever the safety pass let through),
+/// modification time and, for root, owner.
+#[derive(Clone, Copy)]
+struct Owner {
+    mode: u32,
+    mtime: u64,
+    uid: u64,
+    gid: u64,
+    root: bool,
+}
+
+impl Owner {
+    fn of(h: &tar::Header, root: bool) -> Owner {
+        Owner {
+            mode: h.mode().unwrap_or(0o600) & 0o1777,
+            mtime: h.mtime().unwrap_or(0),
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            root,
+        }
+    }
+
+    /// Sets them on the open entry `f` (at `path`, for errors).
+    fn apply(&self, f: &File, path: &Path) -> Result<(), RestoreError> {
+        f.set_permissions(fs::Permissions::from_mode(self.mode))
+            .map_err(io_err(path))?;
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(self.mtime))
+            .map_err(io_err(path))?;
+        if self.root {
+            std::os::unix::fs::fchown(f, Some(self.uid as u32), Some(self.gid as u32))
+                .map_err(io_err(path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Which side of a copy failed.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies `from` into `to` through `buf`, hashing: the SHA-256, the first 16 bytes (a
+/// SQLite header?) and the length.
+fn copy_hashed(
+    from: &mut impl Read,
+    to: &mut File,
+    buf: &mut [u8],
+) -> Result<([u8; 32], [u8; 16], u64), Copy> {
+    let mut h = Sha256::new();
+    let mut first = [0u8; 16];
+    let mut total = 0u64;
+    loop {
+        let n = from.read(buf).map_err(Copy::Read)?;
+        if n == 0 {
+            break;
+        }
+        if total < 16 {
+            let k = (16 - total as usize).min(n);
+            first[total as usize..total as usize + k].copy_from_slice(&buf[..k]);
+        }
+        h.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        total += n as u64;
+    }
+    Ok((h.finalize().into(), first, total))
+}
+
+/// Folders last, deepest first, so adding files did not change their times; then every
+/// staged byte made durable.
+fn finish(
+    plan: &Plan,
+    folders: &mut Folders,
+    dirs: &[(usize, Vec<u8>, Owner)],
+) -> Result<(), RestoreError> {
     folders.open.clear();
-    for (ti, rel, mode, mtime, uid, gid) in dirs.iter().rev() {
+    for (ti, rel, owner) in dirs.iter().rev() {
         let t = &plan.targets[*ti];
         let c = &folders.containers[*ti];
         let d = if rel.is_empty() {
@@ -374,21 +366,111 @@ pub fn stage(
         }
         .map_err(RestoreError::Confined)?;
         let f = d.as_file().map_err(RestoreError::Confined)?;
-        f.set_permissions(fs::Permissions::from_mode(*mode))
-            .map_err(io_err(d.path()))?;
-        f.set_modified(UNIX_EPOCH + Duration::from_secs(*mtime))
-            .map_err(io_err(d.path()))?;
-        if root {
-            std::os::unix::fs::fchown(&f, Some(*uid as u32), Some(*gid as u32))
-                .map_err(io_err(d.path()))?;
-        }
+        owner.apply(&f, d.path())?;
     }
     // Durable before the swap can expose it: one flush per filesystem instead of an
     // fsync per file.
     for c in &folders.containers {
         crate::fsutil::sync_filesystem(c.path()).map_err(io_err(c.path()))?;
     }
-    Ok(staged)
+    Ok(())
+}
+
+/// The target of a link entry; a link without one is a damaged archive.
+fn link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    what: &str,
+    archive: &Path,
+) -> Result<Vec<u8>, RestoreError> {
+    entry
+        .link_name_bytes()
+        .map(std::borrow::Cow::into_owned)
+        .ok_or_else(|| {
+            RestoreError::Archive(ArchiveError::Corrupt {
+                path: archive.to_path_buf(),
+                message: format!(
+                    "{what} {} has no target",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            })
+        })
+}
+
+/// An entry's path as written, without the trailing slashes of a folder.
+fn entry_path<R: Read>(entry: &tar::Entry<'_, R>) -> Vec<u8> {
+    let raw = entry.path_bytes();
+    let mut path: &[u8] = &raw;
+    while let Some(r) = path.strip_suffix(b"/") {
+        path = r;
+    }
+    path.to_vec()
+}
+
+/// A symlink entry `(target, rel, path)` to `link`, stored as written, never followed.
+fn symlink(
+    folders: &mut Folders,
+    (ti, rel, path): (usize, &[u8], &[u8]),
+    link: &[u8],
+    owner: Owner,
+    targets: &[Target],
+) -> Result<(), RestoreError> {
+    if rel.is_empty() {
+        return Err(RestoreError::Refused(format!(
+            "unsafe entry {}: the set path itself is a symlink in the archive",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    let (d, leaf) = folders
+        .parent_of(&targets[ti], ti, rel, true)
+        .map_err(unsafe_entry(path))?;
+    d.symlink(link, leaf).map_err(unsafe_entry(path))?;
+    if owner.root {
+        d.lchown(leaf, owner.uid as u32, owner.gid as u32)
+            .map_err(unsafe_entry(path))?;
+    }
+    Ok(())
+}
+
+/// A hard link entry `(target, rel, path)` to `link`, an archive path this restore wrote
+/// before; anything else is refused. `false`: skipped, its first name filtered out by
+/// `--path` (`filtered`).
+fn hard_link(
+    plan: &Plan,
+    folders: &mut Folders,
+    (ti, rel, path): (usize, &[u8], &[u8]),
+    link: &[u8],
+    filtered: bool,
+) -> Result<bool, RestoreError> {
+    let t = &plan.targets[ti];
+    let refused = || {
+        RestoreError::Refused(format!(
+            "unsafe entry {}: hard link to {}, which is not a file this restore wrote",
+            String::from_utf8_lossy(path),
+            String::from_utf8_lossy(link)
+        ))
+    };
+    let si = target_of(&plan.targets, link).ok_or_else(refused)?;
+    let st = &plan.targets[si];
+    let src_rel = relative(st, link).to_vec();
+    if rel.is_empty() || src_rel.is_empty() {
+        return Err(refused());
+    }
+    let (src_dir, src_leaf) = split(&src_rel);
+    let src = match folders.get(si, &st.name, src_dir, false) {
+        Ok(d) => d.walk(b"", false).map_err(unsafe_entry(path))?,
+        // With --path the link's first name may be filtered out.
+        Err(_) if filtered => return Ok(false),
+        Err(e) => return Err(unsafe_entry(path)(e)),
+    };
+    if !src.exists(src_leaf) && filtered {
+        return Ok(false);
+    }
+    let (d, leaf) = folders
+        .parent_of(t, ti, rel, true)
+        .map_err(unsafe_entry(path))?;
+    d.hard_link(&src, src_leaf, leaf)
+        .map_err(unsafe_entry(path))?;
+    Ok(true)
 }
 
 /// Compares the manifest with the staged files' SHA-256, in archive order (files left out
@@ -451,18 +533,5 @@ fn check_sqlite(db: &Path) -> Result<(), RestoreError> {
         Ok(())
     } else {
         Err(fail(result))
-    }
-}
-
-/// SHA-256 of an open file.
-pub fn sha256(f: &mut File) -> io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
     }
 }

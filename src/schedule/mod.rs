@@ -11,6 +11,9 @@
 //! Local times that do not exist (spring forward) fire at the same distance after the gap
 //! (02:30 becomes 03:30); times that occur twice (fall back) fire once, at the first.
 
+mod job;
+pub use job::{Job, PING_KEYS, Period, SCHEDULABLE, UnknownJob};
+
 use jiff::civil::{Date, DateTime};
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};

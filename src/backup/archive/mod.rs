@@ -11,7 +11,11 @@
 //! are ignored by them, so plain tools restore it; steward seeks to the trailer to read
 //! `backup.json` without decompressing the data.
 
-mod verify;
+mod follow;
+pub mod manifest;
+mod pipe;
+mod pipeline;
+mod read;
 mod write;
 
 use std::fs::File;
@@ -22,9 +26,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::manifest;
-
-pub use verify::{EntryInfo, Expect, Inspector, Verified, decompressed, verify, verify_inspecting};
+pub use follow::Readback;
+pub use read::{EntryInfo, Expect, Inspector, Verified, decompressed, verify, verify_inspecting};
 pub use write::{ArchiveWriter, FileOutcome, Written};
 
 /// Archive paths of the trailer entries.
@@ -36,22 +39,46 @@ const TRAILER_TAG: &[u8; 8] = b"STEWARD1";
 const TRAILER_FRAME_LEN: usize = 24;
 const JOB_SIZE: u32 = 2 << 20;
 
+/// How archives are written, taken once from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveOptions {
+    /// The zstd level of the data frame.
+    pub level: i32,
+    /// zstd workers (at least 1).
+    pub threads: u32,
+}
+
+impl ArchiveOptions {
+    /// From `[backup]`: `threads = 0` is one per available core.
+    pub fn of(backup: &crate::config::BackupConfig) -> Self {
+        ArchiveOptions {
+            level: backup.compression_level,
+            threads: match backup.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                n => n,
+            },
+        }
+    }
+}
+
 /// Errors reading or writing an archive; each names the archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    // The cause is part of the message and deliberately not a `source`: anyhow would
-    // print it twice ("x: x").
-    #[error("{path}: {error}")]
-    Io { path: PathBuf, error: io::Error },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
 }
 
 impl ArchiveError {
     fn io(path: &Path) -> impl FnOnce(io::Error) -> ArchiveError + '_ {
-        move |error| ArchiveError::Io {
+        move |source| ArchiveError::Io {
             path: path.to_path_buf(),
-            error,
+            source,
         }
     }
     fn corrupt(path: &Path, message: impl Into<String>) -> ArchiveError {
@@ -298,7 +325,15 @@ mod tests {
         let path = dir.path().join("a.tar.zst");
         let spool = dir.path().join("m");
         let fmeta = std::fs::metadata(dir.path()).unwrap();
-        let mut w = ArchiveWriter::create(&path, &spool, 3, 2).unwrap();
+        let mut w = ArchiveWriter::create(
+            &path,
+            &spool,
+            ArchiveOptions {
+                level: 3,
+                threads: 2,
+            },
+        )
+        .unwrap();
         // Header says 10 bytes, the file now has 4: padded with zeros.
         let shrank = w
             .append_file(Path::new("x/short"), &fmeta, 10, &b"abcd"[..], &mut |_| {})
@@ -326,7 +361,15 @@ mod tests {
     fn one_file_archive(dir: &Path, claimed: u64) -> (PathBuf, Written) {
         let path = dir.join("a.tar.zst");
         let fmeta = std::fs::metadata(dir).unwrap();
-        let mut w = ArchiveWriter::create(&path, &dir.join("m"), 3, 1).unwrap();
+        let mut w = ArchiveWriter::create(
+            &path,
+            &dir.join("m"),
+            ArchiveOptions {
+                level: 3,
+                threads: 1,
+            },
+        )
+        .unwrap();
         w.append_file(Path::new("f"), &fmeta, 5, &b"hello"[..], &mut |_| {})
             .unwrap();
         let written = w.finish(&meta(claimed)).unwrap();

@@ -12,58 +12,12 @@ use std::sync::mpsc;
 use tar::{EntryType, Header};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::backup::follow::{self, Publisher, Readback};
-use crate::backup::manifest;
-use crate::backup::pipe::{self, PipeReader, PipeWriter};
-
-use super::verify::{Checker, Expect, Record, Verified, quick_key, verify_with};
-use super::{
-    ArchiveError, BackupMeta, JOB_SIZE, MANIFEST_PATH, META_PATH, SKIPPABLE_MAGIC,
-    TRAILER_FRAME_LEN, TRAILER_TAG,
-};
-
-// ------------------------------------------------------------------ writing
-
-/// The consumer thread: compresses the tar stream into the data frame up to the pipe's
-/// mark, then the trailer frame, appends the skippable pointer frame and fsyncs. The
-/// follower sees each byte as it reaches the file, and the end only after the fsync.
-fn compress(input: PipeReader, sink: Publisher, level: i32, threads: u32) -> io::Result<u64> {
-    let mut sink = compress_into(input, sink, level, threads)?;
-    let len = sink.len();
-    let synced = sink.sync();
-    sink.finish(&synced);
-    synced.map(|()| len)
-}
-
-fn compress_into(
-    mut input: PipeReader,
-    sink: Publisher,
-    level: i32,
-    threads: u32,
-) -> io::Result<Publisher> {
-    let mut enc = zstd::stream::write::Encoder::new(sink, level)?;
-    enc.include_checksum(true)?;
-    if threads > 0 {
-        enc.multithread(threads)?;
-        // zstd's default job for level 3 is 8 MiB, with several jobs in flight that alone
-        // exceeds the 64 MiB memory budget; 4 MiB jobs cost well under 1 % in ratio.
-        enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
-    }
-    pipe::copy_to_mark(&mut input, &mut enc)?;
-    let sink = enc.finish()?;
-    let trailer_offset = sink.len();
-    let mut enc = zstd::stream::write::Encoder::new(sink, 3)?;
-    enc.include_checksum(true)?;
-    pipe::copy_to_mark(&mut input, &mut enc)?;
-    let mut sink = enc.finish()?;
-    let mut frame = Vec::with_capacity(TRAILER_FRAME_LEN);
-    frame.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
-    frame.extend_from_slice(&16u32.to_le_bytes());
-    frame.extend_from_slice(TRAILER_TAG);
-    frame.extend_from_slice(&trailer_offset.to_le_bytes());
-    sink.write_all(&frame)?;
-    Ok(sink)
-}
+use super::follow::{self, Readback};
+use super::manifest;
+use super::pipe::PipeWriter;
+use super::pipeline;
+use super::read::{Record, Verified, quick_key};
+use super::{ArchiveError, ArchiveOptions, BackupMeta, MANIFEST_PATH, META_PATH};
 
 /// What writing one file's content found.
 #[derive(Debug, Default)]
@@ -116,49 +70,25 @@ fn base_header(meta: &std::fs::Metadata, kind: EntryType) -> Header {
 }
 
 impl ArchiveWriter {
-    /// Creates `path` (which must not exist) and the manifest spool beside it.
+    /// Creates `path` (which must not exist) and the manifest spool beside it, and starts
+    /// the pipeline's threads (see `archive::pipeline`).
     pub fn create(
         path: &Path,
         manifest_spool: &Path,
-        level: i32,
-        threads: u32,
+        options: ArchiveOptions,
     ) -> Result<Self, ArchiveError> {
-        let (publisher, follower, probe) = follow::follow(path).map_err(ArchiveError::io(path))?;
-        let (tx, rx) = pipe::pipe();
-        let compressor = std::thread::Builder::new()
-            .name("steward-zstd".into())
-            .spawn(move || compress(rx, publisher, level, threads))
-            .map_err(ArchiveError::io(path))?;
-        let vpath = path.to_path_buf();
-        let (records, written) = mpsc::channel();
-        let verifier = std::thread::Builder::new()
-            .name("steward-verify".into())
-            .spawn(move || {
-                let checker = Checker::Written {
-                    records: written,
-                    files: 0,
-                };
-                verify_with(
-                    &vpath,
-                    follower,
-                    Expect::Nothing,
-                    checker,
-                    None,
-                    &mut |_| {},
-                )
-            })
-            .map_err(ArchiveError::io(path))?;
-        let mut builder = tar::Builder::new(tx);
+        let p = pipeline::start(path, options)?;
+        let mut builder = tar::Builder::new(p.input);
         builder.mode(tar::HeaderMode::Complete);
         let mf = crate::fsutil::create_private(manifest_spool)
             .map_err(ArchiveError::io(manifest_spool))?;
         Ok(ArchiveWriter {
             path: path.to_path_buf(),
             builder,
-            compressor: Some(compressor),
-            verifier,
-            probe,
-            records,
+            compressor: Some(p.compressor),
+            verifier: p.verifier,
+            probe: p.probe,
+            records: p.records,
             manifest_path: manifest_spool.to_path_buf(),
             manifest: BufWriter::new(mf),
             manifest_hasher: Sha256::new(),
@@ -363,11 +293,5 @@ impl<R: Read> Read for ExactReader<'_, R> {
         self.remaining -= n as u64;
         (self.on_bytes)(n as u64);
         Ok(n)
-    }
-}
-
-impl super::verify::Compressed for follow::Follower {
-    fn digest(self) -> io::Result<(u64, [u8; 32])> {
-        follow::Follower::digest(self)
     }
 }

@@ -12,8 +12,8 @@ use std::sync::mpsc;
 use tar::EntryType;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::backup::manifest;
-use crate::backup::pipe::{self, PipeReader};
+use super::manifest;
+use super::pipe::{self, PipeReader};
 
 use super::{ArchiveError, BackupMeta, MANIFEST_PATH, META_PATH, entry_key, read_sidecar};
 

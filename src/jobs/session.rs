@@ -9,8 +9,8 @@
 use crate::alerts::{Delivery, Flush, Round};
 use crate::catalog::{Catalog, CatalogError, RunStatus, Trigger};
 use crate::config::Config;
-use crate::job::Job;
 use crate::lock::{JobLock, LockError};
+use crate::schedule::Job;
 
 /// Where a caller hears about trouble around a job that does not fail it.
 pub type Warn<'a> = &'a dyn Fn(&str);
@@ -74,8 +74,8 @@ pub struct Session<'a> {
     warn: Warn<'a>,
     /// Dry runs neither ping nor record.
     quiet: bool,
-    /// Job hook output not yet written to a run record.
-    hook_log: Vec<String>,
+    /// The job's own hooks; what they printed is written to a run record.
+    hooks: crate::hooks::Hooked<'a>,
     /// The last unit recorded, for the hooks that run after it.
     last_run: Option<i64>,
     _lock: JobLock,
@@ -93,19 +93,22 @@ impl<'a> Session<'a> {
     pub fn begin(cfg: &'a Config, job: Job, quiet: bool, warn: Warn<'a>) -> Result<Self, JobError> {
         let lock = crate::lock::acquire(&cfg.state_dir, job.lock())?;
         let catalog = Catalog::open(&cfg.state_dir)?;
+        // A quiet (dry) run runs no hooks.
+        let hooks =
+            crate::hooks::Hooked::new(cfg.hooks.get(&job).filter(|_| !quiet), job.clone(), None);
         let mut s = Session {
             cfg,
             job,
             catalog,
             warn,
             quiet,
-            hook_log: Vec::new(),
+            hooks,
             last_run: None,
             _lock: lock,
         };
         s.ping(Phase::Start);
         // The job's `before` hook: when it fails the job does not run, and it alerts.
-        if let Err(e) = s.job_hook(crate::hooks::When::Before, "running") {
+        if let Err(e) = s.hooks.before() {
             let text = e.to_string();
             s.alert(&s.job.clone(), false, &text);
             s.end(false);
@@ -114,44 +117,16 @@ impl<'a> Session<'a> {
         Ok(s)
     }
 
-    /// Runs the job's own hook `when`, if configured (never on a quiet run).
-    fn job_hook(
-        &mut self,
-        when: crate::hooks::When,
-        status: &str,
-    ) -> Result<(), crate::hooks::HookError> {
-        if self.quiet {
-            return Ok(());
-        }
-        let Some(h) = self.cfg.hooks.get(&self.job) else {
-            return Ok(());
-        };
-        let ctx = crate::hooks::Context {
-            job: &self.job,
-            set: None,
-            archive: None,
-            status,
-        };
-        let Some(result) = crate::hooks::run_if(h, when, &ctx) else {
-            return Ok(());
-        };
-        self.hook_log.push(match &result {
-            Ok(out) => out.clone(),
-            Err(e) => e.to_string(),
-        });
-        result.map(|_| ())
-    }
-
     /// Adds hook output to the run record of `id` (or keeps it for the next one).
     pub fn record_hooks(&mut self, id: Option<i64>, lines: &[String]) {
-        self.hook_log.extend_from_slice(lines);
+        self.hooks.log.extend_from_slice(lines);
         let Some(id) = id.or(self.last_run) else {
             return;
         };
-        if !self.hook_log.is_empty() {
-            let text = self.hook_log.join("\n");
+        if !self.hooks.log.is_empty() {
+            let text = self.hooks.log.join("\n");
             match self.catalog.add_run_hooks(id, &text) {
-                Ok(()) => self.hook_log.clear(),
+                Ok(()) => self.hooks.log.clear(),
                 Err(e) => (self.warn)(&format!("recording hook output failed: {e:#}")),
             }
         }
@@ -201,22 +176,15 @@ impl<'a> Session<'a> {
     /// success (`ok`) or failure; the lock is released when the session drops. A failing
     /// `after` hook fails the job.
     pub fn end(mut self, ok: bool) -> bool {
-        let when = if ok {
-            crate::hooks::When::After
-        } else {
-            crate::hooks::When::OnFailure
-        };
-        let hook_ok = self
-            .job_hook(when, if ok { "ok" } else { "failed" })
-            .is_ok();
+        let hook_ok = self.hooks.after(ok, None).is_ok();
         let ok = ok && hook_ok;
         if !hook_ok {
-            let text = self.hook_log.last().cloned().unwrap_or_default();
+            let text = self.hooks.log.last().cloned().unwrap_or_default();
             (self.warn)(&text);
             let job = self.job.clone();
             self.alert(&job, false, &text);
         }
-        if !self.hook_log.is_empty() && !self.quiet {
+        if !self.hooks.log.is_empty() && !self.quiet {
             // A job with no unit of its own (check, verify) gets a run record for them.
             if self.last_run.is_none()
                 && let Ok(id) = self.catalog.start_run(&self.job, None, Trigger::Direct)

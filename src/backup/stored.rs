@@ -9,9 +9,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::archive;
-use super::{BackupError, Progress};
+use super::{BackupError, Dest, Progress};
 use crate::catalog::{BackupRecord, BackupStatus, Catalog};
-use crate::config::Config;
 
 /// One archive's verification result.
 #[derive(Debug, Serialize)]
@@ -76,7 +75,7 @@ pub fn verify_backup(
             }
         }
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::error::chain(&e);
             catalog.set_status(&record.id, BackupStatus::Failed, Some(&message))?;
             VerifyOutcome {
                 id: record.id.clone(),
@@ -119,11 +118,11 @@ fn sha256_file(path: &Path, progress: &dyn Progress) -> std::io::Result<[u8; 32]
 /// counts as verified when its bytes match its sidecar (already-known archives with the
 /// same hash keep their state without being re-read).
 pub fn reindex(
-    config: &Config,
+    dest: Dest<'_>,
     catalog: &mut Catalog,
     progress: &dyn Progress,
 ) -> Result<ReindexReport, BackupError> {
-    let dest = &config.backup.destination;
+    let dest = &dest.backup.destination;
     let known: std::collections::HashMap<String, BackupRecord> = catalog
         .backups(None)?
         .into_iter()
@@ -164,14 +163,16 @@ pub fn reindex(
             let meta = match archive::read_meta(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    report.problems.push(format!("{e:#}"));
+                    report.problems.push(crate::error::chain(&e));
                     continue;
                 }
             };
             // A file passing for another backup (renamed, or a second copy of an ID) is not
             // imported: the catalog must never map an ID to the wrong bytes.
             if let Err(e) = archive::check_identity(&path, &meta) {
-                report.problems.push(format!("{e:#}; not imported"));
+                report
+                    .problems
+                    .push(format!("{}; not imported", crate::error::chain(&e)));
                 continue;
             }
             if !seen.insert(meta.id.clone()) {
@@ -187,7 +188,7 @@ pub fn reindex(
                 Err(e) => (
                     BackupStatus::Unverified,
                     String::new(),
-                    Some(format!("no usable sidecar: {e:#}")),
+                    Some(format!("no usable sidecar: {}", crate::error::chain(&e))),
                 ),
                 Ok(digest) => {
                     let digest = hex::encode(digest);

@@ -268,9 +268,23 @@ impl Probe {
     }
 }
 
+impl super::read::Compressed for Follower {
+    fn digest(self) -> io::Result<(u64, [u8; 32])> {
+        Follower::digest(self)
+    }
+}
+
+/// The two threads of a follow, not started yet (`archive::pipeline` starts them): the
+/// writing side (gives the file back at the end) and the read-back.
+pub struct Sides {
+    pub write: Box<dyn FnOnce() -> io::Result<File> + Send>,
+    pub readback: Box<dyn FnOnce() + Send>,
+}
+
 /// Creates `path` (which must not exist, private to its owner) and pairs a writer on it
-/// with a follower reading it back.
-pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
+/// with a follower reading it back; the writer's thread is attached with
+/// [`Publisher::attach`] once started.
+pub fn open(path: &Path) -> io::Result<(Publisher, Follower, Probe, Sides)> {
     let file = crate::fsutil::create_private(path)?;
     let direct = try_direct(&file);
     let reader = File::open(path)?;
@@ -286,9 +300,6 @@ pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
         reserved: 0,
         shared: shared.clone(),
     };
-    let writer = std::thread::Builder::new()
-        .name("steward-write".into())
-        .spawn(move || disk.run(full_rx, empty_tx))?;
     let (read_tx, read_rx) = sync_channel(1);
     let (back_tx, back_rx) = pool();
     let reading = Reading {
@@ -297,9 +308,10 @@ pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
         pos: 0,
         shared: shared.clone(),
     };
-    std::thread::Builder::new()
-        .name("steward-readback".into())
-        .spawn(move || reading.run(&read_tx, &back_rx))?;
+    let sides = Sides {
+        write: Box::new(move || disk.run(full_rx, empty_tx)),
+        readback: Box::new(move || reading.run(&read_tx, &back_rx)),
+    };
     Ok((
         Publisher {
             buf: Aligned::new(),
@@ -307,7 +319,7 @@ pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
             handed: 0,
             full: Some(full_tx),
             empty: empty_rx,
-            writer: Some(writer),
+            writer: None,
             shared: shared.clone(),
             finished: false,
         },
@@ -320,10 +332,16 @@ pub fn follow(path: &Path) -> io::Result<(Publisher, Follower, Probe)> {
             digest: None,
         },
         Probe(shared),
+        sides,
     ))
 }
 
 impl Publisher {
+    /// The writing side's thread, joined at the end.
+    pub fn attach(&mut self, writer: JoinHandle<io::Result<File>>) {
+        self.writer = Some(writer);
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.handed + self.filled as u64
@@ -541,7 +559,7 @@ impl BufRead for Follower {
 
 impl Read for Follower {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        crate::backup::pipe::read_buffered(self, out)
+        super::pipe::read_buffered(self, out)
     }
 }
 
@@ -558,7 +576,7 @@ mod tests {
 
     fn round_trip(dir: &Path, len: usize) {
         let path = dir.join(format!("f{len}"));
-        let (mut p, mut f, probe) = follow(&path).unwrap();
+        let (mut p, mut f, probe) = super::super::pipeline::follow(&path).unwrap();
         let t = std::thread::spawn(move || {
             let mut got = Vec::new();
             f.read_to_end(&mut got).unwrap();
@@ -603,7 +621,7 @@ mod tests {
     #[test]
     fn follower_sees_writer_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let (p, mut f, _) = follow(&dir.path().join("f")).unwrap();
+        let (p, mut f, _) = super::super::pipeline::follow(&dir.path().join("f")).unwrap();
         p.finish(&Err(io::Error::other("disk full")));
         let e = f.read(&mut [0u8; 8]).unwrap_err();
         assert!(e.to_string().contains("disk full"), "{e}");
@@ -613,7 +631,7 @@ mod tests {
     fn follower_names_a_file_cut_short_behind_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let (mut p, mut f, _) = follow(&path).unwrap();
+        let (mut p, mut f, _) = super::super::pipeline::follow(&path).unwrap();
         p.write_all(&pattern(4 * BLOCK + 100)).unwrap();
         let synced = p.sync();
         synced.unwrap();
@@ -640,7 +658,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"keep").unwrap();
-        assert!(follow(&path).is_err());
+        assert!(super::super::pipeline::follow(&path).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"keep");
     }
 }

@@ -1,0 +1,67 @@
+//! The check job: one cycle of every check, the restarts self-healing makes, states and
+//! alerts recorded, the disks sampled for the capacity forecast, due mail sent.
+
+use super::{Done, Session, Ui};
+use crate::alerts::{Delivery, Event, State};
+use crate::catalog::RunStatus;
+use crate::checks::Severity;
+use crate::config::Config;
+use crate::schedule::Job;
+
+/// What the cycle found.
+pub struct CheckReport {
+    /// Every check's state after the cycle.
+    pub states: Vec<State>,
+    /// What changed (problems, recoveries, reminders).
+    pub events: Vec<Event>,
+    /// The mail sent, when alerts are configured.
+    pub mail: Option<Delivery>,
+    /// The worst state.
+    pub worst: Severity,
+    pub done: Done,
+}
+
+/// Runs one check cycle.
+pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
+    let mut session = Session::begin(cfg, Job::Check, false, ui.warn)?;
+    let catalog = &mut session.catalog;
+    let now = crate::clock::now();
+    let cycle = crate::checks::cycle(cfg, catalog, &crate::services::SystemRunner, now);
+    let mut readings = cycle.readings;
+    let healed = crate::checks::heal(cfg, catalog, &readings, &crate::services::SystemRunner, now);
+    readings.extend(healed);
+    let host = crate::fsutil::hostname();
+    let (states, events) =
+        crate::alerts::record(catalog, &readings, &super::round(cfg, &host, now))?;
+    // The disks the cycle measured feed the capacity forecast of the report.
+    for d in &cycle.disks {
+        catalog.add_disk_sample(&d.path.to_string_lossy(), now, d.used, d.free)?;
+    }
+    let mail = session.deliver(now);
+    let hooks_ok = session.end(true);
+    let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);
+    let done = if hooks_ok {
+        match worst {
+            Severity::Ok => Done::OK,
+            Severity::Warn => Done {
+                status: RunStatus::Warning,
+                code: crate::error::WARNING,
+            },
+            // The job ran; what it found is in the checks (and their alerts), not a
+            // failure of the job: the run is recorded as a warning, the exit code stays 2.
+            Severity::Crit => Done {
+                status: RunStatus::Warning,
+                code: crate::error::FAILED,
+            },
+        }
+    } else {
+        Done::FAILED
+    };
+    Ok(CheckReport {
+        states,
+        events,
+        mail,
+        worst,
+        done,
+    })
+}

@@ -1,0 +1,92 @@
+//! `steward status` as a table: jobs, sets, rollback copies, open problems.
+
+use std::io::{self, Write};
+
+use crate::status::Status;
+
+/// Writes the status table.
+pub fn status(out: &mut dyn Write, st: &Status) -> io::Result<()> {
+    let t = |x: Option<i64>| x.map_or_else(|| "never".into(), super::time);
+    writeln!(
+        out,
+        "{:<16} {:<16} {:<21} {:<9} {:>7} {:<21} SKIPPED",
+        "JOB", "SCHEDULE", "LAST RUN", "RESULT", "SECONDS", "NEXT RUN"
+    )?;
+    for j in &st.jobs {
+        writeln!(
+            out,
+            "{:<16} {:<16} {:<21} {:<9} {:>7} {:<21} {}",
+            j.job,
+            j.schedule,
+            t(j.last_run),
+            j.last_result.map_or("-", |s| s.word()),
+            j.last_seconds.map_or_else(|| "-".into(), |s| s.to_string()),
+            t(j.next_run),
+            j.skipped_ticks
+        )?;
+    }
+    for s in &st.sets {
+        writeln!(
+            out,
+            "set {:<12} newest verified backup: {}",
+            s.set,
+            s.newest.as_deref().unwrap_or("none")
+        )?;
+        for (target, id) in &s.offsite {
+            writeln!(
+                out,
+                "  offsite {target}: newest copy {}",
+                id.as_deref().unwrap_or("none")
+            )?;
+        }
+        if let Some((id, why)) = &s.suspect {
+            writeln!(
+                out,
+                "  {id} is SUSPECT ({}); last good: {}",
+                why.join("; "),
+                s.newest_good.as_deref().unwrap_or("none")
+            )?;
+        }
+    }
+    for k in &st.rollbacks {
+        let left = k.expires_at - crate::clock::now();
+        writeln!(
+            out,
+            "rollback copy {}: {}, from the restore of {} at {}; {}",
+            k.path.display(),
+            super::bytes(k.bytes),
+            if k.id.is_empty() { "?" } else { &k.id },
+            super::time(k.made_at),
+            if k.changed {
+                "CHANGED after the swap: kept until `steward restore --cleanup`".to_string()
+            } else if left > 0 {
+                format!(
+                    "removed by daily maintenance in {:.1} days",
+                    left as f64 / 86_400.0
+                )
+            } else {
+                "removed by the next daily maintenance".to_string()
+            }
+        )?;
+    }
+    for p in &st.problems {
+        // A backup check's finding older than the set's newest good backup is stale (the
+        // next check clears it): said so, rather than beside the line it contradicts.
+        let stale = st.is_stale(p);
+        writeln!(
+            out,
+            "problem: {} {} {} since {}{}",
+            p.state,
+            p.check,
+            p.value,
+            super::time(p.since),
+            if stale {
+                " (as of the last check; a good backup was made since: the next check \
+                 clears it)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(())
+}
