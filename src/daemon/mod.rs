@@ -36,6 +36,10 @@ struct Shared {
     stopping: bool,
     /// Job -> child PID.
     running: HashMap<Job, u32>,
+    /// Jobs waiting for another job that takes the same lock (daily behind weekly after a
+    /// catch-up, prune behind a long backup), with why they were started; each runs
+    /// once when the lock's job ends, instead of meeting the lock and being skipped.
+    waiting: Vec<(Job, String)>,
     log: Log,
 }
 
@@ -130,6 +134,7 @@ async fn daemon(cfg: Config, log: Log) -> anyhow::Result<()> {
         generation: 0,
         stopping: false,
         running: HashMap::new(),
+        waiting: Vec::new(),
         log,
     }));
     let sched = JobScheduler::new()
@@ -398,6 +403,16 @@ fn start_job(state: &State, job: &Job, why: &str) {
         }
         return;
     }
+    if let Some(other) = s.running.keys().find(|r| r.lock() == job.lock()).cloned() {
+        if !s.waiting.iter().any(|(w, _)| w == job) {
+            log(
+                json,
+                &format!("{job}: waits for {other} (they share a lock); runs when it ends"),
+            );
+            s.waiting.push((job.clone(), why.to_string()));
+        }
+        return;
+    }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
@@ -452,6 +467,15 @@ fn start_job(state: &State, job: &Job, why: &str) {
             Err(e) => format!("failed ({e})"),
         };
         log(json, &format!("{job}: {outcome} in {secs:.1} s"));
-        lock(&state).running.remove(&job);
+        let next = {
+            let mut s = lock(&state);
+            s.running.remove(&job);
+            let free = |w: &Job, s: &Shared| !s.running.keys().any(|r| r.lock() == w.lock());
+            let at = s.waiting.iter().position(|(w, _)| free(w, &s));
+            at.map(|i| s.waiting.remove(i))
+        };
+        if let Some((waiting, why)) = next {
+            start_job(&state, &waiting, &format!("{why}, after {job}"));
+        }
     });
 }

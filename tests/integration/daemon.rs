@@ -234,3 +234,31 @@ fn regression_sighup_after_editing_a_sets_paths_reaches_the_next_backup() {
     crate::common::extract(&newest, &out);
     assert!(out.join(b.strip_prefix("/").unwrap()).join("fb").is_file());
 }
+
+/// Regression (issue 26's review): a catch-up started every missed job at once, so of two
+/// jobs that share a lock (backup and prune; daily and weekly) the second met the lock and
+/// was skipped until its next scheduled time: a week, for weekly maintenance. It now waits
+/// for the first and runs after it.
+#[test]
+fn regression_catch_up_runs_jobs_that_share_a_lock_one_after_another() {
+    let env = slow_backup_env("0 3 * * *");
+    let text = fs::read_to_string(&env.config).unwrap().replace(
+        "backup = \"0 3 * * *\"",
+        "backup = \"0 3 * * *\"\nprune = \"0 4 * * *\"",
+    );
+    fs::write(&env.config, text).unwrap();
+    let d = Daemon::start(&env);
+    wait_for("the catch-up prune", Duration::from_mins(2), || {
+        runs(&env.state, "prune").iter().any(|r| r.1.is_some())
+    });
+    let log = d.log();
+    assert!(d.stop().success());
+    assert!(log.contains("prune: waits for backup"), "{log}");
+    let backup = runs(&env.state, "backup");
+    let prune = runs(&env.state, "prune");
+    assert_eq!(backup.len(), 1, "{backup:?}");
+    assert_eq!(prune.len(), 1, "{prune:?}");
+    assert_eq!(prune[0].2, "ok", "{prune:?}\n{log}");
+    // After the backup, not beside it.
+    assert!(prune[0].0 >= backup[0].1.unwrap(), "{backup:?} {prune:?}");
+}
