@@ -1,6 +1,8 @@
 //! Per-job locks: an OS file lock on `<state>/locks/<job>.lock`, shared by the daemon,
 //! timers and manual runs. The kernel drops the lock when the holder dies, so no stale
-//! lock survives a crash; the file keeps the holder's PID only to name it in errors.
+//! lock survives a crash; the file keeps the holder's PID and job (`1234 weekly`) to name
+//! them in errors, and so that a scheduled job can tell its own earlier run (skipped) from
+//! another job that shares the lock (waited for).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -14,6 +16,8 @@ pub enum LockError {
         job: String,
         pid: Option<u32>,
         path: PathBuf,
+        /// The job that holds it, when the holder wrote one.
+        holder: Option<String>,
     },
     #[error("cannot take lock {path}")]
     Io {
@@ -32,15 +36,22 @@ pub struct JobLock {
 
 /// Takes the lock for `job` without waiting.
 pub fn acquire(state_dir: &Path, job: &str) -> Result<JobLock, LockError> {
-    take(state_dir, job, false)
+    acquire_for(state_dir, job, job, false)
 }
 
 /// Takes the lock for `job`, waiting while another process holds it.
 pub fn acquire_waiting(state_dir: &Path, job: &str) -> Result<JobLock, LockError> {
-    take(state_dir, job, true)
+    acquire_for(state_dir, job, job, true)
 }
 
-fn take(state_dir: &Path, job: &str, wait: bool) -> Result<JobLock, LockError> {
+/// Takes lock `job` on behalf of `holder` (one of the jobs that share it), waiting while
+/// another process holds it when `wait`.
+pub fn acquire_for(
+    state_dir: &Path,
+    job: &str,
+    holder: &str,
+    wait: bool,
+) -> Result<JobLock, LockError> {
     let dir = state_dir.join("locks");
     let path = dir.join(format!("{job}.lock"));
     let io = |source| LockError::Io {
@@ -64,15 +75,17 @@ fn take(state_dir: &Path, job: &str, wait: bool) -> Result<JobLock, LockError> {
         Ok(()) => {
             file.set_len(0).map_err(io)?;
             file.seek(SeekFrom::Start(0)).map_err(io)?;
-            writeln!(file, "{}", std::process::id()).map_err(io)?;
+            writeln!(file, "{} {holder}", std::process::id()).map_err(io)?;
             Ok(JobLock { _file: file, path })
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut s = String::new();
             let _ = file.read_to_string(&mut s);
+            let mut words = s.split_whitespace();
             Err(LockError::Held {
                 job: job.to_string(),
-                pid: s.trim().parse().ok(),
+                pid: words.next().and_then(|p| p.parse().ok()),
+                holder: words.next().map(str::to_string),
                 path,
             })
         }
@@ -89,7 +102,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = acquire(dir.path(), "backup").unwrap();
         match acquire(dir.path(), "backup") {
-            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            Err(LockError::Held { pid, holder, .. }) => {
+                assert_eq!(pid, Some(std::process::id()));
+                assert_eq!(holder.as_deref(), Some("backup"));
+            }
             other => panic!("expected Held, got {other:?}"),
         }
         // Other jobs are independent.

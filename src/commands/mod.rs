@@ -186,6 +186,7 @@ fn ui() -> jobs::Ui<'static> {
     jobs::Ui {
         warn: &warn,
         progress: &progress::for_stderr,
+        queue: false,
     }
 }
 

@@ -90,7 +90,7 @@ pub fn run(cfg: &Config, job: &BackupJob, ui: Ui<'_>) -> anyhow::Result<BackupRe
         signal_hook::flag::register(sig, crate::backup::stop_flag().clone())?;
     }
     // Nothing to back up: the state is set up, but nothing pings or is recorded.
-    let mut session = Session::begin(cfg, unit, sets.is_empty(), ui.warn)?;
+    let mut session = Session::begin(cfg, unit, sets.is_empty(), ui)?;
     let mut report = BackupReport {
         no_sets: sets.is_empty(),
         outcomes: Vec::new(),

@@ -23,7 +23,7 @@ pub struct CheckReport {
 
 /// Runs one check cycle.
 pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
-    let mut session = Session::begin(cfg, Job::Check, false, ui.warn)?;
+    let mut session = Session::begin(cfg, Job::Check, false, ui)?;
     let catalog = &mut session.catalog;
     let now = crate::clock::now();
     let cycle = crate::checks::cycle(cfg, catalog, &crate::services::SystemRunner, now);

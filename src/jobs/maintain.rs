@@ -36,7 +36,7 @@ pub fn run(
     let name = period.name();
     let tasks = cfg.maintenance.tasks(period);
     let job = Job::Maintain(period);
-    let mut session = Session::begin(cfg, job.clone(), dry_run, ui.warn)?;
+    let mut session = Session::begin(cfg, job.clone(), dry_run, ui)?;
     let run = session.start(job, None)?;
     let progress = (ui.progress)();
     let now = crate::clock::now();

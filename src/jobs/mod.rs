@@ -29,6 +29,9 @@ use crate::schedule::Job;
 pub struct Ui<'a> {
     pub warn: Warn<'a>,
     pub progress: &'a dyn Fn() -> Box<dyn Progress>,
+    /// Wait for another job that holds the same lock instead of failing (scheduled runs:
+    /// nobody is there to run it again).
+    pub queue: bool,
 }
 
 /// What a scheduled run of a job did, for the caller to print.
@@ -108,7 +111,7 @@ pub fn tick(cfg: &Config, job: &Job, ui: Ui<'_>) -> anyhow::Result<Report> {
             cfg.state_dir.display()
         ))
     })?;
-    let result = run(cfg, job, ui);
+    let result = run(cfg, job, Ui { queue: true, ..ui });
     let (status, summary) = match &result {
         Ok(r) => (r.done().status, r.done().status.word().to_string()),
         Err(e) if lock_held(e) => (RunStatus::Skipped, format!("{e:#}")),

@@ -348,7 +348,7 @@ pub fn push(cfg: &Config, job: &PushJob, ui: Ui<'_>) -> anyhow::Result<PushRepor
     {
         bail!("no backup set {s:?} in {}", cfg.origin);
     }
-    let mut session = Session::begin(cfg, Job::Offsite, false, ui.warn)?;
+    let mut session = Session::begin(cfg, Job::Offsite, false, ui)?;
     let mut report = PushReport {
         pushed: Vec::new(),
         uploads_clean: true,
@@ -435,7 +435,7 @@ pub fn prune_job(
     ui: Ui<'_>,
 ) -> anyhow::Result<Vec<offsite::PruneRow>> {
     let targets = targets(cfg, target)?;
-    let session = Session::begin(cfg, Job::Offsite, true, ui.warn)?;
+    let session = Session::begin(cfg, Job::Offsite, true, ui)?;
     prune(&session.catalog, cfg, &targets, dry_run, host, ui.warn)
 }
 
@@ -562,7 +562,7 @@ pub fn verify(
     ui: Ui<'_>,
 ) -> anyhow::Result<OffsiteVerifyReport> {
     let targets = targets(cfg, target)?;
-    let mut session = Session::begin(cfg, Job::Verify, false, ui.warn)?;
+    let mut session = Session::begin(cfg, Job::Verify, false, ui)?;
     let scratch = cfg.state_dir.join("offsite-check");
     let host = crate::fsutil::hostname();
     let progress = (ui.progress)();

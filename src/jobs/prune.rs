@@ -22,7 +22,7 @@ pub fn run(
     {
         bail!("no backup set {name:?} in {}", cfg.origin);
     }
-    let session = Session::begin(cfg, Job::Prune, dry_run, ui.warn)?;
+    let session = Session::begin(cfg, Job::Prune, dry_run, ui)?;
     let tz = jiff::tz::TimeZone::system();
     let mut reports = Vec::new();
     for s in cfg

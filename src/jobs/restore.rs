@@ -24,7 +24,7 @@ pub struct RestoreJob<'a> {
 
 /// Takes the restore job's lock, then the backup lock.
 pub fn begin<'a>(cfg: &'a Config, ui: Ui<'a>) -> anyhow::Result<RestoreJob<'a>> {
-    let session = Session::begin(cfg, Job::Restore, false, ui.warn)?;
+    let session = Session::begin(cfg, Job::Restore, false, ui)?;
     let backup_lock = crate::lock::acquire(&cfg.state_dir, Job::Backup.lock())?;
     Ok(RestoreJob {
         session,

@@ -89,9 +89,31 @@ pub struct Started {
 }
 
 impl<'a> Session<'a> {
-    /// Takes the job's lock, opens the catalog, pings the start (unless `quiet`).
-    pub fn begin(cfg: &'a Config, job: Job, quiet: bool, warn: Warn<'a>) -> Result<Self, JobError> {
-        let lock = crate::lock::acquire(&cfg.state_dir, job.lock())?;
+    /// Takes the job's lock, opens the catalog, pings the start (unless `quiet`). With
+    /// `ui.queue` (a scheduled run), a lock held by another job that shares it (prune
+    /// behind a backup, weekly behind daily) is waited for; the job's own earlier run
+    /// still makes this one a skipped tick.
+    pub fn begin(
+        cfg: &'a Config,
+        job: Job,
+        quiet: bool,
+        ui: super::Ui<'a>,
+    ) -> Result<Self, JobError> {
+        let warn = ui.warn;
+        let me = job.to_string();
+        let lock = match crate::lock::acquire_for(&cfg.state_dir, job.lock(), &me, false) {
+            Err(LockError::Held {
+                holder: Some(other),
+                ..
+            }) if ui.queue && other != me => {
+                warn(&format!(
+                    "{me} waits for {other}, which holds the {} lock",
+                    job.lock()
+                ));
+                crate::lock::acquire_for(&cfg.state_dir, job.lock(), &me, true)?
+            }
+            taken => taken?,
+        };
         let catalog = Catalog::open(&cfg.state_dir)?;
         // A quiet (dry) run runs no hooks.
         let hooks =

@@ -44,7 +44,7 @@ pub fn run(
     set: Option<&str>,
     ui: Ui<'_>,
 ) -> anyhow::Result<VerifyReport> {
-    let mut session = Session::begin(cfg, Job::Verify, false, ui.warn)?;
+    let mut session = Session::begin(cfg, Job::Verify, false, ui)?;
     let all = session.catalog.backups(set)?;
     let chosen: Vec<BackupRecord> = match choice {
         Choice::Id(id) => match all.into_iter().find(|b| &b.id == id) {

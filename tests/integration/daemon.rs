@@ -262,3 +262,53 @@ fn regression_catch_up_runs_jobs_that_share_a_lock_one_after_another() {
     // After the backup, not beside it.
     assert!(prune[0].0 >= backup[0].1.unwrap(), "{backup:?} {prune:?}");
 }
+
+/// Regression (issue 26's review), the timers' and launchd's side of the same loss: two
+/// `steward run` of jobs that share a lock (launchd firing daily and weekly together after
+/// a wake) skipped the second. A scheduled run now waits for another job's lock; its own
+/// earlier run still makes it a skipped tick.
+#[test]
+fn regression_a_scheduled_run_waits_for_another_job_that_shares_its_lock() {
+    let env = slow_backup_env("0 3 * * *");
+    let lock = env.state.join("locks/backup.lock");
+    let mut backup = env.std_cmd();
+    let mut backup = backup
+        .args(["run", "backup"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the backup to hold its lock",
+        Duration::from_secs(30),
+        || {
+            // `run backup` of the one set is the unit `backup:s`.
+            fs::read_to_string(&lock).is_ok_and(|s| s.trim_end().ends_with(" backup:s"))
+        },
+    );
+    // The same job again: a skipped tick, at once (exit 75).
+    let again = env.cmd().args(["run", "backup"]).output().unwrap();
+    assert_eq!(again.status.code(), Some(75), "{again:?}");
+    // Another job on the same lock: waits, then runs.
+    let prune = env.cmd().args(["run", "prune"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&prune.stderr);
+    assert!(prune.status.success(), "{prune:?}");
+    assert!(
+        stderr.contains("prune waits for backup:s, which holds the backup lock"),
+        "{stderr}"
+    );
+    assert!(backup.wait().unwrap().success());
+    let backups = runs(&env.state, "backup");
+    let prunes = runs(&env.state, "prune");
+    assert_eq!(
+        backups.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+        ["ok", "skipped"],
+        "{backups:?}"
+    );
+    assert_eq!(prunes.len(), 1, "{prunes:?}");
+    assert_eq!(prunes[0].2, "ok", "{prunes:?}");
+    assert!(
+        prunes[0].1.unwrap() >= backups[0].1.unwrap(),
+        "{backups:?} {prunes:?}"
+    );
+}
