@@ -161,18 +161,21 @@ fn one_set(
         .with_context(|| format!("backup of set {:?} failed", set.name))
     };
     // `after` on success (with the new archive), `on-failure` otherwise; a failing
-    // `after` fails the run but keeps the archive.
+    // `after` fails the run (recorded and alerted like any failure) but keeps the archive.
     let archive = match &outcome {
         Ok(SetOutcome::Created(s)) => Some(s.path.clone()),
         _ => None,
     };
-    if let Err(e) = hooks.after(outcome.is_ok(), archive.as_deref())
-        && outcome.is_ok()
-    {
-        report
-            .failures
-            .push(anyhow::Error::new(e).context(format!("set {:?}", set.name)));
-    }
+    let after_failed = match hooks.after(outcome.is_ok(), archive.as_deref()) {
+        Err(e) if outcome.is_ok() => {
+            let text = e.to_string();
+            report
+                .failures
+                .push(anyhow::Error::new(e).context(format!("set {:?}", set.name)));
+            Some(text)
+        }
+        _ => None,
+    };
     let o = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -191,7 +194,11 @@ fn one_set(
             return Ok(());
         }
     };
-    let (status, summary) = summary(&o);
+    let (mut status, mut summary) = summary(&o);
+    if let Some(e) = &after_failed {
+        status = RunStatus::Failed;
+        summary = format!("{summary}, but {e}");
+    }
     // A suspect backup alerts at once, like a failure; the next good one sends the
     // recovery. Data unchanged since a suspect backup is still suspect: no recovery (and
     // no second alert after it).
@@ -207,7 +214,7 @@ fn one_set(
         &Outcome {
             status,
             summary: &summary,
-            alert_ok: !suspect,
+            alert_ok: !suspect && after_failed.is_none(),
             detail: &summary,
         },
     )?;

@@ -168,3 +168,46 @@ fn sigterm_while_a_before_hook_runs_stops_it_and_runs_on_failure() {
         },
     );
 }
+
+/// Regression (issue 26's review): a failing set `after` hook made the command exit 2 but
+/// left the set's run recorded `ok` and alerted nobody, so an unattended run's broken
+/// follow-up step (a copy to the NAS, a notification) went unseen.
+#[test]
+fn regression_a_failing_set_after_hook_fails_the_sets_run_and_keeps_the_archive() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "x").unwrap();
+    env.one_set(
+        "docs",
+        &[&data],
+        "[backup.set.hooks]\nafter = \"echo nas unreachable; exit 4\"\n",
+    );
+    let a = env.cmd().arg("backup").assert().code(2);
+    assert!(
+        stderr(&a).contains("after hook `echo nas unreachable; exit 4` failed: nas unreachable"),
+        "{}",
+        stderr(&a)
+    );
+    // The archive is good and kept.
+    assert_eq!(env.archives("docs").len(), 1);
+    let db = Connection::open(env.state.join("state.db")).unwrap();
+    let (status, summary): (String, String) = db
+        .query_row(
+            "SELECT status, summary FROM runs WHERE job = 'backup:docs'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "failed");
+    assert!(summary.contains("written, but after hook"), "{summary}");
+    // The set's alert state is open, as for any failed backup.
+    let state: String = db
+        .query_row(
+            "SELECT state FROM check_states WHERE name = 'job backup:docs'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_ne!(state, "ok", "{state}");
+}
