@@ -424,7 +424,7 @@ fn write_archive(
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     progress.phase(&format!("archiving {}", set.name), total_bytes);
 
-    walk::walk_set_ahead(set, |e, ahead| {
+    let walked = walk::walk_set_ahead(set, |e, ahead| {
         if super::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
             return Err(BackupError::Interrupted);
         }
@@ -472,7 +472,13 @@ fn write_archive(
             }
         }
         Ok(())
-    })?;
+    });
+    // SIGTERM or Ctrl-C inside a large file stops its read (see archive::write): the
+    // error that comes out is the interrupt, whatever step met it.
+    if walked.is_err() && super::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(BackupError::Interrupted);
+    }
+    walked?;
 
     // A database of the baseline that is not one now: overwritten, unreadable or gone.
     let now_sqlite: HashSet<&str> = tally.sqlite.iter().map(|s| s.path.as_str()).collect();

@@ -312,3 +312,56 @@ fn regression_a_scheduled_run_waits_for_another_job_that_shares_its_lock() {
         "{backups:?} {prunes:?}"
     );
 }
+
+/// Regression (issue 26's review): SIGTERM was read only between entries, so inside one
+/// large file at level 19 a backup went on for about a minute, the daemon's whole grace
+/// period, before it stopped. It now stops inside the file.
+#[test]
+fn regression_sigterm_stops_a_backup_inside_a_large_file() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    // Incompressible, at level 19: compressing it whole takes far longer than the bound
+    // below on this kind of machine.
+    random_file(&data.join("model.bin"), 256 << 20, 7);
+    env.write_config(&format!(
+        "[[backup.set]]\nname = \"m\"\npaths = [\"{}\"]\n",
+        data.display()
+    ));
+    let text = fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("compression-level = 3", "compression-level = 19");
+    fs::write(&env.config, text).unwrap();
+    let mut child = env
+        .std_cmd()
+        .arg("backup")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = env.dest.join("m");
+    // Inside the file: its compressed bytes are reaching the partial archive.
+    wait_for("the archive to grow", Duration::from_mins(1), || {
+        fs::read_dir(&dir).is_ok_and(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(".tar.zst.partial")
+                    && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
+            })
+        })
+    });
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let signalled = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    let waited = signalled.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("stopped by a signal"), "{stderr}");
+    assert!(waited < Duration::from_secs(20), "stopped after {waited:?}");
+    assert!(env.archives("m").is_empty());
+    let left: Vec<_> = fs::read_dir(&dir).unwrap().filter_map(Result::ok).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
