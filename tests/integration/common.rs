@@ -379,3 +379,35 @@ pub fn day_name(t: i64) -> String {
         .strftime("%Y%m%d")
         .to_string()
 }
+
+/// A set `name` of incompressible files (`sizes` bytes each, `<root>/data/blobN`),
+/// configured at zstd level 19 so that its backup takes seconds; `extra` follows the set
+/// in the config.
+pub fn slow_set(env: &Env, name: &str, sizes: &[usize], extra: &str) {
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    for (i, size) in sizes.iter().enumerate() {
+        random_file(&data.join(format!("blob{i}")), *size, i as u64);
+    }
+    env.write_config(&format!(
+        "[[backup.set]]\nname = \"{name}\"\npaths = [\"{}\"]\n{extra}",
+        data.display()
+    ));
+    let text = fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("compression-level = 3", "compression-level = 19");
+    fs::write(&env.config, text).unwrap();
+}
+
+/// Whether `dir` holds a `.tar.zst.partial` archive of more than `len` bytes: a backup
+/// is writing.
+pub fn partial_over(dir: &Path, len: u64) -> bool {
+    fs::read_dir(dir).is_ok_and(|rd| {
+        rd.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".tar.zst.partial")
+                && e.metadata().is_ok_and(|m| m.len() > len)
+        })
+    })
+}

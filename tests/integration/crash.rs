@@ -4,25 +4,13 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::common::{Env, random_file, stderr, wait_for};
+use crate::common::{Env, partial_over, slow_set, stderr, wait_for};
 
 #[test]
 fn sigkill_mid_backup_leaves_no_archive_and_the_next_run_cleans_up() {
     let env = Env::new();
-    let data = env.root.join("data");
-    fs::create_dir_all(&data).unwrap();
-    for i in 0..4 {
-        random_file(&data.join(format!("blob{i}")), 8 << 20, i);
-    }
     // Level 19 on incompressible data is slow: the kill lands mid-archive.
-    env.write_config(&format!(
-        "[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n",
-        data.display()
-    ));
-    let text = fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("compression-level = 3", "compression-level = 19");
-    fs::write(&env.config, text).unwrap();
+    slow_set(&env, "s", &[8 << 20; 4], "");
 
     let mut child = env
         .std_cmd()
@@ -32,14 +20,7 @@ fn sigkill_mid_backup_leaves_no_archive_and_the_next_run_cleans_up() {
         .unwrap();
     let set_dir = env.dest.join("s");
     wait_for("a growing .partial archive", Duration::from_mins(1), || {
-        fs::read_dir(&set_dir).is_ok_and(|rd| {
-            rd.filter_map(Result::ok).any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .ends_with(".tar.zst.partial")
-                    && e.metadata().is_ok_and(|m| m.len() > 0)
-            })
-        })
+        partial_over(&set_dir, 0)
     });
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();

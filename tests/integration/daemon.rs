@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::common::{Env, random_file, stdout, wait_for};
+use crate::common::{Env, partial_over, slow_set, stdout, wait_for};
 
 struct Daemon {
     child: Option<Child>,
@@ -75,20 +75,13 @@ fn runs(state: &Path, job: &str) -> Vec<(i64, Option<i64>, String)> {
 
 fn slow_backup_env(schedule: &str) -> Env {
     let env = Env::new();
-    let data = env.root.join("data");
-    fs::create_dir_all(&data).unwrap();
-    for i in 0..3 {
-        random_file(&data.join(format!("blob{i}")), 6 << 20, i);
-    }
-    env.write_config(&format!(
-        "[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n\n[schedule]\nbackup = \"{schedule}\"\ngrace-period = \"30s\"\n",
-        data.display()
-    ));
     // Level 19 on incompressible data: a backup takes seconds.
-    let text = fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("compression-level = 3", "compression-level = 19");
-    fs::write(&env.config, text).unwrap();
+    slow_set(
+        &env,
+        "s",
+        &[6 << 20; 3],
+        &format!("\n[schedule]\nbackup = \"{schedule}\"\ngrace-period = \"30s\"\n"),
+    );
     env
 }
 
@@ -319,19 +312,9 @@ fn regression_a_scheduled_run_waits_for_another_job_that_shares_its_lock() {
 #[test]
 fn regression_sigterm_stops_a_backup_inside_a_large_file() {
     let env = Env::new();
-    let data = env.root.join("data");
-    fs::create_dir_all(&data).unwrap();
-    // Incompressible, at level 19: compressing it whole takes far longer than the bound
-    // below on this kind of machine.
-    random_file(&data.join("model.bin"), 256 << 20, 7);
-    env.write_config(&format!(
-        "[[backup.set]]\nname = \"m\"\npaths = [\"{}\"]\n",
-        data.display()
-    ));
-    let text = fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("compression-level = 3", "compression-level = 19");
-    fs::write(&env.config, text).unwrap();
+    // One incompressible file at level 19: compressing it whole takes far longer than the
+    // bound below on this kind of machine.
+    slow_set(&env, "m", &[256 << 20], "");
     let mut child = env
         .std_cmd()
         .arg("backup")
@@ -342,14 +325,7 @@ fn regression_sigterm_stops_a_backup_inside_a_large_file() {
     let dir = env.dest.join("m");
     // Inside the file: its compressed bytes are reaching the partial archive.
     wait_for("the archive to grow", Duration::from_mins(1), || {
-        fs::read_dir(&dir).is_ok_and(|rd| {
-            rd.filter_map(Result::ok).any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .ends_with(".tar.zst.partial")
-                    && e.metadata().is_ok_and(|m| m.len() > 1 << 20)
-            })
-        })
+        partial_over(&dir, 1 << 20)
     });
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
