@@ -1,6 +1,6 @@
 //! Thin adapters from parsed subcommands to the core: load the config, turn arguments
 //! into a job's options, call the job, print its report (table or `--json`). No command
-//! file calls another; what several print is `report`'s.
+//! file calls another; what several print is `show`'s (and `crate::render`'s).
 
 mod alert;
 mod backups;

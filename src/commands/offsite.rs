@@ -20,7 +20,7 @@ pub fn run(cfg: &Config, cmd: OffsiteCommand) -> anyhow::Result<ExitCode> {
             all,
             json,
         } => {
-            let r = job::push(cfg, &PushJob { target, set, all }, super::ui())?;
+            let r = job::push(cfg, &PushJob { target, set, all }, ui)?;
             Ok(super::exit(super::show::report(
                 cfg,
                 &Report::Offsite(r),

@@ -45,6 +45,13 @@ struct Shared {
 
 type State = Arc<Mutex<Shared>>;
 
+impl Shared {
+    /// The running job that holds the lock `job` needs, if any.
+    fn lock_holder(&self, job: &Job) -> Option<&Job> {
+        self.running.keys().find(|r| r.lock() == job.lock())
+    }
+}
+
 fn lock(s: &State) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -403,7 +410,7 @@ fn start_job(state: &State, job: &Job, why: &str) {
         }
         return;
     }
-    if let Some(other) = s.running.keys().find(|r| r.lock() == job.lock()).cloned() {
+    if let Some(other) = s.lock_holder(job).cloned() {
         if !s.waiting.iter().any(|(w, _)| w == job) {
             log(
                 json,
@@ -470,8 +477,10 @@ fn start_job(state: &State, job: &Job, why: &str) {
         let next = {
             let mut s = lock(&state);
             s.running.remove(&job);
-            let free = |w: &Job, s: &Shared| !s.running.keys().any(|r| r.lock() == w.lock());
-            let at = s.waiting.iter().position(|(w, _)| free(w, &s));
+            let at = s
+                .waiting
+                .iter()
+                .position(|(w, _)| s.lock_holder(w).is_none());
             at.map(|i| s.waiting.remove(i))
         };
         if let Some((waiting, why)) = next {

@@ -102,17 +102,16 @@ pub fn run(cfg: &Config, job: &BackupJob, ui: Ui<'_>) -> anyhow::Result<BackupRe
         return Ok(report);
     }
     let progress = (ui.progress)();
-    let options = BackupOptions { force: job.force };
+    let each = Each {
+        dest: crate::backup::Dest::of(cfg),
+        options: BackupOptions { force: job.force },
+        tz: jiff::tz::TimeZone::system(),
+        progress: progress.as_ref(),
+    };
     for set in sets {
-        one_set(
-            cfg,
-            &mut session,
-            set,
-            options,
-            progress.as_ref(),
-            &mut report,
-        )?;
+        one_set(cfg, &mut session, set, &each, &mut report)?;
     }
+    drop(each);
     drop(progress);
     let created: Vec<String> = report
         .outcomes
@@ -128,13 +127,21 @@ pub fn run(cfg: &Config, job: &BackupJob, ui: Ui<'_>) -> anyhow::Result<BackupRe
     Ok(report)
 }
 
+/// What every set's backup in one run shares, taken once.
+struct Each<'r> {
+    dest: crate::backup::Dest<'r>,
+    options: BackupOptions,
+    /// The time zone retention counts days in.
+    tz: jiff::tz::TimeZone,
+    progress: &'r dyn crate::backup::Progress,
+}
+
 /// One set: its hooks around its backup, its run record and alert state, its retention.
 fn one_set(
     cfg: &Config,
     session: &mut Session<'_>,
     set: &BackupSet,
-    options: BackupOptions,
-    progress: &dyn crate::backup::Progress,
+    each: &Each<'_>,
     report: &mut BackupReport,
 ) -> anyhow::Result<()> {
     let unit = Job::BackupSet(set.name.clone());
@@ -150,13 +157,13 @@ fn one_set(
             .with_context(|| format!("backup of set {:?} not started", set.name))
     } else {
         crate::backup::backup_quiesced(
-            crate::backup::Dest::of(cfg),
+            each.dest,
             &cfg.services,
             &session.catalog,
             set,
-            options,
+            each.options,
             &crate::services::SystemRunner,
-            progress,
+            each.progress,
         )
         .with_context(|| format!("backup of set {:?} failed", set.name))
     };
@@ -221,14 +228,7 @@ fn one_set(
     session.record_hooks(None, &hooks.log);
     report.outcomes.push(o);
     if cfg.backup.prune_after_backup && !set.keep.is_empty() {
-        let tz = jiff::tz::TimeZone::system();
-        match crate::backup::prune_set(
-            crate::backup::Dest::of(cfg),
-            &session.catalog,
-            set,
-            &tz,
-            false,
-        ) {
+        match crate::backup::prune_set(each.dest, &session.catalog, set, &each.tz, false) {
             Ok(r) => report.prunes.push(r),
             Err(e) => report.failures.push(
                 anyhow::Error::new(e)

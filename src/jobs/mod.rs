@@ -18,6 +18,8 @@ pub use session::{
     round,
 };
 
+use anyhow::Context;
+
 use crate::backup::Progress;
 use crate::catalog::RunStatus;
 use crate::config::Config;
@@ -105,12 +107,8 @@ pub fn run(cfg: &Config, job: &Job, ui: Ui<'_>) -> anyhow::Result<Report> {
 /// `steward run JOB`: one scheduled tick of `job`, recorded around its run (`Skipped` when
 /// another run holds the job's lock).
 pub fn tick(cfg: &Config, job: &Job, ui: Ui<'_>) -> anyhow::Result<Report> {
-    let tick = Tick::start(cfg, job).map_err(|e| {
-        anyhow::Error::new(e).context(format!(
-            "opening the catalog in {}",
-            cfg.state_dir.display()
-        ))
-    })?;
+    let tick = Tick::start(cfg, job)
+        .with_context(|| format!("opening the catalog in {}", cfg.state_dir.display()))?;
     let result = run(cfg, job, Ui { queue: true, ..ui });
     let (status, summary) = match &result {
         Ok(r) => (r.done().status, r.done().status.word().to_string()),

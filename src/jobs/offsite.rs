@@ -509,6 +509,7 @@ pub fn fetch_verified(
         );
     }
     let progress = (ui.progress)();
+    let dest = crate::backup::Dest::of(cfg);
     let dir = cfg.backup.set_dir(&copy.set);
     let path = offsite::fetch(
         &store,
@@ -522,7 +523,7 @@ pub fn fetch_verified(
     // The archive is in place with its sidecar: the catalog learns it as any archive on
     // the disk, then it is read back in full like any backup.
     let added = (|| -> anyhow::Result<BackupRecord> {
-        crate::backup::reindex(crate::backup::Dest::of(cfg), catalog, progress.as_ref())
+        crate::backup::reindex(dest, catalog, progress.as_ref())
             .context("adding the fetched archive to the catalog")?;
         let record = catalog.backup(id)?.with_context(|| {
             format!(
@@ -547,8 +548,7 @@ pub fn fetch_verified(
             if let Some(dir) = path.parent() {
                 let _ = std::fs::remove_dir(dir);
             }
-            let _ =
-                crate::backup::reindex(crate::backup::Dest::of(cfg), catalog, progress.as_ref());
+            let _ = crate::backup::reindex(dest, catalog, progress.as_ref());
             Err(e)
         }
     }

@@ -24,6 +24,7 @@ pub fn run(
     }
     let session = Session::begin(cfg, Job::Prune, dry_run, ui)?;
     let tz = jiff::tz::TimeZone::system();
+    let dest = crate::backup::Dest::of(cfg);
     let mut reports = Vec::new();
     for s in cfg
         .backup
@@ -31,14 +32,8 @@ pub fn run(
         .iter()
         .filter(|s| set.is_none_or(|n| n == s.name))
     {
-        let report = crate::backup::prune_set(
-            crate::backup::Dest::of(cfg),
-            &session.catalog,
-            s,
-            &tz,
-            dry_run,
-        )
-        .with_context(|| format!("pruning set {:?}", s.name))?;
+        let report = crate::backup::prune_set(dest, &session.catalog, s, &tz, dry_run)
+            .with_context(|| format!("pruning set {:?}", s.name))?;
         reports.push(report);
     }
     Ok(reports)

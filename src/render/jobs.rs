@@ -452,8 +452,10 @@ fn verify(out: &mut dyn Write, r: &VerifyReport, json: bool) -> io::Result<()> {
 /// What a job's report says on stderr: its failures, each a line.
 pub fn errors(report: &Report) -> Vec<String> {
     match report {
-        Report::Backup(r) => r.failures.iter().map(|e| format!("error: {e:#}")).collect(),
-        Report::Offsite(r) => r.failures.iter().map(|e| format!("error: {e:#}")).collect(),
+        Report::Backup(BackupReport { failures, .. })
+        | Report::Offsite(PushReport { failures, .. }) => {
+            failures.iter().map(|e| format!("error: {e:#}")).collect()
+        }
         Report::Maintain(r) if !r.dry_run => r.errors().map(|e| format!("error: {e}")).collect(),
         Report::Verify(r) if r.failed > 0 => vec![format!(
             "{} of {} backups failed verification",

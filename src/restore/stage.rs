@@ -214,10 +214,10 @@ pub fn stage(
                 let mut f = d.create_file(&name_in(leaf)).map_err(unsafe_entry(&path))?;
                 let (digest, first, total) =
                     copy_hashed(&mut entry, &mut f, &mut buf).map_err(|e| match e {
-                        Copy::Read(e) => {
+                        CopySide::Read(e) => {
                             corrupt(format!("reading {}: {e}", String::from_utf8_lossy(&path)))
                         }
-                        Copy::Write(e) => io_err(&dest)(e),
+                        CopySide::Write(e) => io_err(&dest)(e),
                     })?;
                 keys.push(entry_key(&path, &digest));
                 owner.apply(&f, &dest)?;
@@ -316,7 +316,7 @@ impl Owner {
 }
 
 /// Which side of a copy failed.
-enum Copy {
+enum CopySide {
     Read(io::Error),
     Write(io::Error),
 }
@@ -327,12 +327,12 @@ fn copy_hashed(
     from: &mut impl Read,
     to: &mut File,
     buf: &mut [u8],
-) -> Result<([u8; 32], [u8; 16], u64), Copy> {
+) -> Result<([u8; 32], [u8; 16], u64), CopySide> {
     let mut h = Sha256::new();
     let mut first = [0u8; 16];
     let mut total = 0u64;
     loop {
-        let n = from.read(buf).map_err(Copy::Read)?;
+        let n = from.read(buf).map_err(CopySide::Read)?;
         if n == 0 {
             break;
         }
@@ -341,7 +341,7 @@ fn copy_hashed(
             first[total as usize..total as usize + k].copy_from_slice(&buf[..k]);
         }
         h.update(&buf[..n]);
-        to.write_all(&buf[..n]).map_err(Copy::Write)?;
+        to.write_all(&buf[..n]).map_err(CopySide::Write)?;
         total += n as u64;
     }
     Ok((h.finalize().into(), first, total))
