@@ -708,6 +708,61 @@ fn without_logs(m: BTreeMap<PathBuf, Vec<u8>>) -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 #[test]
+fn a_stop_command_in_flight_dies_with_a_killed_steward_and_never_stops_a_resumed_service() {
+    // The stop writes its shell's PID, then waits before it kills: a steward killed in
+    // that wait must take the shell with it, or its `kill` would land after the resume
+    // found the service running (a flake of the kill campaign on a loaded host).
+    let w = World::new("", "\"api\", \"web\"");
+    w.backup();
+    // Slow stops only for the restore (the backup quiesces the same services).
+    let text = fs::read_to_string(&w.env.config).unwrap();
+    fs::write(
+        &w.env.config,
+        text.replace("stop = \"", "stop = \"echo $$ > stop-sh.pid; sleep 30; "),
+    )
+    .unwrap();
+    damage(&w);
+    let sh_pid = w.env.root.join("stop-sh.pid");
+    let mut child = w
+        .env
+        .std_cmd_with(&["restore", "--latest", "--set", "s", "--yes"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_pid = || {
+        fs::read_to_string(&sh_pid)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    crate::common::wait_for("the stop command to begin", Duration::from_secs(30), || {
+        read_pid().is_some()
+    });
+    let sh = read_pid().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    crate::common::wait_for(
+        "the stop command's shell to die with steward",
+        Duration::from_secs(10),
+        || !World::alive(sh),
+    );
+    let a = w.env.cmd().args(["restore", "--resume"]).assert().success();
+    assert!(stdout(&a).contains("rolled back"), "{}", stdout(&a));
+    for name in ["api", "web"] {
+        let pid = w
+            .pid(name)
+            .unwrap_or_else(|| panic!("{name} has no pid file"));
+        assert!(World::alive(pid), "{name} is down after the resume");
+    }
+    let stops: Vec<_> = w
+        .events()
+        .into_iter()
+        .filter(|e| e.2 == "stopping")
+        .collect();
+    assert!(stops.is_empty(), "a service was stopped: {stops:?}");
+}
+
+#[test]
 fn sigkill_at_any_moment_then_following_steward_ends_with_the_backup_and_services_up() {
     // A slow stop makes the window in which services are going down wide.
     let w = World::with_stop("", "\"api\", \"web\"", "sleep 0.3; ");
@@ -721,9 +776,12 @@ fn sigkill_at_any_moment_then_following_steward_ends_with_the_backup_and_service
     let restore = ["restore", "--latest", "--set", "s", "--yes"];
     let services_up = |when: &str| {
         let (api, web) = (w.pid("api"), w.pid("web"));
+        // The services' own last events say who stopped them, when.
+        let recent: Vec<_> = w.events().into_iter().rev().take(12).collect();
         assert!(
             api.is_some_and(World::alive) && web.is_some_and(World::alive),
-            "{when}: exit 0 while a service is down"
+            "{when}: exit 0 while a service is down (api {api:?}, web {web:?}); \
+             newest events first: {recent:?}"
         );
     };
     // A normal run, timed, to spread the kills over it.
