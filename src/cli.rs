@@ -166,6 +166,9 @@ pub struct BackupArgs {
     /// Write a new archive even when nothing changed since the newest verified one.
     #[arg(long)]
     pub force: bool,
+    /// A full backup, not a differential, for sets with differentials on.
+    #[arg(long)]
+    pub full: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

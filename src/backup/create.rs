@@ -16,6 +16,7 @@ use super::archive::{self, ArchiveOptions, ArchiveWriter, BackupMeta, Readback, 
 use super::guard::{self, Guard};
 use super::walk::{self, Fingerprint, Kind};
 use super::{BackupError, Dest, Progress};
+use super::{diff, index};
 use crate::catalog::{BackupRecord, BackupStatus, Catalog};
 use crate::config::BackupSet;
 
@@ -27,6 +28,8 @@ const MAX_LISTED_WARNINGS: usize = 100;
 pub struct BackupOptions {
     /// Write a new archive even when the set is unchanged.
     pub force: bool,
+    /// A full backup, even where a differential would do (`backup --full`).
+    pub full: bool,
 }
 
 /// A set's result.
@@ -34,7 +37,7 @@ pub struct BackupOptions {
 #[serde(rename_all = "kebab-case", tag = "result")]
 pub enum SetOutcome {
     /// A new archive was written and verified.
-    Created(BackupSummary),
+    Created(Box<BackupSummary>),
     /// Nothing changed since `newest`; no archive was written.
     Unchanged { set: String, newest: String },
 }
@@ -71,6 +74,12 @@ pub struct BackupSummary {
     pub warnings: Vec<String>,
     /// Why the change guard found this backup suspect (empty: it did not).
     pub suspect: Vec<String>,
+    /// A differential: the full backup it builds on.
+    pub base: Option<String>,
+    /// A differential's files in the archive (`files` counts the whole tree).
+    pub stored_files: Option<u64>,
+    /// Where differentials are on and this is a full backup: why.
+    pub why_full: Option<String>,
 }
 
 /// The archive name for `set` at `when`: `<set>-<YYYYMMDDTHHMMSSZ>`.
@@ -129,20 +138,33 @@ pub fn backup_set(
     } else {
         catalog.newest_verified(&set.name)?
     };
-    let total_bytes = match newest.filter(|n| n.path.is_file()) {
-        Some(newest) => {
-            progress.phase(&format!("surveying {}", set.name), 0);
-            let (fingerprint, _files, total_bytes) = walk::survey(set)?;
-            if newest.fingerprint == fingerprint {
-                return Ok(SetOutcome::Unchanged {
-                    set: set.name.clone(),
-                    newest: newest.id,
-                });
+    let mut chosen = diff::choose(dest.state_dir, catalog, set, options.full)?;
+    let mut measure = diff::Measure::default();
+    let compare = newest.filter(|n| n.path.is_file());
+    let total_bytes = if compare.is_some() || chosen.is_ok() {
+        progress.phase(&format!("surveying {}", set.name), 0);
+        let (fingerprint, _files, total_bytes) = walk::survey_with(set, &mut |e| {
+            if let Ok(d) = &chosen {
+                measure.add(&d.index, e);
             }
-            total_bytes
+        })?;
+        if let Some(newest) = compare
+            && newest.fingerprint == fingerprint
+        {
+            return Ok(SetOutcome::Unchanged {
+                set: set.name.clone(),
+                newest: newest.id,
+            });
         }
-        None => 0,
+        total_bytes
+    } else {
+        0
     };
+    if chosen.is_ok()
+        && let Err(why) = measure.verdict(set.differential.full_share)
+    {
+        chosen = Err(why);
+    }
     let (id, created) = new_id(&dir, set, catalog)?;
     let name = format!("{id}.tar.zst");
     let final_path = dir.join(&name);
@@ -151,10 +173,122 @@ pub fn backup_set(
         spool: dir.join(format!(".{id}.manifest.partial")),
         snapshot: dir.join(format!(".{id}.sqlite.partial")),
         facts: guard::facts_path(dest.state_dir, &format!(".{id}.partial")),
+        index: index::index_path(dest.state_dir, &format!(".{id}.partial")),
     };
+    let (mut diff, mut why_full) = match chosen {
+        Ok(d) => (Some(d), None),
+        Err(diff::WhyFull::Asked) => (None, None),
+        Err(why) => (None, Some(why.to_string())),
+    };
+    let (written, meta, tree_index) = loop {
+        // A full backup of a set with differentials indexes its tree for the next ones.
+        let mut tree_index = (diff.is_none() && set.differential.enabled)
+            .then(|| index::IndexWriter::new(&partials.index, diff::rules(set)));
+        let result = with_guard(dest, catalog, set, &partials, |watch| {
+            write_archive(
+                dest.archive,
+                set,
+                (&id, created),
+                &partials,
+                (total_bytes, progress),
+                watch,
+                Tree {
+                    diff: diff.as_mut(),
+                    index: tree_index.as_mut(),
+                },
+            )
+        });
+        match result {
+            Ok((w, m)) => break (w, m, tree_index),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partials.facts);
+                let _ = std::fs::remove_file(&partials.archive);
+                let _ = std::fs::remove_file(&partials.spool);
+                let _ = std::fs::remove_file(&partials.index);
+                remove_image(&partials.snapshot);
+                // A folder that became a file (or back) while the walk ran: start over
+                // as a full backup.
+                if let BackupError::KindChanged { path } = &e
+                    && diff.is_some()
+                {
+                    why_full =
+                        Some(diff::WhyFull::KindChanged(path.display().to_string()).to_string());
+                    diff = None;
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    };
+    let (size, readback) = (written.size, written.readback);
+    let sha256 = match publish(written, &meta, &partials, &final_path, progress) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partials.index);
+            return Err(e);
+        }
+    };
+    // Without its facts the next backup compares counts only, without its index the next
+    // one is a full backup: neither worth failing for.
+    let _ = std::fs::rename(&partials.facts, guard::facts_path(dest.state_dir, &id));
+    if let Some(p) = tree_index.and_then(index::IndexWriter::finish) {
+        let _ = std::fs::rename(p, index::index_path(dest.state_dir, &id));
+    }
+    let suspect = meta.suspect();
 
-    // The change guard compares with the set's last good backup (never with a suspect
-    // one: a second day of damage must not look normal next to the first).
+    let now = crate::clock::now();
+    catalog.put_backup(&BackupRecord {
+        id: id.clone(),
+        set: set.name.clone(),
+        path: final_path.clone(),
+        created_at: meta.created_unix,
+        status: BackupStatus::Verified,
+        verified_at: Some(now),
+        archive_bytes: size,
+        source_bytes: meta.bytes,
+        files: meta.files,
+        sha256: hex::encode(sha256),
+        fingerprint: meta.fingerprint.clone(),
+        host: meta.host.clone(),
+        note: None,
+        suspect: suspect.clone(),
+        accepted: false,
+        pinned: false,
+        base: meta.base.as_ref().map(|b| b.id.clone()),
+    })?;
+
+    Ok(SetOutcome::Created(Box::new(BackupSummary {
+        id,
+        set: set.name.clone(),
+        path: final_path,
+        files: meta.files,
+        dirs: meta.dirs,
+        symlinks: meta.symlinks,
+        hardlinks: meta.hardlinks,
+        skipped: meta.skipped,
+        bytes_in: meta.bytes,
+        bytes_out: size,
+        seconds: started.elapsed().as_secs_f64(),
+        verified: true,
+        readback,
+        sqlite: meta.sqlite,
+        warnings: meta.warnings,
+        suspect,
+        base: meta.base.map(|b| b.id),
+        stored_files: meta.stored_files,
+        why_full,
+    })))
+}
+
+/// Runs `write` with the change guard set up against the set's last good backup (never
+/// a suspect one: a second day of damage must not look normal next to the first).
+fn with_guard<T>(
+    dest: Dest<'_>,
+    catalog: &Catalog,
+    set: &BackupSet,
+    partials: &Partials,
+    write: impl FnOnce(Watch<'_>) -> Result<T, BackupError>,
+) -> Result<T, BackupError> {
     let baseline = catalog.newest_good(&set.name)?;
     let base_sqlite = baseline
         .as_ref()
@@ -179,74 +313,18 @@ pub fn backup_set(
             .map(|s| (s.path, s.tables))
             .collect(),
     );
-    let watch = Watch {
+    write(Watch {
         guard: &mut guard,
         was_sqlite: &was_sqlite,
         baseline: baseline.as_ref().map_or("", |b| b.id.as_str()),
-    };
-    let result = write_archive(
-        dest.archive,
-        set,
-        (&id, created),
-        &partials,
-        total_bytes,
-        progress,
-        watch,
-    );
-    let (written, meta) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partials.facts);
-            let _ = std::fs::remove_file(&partials.archive);
-            let _ = std::fs::remove_file(&partials.spool);
-            remove_image(&partials.snapshot);
-            return Err(e);
-        }
-    };
-    let (size, readback) = (written.size, written.readback);
-    let sha256 = publish(written, &meta, &partials, &final_path, progress)?;
-    // Without its facts the next backup compares counts only; not worth failing for.
-    let _ = std::fs::rename(&partials.facts, guard::facts_path(dest.state_dir, &id));
-    let suspect = meta.suspect();
+    })
+}
 
-    let now = crate::clock::now();
-    catalog.put_backup(&BackupRecord {
-        id: id.clone(),
-        set: set.name.clone(),
-        path: final_path.clone(),
-        created_at: meta.created_unix,
-        status: BackupStatus::Verified,
-        verified_at: Some(now),
-        archive_bytes: size,
-        source_bytes: meta.bytes,
-        files: meta.files,
-        sha256: hex::encode(sha256),
-        fingerprint: meta.fingerprint.clone(),
-        host: meta.host.clone(),
-        note: None,
-        suspect: suspect.clone(),
-        accepted: false,
-        pinned: false,
-    })?;
-
-    Ok(SetOutcome::Created(BackupSummary {
-        id,
-        set: set.name.clone(),
-        path: final_path,
-        files: meta.files,
-        dirs: meta.dirs,
-        symlinks: meta.symlinks,
-        hardlinks: meta.hardlinks,
-        skipped: meta.skipped,
-        bytes_in: meta.bytes,
-        bytes_out: size,
-        seconds: started.elapsed().as_secs_f64(),
-        verified: true,
-        readback,
-        sqlite: meta.sqlite,
-        warnings: meta.warnings,
-        suspect,
-    }))
+/// What a backup knows of the tree beyond the walk: the base of a differential, and the
+/// index a full backup writes.
+struct Tree<'a> {
+    diff: Option<&'a mut diff::DiffBuild>,
+    index: Option<&'a mut index::IndexWriter>,
 }
 
 /// The files a backup writes before it is published, beside their final places.
@@ -259,6 +337,8 @@ struct Partials {
     snapshot: PathBuf,
     /// The change guard's facts.
     facts: PathBuf,
+    /// A full backup's tree index.
+    index: PathBuf,
 }
 
 /// The set's backup folder, made and cleared of what a killed run left; refused when the
@@ -271,8 +351,9 @@ fn prepare_dir(
     let dir = dest.backup.set_dir(&set.name);
     crate::fsutil::create_private_dir(&dir).map_err(BackupError::io(&dir))?;
     remove_partials(&dir, progress)?;
-    // The change guard's facts of a run that was killed.
+    // The change guard's facts and the tree index of a run that was killed.
     remove_partials(&dest.state_dir.join("facts"), progress)?;
+    remove_partials(&dest.state_dir.join("index"), progress)?;
 
     if dest.backup.min_free_space > 0 {
         let free = crate::fsutil::free_space(&dir).map_err(BackupError::io(&dir))?;
@@ -408,15 +489,19 @@ fn write_archive(
     set: &BackupSet,
     (id, created): (&str, Timestamp),
     partials: &Partials,
-    total_bytes: u64,
-    progress: &dyn Progress,
+    (total_bytes, progress): (u64, &dyn Progress),
     watch: Watch<'_>,
+    tree: Tree<'_>,
 ) -> Result<(archive::Written, BackupMeta), BackupError> {
     let Watch {
         guard,
         was_sqlite,
         baseline,
     } = watch;
+    let Tree {
+        mut diff,
+        index: mut tree_index,
+    } = tree;
     let mut writer = ArchiveWriter::create(&partials.archive, &partials.spool, options)?;
     let mut fp = Fingerprint::default();
     let mut tally = Tally::default();
@@ -424,7 +509,12 @@ fn write_archive(
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     progress.phase(&format!("archiving {}", set.name), total_bytes);
 
-    let walked = walk::walk_set_ahead(set, |e, ahead| {
+    // What a differential leaves to its base is not read ahead either.
+    let base_index = diff.as_ref().map(|d| &d.index);
+    let skip_ahead = |e: &walk::Entry| base_index.is_some_and(|i| diff::unchanged(i, e).is_some());
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut stored = 0u64;
+    let walked = walk::walk_set_ahead(set, &skip_ahead, |e, ahead| {
         if super::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
             return Err(BackupError::Interrupted);
         }
@@ -435,14 +525,60 @@ fn write_archive(
         let Some(name) = archive_name(&e.path) else {
             return Ok(());
         };
+        let facts = walk::entry_facts(&e).unwrap_or_default();
+        if let Some(i) = base_index {
+            if diff::kind_flipped(i, &e) {
+                return Err(BackupError::KindChanged { path: e.path });
+            }
+            seen.push(name.as_os_str().as_bytes().to_vec());
+            if let Some(was) = diff::unchanged(i, &e) {
+                match &e.kind {
+                    // Folders always: they are few and carry the tree's shape and modes.
+                    Kind::Dir => {}
+                    Kind::File => {
+                        writer.carry(&name, &was.sha256)?;
+                        guard.file(
+                            name.as_os_str().as_bytes(),
+                            was.size,
+                            false,
+                            was.flags & index::RANDOM != 0,
+                        );
+                        tally.meta_files += 1;
+                        tally.bytes += was.size;
+                        progress.advance(was.size);
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
+                }
+            }
+        }
+        let indexed = |kind, flags, sha256, size| index::Indexed {
+            kind,
+            flags,
+            facts,
+            sha256,
+            size,
+        };
         match &e.kind {
             Kind::Dir => {
                 writer.append_dir(&name, &e.meta)?;
                 tally.dirs += 1;
+                if let Some(w) = tree_index.as_deref_mut() {
+                    w.add(
+                        name.as_os_str().as_bytes(),
+                        &indexed(index::EntryKind::Dir, 0, [0; 32], 0),
+                    );
+                }
             }
             Kind::Symlink(target) => {
                 writer.append_link(&name, &e.meta, target, false)?;
                 tally.symlinks += 1;
+                if let Some(w) = tree_index.as_deref_mut() {
+                    w.add(
+                        name.as_os_str().as_bytes(),
+                        &indexed(index::EntryKind::Symlink, 0, [0; 32], 0),
+                    );
+                }
             }
             Kind::Special(what) => {
                 tally.skipped += 1;
@@ -455,6 +591,13 @@ fn write_archive(
                 {
                     writer.append_link(&name, &e.meta, first, true)?;
                     tally.hardlinks += 1;
+                    if let Some(w) = tree_index.as_deref_mut() {
+                        let k = index::EntryKind::File;
+                        w.add(
+                            name.as_os_str().as_bytes(),
+                            &indexed(k, index::LINKED, [0; 32], 0),
+                        );
+                    }
                     return Ok(());
                 }
                 let archived = archive_file(
@@ -466,8 +609,19 @@ fn write_archive(
                     progress,
                     guard,
                 )?;
-                if archived && e.meta.nlink() > 1 {
-                    links.insert(key, name);
+                let Some(a) = archived else { return Ok(()) };
+                stored += 1;
+                if e.meta.nlink() > 1 {
+                    links.insert(key, name.clone());
+                }
+                if let Some(w) = tree_index.as_deref_mut() {
+                    let flags = if e.meta.nlink() > 1 { index::LINKED } else { 0 }
+                        | if a.sqlite { index::SQLITE } else { 0 }
+                        | if a.random { index::RANDOM } else { 0 };
+                    w.add(
+                        name.as_os_str().as_bytes(),
+                        &indexed(index::EntryKind::File, flags, a.digest, a.size),
+                    );
                 }
             }
         }
@@ -479,6 +633,14 @@ fn write_archive(
         return Err(BackupError::Interrupted);
     }
     walked?;
+    // The base's entries the walk did not meet are gone.
+    let deleted = diff.as_deref_mut().map(|d| {
+        d.stored = stored;
+        for n in &seen {
+            d.index.entries.remove(n);
+        }
+        diff::deleted(&d.index)
+    });
 
     // A database of the baseline that is not one now: overwritten, unreadable or gone.
     let now_sqlite: HashSet<&str> = tally.sqlite.iter().map(|s| s.path.as_str()).collect();
@@ -503,7 +665,11 @@ fn write_archive(
     }
     let (report, _) = guard.finish();
     let meta = BackupMeta {
-        format: 1,
+        format: if diff.is_some() {
+            archive::FORMAT_DIFFERENTIAL
+        } else {
+            archive::FORMAT_FULL
+        },
         id: id.to_string(),
         set: set.name.clone(),
         host: crate::fsutil::hostname(),
@@ -528,13 +694,27 @@ fn write_archive(
         warnings: tally.warnings,
         warnings_total: tally.warnings_total,
         guard: Some(report),
+        base: diff.as_ref().map(|d| archive::BaseRef {
+            id: d.base.id.clone(),
+            sha256: d.base.sha256.clone(),
+        }),
+        stored_files: diff.as_ref().map(|d| d.stored),
+        deleted: deleted.as_ref().map(|d| d.1),
     };
-    let written = writer.finish(&meta)?;
+    let written = writer.finish_with(&meta, deleted.as_ref().map(|d| d.0.as_slice()))?;
     Ok((written, meta))
 }
 
+/// What archiving one file gave: its digest and what the tree index keeps of it.
+struct Archived {
+    digest: [u8; 32],
+    size: u64,
+    sqlite: bool,
+    random: bool,
+}
+
 /// Archives a regular file, or a snapshot of it when it is a SQLite database; returns
-/// false when it vanished or could not be opened. A small file comes with its content,
+/// `None` when it vanished or could not be opened. A small file comes with its content,
 /// read ahead by the walk's reading thread.
 fn archive_file(
     writer: &mut ArchiveWriter,
@@ -544,13 +724,13 @@ fn archive_file(
     tally: &mut Tally,
     progress: &dyn Progress,
     guard: &mut Guard,
-) -> Result<bool, BackupError> {
+) -> Result<Option<Archived>, BackupError> {
     let cannot_open = |tally: &mut Tally, err: std::io::Error| {
         tally.warn(
             progress,
             format!("{}: not archived, cannot open: {err}", e.path.display()),
         );
-        Ok(false)
+        Ok(None)
     };
     // The header is read from the handle that is then archived: one open per file.
     let (head, rest) = match ahead {
@@ -584,12 +764,8 @@ fn archive_file(
         sampler: guard.enabled().then_some(&mut sampler),
     };
     let out = writer.append_file(name, &e.meta, size, reader, &mut |n| progress.advance(n))?;
-    guard.file(
-        name.as_os_str().as_bytes(),
-        size,
-        false,
-        sampler.high_entropy(),
-    );
+    let random = sampler.high_entropy();
+    guard.file(name.as_os_str().as_bytes(), size, false, random);
     tally.meta_files += 1;
     tally.bytes += size;
     if out.shrank || out.grew {
@@ -606,7 +782,12 @@ fn archive_file(
             ),
         );
     }
-    Ok(true)
+    Ok(Some(Archived {
+        digest: out.digest,
+        size,
+        sqlite: false,
+        random,
+    }))
 }
 
 /// Removes a snapshot image and the `-wal`/`-shm`/`-journal` that opening it (the
@@ -632,7 +813,7 @@ fn archive_sqlite(
     tally: &mut Tally,
     progress: &dyn Progress,
     guard: &mut Guard,
-) -> Result<bool, BackupError> {
+) -> Result<Option<Archived>, BackupError> {
     remove_image(tmp);
     let check = guard.sqlite_check();
     let count = guard.enabled();
@@ -662,7 +843,7 @@ fn archive_sqlite(
                 });
                 (streamed, checker.join())
             });
-            streamed?;
+            let digest = streamed?.digest;
             let ((checked, rows), held) = checked.unwrap_or_else(|_| {
                 (
                     (
@@ -680,10 +861,10 @@ fn archive_sqlite(
                     e.path.display()
                 ));
             }
-            Ok((size, rows))
+            Ok((size, rows, digest))
         });
     remove_image(tmp);
-    let (size, tables) = result?;
+    let (size, tables, digest) = result?;
     let path = e.path.to_string_lossy().into_owned();
     guard.tables(&path, &tables);
     guard.file(name.as_os_str().as_bytes(), size, true, false);
@@ -694,5 +875,10 @@ fn archive_sqlite(
         bytes: size,
         tables,
     });
-    Ok(true)
+    Ok(Some(Archived {
+        digest,
+        size,
+        sqlite: true,
+        random: false,
+    }))
 }

@@ -5,7 +5,9 @@
 
 pub mod archive;
 mod create;
+pub mod diff;
 pub mod guard;
+pub mod index;
 pub mod marks;
 mod postgres;
 mod prune;
@@ -54,6 +56,11 @@ pub enum BackupError {
     Redis(#[from] redis::RedisError),
     #[error(transparent)]
     Postgres(#[from] postgres::DumpError),
+    #[error(
+        "{path}: changed between folder and file during the backup; the differential was \
+         dropped"
+    )]
+    KindChanged { path: PathBuf },
     #[error("{path}: verification after writing failed; the archive was discarded")]
     VerifyAfterWrite {
         path: PathBuf,

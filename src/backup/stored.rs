@@ -1,6 +1,7 @@
 //! Checking archives that exist (`verify`) and rebuilding the catalog from the archives'
 //! own `backup.json` (`reindex`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,13 @@ pub fn verify_backup(
             });
         }
         if hex::encode(v.sha256) == record.sha256 {
+            let base = match &record.base {
+                Some(b) => catalog
+                    .backup(b)
+                    .map_err(|e| archive::ArchiveError::corrupt(&record.path, e.to_string()))?,
+                None => None,
+            };
+            against_base(&record.path, &v, base.as_ref())?;
             Ok(v)
         } else {
             Err(archive::ArchiveError::Corrupt {
@@ -88,6 +96,66 @@ pub fn verify_backup(
         }
     };
     Ok(outcome)
+}
+
+/// A differential against its base (a full backup: nothing to do): the base must be the
+/// very archive it was taken against, not failed, and hold exactly the files the
+/// differential's manifest leaves to it. `base`: the catalog's record of it, if any.
+pub fn against_base(
+    path: &Path,
+    v: &archive::Verified,
+    base: Option<&BackupRecord>,
+) -> Result<(), archive::ArchiveError> {
+    let bad = |m: String| archive::ArchiveError::corrupt(path, m);
+    let (Some(want), Some(diff)) = (&v.meta.base, &v.diff) else {
+        return match (&v.meta.base, &v.diff) {
+            (None, None) => Ok(()),
+            _ => Err(bad(
+                "backup.json and the archive disagree on its base".into()
+            )),
+        };
+    };
+    let base = base.ok_or_else(|| {
+        bad(format!(
+            "a differential that needs its base {}, which is gone (not in the catalog; \
+             `steward backups reindex` finds it if it is still on the disk)",
+            want.id
+        ))
+    })?;
+    if base.base.is_some() {
+        return Err(bad(format!(
+            "its base {} is itself a differential",
+            base.id
+        )));
+    }
+    if base.sha256 != want.sha256 {
+        return Err(bad(format!(
+            "its base {} is another archive than the one it was taken against (sha256 {} \
+             where {} was expected)",
+            base.id, base.sha256, want.sha256
+        )));
+    }
+    if base.status == BackupStatus::Failed {
+        return Err(bad(format!(
+            "its base {} failed verification{}",
+            base.id,
+            base.note
+                .as_deref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default()
+        )));
+    }
+    let trailer = archive::read_trailer(&base.path, true)?;
+    if trailer.meta.id != base.id || trailer.meta.base.is_some() {
+        return Err(bad(format!(
+            "{} does not hold the full backup {}",
+            base.path.display(),
+            base.id
+        )));
+    }
+    let manifest = trailer.manifest.unwrap_or_default();
+    archive::check_against_base(diff, &manifest)
+        .map_err(|m| bad(format!("against its base {}: {m}", base.id)))
 }
 
 /// What `reindex` found.
@@ -129,7 +197,8 @@ pub fn reindex(
         .map(|b| (b.id.clone(), b))
         .collect();
     let mut report = ReindexReport::default();
-    let mut records = Vec::new();
+    let mut records: Vec<BackupRecord> = Vec::new();
+    let mut bases: HashMap<String, archive::BaseRef> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let sets = match std::fs::read_dir(dest) {
         Ok(rd) => rd,
@@ -247,8 +316,37 @@ pub fn reindex(
                 suspect: meta.suspect(),
                 accepted,
                 pinned,
+                base: meta.base.as_ref().map(|b| b.id.clone()),
             });
+            if let Some(b) = meta.base {
+                bases.insert(meta.id.clone(), b);
+            }
         }
+    }
+    // A differential restores only with the very base it was taken against.
+    let digests: HashMap<String, String> = records
+        .iter()
+        .map(|r| (r.id.clone(), r.sha256.clone()))
+        .collect();
+    for r in &mut records {
+        let Some(b) = bases.get(&r.id) else { continue };
+        let why = match digests.get(&b.id) {
+            None => format!(
+                "{}: a differential whose base {} is not on the disk; it cannot be restored",
+                r.path.display(),
+                b.id
+            ),
+            Some(d) if *d != b.sha256 => format!(
+                "{}: a differential whose base {} is another archive than the one it was \
+                 taken against; it cannot be restored",
+                r.path.display(),
+                b.id
+            ),
+            Some(_) => continue,
+        };
+        report.problems.push(why.clone());
+        r.status = BackupStatus::Failed;
+        r.note = Some(why);
     }
     let found: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
     report.dropped = known

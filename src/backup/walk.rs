@@ -188,6 +188,7 @@ type Batch<T> = Vec<Result<T, WalkError>>;
 /// itself).
 pub fn walk_set_ahead<E: From<WalkError>>(
     set: &BackupSet,
+    skip_ahead: &(dyn Fn(&Entry) -> bool + Sync),
     mut visit: impl FnMut(Entry, Option<Ahead>) -> Result<(), E>,
 ) -> Result<(), E> {
     let thread_error = |source| WalkError::Io {
@@ -228,7 +229,8 @@ pub fn walk_set_ahead<E: From<WalkError>>(
                         .into_iter()
                         .map(|item| {
                             item.map(|e| {
-                                let ahead = read_ahead(&e);
+                                // What a differential leaves to its base is never read.
+                                let ahead = if skip_ahead(&e) { None } else { read_ahead(&e) };
                                 (e, ahead)
                             })
                         })
@@ -343,48 +345,57 @@ pub struct Fingerprint {
     count: u64,
 }
 
+/// An entry's facts as the fingerprint counts them (path, kind, link target; size,
+/// mtime and inode for all but folders; mode and owner), 16 bytes of their SHA-256.
+/// `None` for what never means a change: a `-shm` file, an empty `-wal`.
+pub fn entry_facts(e: &Entry) -> Option<[u8; 16]> {
+    if e.sqlite_side_file {
+        // `-shm` is a memory index readers rewrite, and an empty `-wal` (which any
+        // reader, steward's own snapshot included, may create) holds no data: neither
+        // means the database changed.
+        let name = e.path.as_os_str().as_bytes();
+        if name.ends_with(b"-shm") || e.meta.size() == 0 {
+            return None;
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(e.path.as_os_str().as_bytes());
+    h.update([0]);
+    let tag: &[u8] = match &e.kind {
+        Kind::Dir => b"d",
+        Kind::File => b"f",
+        Kind::Symlink(t) => {
+            h.update(t.as_os_str().as_bytes());
+            b"l"
+        }
+        Kind::Special(s) => s.as_bytes(),
+    };
+    h.update(tag);
+    let m = &e.meta;
+    if !matches!(e.kind, Kind::Dir) {
+        // A directory's mtime changes when a file is added inside it, which its own
+        // entries already show; leaving it out keeps excluded churn (a *.tmp file
+        // appearing) from forcing a new backup.
+        h.update(m.size().to_le_bytes());
+        h.update(m.mtime().to_le_bytes());
+        h.update(m.mtime_nsec().to_le_bytes());
+        h.update(m.ino().to_le_bytes());
+    }
+    h.update(m.mode().to_le_bytes());
+    h.update(m.uid().to_le_bytes());
+    h.update(m.gid().to_le_bytes());
+    let d = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&d[..16]);
+    Some(first)
+}
+
 impl Fingerprint {
     pub fn add(&mut self, e: &Entry) {
-        if e.sqlite_side_file {
-            // `-shm` is a memory index readers rewrite, and an empty `-wal` (which any
-            // reader, steward's own snapshot included, may create) holds no data: neither
-            // means the database changed.
-            let name = e.path.as_os_str().as_bytes();
-            if name.ends_with(b"-shm") || e.meta.size() == 0 {
-                return;
-            }
+        if let Some(first) = entry_facts(e) {
+            self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
+            self.count += 1;
         }
-        let mut h = Sha256::new();
-        h.update(e.path.as_os_str().as_bytes());
-        h.update([0]);
-        let tag: &[u8] = match &e.kind {
-            Kind::Dir => b"d",
-            Kind::File => b"f",
-            Kind::Symlink(t) => {
-                h.update(t.as_os_str().as_bytes());
-                b"l"
-            }
-            Kind::Special(s) => s.as_bytes(),
-        };
-        h.update(tag);
-        let m = &e.meta;
-        if !matches!(e.kind, Kind::Dir) {
-            // A directory's mtime changes when a file is added inside it, which its own
-            // entries already show; leaving it out keeps excluded churn (a *.tmp file
-            // appearing) from forcing a new backup.
-            h.update(m.size().to_le_bytes());
-            h.update(m.mtime().to_le_bytes());
-            h.update(m.mtime_nsec().to_le_bytes());
-            h.update(m.ino().to_le_bytes());
-        }
-        h.update(m.mode().to_le_bytes());
-        h.update(m.uid().to_le_bytes());
-        h.update(m.gid().to_le_bytes());
-        let d = h.finalize();
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&d[..16]);
-        self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
-        self.count += 1;
     }
 
     /// The final value; the set's paths and excludes are mixed in so that a changed rule
@@ -408,9 +419,18 @@ impl Fingerprint {
 
 /// Walks the set for its fingerprint and total size without reading any file content.
 pub fn survey(set: &BackupSet) -> Result<(String, u64, u64), WalkError> {
+    survey_with(set, &mut |_| {})
+}
+
+/// [`survey`] that also shows every entry to `each`.
+pub fn survey_with(
+    set: &BackupSet,
+    each: &mut dyn FnMut(&Entry),
+) -> Result<(String, u64, u64), WalkError> {
     let mut fp = Fingerprint::default();
     let (mut files, mut bytes) = (0u64, 0u64);
     walk_set(set, |e| {
+        each(&e);
         fp.add(&e);
         if e.kind == Kind::File && !e.sqlite_side_file {
             files += 1;
@@ -494,7 +514,7 @@ mod tests {
         })
         .unwrap();
         let mut ahead = Vec::new();
-        walk_set_ahead::<WalkError>(&set, |e, read| {
+        walk_set_ahead::<WalkError>(&set, &|_| false, |e, read| {
             let name = e.path.file_name().unwrap().to_string_lossy().into_owned();
             match read {
                 Some(Ahead::Content(c)) => {
@@ -521,7 +541,7 @@ mod tests {
         tree(dir.path());
         let set = set_of(dir.path());
         let mut seen = 0;
-        let r = walk_set_ahead::<crate::backup::BackupError>(&set, |_, _| {
+        let r = walk_set_ahead::<crate::backup::BackupError>(&set, &|_| false, |_, _| {
             seen += 1;
             if seen == 3 {
                 return Err(crate::backup::BackupError::Interrupted);
@@ -569,7 +589,7 @@ mod tests {
         std::fs::write(tree.join("notes-journal"), "not a database's").unwrap();
         let set = set_of(dir.path());
         let mut seen = std::collections::HashMap::new();
-        walk_set_ahead::<WalkError>(&set, |e, ahead| {
+        walk_set_ahead::<WalkError>(&set, &|_| false, |e, ahead| {
             let name = e.path.file_name().unwrap().to_string_lossy().into_owned();
             seen.insert(name, (e.sqlite_side_file, ahead.is_some()));
             Ok(())
@@ -585,7 +605,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let set = set_of(dir.path());
         // The set's folder does not exist: the walk's first step fails.
-        let r = walk_set_ahead::<WalkError>(&set, |_, _| Ok(()));
+        let r = walk_set_ahead::<WalkError>(&set, &|_| false, |_, _| Ok(()));
         let err = format!("{:#}", r.unwrap_err());
         assert!(err.contains("tree"), "{err}");
     }

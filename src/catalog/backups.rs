@@ -60,6 +60,9 @@ pub struct BackupRecord {
     pub accepted: bool,
     /// Kept out of retention (`backups pin`).
     pub pinned: bool,
+    /// A differential backup: the id of the full backup it builds on (a restore needs
+    /// both). `None` for a full backup.
+    pub base: Option<String>,
 }
 
 impl BackupRecord {
@@ -74,6 +77,11 @@ impl BackupRecord {
         !self.suspect.is_empty() && !self.accepted
     }
 }
+
+/// A full backup, or a differential whose base is in the catalog and verified: a
+/// differential without its base restores nothing.
+const BASE_VERIFIED: &str = "(base IS NULL OR EXISTS (SELECT 1 FROM backups AS b
+        WHERE b.id = backups.base AND b.status = 'verified'))";
 
 impl Catalog {
     /// Adds or replaces a backup.
@@ -103,8 +111,11 @@ impl Catalog {
     pub fn newest_verified(&self, set: &str) -> Result<Option<BackupRecord>, CatalogError> {
         self.conn
             .query_row(
-                "SELECT * FROM backups WHERE set_name = ?1 AND status = 'verified'
-                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                &format!(
+                    "SELECT * FROM backups WHERE set_name = ?1 AND status = 'verified'
+                         AND {BASE_VERIFIED}
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                ),
                 [set],
                 backup_from_row,
             )
@@ -116,9 +127,11 @@ impl Catalog {
     pub fn newest_good(&self, set: &str) -> Result<Option<BackupRecord>, CatalogError> {
         self.conn
             .query_row(
-                "SELECT * FROM backups WHERE set_name = ?1 AND status = 'verified'
-                     AND (suspect IS NULL OR accepted = 1)
-                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                &format!(
+                    "SELECT * FROM backups WHERE set_name = ?1 AND status = 'verified'
+                         AND (suspect IS NULL OR accepted = 1) AND {BASE_VERIFIED}
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                ),
                 [set],
                 backup_from_row,
             )
@@ -183,8 +196,8 @@ fn put_backup(conn: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO backups (id, set_name, path, created_at, status, verified_at,
             archive_bytes, source_bytes, files, sha256, fingerprint, host, note, suspect,
-            accepted, pinned)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            accepted, pinned, base)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             b.id,
             b.set,
@@ -202,6 +215,7 @@ fn put_backup(conn: &Connection, b: &BackupRecord) -> rusqlite::Result<()> {
             (!b.suspect.is_empty()).then(|| serde_json::to_string(&b.suspect).unwrap_or_default()),
             b.accepted,
             b.pinned,
+            b.base,
         ],
     )
     .map(|_| ())
@@ -228,5 +242,6 @@ fn backup_from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
             .unwrap_or_default(),
         accepted: r.get("accepted")?,
         pinned: r.get("pinned")?,
+        base: r.get("base")?,
     })
 }

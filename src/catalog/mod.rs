@@ -163,6 +163,8 @@ const MIGRATIONS: &[&str] = &[
         pruned_at INTEGER NOT NULL,
         PRIMARY KEY (target, backup_id)
      );",
+    // 11: differential backups name the full backup they build on.
+    "ALTER TABLE backups ADD COLUMN base TEXT;",
 ];
 
 /// An open catalog.

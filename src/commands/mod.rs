@@ -76,6 +76,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = jobs::backup::BackupJob {
                 sets: a.sets,
                 force: a.force,
+                full: a.full,
             };
             job(
                 jobs::backup::run(&cfg, &options, ui).map(jobs::Report::Backup),

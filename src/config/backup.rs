@@ -60,6 +60,32 @@ pub struct BackupSet {
     pub redis: Option<super::RedisSource>,
     /// A PostgreSQL database dumped into the set before it is archived.
     pub postgresql: Option<super::PostgresSource>,
+    /// When a backup is a differential against the newest full one, and when it is full.
+    pub differential: DiffPolicy,
+}
+
+/// Differential backups: only what changed since a full base, until the differential
+/// passes `full_share` percent of the set's bytes or the base is older than `full_age`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DiffPolicy {
+    pub enabled: bool,
+    /// Percent of the set's bytes that changed since the base above which the next
+    /// backup is a full one.
+    pub full_share: f64,
+    /// A base older than this is not built on: the next backup is a full one.
+    #[serde(serialize_with = "super::values::ser_duration")]
+    pub full_age: Duration,
+}
+
+impl Default for DiffPolicy {
+    fn default() -> Self {
+        DiffPolicy {
+            enabled: false,
+            full_share: 30.0,
+            full_age: Duration::from_hours(30 * 24),
+        }
+    }
 }
 
 /// Limits of the change guard, in percent; a share above the limit makes the backup
@@ -111,8 +137,17 @@ pub(super) struct RawBackup {
     pub(super) prune_after_backup: Option<bool>,
     pub(super) keep: Option<Spanned<RawKeep>>,
     pub(super) guard: Option<Spanned<RawGuard>>,
+    pub(super) differential: Option<Spanned<RawDiff>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) set: Vec<RawSet>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(super) struct RawDiff {
+    pub(super) enabled: Option<bool>,
+    pub(super) full_share: Option<f64>,
+    pub(super) full_age: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -160,6 +195,7 @@ pub(super) struct RawSet {
     pub(super) hooks: Option<super::hooks::RawHooks>,
     pub(super) redis: Option<Spanned<super::sources::RawRedis>>,
     pub(super) postgresql: Option<Spanned<super::sources::RawPostgres>>,
+    pub(super) differential: Option<Spanned<RawDiff>>,
 }
 
 impl Validator<'_> {
@@ -192,6 +228,10 @@ impl Validator<'_> {
         let global_guard = match &raw.guard {
             Some(g) => self.guard(g, "backup.guard", &GuardConfig::default())?,
             None => GuardConfig::default(),
+        };
+        let global_diff = match &raw.differential {
+            Some(d) => self.differential(d, "backup.differential", &DiffPolicy::default())?,
+            None => DiffPolicy::default(),
         };
         let mut sets: Vec<BackupSet> = Vec::new();
         for s in &raw.set {
@@ -290,6 +330,10 @@ impl Validator<'_> {
                     Some(p) => Some(self.postgresql(p, &roots)?),
                     None => None,
                 },
+                differential: match &s.differential {
+                    Some(d) => self.differential(d, "backup.set.differential", &global_diff)?,
+                    None => global_diff.clone(),
+                },
             });
         }
         Ok(BackupConfig {
@@ -299,6 +343,32 @@ impl Validator<'_> {
             min_free_space: raw.min_free_space.map_or(0, |s| s.0),
             prune_after_backup: raw.prune_after_backup.unwrap_or(true),
             sets,
+        })
+    }
+
+    /// `[backup.differential]` or a set's own, over `base`.
+    pub(super) fn differential(
+        &self,
+        d: &Spanned<RawDiff>,
+        key: &str,
+        base: &DiffPolicy,
+    ) -> Result<DiffPolicy, ConfigError> {
+        let r = d.get_ref();
+        let full_share = match r.full_share {
+            None => base.full_share,
+            Some(x) if x > 0.0 && x <= 100.0 => x,
+            Some(x) => {
+                return Err(self.spanned_err(
+                    d,
+                    &format!("{key}.full-share"),
+                    format!("{x} is not a percentage above 0 and at most 100"),
+                ));
+            }
+        };
+        Ok(DiffPolicy {
+            enabled: r.enabled.unwrap_or(base.enabled),
+            full_share,
+            full_age: r.full_age.map_or(base.full_age, |a| a.0),
         })
     }
 

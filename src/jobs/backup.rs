@@ -17,6 +17,8 @@ pub struct BackupJob {
     pub sets: Vec<String>,
     /// A new archive even when nothing changed.
     pub force: bool,
+    /// Full backups, not differentials (`backup --full`).
+    pub full: bool,
 }
 
 /// What the job did.
@@ -104,7 +106,10 @@ pub fn run(cfg: &Config, job: &BackupJob, ui: Ui<'_>) -> anyhow::Result<BackupRe
     let progress = (ui.progress)();
     let each = Each {
         dest: crate::backup::Dest::of(cfg),
-        options: BackupOptions { force: job.force },
+        options: BackupOptions {
+            force: job.force,
+            full: job.full,
+        },
         tz: jiff::tz::TimeZone::system(),
         progress: progress.as_ref(),
     };

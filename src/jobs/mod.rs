@@ -76,7 +76,11 @@ pub fn run(cfg: &Config, job: &Job, ui: Ui<'_>) -> anyhow::Result<Report> {
             }
             Report::Backup(backup::run(
                 cfg,
-                &backup::BackupJob { sets, force: false },
+                &backup::BackupJob {
+                    sets,
+                    force: false,
+                    full: false,
+                },
                 ui,
             )?)
         }
@@ -85,6 +89,7 @@ pub fn run(cfg: &Config, job: &Job, ui: Ui<'_>) -> anyhow::Result<Report> {
             &backup::BackupJob {
                 sets: vec![set.clone()],
                 force: false,
+                full: false,
             },
             ui,
         )?),

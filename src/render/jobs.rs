@@ -111,6 +111,16 @@ fn outcome(out: &mut dyn Write, o: &SetOutcome) -> io::Result<()> {
                 s.warnings.len()
             )?;
             writeln!(out, "  {}", s.path.display())?;
+            match (&s.base, &s.why_full) {
+                (Some(base), _) => writeln!(
+                    out,
+                    "  differential on {base}: {} of the {} files changed and are in it",
+                    s.stored_files.unwrap_or(s.files),
+                    s.files
+                )?,
+                (None, Some(why)) => writeln!(out, "  full backup: {why}")?,
+                (None, None) => {}
+            }
             for w in &s.warnings {
                 writeln!(out, "  warning: {w}")?;
             }

@@ -27,12 +27,23 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use follow::Readback;
-pub use read::{EntryInfo, Expect, Inspector, Verified, decompressed, verify, verify_inspecting};
+pub use read::{
+    DiffFacts, EntryInfo, Expect, Inspector, Verified, check_against_base, decompressed, verify,
+    verify_inspecting,
+};
 pub use write::{ArchiveWriter, FileOutcome, Written};
 
 /// Archive paths of the trailer entries.
 pub const MANIFEST_PATH: &str = ".steward/MANIFEST.sha256";
 pub const META_PATH: &str = ".steward/backup.json";
+/// A differential's list of the base's entries that no longer exist, NUL-separated,
+/// archive paths (`xargs -0 rm -rf < .steward/DELETED` after extracting both).
+pub const DELETED_PATH: &str = ".steward/DELETED";
+
+/// `backup.json`'s format: 1 for a full backup, 2 for a differential (which older
+/// versions must not take for a whole tree).
+pub const FORMAT_FULL: u32 = 1;
+pub const FORMAT_DIFFERENTIAL: u32 = 2;
 
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A5E;
 const TRAILER_TAG: &[u8; 8] = b"STEWARD1";
@@ -81,7 +92,8 @@ impl ArchiveError {
             source,
         }
     }
-    fn corrupt(path: &Path, message: impl Into<String>) -> ArchiveError {
+    /// A damaged or foreign archive at `path`, saying why.
+    pub fn corrupt(path: &Path, message: impl Into<String>) -> ArchiveError {
         ArchiveError::Corrupt {
             path: path.to_path_buf(),
             message: message.into(),
@@ -118,9 +130,32 @@ pub struct BackupMeta {
     /// of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<super::guard::GuardReport>,
+    /// A differential: the full backup it builds on. `files`, `bytes` and the manifest
+    /// describe the whole tree; `stored_files` are in this archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+    /// A differential's files in this archive (the others come from its base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_files: Option<u64>,
+    /// A differential's count of base entries that no longer exist (in `DELETED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
+}
+
+/// The full backup a differential builds on: its id and the SHA-256 of its archive file,
+/// so that the very file is known from the disk alone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BaseRef {
+    pub id: String,
+    pub sha256: String,
 }
 
 impl BackupMeta {
+    /// The files this archive holds (a differential holds only the changed ones).
+    pub fn stored(&self) -> u64 {
+        self.stored_files.unwrap_or(self.files)
+    }
+
     /// Why the change guard found this backup suspect (empty: it did not).
     pub fn suspect(&self) -> Vec<String> {
         self.guard
@@ -240,6 +275,22 @@ pub fn check_identity(path: &Path, meta: &BackupMeta) -> Result<(), ArchiveError
 
 /// Reads `backup.json` from the trailer frame without decompressing the data.
 pub fn read_meta(path: &Path) -> Result<BackupMeta, ArchiveError> {
+    read_trailer(path, false).map(|t| t.meta)
+}
+
+/// What the trailer frame holds.
+#[derive(Debug)]
+pub struct Trailer {
+    pub meta: BackupMeta,
+    /// `MANIFEST.sha256`'s bytes, when asked for.
+    pub manifest: Option<Vec<u8>>,
+    /// A differential's `DELETED` list.
+    pub deleted: Option<Vec<u8>>,
+}
+
+/// Reads the trailer frame (`backup.json`, with `manifest` the manifest too) without
+/// decompressing the data.
+pub fn read_trailer(path: &Path, manifest: bool) -> Result<Trailer, ArchiveError> {
     let mut f = File::open(path).map_err(ArchiveError::io(path))?;
     let len = f.metadata().map_err(ArchiveError::io(path))?.len();
     if len < TRAILER_FRAME_LEN as u64 {
@@ -273,14 +324,29 @@ pub fn read_meta(path: &Path) -> Result<BackupMeta, ArchiveError> {
         .single_frame();
     let mut archive = tar::Archive::new(dec);
     let bad = |e: io::Error| ArchiveError::corrupt(path, format!("reading the trailer: {e}"));
+    let (mut found_manifest, mut deleted) = (None, None);
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        if entry.path_bytes().as_ref() == META_PATH.as_bytes() {
+        let name = entry.path_bytes().into_owned();
+        if name == META_PATH.as_bytes() {
             let mut json = Vec::new();
             entry.read_to_end(&mut json).map_err(bad)?;
-            return serde_json::from_slice(&json).map_err(|e| {
+            let meta = serde_json::from_slice(&json).map_err(|e| {
                 ArchiveError::corrupt(path, format!("{META_PATH} is not valid: {e}"))
+            })?;
+            return Ok(Trailer {
+                meta,
+                manifest: found_manifest,
+                deleted,
             });
+        } else if name == DELETED_PATH.as_bytes() {
+            let mut d = Vec::new();
+            entry.read_to_end(&mut d).map_err(bad)?;
+            deleted = Some(d);
+        } else if manifest && name == MANIFEST_PATH.as_bytes() {
+            let mut m = Vec::new();
+            entry.read_to_end(&mut m).map_err(bad)?;
+            found_manifest = Some(m);
         }
     }
     Err(ArchiveError::corrupt(
@@ -316,6 +382,9 @@ mod tests {
             warnings: vec![],
             warnings_total: 0,
             guard: None,
+            base: None,
+            stored_files: None,
+            deleted: None,
         }
     }
 

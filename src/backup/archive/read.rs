@@ -15,7 +15,9 @@ use xxhash_rust::xxh3::Xxh3;
 use super::manifest;
 use super::pipe::{self, PipeReader};
 
-use super::{ArchiveError, BackupMeta, MANIFEST_PATH, META_PATH, entry_key, read_sidecar};
+use super::{
+    ArchiveError, BackupMeta, DELETED_PATH, MANIFEST_PATH, META_PATH, entry_key, read_sidecar,
+};
 
 // ------------------------------------------------------------------ reading
 
@@ -26,6 +28,21 @@ pub struct Verified {
     pub sha256: [u8; 32],
     pub files: u64,
     pub meta: BackupMeta,
+    /// A differential's facts, for the check against its base
+    /// ([`super::check_against_base`]).
+    pub diff: Option<DiffFacts>,
+}
+
+/// What a differential's read found: what its base must supply.
+#[derive(Debug, Default)]
+pub struct DiffFacts {
+    /// `DELETED`, NUL-separated archive paths.
+    pub deleted: Vec<u8>,
+    /// The files the archive holds.
+    pub stored: std::collections::HashSet<Vec<u8>>,
+    /// The manifest's files the archive does not hold, with their digests: the base must
+    /// hold exactly these (besides what was replaced or deleted).
+    pub carried: std::collections::HashMap<Vec<u8>, [u8; 32]>,
 }
 
 fn hash_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<[u8; 32]> {
@@ -75,6 +92,7 @@ fn verify_file(
     let checker = Checker::Manifest {
         keys: Vec::new(),
         checked: 0,
+        diff: None,
     };
     verify_with(
         path,
@@ -107,7 +125,13 @@ pub(super) fn quick_key(path: &[u8], content: u128) -> u128 {
 pub(super) enum Checker {
     /// Against the archive's own manifest: SHA-256 of every file, compared when the
     /// manifest entry arrives (`steward verify`). 16 bytes of memory per file.
-    Manifest { keys: Vec<[u8; 16]>, checked: usize },
+    Manifest {
+        keys: Vec<[u8; 16]>,
+        checked: usize,
+        /// A differential (its `DELETED` came first): the manifest lists the whole tree,
+        /// the archive's files are a part of it, in the same order.
+        diff: Option<DiffFacts>,
+    },
     /// Against what the writer recorded from the very source reads that fed the
     /// manifest: an XXH3-128 per file (end to end from source to disk, and ten times
     /// cheaper than SHA-256) and the manifest's own bytes. Used while writing.
@@ -265,7 +289,7 @@ pub(super) fn verify_with(
             ));
         }
     };
-    let (files, meta) = content?;
+    let (files, meta, diff) = content?;
     let (size, sha256) = source.digest().map_err(ArchiveError::io(path))?;
     if let Some(expected) = expected
         && sha256 != expected
@@ -284,6 +308,7 @@ pub(super) fn verify_with(
         sha256,
         files,
         meta,
+        diff,
     })
 }
 
@@ -293,9 +318,10 @@ fn verify_stream(
     mut checker: Checker,
     mut inspect: Option<Inspector<'_>>,
     on_bytes: &mut dyn FnMut(u64),
-) -> Result<(u64, BackupMeta), ArchiveError> {
+) -> Result<(u64, BackupMeta, Option<DiffFacts>), ArchiveError> {
     let mut meta: Option<BackupMeta> = None;
     let mut manifest_seen = false;
+    let mut deleted_seen = false;
     let mut buf = vec![0u8; 256 * 1024];
     let mut current = String::from("(archive start)");
     let at = |current: &str, e: io::Error| {
@@ -322,7 +348,20 @@ fn verify_stream(
                 inspect(&info)
                     .map_err(|reason| bad(format!("unsafe entry {current}: {reason}")))?;
             }
-            if name == MANIFEST_PATH.as_bytes() {
+            if name == DELETED_PATH.as_bytes() {
+                if manifest_seen || deleted_seen {
+                    return Err(bad(format!("{DELETED_PATH} is out of place")));
+                }
+                deleted_seen = true;
+                let mut list = Vec::new();
+                entry.read_to_end(&mut list).map_err(|e| at(&current, e))?;
+                if let Checker::Manifest { diff, .. } = &mut checker {
+                    *diff = Some(DiffFacts {
+                        deleted: list,
+                        ..DiffFacts::default()
+                    });
+                }
+            } else if name == MANIFEST_PATH.as_bytes() {
                 manifest_seen = true;
                 check_manifest(&mut entry, &mut checker, &current, &bad)?;
             } else if name == META_PATH.as_bytes() {
@@ -362,13 +401,22 @@ fn verify_stream(
         return Err(bad(format!("{MANIFEST_PATH} is missing")));
     }
     let files = checker.files();
-    if meta.files != files {
+    if meta.stored() != files {
         return Err(bad(format!(
             "{META_PATH} says {} files, the archive holds {files}",
-            meta.files
+            meta.stored()
         )));
     }
-    Ok((files, meta))
+    if deleted_seen != meta.base.is_some() {
+        return Err(bad(format!(
+            "{META_PATH} and {DELETED_PATH} disagree on whether this is a differential"
+        )));
+    }
+    let diff = match checker {
+        Checker::Manifest { diff, .. } => diff,
+        Checker::Written { .. } => None,
+    };
+    Ok((files, meta, diff))
 }
 
 /// Checks the manifest entry: line by line against the files' SHA-256 (`Manifest`), or
@@ -399,7 +447,16 @@ fn check_manifest(
                 ))),
             }
         }
-        Checker::Manifest { keys, checked } => {
+        Checker::Manifest {
+            keys,
+            checked,
+            diff: Some(diff),
+        } => check_diff_manifest(entry, keys, checked, diff, current, bad),
+        Checker::Manifest {
+            keys,
+            checked,
+            diff: None,
+        } => {
             for line in BufReader::new(entry).split(b'\n') {
                 let line = line.map_err(read_err)?;
                 let (digest, file) = manifest::parse_line(&line)
@@ -431,6 +488,62 @@ fn check_manifest(
     }
 }
 
+/// A differential's manifest: the whole tree, of which the archive's files are a part in
+/// the same order. Every archived file must match its line; the other lines are what the
+/// base must supply (checked against it later); no line may be in `DELETED`.
+fn check_diff_manifest(
+    entry: &mut impl Read,
+    keys: &[[u8; 16]],
+    checked: &mut usize,
+    diff: &mut DiffFacts,
+    current: &str,
+    bad: &dyn Fn(String) -> ArchiveError,
+) -> Result<(), ArchiveError> {
+    let read_err = |e: io::Error| bad(format!("reading entry {current}: {e}"));
+    let deleted: std::collections::HashSet<&[u8]> = diff
+        .deleted
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut carried = std::collections::HashMap::new();
+    let mut stored = std::collections::HashSet::new();
+    for (n, line) in BufReader::new(entry).split(b'\n').enumerate() {
+        let line = line.map_err(read_err)?;
+        let lines = n + 1;
+        let (digest, file) = manifest::parse_line(&line)
+            .ok_or_else(|| bad(format!("manifest line {lines} is malformed")))?;
+        let shown = || String::from_utf8_lossy(&file).into_owned();
+        if deleted.contains(file.as_slice()) {
+            return Err(bad(format!(
+                "file {}: in the manifest and in {DELETED_PATH}",
+                shown()
+            )));
+        }
+        if keys.get(*checked) == Some(&entry_key(&file, &digest)) {
+            *checked += 1;
+            stored.insert(file);
+        } else if carried.contains_key(&file) || stored.contains(&file) {
+            return Err(bad(format!(
+                "file {}: listed twice in the manifest",
+                shown()
+            )));
+        } else {
+            carried.insert(file, digest);
+        }
+    }
+    if *checked != keys.len() {
+        return Err(bad(format!(
+            "{} of the archive's {} files do not match the manifest (a file's content \
+             differs from its line, or the lines are out of order)",
+            keys.len() - *checked,
+            keys.len()
+        )));
+    }
+    diff.carried = carried;
+    diff.stored = stored;
+    Ok(())
+}
+
 fn quick_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u128> {
     let mut h = Xxh3::new();
     loop {
@@ -440,4 +553,62 @@ fn quick_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u128> {
         }
         h.update(&buf[..n]);
     }
+}
+
+/// Checks a differential against its base's manifest: the base's files, less those the
+/// differential holds itself or deleted, must be exactly the files it carries, with the
+/// same digests. Then extracting the base, then the differential, then deleting
+/// `DELETED` gives the tree of the differential's manifest.
+pub fn check_against_base(diff: &DiffFacts, base_manifest: &[u8]) -> Result<(), String> {
+    let deleted: std::collections::HashSet<&[u8]> = diff
+        .deleted
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut supplied = 0usize;
+    for (n, line) in base_manifest.split(|b| *b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let (digest, file) = manifest::parse_line(line)
+            .ok_or_else(|| format!("the base's manifest line {} is malformed", n + 1))?;
+        if deleted.contains(file.as_slice()) || diff.stored.contains(&file) {
+            continue;
+        }
+        let shown = || String::from_utf8_lossy(&file).into_owned();
+        match diff.carried.get(&file) {
+            Some(d) if *d == digest => supplied += 1,
+            Some(_) => {
+                return Err(format!(
+                    "file {}: the base holds other content than the differential's \
+                     manifest says",
+                    shown()
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "file {}: in the base, but neither in the differential's manifest nor \
+                     in its {DELETED_PATH}",
+                    shown()
+                ));
+            }
+        }
+    }
+    if supplied != diff.carried.len() {
+        let in_base: std::collections::HashSet<Vec<u8>> = base_manifest
+            .split(|b| *b == b'\n')
+            .filter_map(manifest::parse_line)
+            .map(|(_, p)| p)
+            .collect();
+        let missing = diff
+            .carried
+            .keys()
+            .find(|f| !in_base.contains(*f))
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .unwrap_or_default();
+        return Err(format!(
+            "file {missing}: in the differential's manifest, but neither in it nor in its base"
+        ));
+    }
+    Ok(())
 }

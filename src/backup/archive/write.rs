@@ -17,7 +17,7 @@ use super::manifest;
 use super::pipe::PipeWriter;
 use super::pipeline;
 use super::read::{Record, Verified, quick_key};
-use super::{ArchiveError, ArchiveOptions, BackupMeta, MANIFEST_PATH, META_PATH};
+use super::{ArchiveError, ArchiveOptions, BackupMeta, DELETED_PATH, MANIFEST_PATH, META_PATH};
 
 /// What writing one file's content found.
 #[derive(Debug, Default)]
@@ -186,8 +186,30 @@ impl ArchiveWriter {
         })
     }
 
+    /// A file a differential leaves to its base: only its manifest line, with the digest
+    /// the base's index holds, so the manifest still lists the whole tree.
+    pub fn carry(&mut self, name: &Path, digest: &[u8; 32]) -> Result<(), ArchiveError> {
+        let line = manifest::format_line(digest, name.as_os_str().as_bytes());
+        self.manifest_hasher.update(&line);
+        self.manifest_len += line.len() as u64;
+        self.manifest
+            .write_all(&line)
+            .map_err(ArchiveError::io(&self.manifest_path))
+    }
+
     /// Writes the trailer (manifest and `meta`) and ends the stream.
     pub fn finish(self, meta: &BackupMeta) -> Result<Written, ArchiveError> {
+        self.finish_with(meta, None)
+    }
+
+    /// [`finish`](Self::finish) of a differential: `deleted` (NUL-separated archive
+    /// paths) goes into the trailer before the manifest, which tells a reader early that
+    /// the manifest lists files this archive does not hold.
+    pub fn finish_with(
+        self,
+        meta: &BackupMeta,
+        deleted: Option<&[u8]>,
+    ) -> Result<Written, ArchiveError> {
         let ArchiveWriter {
             path,
             mut builder,
@@ -216,6 +238,10 @@ impl ArchiveWriter {
                 h.set_entry_type(EntryType::Regular);
                 h.set_mode(0o600);
                 h.set_mtime(now);
+                if let Some(deleted) = deleted {
+                    h.set_size(deleted.len() as u64);
+                    builder.append_data(&mut h, DELETED_PATH, deleted)?;
+                }
                 h.set_size(manifest_len);
                 let spool = File::open(&manifest_path)?;
                 builder.append_data(&mut h, MANIFEST_PATH, BufReader::new(spool))?;
