@@ -72,6 +72,9 @@ pub struct Candidate {
     pub suspect: bool,
     /// Kept out of retention (`backups pin`).
     pub pinned: bool,
+    /// A differential: the full backup it needs. Its `verified` must already say whether
+    /// the pair restores (the base verified too).
+    pub base: Option<String>,
 }
 
 /// The verdict on one backup.
@@ -116,8 +119,48 @@ impl Period {
 }
 
 /// Applies `policy` to one set's backups in time zone `tz`; returns a verdict per backup,
-/// newest first.
+/// newest first. The policy counts restore points (a full backup, or a differential with
+/// its base); then every kept differential keeps its base, and a differential whose base
+/// is gone is removed (it restores nothing alone).
 pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<Verdict> {
+    let mut verdicts = decide_points(backups, policy, tz);
+    let present: std::collections::HashSet<&str> = backups.iter().map(|c| c.id.as_str()).collect();
+    let base_of: std::collections::HashMap<&str, &str> = backups
+        .iter()
+        .filter_map(|c| c.base.as_deref().map(|b| (c.id.as_str(), b)))
+        .collect();
+    for v in &mut verdicts {
+        if let Some(base) = base_of.get(v.id.as_str())
+            && !present.contains(base)
+        {
+            v.keep = false;
+            v.reasons = vec![format!(
+                "its base {base} is gone: a differential restores nothing alone"
+            )];
+        }
+    }
+    let mut needed: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for v in verdicts.iter().filter(|v| v.keep) {
+        if let Some(base) = base_of.get(v.id.as_str()) {
+            needed
+                .entry((*base).to_string())
+                .or_default()
+                .push(v.id.clone());
+        }
+    }
+    for v in &mut verdicts {
+        if let Some(users) = needed.get(&v.id) {
+            if !v.keep {
+                v.keep = true;
+                v.reasons.clear();
+            }
+            v.reasons.push(format!("base of {}", users.join(", ")));
+        }
+    }
+    verdicts
+}
+
+fn decide_points(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<Verdict> {
     let mut sorted: Vec<&Candidate> = backups.iter().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
     let verdict = |c: &Candidate, keep: bool, reason: &str| Verdict {
@@ -298,6 +341,7 @@ mod tests {
                 verified: true,
                 suspect: false,
                 pinned: false,
+                base: None,
             })
             .collect()
     }
@@ -472,6 +516,7 @@ mod tests {
             verified: false,
             suspect: false,
             pinned: false,
+            base: None,
         });
         let v = decide(&b, &p, &tz());
         assert!(v.iter().all(|v| v.keep), "{v:?}");
@@ -487,6 +532,7 @@ mod tests {
             verified: false,
             suspect: false,
             pinned: false,
+            base: None,
         });
         let p = KeepPolicy {
             daily: Some(2),
@@ -528,6 +574,7 @@ mod tests {
                 verified: true,
                 suspect: false,
                 pinned: false,
+                base: None,
             });
         }
         let p = KeepPolicy {
@@ -575,6 +622,7 @@ mod tests {
                 verified: true,
                 suspect: false,
                 pinned: false,
+                base: None,
             });
         }
         for (i, t) in [
@@ -591,6 +639,7 @@ mod tests {
                 verified: true,
                 suspect: true,
                 pinned: false,
+                base: None,
             });
         }
         let v = decide(&b, &policy, &tz());
@@ -629,6 +678,7 @@ mod tests {
             verified: true,
             suspect: false,
             pinned: false,
+            base: None,
         });
         b2.iter_mut().find(|c| c.id == "bad-1").unwrap().pinned = true;
         let v = decide(&b2, &policy, &tz());
@@ -638,5 +688,58 @@ mod tests {
         // Nothing good at all: nothing is removed.
         let only_bad: Vec<Candidate> = b.iter().filter(|c| c.suspect).cloned().collect();
         assert!(decide(&only_bad, &policy, &tz()).iter().all(|x| x.keep));
+    }
+
+    proptest::proptest! {
+        /// Random histories of full backups and differentials (each on one of the fulls
+        /// before it, or on one deleted by hand), random policies, pins, suspect and
+        /// unverified backups: a kept differential always keeps its base, and no
+        /// differential is kept without it.
+        #[test]
+        fn retention_never_separates_a_differential_from_its_base(
+            kinds in proptest::collection::vec((0u8..4, 0usize..6, proptest::bool::ANY, 0u8..10), 1..60),
+            daily in proptest::option::of(0i64..8),
+            weekly in proptest::option::of(0i64..5),
+            monthly in proptest::option::of(0i64..4),
+            last in proptest::option::of(0i64..4),
+        ) {
+            let mut b: Vec<Candidate> = Vec::new();
+            let mut fulls: Vec<String> = Vec::new();
+            let start = at("2026-01-01T03:00:00");
+            for (i, (kind, pick, pinned, state)) in kinds.iter().enumerate() {
+                let id = format!("b{i:03}");
+                let base = match kind {
+                    0 => None,
+                    // A base deleted by hand: not among the candidates.
+                    1 if fulls.is_empty() => Some("gone".to_string()),
+                    _ if fulls.is_empty() => None,
+                    _ => Some(fulls[fulls.len() - 1 - pick % fulls.len()].clone()),
+                };
+                if base.is_none() {
+                    fulls.push(id.clone());
+                }
+                b.push(Candidate {
+                    id,
+                    time: start + i as i64 * 86_400 / 2,
+                    verified: *state != 0,
+                    suspect: *state == 1,
+                    pinned: *pinned && *state > 7,
+                    base,
+                });
+            }
+            let policy = KeepPolicy { last, daily, weekly, monthly, ..Default::default() };
+            let v = decide(&b, &policy, &tz());
+            proptest::prop_assert_eq!(v.len(), b.len());
+            let kept: std::collections::HashSet<&str> =
+                v.iter().filter(|x| x.keep).map(|x| x.id.as_str()).collect();
+            for c in &b {
+                if let Some(base) = &c.base && kept.contains(c.id.as_str()) {
+                    proptest::prop_assert!(
+                        kept.contains(base.as_str()),
+                        "{} kept without its base {}", c.id, base
+                    );
+                }
+            }
+        }
     }
 }

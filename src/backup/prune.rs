@@ -83,7 +83,13 @@ pub fn prune_set(
     let mut rows = Vec::new();
     let mut candidates = Vec::new();
     let mut known = std::collections::HashMap::new();
-    for b in catalog.backups(Some(&set.name))? {
+    let all = catalog.backups(Some(&set.name))?;
+    // A differential is a restore point only with its base on the disk and verified.
+    let base_ok = |id: &str| {
+        all.iter()
+            .any(|x| x.id == id && x.status == BackupStatus::Verified && x.path.exists())
+    };
+    for b in all.iter().cloned() {
         if !b.path.exists() {
             if !dry_run {
                 catalog.delete_backup(&b.id)?;
@@ -104,9 +110,10 @@ pub fn prune_set(
         candidates.push(Candidate {
             id: b.id.clone(),
             time: b.created_at,
-            verified: b.status == BackupStatus::Verified,
+            verified: b.status == BackupStatus::Verified && b.base.as_deref().is_none_or(base_ok),
             suspect: b.is_suspect(),
             pinned: b.pinned,
+            base: b.base.clone(),
         });
         known.insert(b.id.clone(), b);
     }
@@ -140,6 +147,8 @@ pub fn prune_set(
             remove_if_present(&marks).map_err(BackupError::io(&marks))?;
             let facts = super::guard::facts_path(dest.state_dir, &b.id);
             remove_if_present(&facts).map_err(BackupError::io(&facts))?;
+            let index = super::index::index_path(dest.state_dir, &b.id);
+            remove_if_present(&index).map_err(BackupError::io(&index))?;
             removed += 1;
             bytes_freed += b.archive_bytes;
             removed_any = true;

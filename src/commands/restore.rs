@@ -94,7 +94,11 @@ pub fn run(cfg: &Config, args: RestoreArgs) -> anyhow::Result<ExitCode> {
         ignore_open_files: args.ignore_open_files,
         replace_excluded: args.replace_excluded,
     };
-    let plan = restore::plan(cfg, &record, &opts)
+    let base = match &record.base {
+        Some(b) => job.catalog().backup(b)?,
+        None => None,
+    };
+    let plan = restore::plan(cfg, &record, base.as_ref(), &opts)
         .with_context(|| format!("planning the restore of {}", record.id))?;
     // Services the set names that are down already: they stay down unless asked.
     let down_now = if plan.stop.is_empty() {

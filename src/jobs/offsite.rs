@@ -247,6 +247,38 @@ fn missing(
             }
         }
     }
+    bases_first(catalog, t, out)
+}
+
+/// `todo` with the base of every differential in it put before it, unless the target
+/// has a copy of that base already: a bucket never holds a differential it cannot
+/// restore from.
+fn bases_first(
+    catalog: &Catalog,
+    t: &OffsiteConfig,
+    todo: Vec<BackupRecord>,
+) -> anyhow::Result<Vec<BackupRecord>> {
+    let mut out: Vec<BackupRecord> = Vec::new();
+    for b in todo {
+        if out.iter().any(|o| o.id == b.id) {
+            continue;
+        }
+        if let Some(base) = &b.base
+            && !out.iter().any(|o| &o.id == base)
+            && catalog.offsite_copy(&t.name, base)?.is_none()
+        {
+            match catalog.backup(base)? {
+                Some(r) => out.push(r),
+                None => anyhow::bail!(
+                    "{} is a differential on {base}, which the catalog does not have; \
+                     not copied to {} (it could not be restored from there)",
+                    b.id,
+                    t.name
+                ),
+            }
+        }
+        out.push(b);
+    }
     Ok(out)
 }
 
@@ -408,6 +440,13 @@ pub fn after_backup(
                 Err(e) => out.failures.push(e.into()),
             }
         }
+        let todo = match bases_first(&session.catalog, t, todo) {
+            Ok(todo) => todo,
+            Err(e) => {
+                out.failures.push(e);
+                continue;
+            }
+        };
         let (done, failed) = upload(cfg, session, ui, t, &todo);
         out.pushed.extend(done);
         out.failures.extend(failed);
@@ -531,6 +570,13 @@ pub fn fetch_verified(
                 path.display()
             )
         })?;
+        // A differential is verified against its base: fetched first when not here.
+        if let Some(base) = &record.base
+            && catalog.backup(base)?.is_none()
+        {
+            fetch_verified(cfg, catalog, base, from, ui)
+                .with_context(|| format!("fetching {base}, the base of the differential {id}"))?;
+        }
         let outcome = crate::backup::verify_backup(catalog, &record, progress.as_ref())
             .with_context(|| format!("verifying {id}"))?;
         if let Some(e) = outcome.error {

@@ -150,9 +150,16 @@ pub fn newest_good(all: &[BackupRecord]) -> anyhow::Result<Latest<'_>> {
         bail!("--latest needs --set: backups of {} sets exist", sets.len());
     }
     // The newest good backup: a newer suspect one is said, never taken by default.
+    // A differential counts only with its base verified beside it.
+    let base_ok = |b: &BackupRecord| {
+        b.base.as_ref().is_none_or(|id| {
+            all.iter()
+                .any(|x| &x.id == id && x.status == BackupStatus::Verified)
+        })
+    };
     let verified: Vec<&BackupRecord> = all
         .iter()
-        .filter(|b| b.status == BackupStatus::Verified)
+        .filter(|b| b.status == BackupStatus::Verified && base_ok(b))
         .collect();
     let passed: Vec<&BackupRecord> = verified
         .iter()

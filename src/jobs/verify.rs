@@ -46,7 +46,7 @@ pub fn run(
 ) -> anyhow::Result<VerifyReport> {
     let mut session = Session::begin(cfg, Job::Verify, false, ui)?;
     let all = session.catalog.backups(set)?;
-    let chosen: Vec<BackupRecord> = match choice {
+    let mut chosen: Vec<BackupRecord> = match choice {
         Choice::Id(id) => match all.into_iter().find(|b| &b.id == id) {
             Some(b) => vec![b],
             None => bail!("no backup {id:?} in the catalog (see `steward backups list`)"),
@@ -62,6 +62,22 @@ pub fn run(
     if chosen.is_empty() {
         bail!("no backups to verify");
     }
+    // A differential is only as good as its base: the base is read too, and first, so
+    // that a damaged base fails every restore point built on it in this same run.
+    let mut bases = Vec::new();
+    for b in &chosen {
+        if let Some(id) = &b.base
+            && !chosen
+                .iter()
+                .chain(&bases)
+                .any(|c: &BackupRecord| &c.id == id)
+            && let Some(base) = session.catalog.backup(id)?
+        {
+            bases.push(base);
+        }
+    }
+    chosen.extend(bases);
+    chosen.sort_by_key(|b| b.base.is_some());
     let progress = (ui.progress)();
     let mut outcomes = Vec::new();
     for b in &chosen {

@@ -494,6 +494,7 @@ fn candidate(
         verified: true,
         suspect: local.as_ref().map_or(suspect, BackupRecord::is_suspect),
         pinned: local.as_ref().is_some_and(|b| b.pinned),
+        base: local.and_then(|b| b.base),
     })
 }
 

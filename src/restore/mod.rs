@@ -41,9 +41,10 @@ pub use resume::{Guarded, Resumed, abandoned, cleanup, guard, resume};
 pub fn plan(
     config: &Config,
     record: &BackupRecord,
+    base: Option<&BackupRecord>,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
-    let mut p = plan::plan(config, record, opts)?;
+    let mut p = plan::plan(config, record, base, opts)?;
     if p.in_place
         && let Some(set) = config.set(&p.set)
     {
@@ -439,21 +440,54 @@ fn check_archive(
         .iter()
         .map(|t| t.prefix.as_bytes().to_vec())
         .collect();
-    let mut rules = safety::Rules::new(prefixes, opts.allow_external_symlinks);
-    let size = std::fs::metadata(&record.path).map_or(0, |m| m.len());
-    progress.phase(&format!("checking {}", record.id), size);
     let skip_rules = crate::fault::enabled("restore-skip-safety-pass");
     let mut matched = 0u64;
-    let verified = archive::verify_inspecting(
-        &record.path,
-        &mut |e| {
-            if filter.is_some_and(|f| f.matches(e.path)) {
-                matched += 1;
-            }
-            if skip_rules { Ok(()) } else { rules.check(e) }
-        },
-        &mut |n| progress.advance(n),
-    )?;
+    // Each archive read in full with every entry checked (a differential's base too).
+    let mut check_one = |path: &Path, expect: archive::Expect, id: &str| {
+        let mut rules = safety::Rules::new(prefixes.clone(), opts.allow_external_symlinks);
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        progress.phase(&format!("checking {id}"), size);
+        archive::verify_inspecting(
+            path,
+            expect,
+            &mut |e| {
+                if filter.is_some_and(|f| f.matches(e.path)) {
+                    matched += 1;
+                }
+                if skip_rules { Ok(()) } else { rules.check(e) }
+            },
+            &mut |n| progress.advance(n),
+        )
+    };
+    let verified = check_one(&record.path, archive::Expect::Sidecar, &record.id)?;
+    if let Some(base) = &plan.base {
+        let mut digest = [0u8; 32];
+        let expect = match hex::decode_to_slice(&base.sha256, &mut digest) {
+            Ok(()) => archive::Expect::Digest(digest),
+            Err(_) => archive::Expect::Sidecar,
+        };
+        let under = check_one(&base.archive, expect, &base.id)?;
+        let refused = |why: String| {
+            RestoreError::Refused(format!(
+                "{} is a differential on {}, and {why}; nothing was changed",
+                plan.id, base.id
+            ))
+        };
+        if under.meta.id != base.id || under.meta.base.is_some() {
+            return Err(refused(format!(
+                "{} does not hold that full backup",
+                base.archive.display()
+            )));
+        }
+        let manifest = archive::read_trailer(&base.archive, true)?
+            .manifest
+            .unwrap_or_default();
+        let diff = verified
+            .diff
+            .as_ref()
+            .ok_or_else(|| refused("it has no list of deleted entries".into()))?;
+        archive::check_against_base(diff, &manifest).map_err(refused)?;
+    }
     if filter.is_some() && matched == 0 {
         return Err(RestoreError::Refused(format!(
             "--path {} matches nothing in {}; nothing was changed (patterns are absolute \

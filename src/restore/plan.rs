@@ -94,6 +94,19 @@ pub struct Plan {
     /// empty with `--replace-excluded` or `--to`.
     #[serde(default)]
     pub carry_rules: Vec<String>,
+    /// A differential's base: staged first where the differential does not replace or
+    /// delete an entry. `None`: a full backup, restored alone.
+    #[serde(default)]
+    pub base: Option<PlanBase>,
+}
+
+/// The full backup under a differential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanBase {
+    pub id: String,
+    pub archive: PathBuf,
+    /// The base archive's SHA-256, as the differential recorded it.
+    pub sha256: String,
 }
 
 /// Checks a path recorded in `backup.json`: absolute, no `.`, `..` or empty parts, not `/`.
@@ -136,10 +149,15 @@ fn split_last(prefix: &str) -> (&str, &str) {
 pub fn plan(
     config: &Config,
     record: &BackupRecord,
+    base: Option<&BackupRecord>,
     opts: &RestoreOptions,
 ) -> Result<Plan, RestoreError> {
     let meta = archive::read_meta(&record.path)?;
     archive::check_identity(&record.path, &meta)?;
+    let plan_base = match &meta.base {
+        None => None,
+        Some(want) => Some(plan_base(record, want, base)?),
+    };
     if meta.id != record.id || meta.set != record.set {
         return Err(RestoreError::Refused(format!(
             "{}: holds the backup {} of set {}, but the catalog says {} of {}",
@@ -208,6 +226,7 @@ pub fn plan(
         stamp,
         excluded: Carried::default(),
         carry_rules: Vec::new(),
+        base: plan_base,
     };
     if let Some(set) = set
         && !opts.replace_excluded
@@ -215,6 +234,42 @@ pub fn plan(
         plan.carry_rules.clone_from(&set.exclude);
     }
     Ok(plan)
+}
+
+/// A differential's base, which must be the very full backup it was taken against, known
+/// to the catalog and not failed.
+fn plan_base(
+    record: &BackupRecord,
+    want: &archive::BaseRef,
+    base: Option<&BackupRecord>,
+) -> Result<PlanBase, RestoreError> {
+    let refuse = |why: String| {
+        Err(RestoreError::Refused(format!(
+            "{} is a differential on {}, {why}; nothing was changed",
+            record.id, want.id
+        )))
+    };
+    let Some(b) = base.filter(|b| b.id == want.id) else {
+        return refuse(
+            "which is gone (`steward backups reindex` finds it if it is still on the disk; \
+             `restore --from-offsite` fetches both)"
+                .into(),
+        );
+    };
+    if b.sha256 != want.sha256 || b.base.is_some() {
+        return refuse(format!(
+            "but {} is another archive than the one it was taken against",
+            b.path.display()
+        ));
+    }
+    if b.status == crate::catalog::BackupStatus::Failed {
+        return refuse("which failed verification, so neither can be restored".into());
+    }
+    Ok(PlanBase {
+        id: b.id.clone(),
+        archive: b.path.clone(),
+        sha256: b.sha256.clone(),
+    })
 }
 
 /// Where a recorded path goes: (prefix, base, rel_parent, name, live).

@@ -21,7 +21,7 @@ use super::plan::{Plan, Target};
 use super::{RestoreError, io_err};
 use crate::backup::Progress;
 use crate::backup::archive::manifest;
-use crate::backup::archive::{self, ArchiveError, MANIFEST_PATH, entry_key};
+use crate::backup::archive::{self, ArchiveError, DELETED_PATH, MANIFEST_PATH, entry_key};
 use crate::patterns::PathFilter;
 
 /// What staging produced.
@@ -134,60 +134,192 @@ fn unsafe_entry(path: &[u8]) -> impl FnOnce(ConfineError) -> RestoreError + '_ {
     }
 }
 
-/// Extracts into the staging folders, checking every file against the manifest.
+/// Extracts into the staging folders, checking every file against the manifest. A
+/// differential is staged first, then its base where the differential neither holds nor
+/// deleted an entry; every file of each is checked against its own archive's manifest
+/// (the base's lines were checked against the differential's before, in
+/// `check_archive`).
 pub fn stage(
     plan: &Plan,
     filter: Option<&PathFilter>,
     progress: &dyn Progress,
     interrupted: &AtomicBool,
 ) -> Result<Staged, RestoreError> {
-    let archive_path = &plan.archive;
-    let corrupt = |m: String| {
-        RestoreError::Archive(ArchiveError::Corrupt {
-            path: archive_path.clone(),
-            message: m,
-        })
-    };
-    let mut folders = Folders {
-        containers: containers(plan)?,
-        open: HashMap::new(),
+    let mut s = Stager {
+        plan,
+        filter,
+        progress,
+        interrupted,
+        folders: Folders {
+            containers: containers(plan)?,
+            open: HashMap::new(),
+        },
+        dirs: Vec::new(),
+        staged: Staged::default(),
+        root: is_root(),
     };
     crate::fault::crash_point("restore-staging-created");
-    let (stream, decoder) = archive::decompressed(archive_path)?;
-    let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
-    let root = is_root();
-    let mut keys: Vec<[u8; 16]> = Vec::new();
-    // (target, rel, owner) of every folder, for after their contents.
-    let mut dirs: Vec<(usize, Vec<u8>, Owner)> = Vec::new();
-    let mut staged = Staged::default();
-    let mut manifest_checked = false;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut tar = tar::Archive::new(stream);
-    let entries = tar.entries().map_err(io_err(archive_path))?;
-    for entry in entries {
-        if interrupted.load(Ordering::SeqCst) {
-            return Err(RestoreError::Interrupted);
+    match &plan.base {
+        None => {
+            s.archive(&plan.archive, &Layer::Whole)?;
         }
-        let mut entry = entry.map_err(|e| corrupt(format!("reading the archive: {e}")))?;
-        let path = entry_path(&entry);
-        let kind = entry.header().entry_type();
-        if path == MANIFEST_PATH.as_bytes() {
-            manifest_checked = true;
-            check_manifest(&mut entry, &keys, &included).map_err(corrupt)?;
-            continue;
+        Some(base) => {
+            let top = s.archive(&plan.archive, &Layer::Top)?;
+            s.archive(&base.archive, &Layer::Under(top))?;
         }
-        // Anything outside the targets (`.steward/backup.json`, or what a hostile archive
-        // adds) is never written.
-        let Some(ti) = target_of(&plan.targets, &path) else {
-            continue;
+    }
+    finish(plan, &mut s.folders, &s.dirs)?;
+    Ok(s.staged)
+}
+
+/// Which archive of a restore point is being staged.
+enum Layer {
+    /// A full backup, alone.
+    Whole,
+    /// A differential, first.
+    Top,
+    /// Its base, after: what the differential met (`seen`) or deleted is not staged.
+    Under(Seen),
+}
+
+/// What a differential held and deleted.
+#[derive(Default)]
+struct Seen {
+    paths: std::collections::HashSet<Vec<u8>>,
+    files: std::collections::HashSet<Vec<u8>>,
+    deleted: std::collections::HashSet<Vec<u8>>,
+}
+
+impl Layer {
+    /// Whether the entry at `path` of this layer's archive is staged (folders: only from
+    /// the top, which holds every folder of the tree).
+    fn stages(&self, path: &[u8], dir: bool) -> bool {
+        match self {
+            Layer::Whole | Layer::Top => true,
+            Layer::Under(seen) => {
+                !dir && !seen.paths.contains(path) && !seen.deleted.contains(path)
+            }
+        }
+    }
+}
+
+/// One restore's staging, over the archives of its restore point.
+struct Stager<'a> {
+    plan: &'a Plan,
+    filter: Option<&'a PathFilter>,
+    progress: &'a dyn Progress,
+    interrupted: &'a AtomicBool,
+    folders: Folders,
+    /// (target, rel, owner) of every folder, for after their contents.
+    dirs: Vec<(usize, Vec<u8>, Owner)>,
+    staged: Staged,
+    root: bool,
+}
+
+impl Stager<'_> {
+    /// Stages the archive at `archive_path` as `layer`; returns what it held and deleted.
+    fn archive(&mut self, archive_path: &Path, layer: &Layer) -> Result<Seen, RestoreError> {
+        let corrupt = |m: String| {
+            RestoreError::Archive(ArchiveError::Corrupt {
+                path: archive_path.to_path_buf(),
+                message: m,
+            })
         };
-        if !included(&path) && kind != EntryType::Directory {
-            continue;
+        let (plan, filter) = (self.plan, self.filter);
+        let (stream, decoder) = archive::decompressed(archive_path)?;
+        let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
+        let mut seen = Seen::default();
+        let mut keys: Vec<[u8; 16]> = Vec::new();
+        let mut manifest_checked = false;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut tar = tar::Archive::new(stream);
+        let entries = tar.entries().map_err(io_err(archive_path))?;
+        for entry in entries {
+            if self.interrupted.load(Ordering::SeqCst) {
+                return Err(RestoreError::Interrupted);
+            }
+            let mut entry = entry.map_err(|e| corrupt(format!("reading the archive: {e}")))?;
+            let path = entry_path(&entry);
+            let kind = entry.header().entry_type();
+            if path == DELETED_PATH.as_bytes() {
+                let mut list = Vec::new();
+                entry
+                    .read_to_end(&mut list)
+                    .map_err(|e| corrupt(format!("reading {DELETED_PATH}: {e}")))?;
+                seen.deleted = list
+                    .split(|b| *b == 0)
+                    .filter(|p| !p.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect();
+                continue;
+            }
+            if path == MANIFEST_PATH.as_bytes() {
+                manifest_checked = true;
+                // Each archive's files against its own lines: a differential's manifest
+                // lists the whole tree, a base's the files the differential left to it.
+                let checked = |f: &[u8]| {
+                    included(f)
+                        && match layer {
+                            Layer::Whole => true,
+                            Layer::Top => seen.files.contains(f),
+                            Layer::Under(_) => layer.stages(f, false),
+                        }
+                };
+                check_manifest(&mut entry, &keys, &checked).map_err(corrupt)?;
+                continue;
+            }
+            // Anything outside the targets (`.steward/backup.json`, or what a hostile
+            // archive adds) is never written.
+            let Some(ti) = target_of(&plan.targets, &path) else {
+                continue;
+            };
+            if matches!(layer, Layer::Top) {
+                seen.paths.insert(path.clone());
+                if matches!(kind, EntryType::Regular | EntryType::Continuous) {
+                    seen.files.insert(path.clone());
+                }
+            }
+            if !layer.stages(&path, kind == EntryType::Directory)
+                || (!included(&path) && kind != EntryType::Directory)
+            {
+                continue;
+            }
+            if let Some(key) = self.entry(archive_path, (ti, &path), &mut entry, &mut buf)? {
+                keys.push(key);
+            }
         }
+        drop(tar);
+        decoder
+            .join()
+            .map_err(|_| corrupt("the decompression thread panicked".into()))?
+            .map_err(|e| corrupt(format!("zstd data is damaged: {e}")))?;
+        if !manifest_checked {
+            return Err(corrupt(format!("{MANIFEST_PATH} is missing")));
+        }
+        Ok(seen)
+    }
+
+    /// Stages one entry of target `ti`; a file's manifest key.
+    fn entry<R: Read>(
+        &mut self,
+        archive_path: &Path,
+        (ti, path): (usize, &[u8]),
+        entry: &mut tar::Entry<'_, R>,
+        buf: &mut [u8],
+    ) -> Result<Option<[u8; 16]>, RestoreError> {
+        let corrupt = |m: String| {
+            RestoreError::Archive(ArchiveError::Corrupt {
+                path: archive_path.to_path_buf(),
+                message: m,
+            })
+        };
+        let (plan, filter) = (self.plan, self.filter);
+        let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
+        let kind = entry.header().entry_type();
         let t = &plan.targets[ti];
-        let rel = relative(t, &path).to_vec();
-        let owner = Owner::of(entry.header(), root);
-        progress.advance(entry.size());
+        let rel = relative(t, path).to_vec();
+        let owner = Owner::of(entry.header(), self.root);
+        self.progress.advance(entry.size());
         let name_in = |leaf: &[u8]| -> Vec<u8> {
             if rel.is_empty() {
                 t.name.as_bytes().to_vec()
@@ -195,88 +327,86 @@ pub fn stage(
                 leaf.to_vec()
             }
         };
+        let mut key = None;
         match kind {
             EntryType::Directory => {
-                if filter.is_none() || included(&path) {
-                    let (d, leaf) = folders
+                if filter.is_none() || included(path) {
+                    let (d, leaf) = self
+                        .folders
                         .parent_of(t, ti, &rel, true)
-                        .map_err(unsafe_entry(&path))?;
-                    d.create_dir(&name_in(leaf)).map_err(unsafe_entry(&path))?;
-                    dirs.push((ti, rel.clone(), owner));
+                        .map_err(unsafe_entry(path))?;
+                    d.create_dir(&name_in(leaf)).map_err(unsafe_entry(path))?;
+                    self.dirs.push((ti, rel.clone(), owner));
                 }
             }
             EntryType::Regular | EntryType::Continuous => {
-                let (d, leaf) = folders
+                let (d, leaf) = self
+                    .folders
                     .parent_of(t, ti, &rel, true)
-                    .map_err(unsafe_entry(&path))?;
+                    .map_err(unsafe_entry(path))?;
                 let dest = d.path().join(std::ffi::OsStr::from_bytes(&name_in(leaf)));
-                crate::fault::fail_point("restore-stage-file").map_err(io_err(&plan.archive))?;
-                let mut f = d.create_file(&name_in(leaf)).map_err(unsafe_entry(&path))?;
+                crate::fault::fail_point("restore-stage-file").map_err(io_err(archive_path))?;
+                let mut f = d.create_file(&name_in(leaf)).map_err(unsafe_entry(path))?;
                 let (digest, first, total) =
-                    copy_hashed(&mut entry, &mut f, &mut buf).map_err(|e| match e {
+                    copy_hashed(entry, &mut f, buf).map_err(|e| match e {
                         CopySide::Read(e) => {
-                            corrupt(format!("reading {}: {e}", String::from_utf8_lossy(&path)))
+                            corrupt(format!("reading {}: {e}", String::from_utf8_lossy(path)))
                         }
                         CopySide::Write(e) => io_err(&dest)(e),
                     })?;
-                keys.push(entry_key(&path, &digest));
+                key = Some(entry_key(path, &digest));
                 owner.apply(&f, &dest)?;
                 drop(f);
                 if &first == crate::backup::walk::SQLITE_HEADER {
                     check_sqlite(&dest)?;
-                    staged.databases.push(StagedDb {
+                    self.staged.databases.push(StagedDb {
                         target: ti,
                         rel: rel.clone(),
                         sha256: hex::encode(digest),
                     });
                 }
-                staged.files += 1;
-                staged.bytes += total;
+                self.staged.files += 1;
+                self.staged.bytes += total;
                 if filter.is_some() {
-                    staged.units.push(Unit::entry(ti, &rel));
+                    self.staged.units.push(Unit::entry(ti, &rel));
                 }
             }
             EntryType::Symlink => {
-                let link = link_target(&entry, "symlink", archive_path)?;
-                symlink(&mut folders, (ti, &rel, &path), &link, owner, &plan.targets)?;
+                let link = link_target(entry, "symlink", archive_path)?;
+                symlink(
+                    &mut self.folders,
+                    (ti, &rel, path),
+                    &link,
+                    owner,
+                    &plan.targets,
+                )?;
                 if filter.is_some() {
-                    staged.units.push(Unit::entry(ti, &rel));
+                    self.staged.units.push(Unit::entry(ti, &rel));
                 }
             }
             EntryType::Link => {
-                let link = link_target(&entry, "hard link", archive_path)?;
+                let link = link_target(entry, "hard link", archive_path)?;
                 let link = link.strip_suffix(b"/").unwrap_or(&link).to_vec();
-                if !hard_link(
+                if hard_link(
                     plan,
-                    &mut folders,
-                    (ti, &rel, &path),
+                    &mut self.folders,
+                    (ti, &rel, path),
                     &link,
                     filter.is_some(),
-                )? {
-                    continue;
-                }
-                if filter.is_some() {
-                    staged.units.push(Unit::entry(ti, &rel));
+                )? && filter.is_some()
+                {
+                    self.staged.units.push(Unit::entry(ti, &rel));
                 }
             }
             _ => {
                 return Err(corrupt(format!(
                     "entry {} has an unsupported type",
-                    String::from_utf8_lossy(&path)
+                    String::from_utf8_lossy(path)
                 )));
             }
         }
+        Ok(key)
     }
-    drop(tar);
-    decoder
-        .join()
-        .map_err(|_| corrupt("the decompression thread panicked".into()))?
-        .map_err(|e| corrupt(format!("zstd data is damaged: {e}")))?;
-    if !manifest_checked {
-        return Err(corrupt(format!("{MANIFEST_PATH} is missing")));
-    }
-    finish(plan, &mut folders, &dirs)?;
-    Ok(staged)
 }
 
 /// A staged entry's mode (never setuid/setgid, whatever the safety pass let through),

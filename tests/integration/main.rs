@@ -18,6 +18,7 @@ mod backup;
 mod config;
 mod crash;
 mod daemon;
+mod differential;
 mod docs;
 mod fuzz;
 mod heal;

@@ -106,6 +106,7 @@ fn retention_matches_restic_forget() {
             verified: true,
             suspect: false,
             pinned: false,
+            base: None,
         })
         .collect();
     assert_eq!(candidates.len(), times.len());

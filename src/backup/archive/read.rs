@@ -165,10 +165,11 @@ pub type Inspector<'a> = &'a mut dyn FnMut(&EntryInfo<'_>) -> Result<(), String>
 /// done in the same read as the verification, before anything is written).
 pub fn verify_inspecting(
     path: &Path,
+    expect: Expect,
     inspect: Inspector<'_>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Verified, ArchiveError> {
-    verify_file(path, Expect::Sidecar, Some(inspect), on_bytes)
+    verify_file(path, expect, Some(inspect), on_bytes)
 }
 
 /// The decompression thread of [`decompressed`]: joined, it reports zstd errors.

@@ -1,0 +1,317 @@
+//! Differential backups: only what changed since a full base, restorable with plain tar
+//! from the two archives, verified against the base, never listed or restored without it,
+//! and kept together by retention.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::common::{Env, tool};
+
+/// Restore the newest good backup of set `s`, without asking.
+const RESTORE: [&str; 5] = ["restore", "--latest", "--set", "s", "--yes"];
+
+const DIFF: &str = "[backup.set.differential]\nenabled = true\nfull-share = 100\n";
+
+fn stdout(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+}
+
+fn stderr(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}
+
+/// Every entry under `root`: files by content, symlinks by target, folders as `/`.
+fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+        let t = e.file_type();
+        let v = if t.is_symlink() {
+            let mut v = b"-> ".to_vec();
+            v.extend_from_slice(
+                fs::read_link(e.path())
+                    .unwrap()
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
+            v
+        } else if t.is_dir() {
+            b"/".to_vec()
+        } else {
+            fs::read(e.path()).unwrap()
+        };
+        m.insert(rel, v);
+    }
+    m
+}
+
+/// A set `s` over `<root>/data` with differentials on: a large file that never changes,
+/// odd file names, a folder that will go, a symlink and a SQLite database; backed up once
+/// (the full base). Returns the env, the data folder and the base archive.
+fn with_base() -> (Env, PathBuf, PathBuf) {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(data.join("gone/deeper")).unwrap();
+    fs::create_dir_all(data.join("keep")).unwrap();
+    crate::common::random_file(&data.join("keep/model.bin"), 3 << 20, 7);
+    fs::write(data.join("keep/name with\nnewline"), "odd\n").unwrap();
+    fs::write(data.join("gone/deeper/x"), "x\n").unwrap();
+    fs::write(data.join("gone/y"), "y\n").unwrap();
+    fs::write(data.join("notes.txt"), "v1\n").unwrap();
+    symlink("notes.txt", data.join("link")).unwrap();
+    let db = rusqlite::Connection::open(data.join("app.db")).unwrap();
+    db.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1), (2);")
+        .unwrap();
+    drop(db);
+    env.one_set("s", &[&data], DIFF);
+    let a = env.cmd().arg("backup").assert().success();
+    assert!(
+        !stdout(&a).contains("differential on"),
+        "the first backup is a full one: {}",
+        stdout(&a)
+    );
+    let base = env.archives("s").pop().unwrap();
+    (env, data, base)
+}
+
+/// Changes the data the way a day does: one file changed, a folder and an odd name
+/// deleted, a file added, the symlink pointed elsewhere, rows added; then backs up (a
+/// differential). Returns the differential archive.
+fn change_and_back_up(env: &Env, data: &Path) -> PathBuf {
+    fs::write(data.join("notes.txt"), "v2, longer\n").unwrap();
+    fs::remove_dir_all(data.join("gone")).unwrap();
+    fs::remove_file(data.join("keep/name with\nnewline")).unwrap();
+    fs::write(data.join("keep/new file"), "new\n").unwrap();
+    fs::remove_file(data.join("link")).unwrap();
+    symlink("keep/new file", data.join("link")).unwrap();
+    let db = rusqlite::Connection::open(data.join("app.db")).unwrap();
+    db.execute_batch("INSERT INTO t VALUES (3);").unwrap();
+    drop(db);
+    let a = env.cmd().arg("backup").assert().success();
+    assert!(stdout(&a).contains("differential on"), "{}", stdout(&a));
+    env.archives("s").pop().unwrap()
+}
+
+fn listing(archive: &Path, dir: &Path) -> String {
+    tool(
+        "tar",
+        &["--zstd".as_ref(), "-tf".as_ref(), archive.as_os_str()],
+        dir,
+    )
+}
+
+#[test]
+fn a_differential_holds_only_what_changed_and_plain_tools_restore_it_byte_identical() {
+    let (env, data, base) = with_base();
+    let diff = change_and_back_up(&env, &data);
+    let want = tree(&data);
+    // Only the changed entries (and the folders) are in it; the 3 MiB model is not.
+    let list = listing(&diff, &env.root);
+    assert!(!list.contains("model.bin"), "{list}");
+    assert!(
+        list.contains("notes.txt") && list.contains("new file"),
+        "{list}"
+    );
+    assert!(list.contains(".steward/DELETED"), "{list}");
+    assert!(
+        fs::metadata(&diff).unwrap().len() * 10 < fs::metadata(&base).unwrap().len(),
+        "the differential is not much smaller than its base"
+    );
+    // The README's recipe, with nothing but tar, xargs, rm and sha256sum.
+    let r = env.root.join("plain");
+    fs::create_dir_all(&r).unwrap();
+    for a in [&base, &diff] {
+        tool(
+            "tar",
+            &["--zstd".as_ref(), "-xf".as_ref(), a.as_os_str()],
+            &r,
+        );
+    }
+    tool(
+        "sh",
+        &["-c".as_ref(), "xargs -0 rm -rf < .steward/DELETED".as_ref()],
+        &r,
+    );
+    tool(
+        "sha256sum",
+        &[
+            "-c".as_ref(),
+            "--quiet".as_ref(),
+            ".steward/MANIFEST.sha256".as_ref(),
+        ],
+        &r,
+    );
+    let got = tree(&r.join(data.strip_prefix("/").unwrap()));
+    assert_eq!(got, want);
+    // The DELETED list is NUL-separated: the name with a newline is one entry.
+    let deleted = fs::read(r.join(".steward/DELETED")).unwrap();
+    let names: Vec<&[u8]> = deleted
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with(b"keep/name with\nnewline")),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n.ends_with(b"gone/deeper/x")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn steward_restores_a_differential_in_place_to_a_folder_and_by_path() {
+    let (env, data, _) = with_base();
+    change_and_back_up(&env, &data);
+    let want = tree(&data);
+    // Damage, then restore in place: the tree of the differential, whole.
+    fs::write(data.join("keep/model.bin"), "ransom").unwrap();
+    fs::write(data.join("stray"), "not in the backup").unwrap();
+    let a = env.cmd().args(RESTORE).assert().success();
+    assert!(stdout(&a).contains("SQLite checked: 1"), "{}", stdout(&a));
+    assert_eq!(tree(&data), want);
+    // --to a folder, and --path of a file only the base holds.
+    let to = env.root.join("elsewhere");
+    env.cmd()
+        .args(RESTORE)
+        .arg("--to")
+        .arg(&to)
+        .assert()
+        .success();
+    assert_eq!(tree(&to.join(data.strip_prefix("/").unwrap())), want);
+    fs::write(data.join("keep/model.bin"), "damaged again").unwrap();
+    env.cmd()
+        .args(RESTORE)
+        .args(["--path", "keep/model.bin"])
+        .assert()
+        .success();
+    assert_eq!(tree(&data), want);
+}
+
+#[test]
+fn one_flipped_byte_in_the_base_or_the_differential_is_caught_and_refuses_the_restore() {
+    for damaged in ["base", "differential"] {
+        let (env, data, base) = with_base();
+        let diff = change_and_back_up(&env, &data);
+        // A service whose stop leaves a mark: the refusal comes before any stop.
+        let mark = env.root.join("stopped");
+        let text = fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("name = \"s\"", "name = \"s\"\nquiesce = [\"app\"]");
+        fs::write(
+            &env.config,
+            format!(
+                "{text}\n[[service]]\nname = \"app\"\nmanager = \"command\"\n\
+                 start = \"true\"\nstop = \"touch {}\"\nstatus = \"true\"\n",
+                mark.display()
+            ),
+        )
+        .unwrap();
+        let victim = if damaged == "base" { &base } else { &diff };
+        let mut bytes = fs::read(victim).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x40;
+        fs::write(victim, bytes).unwrap();
+        let before = tree(&data);
+        let a = env.cmd().args(RESTORE).assert().code(2);
+        assert!(
+            !mark.exists(),
+            "{damaged}: a service was stopped: {}",
+            stderr(&a)
+        );
+        assert_eq!(tree(&data), before, "{damaged}: live data changed");
+        // verify names the damaged archive, and a damaged base fails the differential.
+        let a = env.cmd().args(["verify", "--latest"]).assert().code(2);
+        let out = format!("{}{}", stdout(&a), stderr(&a));
+        let base_id = base
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".tar.zst", "");
+        if damaged == "base" {
+            assert!(out.contains(&format!("its base {base_id} failed")), "{out}");
+        }
+        assert!(out.contains("FAIL") || out.contains("fail"), "{out}");
+    }
+}
+
+#[test]
+fn a_differential_whose_base_was_deleted_by_hand_is_reported_and_never_restored() {
+    let (env, data, base) = with_base();
+    let diff = change_and_back_up(&env, &data);
+    let base_id = base
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    let diff_id = diff
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    fs::remove_file(&base).unwrap();
+    fs::remove_file(base.with_extension("zst.sha256")).unwrap();
+    let a = env.cmd().args(["backups", "reindex"]).assert();
+    let out = format!("{}{}", stdout(&a), stderr(&a));
+    assert!(
+        out.contains(&format!("base {base_id} is not on the disk")),
+        "reindex: {out}"
+    );
+    let a = env.cmd().args(["verify", &diff_id]).assert().code(2);
+    let out = format!("{}{}", stdout(&a), stderr(&a));
+    assert!(
+        out.contains(&format!("needs its base {base_id}")),
+        "verify: {out}"
+    );
+    let before = tree(&data);
+    let a = env.cmd().args(RESTORE).assert().failure();
+    assert!(stderr(&a).contains("no verified backup"), "{}", stderr(&a));
+    let a = env
+        .cmd()
+        .args(["restore", &diff_id, "--yes"])
+        .assert()
+        .failure();
+    assert!(stderr(&a).contains(&base_id), "{}", stderr(&a));
+    assert_eq!(tree(&data), before);
+}
+
+#[test]
+fn retention_keeps_the_base_a_kept_differential_needs_and_says_so() {
+    let (env, data, base) = with_base();
+    let base_id = base
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    change_and_back_up(&env, &data);
+    fs::write(data.join("notes.txt"), "v3\n").unwrap();
+    env.cmd().arg("backup").assert().success();
+    // Keep only the newest: it is a differential, so its base stays too, and says why.
+    let text = fs::read_to_string(&env.config).unwrap();
+    fs::write(&env.config, format!("{text}\n[backup.keep]\nlast = 1\n")).unwrap();
+    let a = env
+        .cmd()
+        .args(["prune", "--dry-run", "--json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let rows = v[0]["rows"]
+        .as_array()
+        .or(v["rows"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let row = |id: &str| rows.iter().find(|r| r["id"] == id).cloned().unwrap();
+    let b = row(&base_id);
+    assert_eq!(b["action"], "keep", "{b}");
+    assert!(b["reasons"].to_string().contains("base of"), "{b}");
+    let removed: Vec<_> = rows.iter().filter(|r| r["action"] == "remove").collect();
+    assert_eq!(removed.len(), 1, "{rows:?}");
+    env.cmd().arg("prune").assert().success();
+    assert!(base.exists());
+    env.cmd().args(["verify", "--latest"]).assert().success();
+}
