@@ -129,42 +129,15 @@ pub fn backup_set(
 ) -> Result<SetOutcome, BackupError> {
     let started = Instant::now();
     let dir = prepare_dir(dest, set, progress)?;
-    // The survey (a walk that only stats) decides whether anything changed since the
-    // newest verified backup. Without one to compare with, or with --force, it would
-    // only give the progress bar its total: the archive walk computes the fingerprint
-    // itself, and on a tree of a million small files the survey is a fifth of the run.
-    let newest = if options.force {
-        None
-    } else {
-        catalog.newest_verified(&set.name)?
-    };
-    let mut chosen = diff::choose(dest.state_dir, catalog, set, options.full)?;
-    let mut measure = diff::Measure::default();
-    let compare = newest.filter(|n| n.path.is_file());
-    let total_bytes = if compare.is_some() || chosen.is_ok() {
-        progress.phase(&format!("surveying {}", set.name), 0);
-        let (fingerprint, _files, total_bytes) = walk::survey_with(set, &mut |e| {
-            if let Ok(d) = &chosen {
-                measure.add(&d.index, e);
-            }
-        })?;
-        if let Some(newest) = compare
-            && newest.fingerprint == fingerprint
-        {
+    let (total_bytes, chosen) = match survey(dest, catalog, set, options, progress)? {
+        Surveyed::Unchanged(newest) => {
             return Ok(SetOutcome::Unchanged {
                 set: set.name.clone(),
-                newest: newest.id,
+                newest,
             });
         }
-        total_bytes
-    } else {
-        0
+        Surveyed::Changed(c) => *c,
     };
-    if chosen.is_ok()
-        && let Err(why) = measure.verdict(set.differential.full_share)
-    {
-        chosen = Err(why);
-    }
     let (id, created) = new_id(&dir, set, catalog)?;
     let name = format!("{id}.tar.zst");
     let final_path = dir.join(&name);
@@ -278,6 +251,58 @@ pub fn backup_set(
         stored_files: meta.stored_files,
         why_full,
     })))
+}
+
+/// What the survey found.
+enum Surveyed {
+    /// Nothing changed since this backup.
+    Unchanged(String),
+    /// The set's bytes, and the base of a differential or why it is a full backup.
+    Changed(Box<(u64, Result<diff::DiffBuild, diff::WhyFull>)>),
+}
+
+/// The survey (a walk that only stats) decides whether anything changed since the newest
+/// verified backup, and how much since the base a differential would build on. Without
+/// either to compare with, or with --force and no differential, it would only give the
+/// progress bar its total: the archive walk computes the fingerprint itself, and on a
+/// tree of a million small files the survey is a fifth of the run.
+fn survey(
+    dest: Dest<'_>,
+    catalog: &Catalog,
+    set: &BackupSet,
+    options: BackupOptions,
+    progress: &dyn Progress,
+) -> Result<Surveyed, BackupError> {
+    let newest = if options.force {
+        None
+    } else {
+        catalog.newest_verified(&set.name)?
+    };
+    let mut chosen = diff::choose(dest.state_dir, catalog, set, options.full)?;
+    let mut measure = diff::Measure::default();
+    let compare = newest.filter(|n| n.path.is_file());
+    let total_bytes = if compare.is_some() || chosen.is_ok() {
+        progress.phase(&format!("surveying {}", set.name), 0);
+        let (fingerprint, _files, total_bytes) = walk::survey_with(set, &mut |e| {
+            if let Ok(d) = &chosen {
+                measure.add(&d.index, e);
+            }
+        })?;
+        if let Some(newest) = compare
+            && newest.fingerprint == fingerprint
+        {
+            return Ok(Surveyed::Unchanged(newest.id));
+        }
+        total_bytes
+    } else {
+        0
+    };
+    if chosen.is_ok()
+        && let Err(why) = measure.verdict(set.differential.full_share)
+    {
+        chosen = Err(why);
+    }
+    Ok(Surveyed::Changed(Box::new((total_bytes, chosen))))
 }
 
 /// Runs `write` with the change guard set up against the set's last good backup (never
@@ -531,25 +556,9 @@ fn write_archive(
                 return Err(BackupError::KindChanged { path: e.path });
             }
             seen.push(name.as_os_str().as_bytes().to_vec());
-            if let Some(was) = diff::unchanged(i, &e) {
-                match &e.kind {
-                    // Folders always: they are few and carry the tree's shape and modes.
-                    Kind::Dir => {}
-                    Kind::File => {
-                        writer.carry(&name, &was.sha256)?;
-                        guard.file(
-                            name.as_os_str().as_bytes(),
-                            was.size,
-                            false,
-                            was.flags & index::RANDOM != 0,
-                        );
-                        tally.meta_files += 1;
-                        tally.bytes += was.size;
-                        progress.advance(was.size);
-                        return Ok(());
-                    }
-                    _ => return Ok(()),
-                }
+            let mut to = (&mut writer, &mut *guard, &mut tally);
+            if left_to_base(i, &e, &name, &mut to, progress)? {
+                return Ok(());
             }
         }
         let indexed = |kind, flags, sha256, size| index::Indexed {
@@ -559,26 +568,28 @@ fn write_archive(
             sha256,
             size,
         };
+        let key_name = name.as_os_str().as_bytes().to_vec();
+        let add = |w: &mut Option<&mut index::IndexWriter>, e: &index::Indexed| {
+            if let Some(w) = w.as_deref_mut() {
+                w.add(&key_name, e);
+            }
+        };
         match &e.kind {
             Kind::Dir => {
                 writer.append_dir(&name, &e.meta)?;
                 tally.dirs += 1;
-                if let Some(w) = tree_index.as_deref_mut() {
-                    w.add(
-                        name.as_os_str().as_bytes(),
-                        &indexed(index::EntryKind::Dir, 0, [0; 32], 0),
-                    );
-                }
+                add(
+                    &mut tree_index,
+                    &indexed(index::EntryKind::Dir, 0, [0; 32], 0),
+                );
             }
             Kind::Symlink(target) => {
                 writer.append_link(&name, &e.meta, target, false)?;
                 tally.symlinks += 1;
-                if let Some(w) = tree_index.as_deref_mut() {
-                    w.add(
-                        name.as_os_str().as_bytes(),
-                        &indexed(index::EntryKind::Symlink, 0, [0; 32], 0),
-                    );
-                }
+                add(
+                    &mut tree_index,
+                    &indexed(index::EntryKind::Symlink, 0, [0; 32], 0),
+                );
             }
             Kind::Special(what) => {
                 tally.skipped += 1;
@@ -591,13 +602,8 @@ fn write_archive(
                 {
                     writer.append_link(&name, &e.meta, first, true)?;
                     tally.hardlinks += 1;
-                    if let Some(w) = tree_index.as_deref_mut() {
-                        let k = index::EntryKind::File;
-                        w.add(
-                            name.as_os_str().as_bytes(),
-                            &indexed(k, index::LINKED, [0; 32], 0),
-                        );
-                    }
+                    let k = index::EntryKind::File;
+                    add(&mut tree_index, &indexed(k, index::LINKED, [0; 32], 0));
                     return Ok(());
                 }
                 let archived = archive_file(
@@ -614,15 +620,11 @@ fn write_archive(
                 if e.meta.nlink() > 1 {
                     links.insert(key, name.clone());
                 }
-                if let Some(w) = tree_index.as_deref_mut() {
-                    let flags = if e.meta.nlink() > 1 { index::LINKED } else { 0 }
-                        | if a.sqlite { index::SQLITE } else { 0 }
-                        | if a.random { index::RANDOM } else { 0 };
-                    w.add(
-                        name.as_os_str().as_bytes(),
-                        &indexed(index::EntryKind::File, flags, a.digest, a.size),
-                    );
-                }
+                let flags = if e.meta.nlink() > 1 { index::LINKED } else { 0 }
+                    | if a.sqlite { index::SQLITE } else { 0 }
+                    | if a.random { index::RANDOM } else { 0 };
+                let k = index::EntryKind::File;
+                add(&mut tree_index, &indexed(k, flags, a.digest, a.size));
             }
         }
         Ok(())
@@ -642,8 +644,58 @@ fn write_archive(
         diff::deleted(&d.index)
     });
 
-    // A database of the baseline that is not one now: overwritten, unreadable or gone.
-    let now_sqlite: HashSet<&str> = tally.sqlite.iter().map(|s| s.path.as_str()).collect();
+    lost_databases(guard, was_sqlite, &tally.sqlite, baseline);
+    let (report, _) = guard.finish();
+    let meta = meta_of(
+        set,
+        (id, created),
+        options,
+        tally,
+        (fp.finish(set), report),
+        diff.as_deref()
+            .map(|d| (d, deleted.as_ref().map_or(0, |x| x.1))),
+    );
+    let written = writer.finish_with(&meta, deleted.as_ref().map(|d| d.0.as_slice()))?;
+    Ok((written, meta))
+}
+
+/// In a differential: leaves an entry that did not change since the base to it (a file
+/// only by its manifest line, with the base's digest). `false`: archive it (a changed
+/// entry, or a folder: they are few and carry the tree's shape and modes).
+fn left_to_base(
+    index: &index::Index,
+    e: &walk::Entry,
+    name: &Path,
+    (writer, guard, tally): &mut (&mut ArchiveWriter, &mut Guard, &mut Tally),
+    progress: &dyn Progress,
+) -> Result<bool, BackupError> {
+    let Some(was) = diff::unchanged(index, e) else {
+        return Ok(false);
+    };
+    match &e.kind {
+        Kind::Dir => Ok(false),
+        Kind::File => {
+            writer.carry(name, &was.sha256)?;
+            let random = was.flags & index::RANDOM != 0;
+            guard.file(name.as_os_str().as_bytes(), was.size, false, random);
+            tally.meta_files += 1;
+            tally.bytes += was.size;
+            progress.advance(was.size);
+            Ok(true)
+        }
+        _ => Ok(true),
+    }
+}
+
+/// Makes the backup suspect for each database of the baseline that is not one now:
+/// overwritten, unreadable or gone.
+fn lost_databases(
+    guard: &mut Guard,
+    was_sqlite: &HashSet<String>,
+    now: &[SqliteSnapshot],
+    baseline: &str,
+) {
+    let now_sqlite: HashSet<&str> = now.iter().map(|s| s.path.as_str()).collect();
     let mut lost: Vec<&String> = was_sqlite
         .iter()
         .filter(|p| !now_sqlite.contains(p.as_str()))
@@ -663,8 +715,19 @@ fn write_archive(
         }
         // Still a database but not archived: excluded, or no longer under the set's paths.
     }
-    let (report, _) = guard.finish();
-    let meta = BackupMeta {
+}
+
+/// `backup.json` of a new backup; `diff`: a differential's base and how many of its
+/// entries are gone.
+fn meta_of(
+    set: &BackupSet,
+    (id, created): (&str, Timestamp),
+    options: ArchiveOptions,
+    tally: Tally,
+    (fingerprint, report): (String, guard::GuardReport),
+    diff: Option<(&diff::DiffBuild, u64)>,
+) -> BackupMeta {
+    BackupMeta {
         format: if diff.is_some() {
             archive::FORMAT_DIFFERENTIAL
         } else {
@@ -689,20 +752,18 @@ fn write_archive(
         skipped: tally.skipped,
         bytes: tally.bytes,
         sqlite: tally.sqlite,
-        fingerprint: fp.finish(set),
+        fingerprint,
         compression_level: options.level,
         warnings: tally.warnings,
         warnings_total: tally.warnings_total,
         guard: Some(report),
-        base: diff.as_ref().map(|d| archive::BaseRef {
+        base: diff.map(|(d, _)| archive::BaseRef {
             id: d.base.id.clone(),
             sha256: d.base.sha256.clone(),
         }),
-        stored_files: diff.as_ref().map(|d| d.stored),
-        deleted: deleted.as_ref().map(|d| d.1),
-    };
-    let written = writer.finish_with(&meta, deleted.as_ref().map(|d| d.0.as_slice()))?;
-    Ok((written, meta))
+        stored_files: diff.map(|(d, _)| d.stored),
+        deleted: diff.map(|(_, n)| n),
+    }
 }
 
 /// What archiving one file gave: its digest and what the tree index keeps of it.

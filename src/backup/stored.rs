@@ -323,12 +323,30 @@ pub fn reindex(
             }
         }
     }
-    // A differential restores only with the very base it was taken against.
+    check_bases(&mut records, &bases, &mut report);
+    let found: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    report.dropped = known
+        .keys()
+        .filter(|k| !found.contains(k.as_str()))
+        .cloned()
+        .collect();
+    report.dropped.sort();
+    catalog.replace_backups(&records)?;
+    Ok(report)
+}
+
+/// A differential restores only with the very base it was taken against: one whose base
+/// is not on the disk, or is another archive, is failed and reported.
+fn check_bases(
+    records: &mut [BackupRecord],
+    bases: &HashMap<String, archive::BaseRef>,
+    report: &mut ReindexReport,
+) {
     let digests: HashMap<String, String> = records
         .iter()
         .map(|r| (r.id.clone(), r.sha256.clone()))
         .collect();
-    for r in &mut records {
+    for r in records.iter_mut() {
         let Some(b) = bases.get(&r.id) else { continue };
         let why = match digests.get(&b.id) {
             None => format!(
@@ -348,13 +366,4 @@ pub fn reindex(
         r.status = BackupStatus::Failed;
         r.note = Some(why);
     }
-    let found: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    report.dropped = known
-        .keys()
-        .filter(|k| !found.contains(k.as_str()))
-        .cloned()
-        .collect();
-    report.dropped.sort();
-    catalog.replace_backups(&records)?;
-    Ok(report)
 }

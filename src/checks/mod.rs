@@ -363,7 +363,7 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
         let newest = catalog
             .backups(Some(&set.name))
             .map(|v| v.into_iter().next());
-        if let Ok(Some(b)) = newest
+        if let Ok(Some(b)) = &newest
             && b.is_suspect()
         {
             let good = match catalog.newest_good(&set.name) {
@@ -378,6 +378,29 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
                 one,
             ));
             continue;
+        }
+        // A differential without a sound base restores nothing, however fresh: critical
+        // at once (a damaged base spoils every restore point built on it).
+        if let Ok(Some(b)) = &newest
+            && let Some(base) = &b.base
+        {
+            let why = match catalog.backup(base) {
+                Ok(None) => Some(format!("its base {base} is gone")),
+                Ok(Some(r)) if r.status == crate::catalog::BackupStatus::Failed => {
+                    Some(format!("its base {base} failed verification"))
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                out.push(reading(
+                    job_alert,
+                    Severity::Crit,
+                    format!("{} is a differential that cannot be restored: {why}", b.id),
+                    "newest backup restorable".into(),
+                    one,
+                ));
+                continue;
+            }
         }
         let Some(max) = set.max_age else { continue };
         let threshold = format!(

@@ -26,7 +26,7 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
             );
             for b in &list {
                 println!(
-                    "{:<36} {:<14} {:<21} {:>10} {:>10} {:>8}  {}",
+                    "{:<36} {:<14} {:<21} {:>10} {:>10} {:>8}  {}{}",
                     b.id,
                     b.set,
                     crate::render::time(b.created_at),
@@ -34,6 +34,10 @@ pub fn run(cfg: &Config, cmd: BackupsCommand) -> anyhow::Result<ExitCode> {
                     crate::render::bytes(b.source_bytes),
                     b.files,
                     status_word(b)?,
+                    b.base
+                        .as_ref()
+                        .map(|base| format!(", differential on {base}"))
+                        .unwrap_or_default(),
                 );
             }
             for b in list.iter().filter(|b| b.is_suspect()) {

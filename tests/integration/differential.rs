@@ -268,6 +268,18 @@ fn a_differential_whose_base_was_deleted_by_hand_is_reported_and_never_restored(
         out.contains(&format!("needs its base {base_id}")),
         "verify: {out}"
     );
+    let a = env.cmd().arg("check").assert().code(2);
+    let out = format!("{}{}", stdout(&a), stderr(&a));
+    assert!(
+        out.contains(&format!("cannot be restored: its base {base_id} is gone")),
+        "check: {out}"
+    );
+    let a = env.cmd().args(["backups", "list"]).assert().success();
+    assert!(
+        stdout(&a).contains(&format!("differential on {base_id}")),
+        "{}",
+        stdout(&a)
+    );
     let before = tree(&data);
     let a = env.cmd().args(RESTORE).assert().failure();
     assert!(stderr(&a).contains("no verified backup"), "{}", stderr(&a));
@@ -314,4 +326,82 @@ fn retention_keeps_the_base_a_kept_differential_needs_and_says_so() {
     env.cmd().arg("prune").assert().success();
     assert!(base.exists());
     env.cmd().args(["verify", "--latest"]).assert().success();
+}
+
+#[test]
+fn sigkill_at_20_moments_of_a_differential_backup_lists_nothing_torn() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    for i in 0..6 {
+        crate::common::random_file(&data.join(format!("blob{i}")), 1 << 20, i);
+    }
+    env.one_set("s", &[&data], DIFF);
+    env.cmd().arg("backup").assert().success();
+    let base = env.archives("s").pop().unwrap();
+    // Each round changes half the tree, so each differential has bytes to write.
+    let change = |round: u64| {
+        for i in 0..3 {
+            crate::common::random_file(
+                &data.join(format!("blob{i}")),
+                1 << 20,
+                100 + round * 7 + i,
+            );
+        }
+    };
+    change(0);
+    let t0 = std::time::Instant::now();
+    let a = env.cmd().arg("backup").assert().success();
+    let normal = t0.elapsed();
+    assert!(stdout(&a).contains("differential on"), "{}", stdout(&a));
+    let mut finished = 0;
+    for k in 1..=20u32 {
+        change(u64::from(k));
+        let mut child = env
+            .std_cmd()
+            .arg("backup")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Fault injection at a chosen moment, not synchronisation.
+        std::thread::sleep(normal * k / 21);
+        child.kill().unwrap();
+        if child.wait().unwrap().success() {
+            finished += 1;
+        }
+        // Nothing torn is listed: every listed backup is whole and verifies, and no
+        // partial is visible.
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout(
+            &env.cmd()
+                .args(["backups", "list", "--json"])
+                .assert()
+                .success(),
+        ))
+        .unwrap();
+        for b in &listed {
+            assert_eq!(b["status"], "verified", "kill {k}: {b}");
+        }
+        assert_eq!(listed.len(), env.archives("s").len(), "kill {k}");
+        env.cmd().args(["verify", "--latest"]).assert().success();
+        // The next run cleans up and takes a whole differential on the same base.
+        let a = env.cmd().arg("backup").args(["--force"]).assert().success();
+        assert!(
+            stdout(&a).contains("differential on"),
+            "kill {k}: {}",
+            stdout(&a)
+        );
+        let names = env.set_dir_names("s");
+        assert!(
+            names.iter().all(|n| !n.ends_with(".partial")),
+            "kill {k}: {names:?}"
+        );
+    }
+    assert!(base.exists());
+    assert!(finished < 20, "no kill landed before the end of the run");
+    // The newest restores byte-identical.
+    let want = tree(&data);
+    fs::remove_dir_all(&data).unwrap();
+    env.cmd().args(RESTORE).assert().success();
+    assert_eq!(tree(&data), want);
 }
