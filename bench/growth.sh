@@ -30,17 +30,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1; }
-missing=()
-need restic || missing+=(restic)
-need borg || missing+=(borgbackup)
-need faketime || missing+=(faketime)
-[ -x /usr/bin/time ] || missing+=(time)
-need bc || missing+=(bc)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. "$here/bench/tools.sh"
+ensure_tools restic borg faketime time bc
 (cd "$here" && cargo build --release --locked -q)
 steward="$here/target/release/steward"
 gen="$here/bench/growth.py"
@@ -59,7 +50,7 @@ seconds() {
   t0=$(date +%s.%N)
   "$@" >/dev/null 2>>"$work/errors.log"
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc
+  printf '%.2f\n' "$(echo "$t1 - $t0" | bc)"
 }
 
 size_mib() { du -sb "$1" | awk '{printf "%.0f", $1 / 1048576}'; }
@@ -97,7 +88,7 @@ paths = ["$root/src/data", "$root/src/conversations"]
 name = "logs"
 paths = ["$root/src/logs"]
 EOF
-  borg init -q --encryption=none "$root/borg"
+  borg init --encryption=none "$root/borg"
   restic init -q --repo "$root/restic" >/dev/null
 }
 
@@ -109,8 +100,8 @@ run_day() {
   [ "$n" -gt 0 ] && python3 "$gen" day "$root/src" "$n" --mb "$3"
   local ts tb tr
   ts=$(seconds faketime "$when" "$steward" --config "$root/steward.toml" backup)
-  tb=$(seconds sh -c "faketime '$when' borg create -q --compression zstd,3 --timestamp '${when/ /T}' '$root/borg::d$n' '$root/src' \
-      && faketime '$when' borg prune -q $KEEP_BORG '$root/borg' && faketime '$when' borg compact -q '$root/borg'")
+  tb=$(seconds sh -c "faketime '$when' borg create --compression zstd,3 --timestamp '${when/ /T}' '$root/borg::d$n' '$root/src' \
+      && faketime '$when' borg prune $KEEP_BORG '$root/borg' && faketime '$when' borg compact '$root/borg'")
   tr=$(seconds sh -c "restic -q --repo '$root/restic' backup --time '$when' '$root/src' \
       && restic -q --repo '$root/restic' forget --prune $KEEP_RESTIC")
   echo "$n $ts $tb $tr" >>"$root/times"
@@ -119,7 +110,8 @@ run_day() {
 
 # restore_newest ROOT: "tool seconds peak-KiB" for a restore of the newest backup.
 restore_newest() {
-  local root="$1" out="$root/restored"
+  local root="$1"
+  local out="$root/restored"
   local t0 t1 peak=0 rss
   rm -rf "$out"; mkdir -p "$out"
   t0=$(date +%s.%N)
@@ -129,16 +121,16 @@ restore_newest() {
     [ "$rss" -gt "$peak" ] && peak=$rss
   done
   t1=$(date +%s.%N)
-  echo "steward $(echo "$t1 - $t0" | bc) $peak"
+  printf 'steward %.2f %s\n' "$(echo "$t1 - $t0" | bc)" "$peak"
   mkdir -p "$out/borg"
   t0=$(date +%s.%N)
   rss=$(cd "$out/borg" && /usr/bin/time -f %M borg extract "$root/borg::$(borg list --short --last 1 "$root/borg")" 2>&1 >/dev/null | tail -1)
   t1=$(date +%s.%N)
-  echo "borg $(echo "$t1 - $t0" | bc) $rss"
+  printf 'borg %.2f %s\n' "$(echo "$t1 - $t0" | bc)" "$rss"
   t0=$(date +%s.%N)
   rss=$(/usr/bin/time -f %M restic -q --repo "$root/restic" restore latest --target "$out/restic" 2>&1 >/dev/null | tail -1)
   t1=$(date +%s.%N)
-  echo "restic $(echo "$t1 - $t0" | bc) $rss"
+  printf 'restic %.2f %s\n' "$(echo "$t1 - $t0" | bc)" "$rss"
   # Every tool gave back the same tree.
   diff -r "$root/src" "$out/steward/${root#/}/src" >/dev/null
   diff -r "$root/src" "$out/restic/${root#/}/src" >/dev/null
@@ -160,7 +152,8 @@ printf '%5s %9s %9s %9s\n' day steward borg restic
 while read -r n s b r; do printf '%5s %9s %9s %9s\n' "$n" "$s" "$b" "$r"; done <"$main/sizes"
 read -r _ s_end b_end r_end < <(tail -1 "$main/sizes")
 read -r _ s_0 b_0 r_0 < <(head -1 "$main/sizes")
-read -r _ s_7 b_7 r_7 < <(sed -n 8p "$main/sizes")
+week=$(( days < 7 ? days : 7 )); [ "$week" -eq 0 ] && week=1
+read -r _ s_7 b_7 r_7 < <(sed -n "$(( week + 1 ))p" "$main/sizes")
 mean() { awk -v c="$1" 'NR > 1 { s += $c; n++ } END { printf "%.2f", s / n }' "$main/times"; }
 ms=$(mean 2); mb_=$(mean 3); mr=$(mean 4)
 read -r _ rs_t rs_m < <(grep '^steward' "$main/restore")
@@ -169,8 +162,8 @@ read -r _ rr_t rr_m < <(grep '^restic' "$main/restore")
 echo
 printf '%-32s %10s %10s %10s\n' "day $days" steward "borg 1.2" "restic"
 printf '%-32s %10s %10s %10s\n' "size on disk (MiB)" "$s_end" "$b_end" "$r_end"
-printf '%-32s %10s %10s %10s\n' "growth per day, days 1-7 (MiB)" \
-  "$(( (s_7 - s_0) / 7 ))" "$(( (b_7 - b_0) / 7 ))" "$(( (r_7 - r_0) / 7 ))"
+printf '%-32s %10s %10s %10s\n' "growth per day, days 1-$week (MiB)" \
+  "$(( (s_7 - s_0) / week ))" "$(( (b_7 - b_0) / week ))" "$(( (r_7 - r_0) / week ))"
 printf '%-32s %10s %10s %10s\n' "mean daily run (s)" "$ms" "$mb_" "$mr"
 printf '%-32s %10s %10s %10s\n' "restore of the newest (s)" "$rs_t" "$rb_t" "$rr_t"
 printf '%-32s %10s %10s %10s\n' "restore peak RSS (MiB)" \

@@ -25,17 +25,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-need() { command -v "$1" >/dev/null 2>&1; }
-missing=()
-need restic || missing+=(restic)
-need borg || missing+=(borgbackup)
-need zstd || missing+=(zstd)
-[ -x /usr/bin/time ] || missing+=(time)
-need bc || missing+=(bc)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. "$here/bench/tools.sh"
+ensure_tools restic borg zstd time bc
 
 (cd "$here" && cargo build --release --locked -q)
 steward="$here/target/release/steward"

@@ -594,6 +594,8 @@ fn write_archive(
             Kind::Special(what) => {
                 tally.skipped += 1;
                 progress.note(&format!("skipped {what} {}", e.path.display()));
+                // Not in the new tree: what the base had there is deleted.
+                seen.pop_if(|n| n.as_slice() == name.as_os_str().as_bytes());
             }
             Kind::File => {
                 let key = (e.meta.dev(), e.meta.ino());
@@ -615,7 +617,12 @@ fn write_archive(
                     progress,
                     guard,
                 )?;
-                let Some(a) = archived else { return Ok(()) };
+                let Some(a) = archived else {
+                    // Not in the new tree (vanished, unreadable): what the base had there
+                    // is deleted, or the pair would restore a stale copy.
+                    seen.pop_if(|n| n.as_slice() == name.as_os_str().as_bytes());
+                    return Ok(());
+                };
                 stored += 1;
                 if e.meta.nlink() > 1 {
                     links.insert(key, name.clone());
