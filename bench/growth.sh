@@ -53,6 +53,8 @@ seconds() {
   printf '%.2f\n' "$(echo "$t1 - $t0" | bc)"
 }
 
+ratio() { echo "scale=2; $1 / $2" | bc; }
+
 size_mib() { du -sb "$1" | awk '{printf "%.0f", $1 / 1048576}'; }
 
 # setup ROOT MB: a fresh tree and a fresh repository per tool under ROOT.
@@ -138,6 +140,7 @@ restore_newest() {
 
 mkdir -p "$work"
 : >"$work/errors.log"
+if [ "$days" -gt 0 ]; then
 main="$work/main"
 setup "$main" "$mb"
 for n in $(seq 0 "$days"); do
@@ -152,9 +155,9 @@ printf '%5s %9s %9s %9s\n' day steward borg restic
 while read -r n s b r; do printf '%5s %9s %9s %9s\n' "$n" "$s" "$b" "$r"; done <"$main/sizes"
 read -r _ s_end b_end r_end < <(tail -1 "$main/sizes")
 read -r _ s_0 b_0 r_0 < <(head -1 "$main/sizes")
-week=$(( days < 7 ? days : 7 )); [ "$week" -eq 0 ] && week=1
+week=$(( days < 7 ? days : 7 ))
 read -r _ s_7 b_7 r_7 < <(sed -n "$(( week + 1 ))p" "$main/sizes")
-mean() { awk -v c="$1" 'NR > 1 { s += $c; n++ } END { printf "%.2f", s / n }' "$main/times"; }
+mean() { awk -v c="$1" 'NR > 1 { s += $c; n++ } END { printf "%.2f", n ? s / n : 0 }' "$main/times"; }
 ms=$(mean 2); mb_=$(mean 3); mr=$(mean 4)
 read -r _ rs_t rs_m < <(grep '^steward' "$main/restore")
 read -r _ rb_t rb_m < <(grep '^borg' "$main/restore")
@@ -169,11 +172,11 @@ printf '%-32s %10s %10s %10s\n' "restore of the newest (s)" "$rs_t" "$rb_t" "$rr
 printf '%-32s %10s %10s %10s\n' "restore peak RSS (MiB)" \
   "$((rs_m / 1024))" "$((rb_m / 1024))" "$((rr_m / 1024))"
 echo
-ratio() { echo "scale=2; $1 / $2" | bc; }
 echo "steward size / restic:        $(ratio "$s_end" "$r_end")   (target <= 1.5)"
 echo "steward daily run / borg:     $(ratio "$ms" "$mb_")   (target <= 1.0)"
 echo "steward restore / borg:       $(ratio "$rs_t" "$rb_t")   (target <= 1.3)"
 echo "steward restore peak RSS:     $((rs_m / 1024)) MiB   (target <= 64)"
+fi
 
 if [ "$long_days" -gt 0 ]; then
   long="$work/long"

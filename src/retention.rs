@@ -121,9 +121,15 @@ impl Period {
 /// Applies `policy` to one set's backups in time zone `tz`; returns a verdict per backup,
 /// newest first. The policy counts restore points (a full backup, or a differential with
 /// its base); then every kept differential keeps its base, and a differential whose base
-/// is gone is removed (it restores nothing alone).
+/// is gone is removed (it restores nothing alone), unless the newest backup is not
+/// verified: then nothing is removed, as ever (a base deleted by hand may still be
+/// fetched from offsite; an attacker who deletes one must not make steward delete more).
 pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<Verdict> {
     let mut verdicts = decide_points(backups, policy, tz);
+    let newest_unverified = backups
+        .iter()
+        .max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)))
+        .is_some_and(|c| !c.verified);
     let present: std::collections::HashSet<&str> = backups.iter().map(|c| c.id.as_str()).collect();
     let base_of: std::collections::HashMap<&str, &str> = backups
         .iter()
@@ -133,10 +139,14 @@ pub fn decide(backups: &[Candidate], policy: &KeepPolicy, tz: &TimeZone) -> Vec<
         if let Some(base) = base_of.get(v.id.as_str())
             && !present.contains(base)
         {
-            v.keep = false;
-            v.reasons = vec![format!(
-                "its base {base} is gone: a differential restores nothing alone"
-            )];
+            if newest_unverified {
+                v.reasons.push(format!("its base {base} is gone"));
+            } else {
+                v.keep = false;
+                v.reasons = vec![format!(
+                    "its base {base} is gone: a differential restores nothing alone"
+                )];
+            }
         }
     }
     let mut needed: std::collections::HashMap<String, Vec<String>> = Default::default();
@@ -732,13 +742,25 @@ mod tests {
             proptest::prop_assert_eq!(v.len(), b.len());
             let kept: std::collections::HashSet<&str> =
                 v.iter().filter(|x| x.keep).map(|x| x.id.as_str()).collect();
+            // A base deleted by hand is not among the candidates: its differential is
+            // kept only while the newest backup is unverified (nothing is removed then).
+            let newest_unverified = b.last().is_some_and(|c| !c.verified);
             for c in &b {
                 if let Some(base) = &c.base && kept.contains(c.id.as_str()) {
                     proptest::prop_assert!(
-                        kept.contains(base.as_str()),
+                        kept.contains(base.as_str())
+                            || (base == "gone" && newest_unverified),
                         "{} kept without its base {}", c.id, base
                     );
                 }
+            }
+            // Retention itself never removes a base a kept differential needs.
+            for x in v.iter().filter(|x| !x.keep) {
+                proptest::prop_assert!(
+                    !b.iter().any(|c| c.base.as_deref() == Some(x.id.as_str())
+                        && kept.contains(c.id.as_str())),
+                    "{} removed while a kept differential needs it", x.id
+                );
             }
         }
     }

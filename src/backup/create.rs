@@ -150,7 +150,7 @@ pub fn backup_set(
     };
     let (mut diff, mut why_full) = match chosen {
         Ok(d) => (Some(d), None),
-        Err(diff::WhyFull::Asked) => (None, None),
+        Err(diff::WhyFull::Asked) if !(options.full && set.differential.enabled) => (None, None),
         Err(why) => (None, Some(why.to_string())),
     };
     let (written, meta, tree_index) = loop {
@@ -280,7 +280,8 @@ fn survey(
     };
     let mut chosen = diff::choose(dest.state_dir, catalog, set, options.full)?;
     let mut measure = diff::Measure::default();
-    let compare = newest.filter(|n| n.path.is_file());
+    // `--full` over a differential is a full backup even when nothing changed.
+    let compare = newest.filter(|n| n.path.is_file() && !(options.full && n.base.is_some()));
     let total_bytes = if compare.is_some() || chosen.is_ok() {
         progress.phase(&format!("surveying {}", set.name), 0);
         let (fingerprint, _files, total_bytes) = walk::survey_with(set, &mut |e| {
@@ -550,7 +551,6 @@ fn write_archive(
         let Some(name) = archive_name(&e.path) else {
             return Ok(());
         };
-        let facts = walk::entry_facts(&e).unwrap_or_default();
         if let Some(i) = base_index {
             if diff::kind_flipped(i, &e) {
                 return Err(BackupError::KindChanged { path: e.path });
@@ -561,41 +561,23 @@ fn write_archive(
                 return Ok(());
             }
         }
-        let indexed = |kind, flags, sha256, size| index::Indexed {
-            kind,
-            flags,
-            facts,
-            sha256,
-            size,
-        };
-        let key_name = name.as_os_str().as_bytes().to_vec();
-        let add = |w: &mut Option<&mut index::IndexWriter>, e: &index::Indexed| {
-            if let Some(w) = w.as_deref_mut() {
-                w.add(&key_name, e);
-            }
-        };
-        match &e.kind {
+        let file = index::EntryKind::File;
+        // What the tree index records of the entry; `None`: not in the new tree.
+        let record = match &e.kind {
             Kind::Dir => {
                 writer.append_dir(&name, &e.meta)?;
                 tally.dirs += 1;
-                add(
-                    &mut tree_index,
-                    &indexed(index::EntryKind::Dir, 0, [0; 32], 0),
-                );
+                Some((index::EntryKind::Dir, 0, [0; 32], 0))
             }
             Kind::Symlink(target) => {
                 writer.append_link(&name, &e.meta, target, false)?;
                 tally.symlinks += 1;
-                add(
-                    &mut tree_index,
-                    &indexed(index::EntryKind::Symlink, 0, [0; 32], 0),
-                );
+                Some((index::EntryKind::Symlink, 0, [0; 32], 0))
             }
             Kind::Special(what) => {
                 tally.skipped += 1;
                 progress.note(&format!("skipped {what} {}", e.path.display()));
-                // Not in the new tree: what the base had there is deleted.
-                seen.pop_if(|n| n.as_slice() == name.as_os_str().as_bytes());
+                None
             }
             Kind::File => {
                 let key = (e.meta.dev(), e.meta.ino());
@@ -604,36 +586,32 @@ fn write_archive(
                 {
                     writer.append_link(&name, &e.meta, first, true)?;
                     tally.hardlinks += 1;
-                    let k = index::EntryKind::File;
-                    add(&mut tree_index, &indexed(k, index::LINKED, [0; 32], 0));
-                    return Ok(());
+                    Some((file, index::LINKED, [0; 32], 0))
+                } else {
+                    let archived = archive_file(
+                        &mut writer,
+                        (&e, ahead),
+                        &name,
+                        &partials.snapshot,
+                        &mut tally,
+                        progress,
+                        guard,
+                    )?;
+                    archived.map(|a| {
+                        stored += 1;
+                        if e.meta.nlink() > 1 {
+                            links.insert(key, name.clone());
+                        }
+                        let flags = if e.meta.nlink() > 1 { index::LINKED } else { 0 }
+                            | if a.sqlite { index::SQLITE } else { 0 }
+                            | if a.random { index::RANDOM } else { 0 };
+                        (file, flags, a.digest, a.size)
+                    })
                 }
-                let archived = archive_file(
-                    &mut writer,
-                    (&e, ahead),
-                    &name,
-                    &partials.snapshot,
-                    &mut tally,
-                    progress,
-                    guard,
-                )?;
-                let Some(a) = archived else {
-                    // Not in the new tree (vanished, unreadable): what the base had there
-                    // is deleted, or the pair would restore a stale copy.
-                    seen.pop_if(|n| n.as_slice() == name.as_os_str().as_bytes());
-                    return Ok(());
-                };
-                stored += 1;
-                if e.meta.nlink() > 1 {
-                    links.insert(key, name.clone());
-                }
-                let flags = if e.meta.nlink() > 1 { index::LINKED } else { 0 }
-                    | if a.sqlite { index::SQLITE } else { 0 }
-                    | if a.random { index::RANDOM } else { 0 };
-                let k = index::EntryKind::File;
-                add(&mut tree_index, &indexed(k, flags, a.digest, a.size));
             }
-        }
+        };
+        let facts = || walk::entry_facts(&e).unwrap_or_default();
+        recorded(record, tree_index.as_deref_mut(), &mut seen, &name, facts);
         Ok(())
     });
     // SIGTERM or Ctrl-C inside a large file stops its read (see archive::write): the
@@ -666,6 +644,38 @@ fn write_archive(
     Ok((written, meta))
 }
 
+/// An entry's place in the tree index of a full backup (`record`: kind, flags, digest,
+/// size); `None`: it is not in the new tree (a FIFO skipped, a file that vanished), so a
+/// differential deletes what its base had there, or the pair would restore a stale copy.
+fn recorded(
+    record: Option<(index::EntryKind, u8, [u8; 32], u64)>,
+    tree_index: Option<&mut index::IndexWriter>,
+    seen: &mut Vec<Vec<u8>>,
+    name: &Path,
+    facts: impl FnOnce() -> [u8; 16],
+) {
+    let name = name.as_os_str().as_bytes();
+    match (record, tree_index) {
+        (Some((kind, flags, sha256, size)), Some(w)) => {
+            let facts = facts();
+            w.add(
+                name,
+                &index::Indexed {
+                    kind,
+                    flags,
+                    facts,
+                    sha256,
+                    size,
+                },
+            );
+        }
+        (None, _) => {
+            seen.pop_if(|n| n.as_slice() == name);
+        }
+        _ => {}
+    }
+}
+
 /// In a differential: leaves an entry that did not change since the base to it (a file
 /// only by its manifest line, with the base's digest). `false`: archive it (a changed
 /// entry, or a folder: they are few and carry the tree's shape and modes).
@@ -680,7 +690,13 @@ fn left_to_base(
         return Ok(false);
     };
     match &e.kind {
-        Kind::Dir => Ok(false),
+        // Archived after all: a folder always, a special file as a full backup would.
+        Kind::Dir | Kind::Special(_) => Ok(false),
+        Kind::Symlink(_) => {
+            // Counted with the tree, like its files.
+            tally.symlinks += 1;
+            Ok(true)
+        }
         Kind::File => {
             writer.carry(name, &was.sha256)?;
             let random = was.flags & index::RANDOM != 0;
@@ -690,7 +706,6 @@ fn left_to_base(
             progress.advance(was.size);
             Ok(true)
         }
-        _ => Ok(true),
     }
 }
 

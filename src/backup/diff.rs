@@ -54,7 +54,9 @@ impl std::fmt::Display for WhyFull {
             WhyFull::TooMuchChanged(p) => {
                 write!(
                     f,
-                    "{p:.0} % of the set changed since the base, above full-share"
+                    "{p:.0} % of the set's bytes would go into a differential (changed since \
+                     the base, or databases and hard-linked files, always archived again), \
+                     above full-share"
                 )
             }
             WhyFull::KindChanged(p) => {

@@ -253,33 +253,8 @@ pub fn reindex(
                 continue;
             }
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let (status, sha, note) = match archive::read_sidecar(&path) {
-                Err(e) => (
-                    BackupStatus::Unverified,
-                    String::new(),
-                    Some(format!("no usable sidecar: {}", crate::error::chain(&e))),
-                ),
-                Ok(digest) => {
-                    let digest = hex::encode(digest);
-                    match known.get(&meta.id) {
-                        Some(k) if k.sha256 == digest && k.archive_bytes == size => {
-                            (k.status, digest, k.note.clone())
-                        }
-                        _ => {
-                            progress.phase(&format!("hashing {}", meta.id), size);
-                            let actual =
-                                sha256_file(&path, progress).map_err(BackupError::io(&path))?;
-                            if hex::encode(actual) == digest {
-                                (BackupStatus::Verified, digest, None)
-                            } else {
-                                let msg = format!("{}: does not match its sidecar", path.display());
-                                report.problems.push(msg.clone());
-                                (BackupStatus::Failed, hex::encode(actual), Some(msg))
-                            }
-                        }
-                    }
-                }
-            };
+            let (status, sha, note) =
+                status_of(&path, &meta.id, known.get(&meta.id), &mut report, progress)?;
             if status == BackupStatus::Verified {
                 report.verified += 1;
             }
@@ -366,4 +341,56 @@ fn check_bases(
         r.status = BackupStatus::Failed;
         r.note = Some(why);
     }
+}
+
+/// An archive's state as reindex finds it: (status, sha256, note). Its sidecar must
+/// agree with its bytes, and a backup the catalog knew must still be the bytes it
+/// recorded.
+fn status_of(
+    path: &Path,
+    id: &str,
+    known: Option<&BackupRecord>,
+    report: &mut ReindexReport,
+    progress: &dyn Progress,
+) -> Result<(BackupStatus, String, Option<String>), BackupError> {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    Ok(match archive::read_sidecar(path) {
+        Err(e) => (
+            BackupStatus::Unverified,
+            String::new(),
+            Some(format!("no usable sidecar: {}", crate::error::chain(&e))),
+        ),
+        Ok(digest) => {
+            let digest = hex::encode(digest);
+            match known {
+                Some(k) if k.sha256 == digest && k.archive_bytes == size => {
+                    (k.status, digest, k.note.clone())
+                }
+                // An archive never changes under its ID: other bytes than the
+                // catalog recorded, even with a sidecar that agrees, were put
+                // there by someone else.
+                Some(k) if !k.sha256.is_empty() && k.sha256 != digest => {
+                    let msg = format!(
+                        "{}: its bytes (sha256 {digest}) are not those the catalog \
+                                 recorded ({}): replaced since it was written",
+                        path.display(),
+                        k.sha256
+                    );
+                    report.problems.push(msg.clone());
+                    (BackupStatus::Failed, k.sha256.clone(), Some(msg))
+                }
+                _ => {
+                    progress.phase(&format!("hashing {id}"), size);
+                    let actual = sha256_file(path, progress).map_err(BackupError::io(path))?;
+                    if hex::encode(actual) == digest {
+                        (BackupStatus::Verified, digest, None)
+                    } else {
+                        let msg = format!("{}: does not match its sidecar", path.display());
+                        report.problems.push(msg.clone());
+                        (BackupStatus::Failed, hex::encode(actual), Some(msg))
+                    }
+                }
+            }
+        }
+    })
 }

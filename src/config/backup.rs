@@ -81,7 +81,7 @@ pub struct DiffPolicy {
 impl Default for DiffPolicy {
     fn default() -> Self {
         DiffPolicy {
-            enabled: false,
+            enabled: true,
             full_share: 30.0,
             full_age: Duration::from_hours(30 * 24),
         }

@@ -116,6 +116,10 @@ pub struct RemoteCopy {
     /// The ID of the key that signed it.
     #[serde(default)]
     pub signed_by: String,
+    /// A differential: its base (id and archive SHA-256), which remote retention keeps
+    /// while it keeps the differential, also on a machine whose catalog never saw them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Link>,
 }
 
 /// A description in the bucket that is not believed, and why.
@@ -479,13 +483,14 @@ pub struct PruneRow {
     pub reasons: Vec<String>,
 }
 
-/// A copy as retention sees it: suspect and pinned as the local backup says, when the
-/// catalog has it.
+/// A copy as retention sees it: suspect, pinned and its base as the local backup says,
+/// when the catalog has it (else `suspect` and `base` from its description).
 fn candidate(
     catalog: &Catalog,
     id: &str,
     time: i64,
     suspect: bool,
+    base: Option<&str>,
 ) -> Result<crate::retention::Candidate, OffsiteError> {
     let local = catalog.backup(id)?;
     Ok(crate::retention::Candidate {
@@ -494,7 +499,10 @@ fn candidate(
         verified: true,
         suspect: local.as_ref().map_or(suspect, BackupRecord::is_suspect),
         pinned: local.as_ref().is_some_and(|b| b.pinned),
-        base: local.and_then(|b| b.base),
+        base: match local {
+            Some(b) => b.base,
+            None => base.map(str::to_string),
+        },
     })
 }
 
@@ -515,7 +523,13 @@ pub fn forget_if_retired<'k>(
     };
     let mut candidates = Vec::new();
     for k in known.iter().filter(|k| k.set == c.set) {
-        candidates.push(candidate(catalog, &k.backup_id, k.created_at, k.suspect)?);
+        candidates.push(candidate(
+            catalog,
+            &k.backup_id,
+            k.created_at,
+            k.suspect,
+            None,
+        )?);
     }
     let retired = crate::retention::decide(&candidates, policy, tz)
         .iter()
@@ -585,7 +599,14 @@ pub fn prune(
     };
     let mut candidates = Vec::new();
     for c in &mine {
-        candidates.push(candidate(catalog, &c.backup_id, c.created_at, c.suspect)?);
+        let base = c.base.as_ref().map(|l| l.backup_id.as_str());
+        candidates.push(candidate(
+            catalog,
+            &c.backup_id,
+            c.created_at,
+            c.suspect,
+            base,
+        )?);
     }
     let mut rows = Vec::new();
     for v in crate::retention::decide(&candidates, policy, tz) {
@@ -721,6 +742,7 @@ mod tests {
             uploaded_at: 0,
             previous: None,
             signed_by: signer.id(),
+            base: None,
         };
         edit(&mut c);
         let data = serde_json::to_vec(&c).unwrap();

@@ -172,6 +172,13 @@ pub fn push(
             sha256: p.sha256,
         }),
         signed_by: signer.id(),
+        base: match &b.base {
+            Some(id) => Some(Link {
+                backup_id: id.clone(),
+                sha256: catalog.backup(id)?.map(|r| r.sha256).unwrap_or_default(),
+            }),
+            None => None,
+        },
     };
     let json =
         serde_json::to_vec_pretty(&remote).map_err(|e| OffsiteError::Refused(e.to_string()))?;

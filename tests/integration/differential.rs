@@ -162,6 +162,35 @@ fn a_differential_holds_only_what_changed_and_plain_tools_restore_it_byte_identi
         names.iter().any(|n| n.ends_with(b"gone/deeper/x")),
         "{names:?}"
     );
+
+    // The runbook's block for a differential, as written.
+    let runbook =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/restore/README.md")).unwrap();
+    let from = runbook.find("**A differential**").unwrap();
+    let start = runbook[from..].find("```sh\n").unwrap() + from + 6;
+    let end = runbook[start..].find("```").unwrap() + start;
+    let staging = env.root.join("staging");
+    let id = diff
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &runbook[start..end]])
+        .env("DEST", &env.dest)
+        .env("SET", "s")
+        .env("ID", &id)
+        .env("LIVE", &data)
+        .env("STAGING", &staging)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the runbook's block failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree(&staging.join(data.strip_prefix("/").unwrap())), want);
 }
 
 #[test]
@@ -290,6 +319,74 @@ fn a_differential_whose_base_was_deleted_by_hand_is_reported_and_never_restored(
         .failure();
     assert!(stderr(&a).contains(&base_id), "{}", stderr(&a));
     assert_eq!(tree(&data), before);
+    // Retention does not finish the job of whoever deleted the base: the newest backup is
+    // not restorable, so nothing is removed (the base may still be offsite).
+    let text = fs::read_to_string(&env.config).unwrap();
+    fs::write(&env.config, format!("{text}\n[backup.keep]\nlast = 1\n")).unwrap();
+    env.cmd().arg("prune").assert().success();
+    assert!(
+        diff.exists(),
+        "prune removed the newest backup after its base was deleted"
+    );
+}
+
+/// Regression: a base replaced on the disk by another valid archive under its name (with
+/// a sidecar that agrees) was taken back as verified by `backups reindex`, and the pair
+/// then restored the attacker's data.
+#[test]
+fn regression_reindex_never_takes_a_replaced_base_back_as_verified() {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a"), "the real content\n").unwrap();
+    fs::write(data.join("b"), "b\n").unwrap();
+    env.one_set("s", &[&data], DIFF);
+    let t = "1800000000";
+    env.cmd()
+        .arg("backup")
+        .env("STEWARD_NOW", t)
+        .assert()
+        .success();
+    fs::write(data.join("b"), "b changed\n").unwrap();
+    env.cmd()
+        .arg("backup")
+        .env("STEWARD_NOW", "1800003600")
+        .assert()
+        .success();
+    let want = tree(&data);
+    // The forgery: the same set and paths, other content, the same clock second, so the
+    // same ID and a sidecar of its own; then laid over the real base.
+    let forger = Env::new();
+    forger.write_config(&format!(
+        "[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n",
+        data.display()
+    ));
+    fs::write(data.join("a"), "the attacker's content\n").unwrap();
+    forger
+        .cmd()
+        .arg("backup")
+        .env("STEWARD_NOW", t)
+        .assert()
+        .success();
+    fs::write(data.join("a"), "the real content\n").unwrap();
+    let base = env.archives("s").remove(0);
+    let forged = forger.archives("s").remove(0);
+    assert_eq!(base.file_name(), forged.file_name(), "the same ID");
+    fs::copy(&forged, &base).unwrap();
+    fs::copy(
+        forged.with_extension("zst.sha256"),
+        base.with_extension("zst.sha256"),
+    )
+    .unwrap();
+    let a = env.cmd().args(["backups", "reindex"]).assert();
+    let out = format!("{}{}", stdout(&a), stderr(&a));
+    assert!(out.contains("replaced since it was written"), "{out}");
+    env.cmd().args(["verify", "--latest"]).assert().code(2);
+    fs::write(data.join("b"), "damaged\n").unwrap();
+    env.cmd().args(RESTORE).assert().failure();
+    let mut now = want.clone();
+    now.insert(PathBuf::from("b"), b"damaged\n".to_vec());
+    assert_eq!(tree(&data), now, "live data changed");
 }
 
 #[test]

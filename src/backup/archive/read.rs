@@ -323,6 +323,8 @@ fn verify_stream(
     let mut meta: Option<BackupMeta> = None;
     let mut manifest_seen = false;
     let mut deleted_seen = false;
+    // The folders the archive holds: a differential's deletions must lie in them.
+    let mut dirs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut current = String::from("(archive start)");
     let at = |current: &str, e: io::Error| {
@@ -371,6 +373,12 @@ fn verify_stream(
                 let m: BackupMeta = serde_json::from_slice(&json)
                     .map_err(|e| bad(format!("{META_PATH} is not valid: {e}")))?;
                 meta = Some(m);
+            } else if kind == EntryType::Directory {
+                let mut d = name.as_slice();
+                while let Some(r) = d.strip_suffix(b"/") {
+                    d = r;
+                }
+                dirs.insert(d.to_vec());
             } else if matches!(kind, EntryType::Regular | EntryType::Continuous) {
                 match &mut checker {
                     Checker::Manifest { keys, .. } => {
@@ -417,7 +425,67 @@ fn verify_stream(
         Checker::Manifest { diff, .. } => diff,
         Checker::Written { .. } => None,
     };
+    if let Some(d) = &diff {
+        check_deleted(d, &dirs, &meta).map_err(bad)?;
+    }
     Ok((files, meta, diff))
+}
+
+/// A differential's `DELETED` is run through `xargs -0 rm -rf` by the plain-tools
+/// recipe, so every entry must be a plain relative path under one of the set's paths,
+/// inside a folder this archive holds (or one it deletes too): never absolute, never
+/// `..`, never through a symlink. And `backup.json`'s counts must be what the lists hold.
+fn check_deleted(
+    d: &DiffFacts,
+    dirs: &std::collections::HashSet<Vec<u8>>,
+    meta: &BackupMeta,
+) -> Result<(), String> {
+    let entries: Vec<&[u8]> = d
+        .deleted
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let listed: std::collections::HashSet<&[u8]> = entries.iter().copied().collect();
+    let roots: Vec<Vec<u8>> = meta
+        .paths
+        .iter()
+        .map(|p| p.trim_start_matches('/').as_bytes().to_vec())
+        .collect();
+    for e in &entries {
+        let shown = String::from_utf8_lossy(e);
+        let plain = !e.starts_with(b"/")
+            && e.split(|b| *b == b'/')
+                .all(|c| !c.is_empty() && c != b"." && c != b"..");
+        let under = roots
+            .iter()
+            .any(|r| e.len() > r.len() + 1 && e.starts_with(r) && e[r.len()] == b'/');
+        if !plain || !under {
+            return Err(format!(
+                "{DELETED_PATH} lists {shown:?}, which is not a path under the set's paths"
+            ));
+        }
+        let parent = &e[..e.iter().rposition(|b| *b == b'/').unwrap_or(0)];
+        if !dirs.contains(parent) && !listed.contains(parent) {
+            return Err(format!(
+                "{DELETED_PATH} lists {shown:?}, whose folder is not in the archive"
+            ));
+        }
+    }
+    if meta.deleted != Some(entries.len() as u64) {
+        return Err(format!(
+            "{META_PATH} says {} deleted entries, {DELETED_PATH} lists {}",
+            meta.deleted.unwrap_or(0),
+            entries.len()
+        ));
+    }
+    let tree = (d.stored.len() + d.carried.len()) as u64;
+    if meta.files != tree {
+        return Err(format!(
+            "{META_PATH} says the tree has {} files, the manifest lists {tree}",
+            meta.files
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the manifest entry: line by line against the files' SHA-256 (`Manifest`), or
@@ -612,4 +680,59 @@ pub fn check_against_base(diff: &DiffFacts, base_manifest: &[u8]) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta_with(paths: &[&str], files: u64, deleted: u64) -> BackupMeta {
+        let mut m: BackupMeta = serde_json::from_value(serde_json::json!({
+            "format": 2, "id": "s-1", "set": "s", "host": "h", "created": "", "created_unix": 0,
+            "tool": "t", "paths": paths, "exclude": [], "files": files, "dirs": 0,
+            "symlinks": 0, "hardlinks": 0, "skipped": 0, "bytes": 0, "sqlite": [],
+            "fingerprint": "", "compression_level": 3, "warnings": [], "warnings_total": 0
+        }))
+        .unwrap();
+        m.deleted = Some(deleted);
+        m
+    }
+
+    /// The plain-tools recipe runs `DELETED` through `rm -rf`: an entry outside the set's
+    /// folders, absolute, with `..`, or below a folder the archive does not hold (a
+    /// symlink in the base, say) is refused, as are counts that disagree.
+    #[test]
+    fn a_deleted_list_naming_anything_outside_the_sets_folders_is_refused() {
+        let dirs: std::collections::HashSet<Vec<u8>> =
+            [b"srv/data".to_vec(), b"srv/data/sub".to_vec()].into();
+        let facts = |list: &[u8]| DiffFacts {
+            deleted: list.to_vec(),
+            ..DiffFacts::default()
+        };
+        let ok = |list: &[u8], n: u64| {
+            check_deleted(&facts(list), &dirs, &meta_with(&["/srv/data"], 0, n))
+        };
+        assert!(
+            ok(
+                b"srv/data/a\0srv/data/sub/b\0srv/data/gone\0srv/data/gone/c\0",
+                4
+            )
+            .is_ok()
+        );
+        for bad in [
+            b"/etc/passwd\0".as_slice(),
+            b"srv/data/../../etc\0",
+            b"srv/other/x\0",
+            b"srv/data\0",
+            b"srv/data/link/x\0",
+            b"srv/data/./a\0",
+        ] {
+            let e = ok(bad, 1).unwrap_err();
+            assert!(e.contains(DELETED_PATH), "{e}");
+        }
+        let e = ok(b"srv/data/a\0", 2).unwrap_err();
+        assert!(e.contains("deleted entries"), "{e}");
+        let e = check_deleted(&facts(b""), &dirs, &meta_with(&["/srv/data"], 3, 0)).unwrap_err();
+        assert!(e.contains("the manifest lists 0"), "{e}");
+    }
 }
