@@ -262,6 +262,7 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
     let all = catalog.backups(args.set.as_deref())?;
     if args.latest {
         let (passed, chosen) = jobs::restore::newest_good(&all)?;
+        let said: Vec<String> = passed.iter().map(|b| b.id.clone()).collect();
         for b in passed {
             eprintln!(
                 "steward: not {}: SUSPECT ({}); restore it by its ID with --suspect-ok if you \
@@ -269,6 +270,28 @@ fn choose(cfg: &Config, catalog: &Catalog, args: &RestoreArgs) -> anyhow::Result
                 b.id,
                 b.suspect.join("; ")
             );
+        }
+        // Newer backups passed over for another reason are named too: a restore at 3 a.m.
+        // must not silently go back further than the operator thinks.
+        if let Ok(c) = &chosen {
+            for b in all.iter().take_while(|b| b.id != c.id) {
+                let why = match (b.status, &b.base) {
+                    _ if said.contains(&b.id) => continue,
+                    (crate::catalog::BackupStatus::Failed, _) => format!(
+                        "it failed verification{}",
+                        b.note
+                            .as_deref()
+                            .map(|n| format!(": {n}"))
+                            .unwrap_or_default()
+                    ),
+                    (crate::catalog::BackupStatus::Unverified, _) => "not verified".into(),
+                    (_, Some(base)) => {
+                        format!("a differential whose base {base} is missing or failed")
+                    }
+                    _ => continue,
+                };
+                eprintln!("steward: not {}: {why}", b.id);
+            }
         }
         return chosen;
     }

@@ -604,3 +604,43 @@ fn offsite_round_trip(kind: crate::s3::Kind) {
     assert_eq!(new.archives("s").len(), 2, "the base was fetched with it");
     assert_eq!(tree(&to.join(data.strip_prefix("/").unwrap())), want);
 }
+
+#[test]
+fn restore_latest_names_the_newer_points_it_passes_over_when_a_base_failed() {
+    let (env, data, _) = with_base();
+    change_and_back_up(&env, &data);
+    let older = tree(&data);
+    fs::write(data.join("notes.txt"), "v3\n").unwrap();
+    env.cmd().args(["backup", "--full"]).assert().success();
+    let base2 = env.archives("s").pop().unwrap();
+    fs::write(data.join("notes.txt"), "v4, the newest\n").unwrap();
+    env.cmd().arg("backup").assert().success();
+    let id = |p: &Path| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".tar.zst", "")
+    };
+    let diff2 = id(&env.archives("s").pop().unwrap());
+    let mut bytes = fs::read(&base2).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    fs::write(&base2, bytes).unwrap();
+    env.cmd().args(["verify", "--latest"]).assert().code(2);
+    let a = env.cmd().args(RESTORE).assert().success();
+    let err = stderr(&a);
+    assert!(
+        err.contains(&format!("not {diff2}: it failed verification"))
+            && err.contains(&format!("its base {} failed", id(&base2))),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("not {}: it failed verification", id(&base2))),
+        "{err}"
+    );
+    assert_eq!(
+        tree(&data),
+        older,
+        "the newest good point is the first differential"
+    );
+}
