@@ -30,6 +30,8 @@ pub enum WhyFull {
     NoBase,
     /// The base is older than `full-age`.
     BaseTooOld(String),
+    /// The base is dated after now: the clock went back.
+    BaseInFuture(String),
     /// The base's index is missing or damaged (a new host after `reindex`).
     NoIndex(String),
     /// The set's paths or rules changed since the base.
@@ -47,6 +49,10 @@ impl std::fmt::Display for WhyFull {
             WhyFull::Asked => write!(f, "a full backup was asked for"),
             WhyFull::NoBase => write!(f, "no verified full backup to build on"),
             WhyFull::BaseTooOld(b) => write!(f, "the base {b} is older than full-age"),
+            WhyFull::BaseInFuture(b) => write!(
+                f,
+                "the base {b} is dated after now: the clock went back (check the host's time)"
+            ),
             WhyFull::NoIndex(b) => write!(f, "the base {b} has no tree index in the state dir"),
             WhyFull::RulesChanged(b) => {
                 write!(f, "the set's paths or excludes changed since the base {b}")
@@ -121,7 +127,10 @@ pub fn choose(
         return Ok(Err(WhyFull::NoBase));
     };
     let age = crate::clock::now() - base.created_at;
-    if age < 0 || age as u64 > policy.full_age.as_secs() {
+    if age < 0 {
+        return Ok(Err(WhyFull::BaseInFuture(base.id)));
+    }
+    if age as u64 > policy.full_age.as_secs() {
         return Ok(Err(WhyFull::BaseTooOld(base.id)));
     }
     let Some(index) = Index::load(&index::index_path(state_dir, &base.id)) else {

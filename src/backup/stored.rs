@@ -317,6 +317,7 @@ fn check_bases(
     bases: &HashMap<String, archive::BaseRef>,
     report: &mut ReindexReport,
 ) {
+    let mut replaced: Vec<(String, String)> = Vec::new();
     let digests: HashMap<String, String> = records
         .iter()
         .map(|r| (r.id.clone(), r.sha256.clone()))
@@ -340,6 +341,23 @@ fn check_bases(
         report.problems.push(why.clone());
         r.status = BackupStatus::Failed;
         r.note = Some(why);
+        if digests.contains_key(&b.id) {
+            replaced.push((b.id.clone(), r.id.clone()));
+        }
+    }
+    // Either the base or the differential was replaced, and nothing here says which (the
+    // catalog is gone): neither is restored without a human looking.
+    for (base, diff) in replaced {
+        if let Some(r) = records.iter_mut().find(|r| r.id == base) {
+            let why = format!(
+                "{}: the differential {diff} records other bytes for this base: one of \
+                 them was replaced",
+                r.path.display()
+            );
+            report.problems.push(why.clone());
+            r.status = BackupStatus::Failed;
+            r.note = Some(why);
+        }
     }
 }
 

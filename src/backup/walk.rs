@@ -380,6 +380,12 @@ pub fn entry_facts(e: &Entry) -> Option<[u8; 16]> {
         h.update(m.mtime().to_le_bytes());
         h.update(m.mtime_nsec().to_le_bytes());
         h.update(m.ino().to_le_bytes());
+        // A file rewritten in place at the same size with its mtime put back (`cp -p`,
+        // `rsync -t`, `touch -r`) changes only its ctime, which nobody can set: without it
+        // a differential would carry the base's old content for it (restic and borg look
+        // at ctime too).
+        h.update(m.ctime().to_le_bytes());
+        h.update(m.ctime_nsec().to_le_bytes());
     }
     h.update(m.mode().to_le_bytes());
     h.update(m.uid().to_le_bytes());

@@ -644,3 +644,88 @@ fn restore_latest_names_the_newer_points_it_passes_over_when_a_base_failed() {
         "the newest good point is the first differential"
     );
 }
+
+/// The runbook's deletion step, run on a hostile `DELETED`: a plain entry below the data
+/// goes, an absolute one, a `..` one and one through a symlink stop it, and nothing
+/// outside the staging folder is touched.
+#[test]
+fn the_runbooks_deletion_step_refuses_a_hostile_deleted_list() {
+    let runbook =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/restore/README.md")).unwrap();
+    let start = runbook.find("xargs -0 -n 1 sh -c").unwrap();
+    let end = runbook[start..].find("< .steward/DELETED").unwrap() + start + 18;
+    let step = &runbook[start..end];
+    let env = Env::new();
+    let outside = env.root.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("victim"), "keep me").unwrap();
+    for (hostile, name) in [
+        (outside.join("victim").display().to_string(), "absolute"),
+        ("srv/data/../../outside/victim".to_string(), "dot-dot"),
+        ("srv/data/ln/victim".to_string(), "symlink"),
+        ("srv/other/x".to_string(), "outside the data"),
+    ] {
+        let staging = env.root.join(format!("staging-{}", name.replace(' ', "-")));
+        fs::create_dir_all(staging.join("srv/data")).unwrap();
+        fs::create_dir_all(staging.join(".steward")).unwrap();
+        fs::create_dir_all(staging.join("srv/other")).unwrap();
+        fs::write(staging.join("srv/other/x"), "x").unwrap();
+        fs::write(staging.join("srv/data/gone"), "old").unwrap();
+        symlink(&outside, staging.join("srv/data/ln")).unwrap();
+        let list = format!("srv/data/gone\0{hostile}\0");
+        fs::write(staging.join(".steward/DELETED"), list).unwrap();
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", step])
+            .env("LIVE", "/srv/data")
+            .current_dir(&staging)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}: the step went on");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("refusing"),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !staging.join("srv/data/gone").exists(),
+            "{name}: the plain entry stayed"
+        );
+        assert!(
+            outside.join("victim").exists(),
+            "{name}: deleted outside the staging"
+        );
+        assert!(
+            staging.join("srv/other/x").exists(),
+            "{name}: deleted outside the data"
+        );
+    }
+}
+
+/// Regression: a file rewritten in place at the same size with its mtime put back
+/// (`cp -p`, `touch -r`) looked unchanged, and the differential carried the base's old
+/// content for it: the restore brought back AAAA where the file held BBBB.
+#[test]
+fn regression_a_same_size_rewrite_with_its_mtime_put_back_is_stored_again() {
+    let (env, data, _) = with_base();
+    let f = data.join("notes.txt");
+    let reference = env.root.join("ref");
+    fs::write(&reference, "").unwrap();
+    tool(
+        "touch",
+        &["-r".as_ref(), f.as_os_str(), reference.as_os_str()],
+        &env.root,
+    );
+    fs::write(&f, "v9\n").unwrap();
+    tool(
+        "touch",
+        &["-r".as_ref(), reference.as_os_str(), f.as_os_str()],
+        &env.root,
+    );
+    let a = env.cmd().arg("backup").assert().success();
+    assert!(stdout(&a).contains("differential on"), "{}", stdout(&a));
+    let want = tree(&data);
+    fs::write(&f, "damaged").unwrap();
+    env.cmd().args(RESTORE).assert().success();
+    assert_eq!(tree(&data), want);
+    assert_eq!(fs::read(&f).unwrap(), b"v9\n");
+}

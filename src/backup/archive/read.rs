@@ -470,6 +470,25 @@ fn check_deleted(
                 "{DELETED_PATH} lists {shown:?}, whose folder is not in the archive"
             ));
         }
+        if dirs.contains(*e) {
+            return Err(format!(
+                "{DELETED_PATH} lists {shown:?}, a folder the archive holds"
+            ));
+        }
+    }
+    // `rm -rf` of a listed folder takes what is below it: no file of the tree may be.
+    for f in d.stored.iter().chain(d.carried.keys()) {
+        let mut at = f.len();
+        while let Some(i) = f[..at].iter().rposition(|b| *b == b'/') {
+            if listed.contains(&f[..i]) {
+                return Err(format!(
+                    "{DELETED_PATH} lists {:?}, which holds {:?} of the manifest",
+                    String::from_utf8_lossy(&f[..i]),
+                    String::from_utf8_lossy(f)
+                ));
+            }
+            at = i;
+        }
     }
     if meta.deleted != Some(entries.len() as u64) {
         return Err(format!(
@@ -730,6 +749,15 @@ mod tests {
             let e = ok(bad, 1).unwrap_err();
             assert!(e.contains(DELETED_PATH), "{e}");
         }
+        // A folder the archive holds, or one holding a file of the manifest.
+        let e = ok(b"srv/data/sub\0", 1).unwrap_err();
+        assert!(e.contains("a folder the archive holds"), "{e}");
+        let mut holding = facts(b"srv/data/gone\0");
+        holding
+            .carried
+            .insert(b"srv/data/gone/kept".to_vec(), [0; 32]);
+        let e = check_deleted(&holding, &dirs, &meta_with(&["/srv/data"], 1, 1)).unwrap_err();
+        assert!(e.contains("which holds"), "{e}");
         let e = ok(b"srv/data/a\0", 2).unwrap_err();
         assert!(e.contains("deleted entries"), "{e}");
         let e = check_deleted(&facts(b""), &dirs, &meta_with(&["/srv/data"], 3, 0)).unwrap_err();
