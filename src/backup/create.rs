@@ -284,9 +284,9 @@ fn survey(
     let compare = newest.filter(|n| n.path.is_file() && !(options.full && n.base.is_some()));
     let total_bytes = if compare.is_some() || chosen.is_ok() {
         progress.phase(&format!("surveying {}", set.name), 0);
-        let (fingerprint, _files, total_bytes) = walk::survey_with(set, &mut |e| {
+        let (fingerprint, _files, total_bytes) = walk::survey_with(set, &mut |e, facts| {
             if let Ok(d) = &chosen {
-                measure.add(&d.index, e);
+                measure.add(&d.index, e, facts);
             }
         })?;
         if let Some(newest) = compare
@@ -505,11 +505,6 @@ impl Tally {
     }
 }
 
-fn archive_name(path: &Path) -> Option<PathBuf> {
-    let rel = path.strip_prefix("/").ok()?;
-    (!rel.as_os_str().is_empty()).then(|| rel.to_path_buf())
-}
-
 fn write_archive(
     options: ArchiveOptions,
     set: &BackupSet,
@@ -537,18 +532,25 @@ fn write_archive(
 
     // What a differential leaves to its base is not read ahead either.
     let base_index = diff.as_ref().map(|d| &d.index);
-    let skip_ahead = |e: &walk::Entry| base_index.is_some_and(|i| diff::unchanged(i, e).is_some());
+    // (On the reading thread, ahead of the archiving one, which decides for itself.)
+    let skip_ahead = |e: &walk::Entry| {
+        base_index.is_some_and(|i| diff::unchanged(i, e, walk::entry_facts(e)).is_some())
+    };
     let mut seen: Vec<Vec<u8>> = Vec::new();
     let mut stored = 0u64;
     let walked = walk::walk_set_ahead(set, &skip_ahead, |e, ahead| {
         if super::stop_flag().load(std::sync::atomic::Ordering::SeqCst) {
             return Err(BackupError::Interrupted);
         }
-        fp.add(&e);
+        // The facts, hashed once: for the fingerprint, the base and the tree index.
+        let facts = walk::entry_facts(&e);
+        fp.add_facts(facts);
         if e.sqlite_side_file {
             return Ok(());
         }
-        let Some(name) = archive_name(&e.path) else {
+        let Some(name) =
+            diff::archive_name(&e.path).map(|n| PathBuf::from(std::ffi::OsStr::from_bytes(n)))
+        else {
             return Ok(());
         };
         if let Some(i) = base_index {
@@ -557,7 +559,7 @@ fn write_archive(
             }
             seen.push(name.as_os_str().as_bytes().to_vec());
             let mut to = (&mut writer, &mut *guard, &mut tally);
-            if left_to_base(i, &e, &name, &mut to, progress)? {
+            if left_to_base(i, (&e, facts), &name, &mut to, progress)? {
                 return Ok(());
             }
         }
@@ -610,7 +612,7 @@ fn write_archive(
                 }
             }
         };
-        let facts = || walk::entry_facts(&e).unwrap_or_default();
+        let facts = facts.unwrap_or_default();
         recorded(record, tree_index.as_deref_mut(), &mut seen, &name, facts);
         Ok(())
     });
@@ -652,12 +654,11 @@ fn recorded(
     tree_index: Option<&mut index::IndexWriter>,
     seen: &mut Vec<Vec<u8>>,
     name: &Path,
-    facts: impl FnOnce() -> [u8; 16],
+    facts: [u8; 16],
 ) {
     let name = name.as_os_str().as_bytes();
     match (record, tree_index) {
         (Some((kind, flags, sha256, size)), Some(w)) => {
-            let facts = facts();
             w.add(
                 name,
                 &index::Indexed {
@@ -681,12 +682,12 @@ fn recorded(
 /// entry, or a folder: they are few and carry the tree's shape and modes).
 fn left_to_base(
     index: &index::Index,
-    e: &walk::Entry,
+    (e, facts): (&walk::Entry, Option<[u8; 16]>),
     name: &Path,
     (writer, guard, tally): &mut (&mut ArchiveWriter, &mut Guard, &mut Tally),
     progress: &dyn Progress,
 ) -> Result<bool, BackupError> {
-    let Some(was) = diff::unchanged(index, e) else {
+    let Some(was) = diff::unchanged(index, e, facts) else {
         return Ok(false);
     };
     match &e.kind {

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::index::{self, EntryKind, Index, Indexed};
-use super::walk::{self, Entry, Kind};
+use super::walk::{Entry, Kind};
 use crate::catalog::{BackupRecord, Catalog, CatalogError};
 use crate::config::BackupSet;
 
@@ -88,13 +88,14 @@ pub fn kind_of(e: &Entry) -> Option<EntryKind> {
     }
 }
 
-/// Whether `e` is the same as its base entry: same kind and facts, and not a file that is
-/// always archived again (a database, a file with several names).
-pub fn unchanged<'i>(index: &'i Index, e: &Entry) -> Option<&'i Indexed> {
+/// Whether `e`, with its [`super::walk::entry_facts`] `facts`, is the same as its base entry:
+/// same kind and facts, and not a file that is always archived again (a database, a file
+/// with several names).
+pub fn unchanged<'i>(index: &'i Index, e: &Entry, facts: Option<[u8; 16]>) -> Option<&'i Indexed> {
     let name = archive_name(&e.path)?;
     let was = index.entries.get(name)?;
     let same = Some(was.kind) == kind_of(e)
-        && walk::entry_facts(e) == Some(was.facts)
+        && facts == Some(was.facts)
         && was.flags & (index::SQLITE | index::LINKED) == 0
         && (was.kind != EntryKind::File || e.meta.nlink() == 1);
     same.then_some(was)
@@ -174,12 +175,12 @@ pub struct Measure {
 }
 
 impl Measure {
-    /// Counts one surveyed entry.
-    pub fn add(&mut self, index: &Index, e: &Entry) {
+    /// Counts one surveyed entry, with its facts.
+    pub fn add(&mut self, index: &Index, e: &Entry, facts: Option<[u8; 16]>) {
         if e.kind == Kind::File && !e.sqlite_side_file {
             let size = e.meta.size();
             self.total_bytes += size;
-            if unchanged(index, e).is_none() {
+            if unchanged(index, e, facts).is_none() {
                 self.changed_bytes += size;
             }
         }

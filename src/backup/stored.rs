@@ -145,16 +145,7 @@ pub fn against_base(
                 .unwrap_or_default()
         )));
     }
-    let trailer = archive::read_trailer(&base.path, true)?;
-    if trailer.meta.id != base.id || trailer.meta.base.is_some() {
-        return Err(bad(format!(
-            "{} does not hold the full backup {}",
-            base.path.display(),
-            base.id
-        )));
-    }
-    let manifest = trailer.manifest.unwrap_or_default();
-    archive::check_against_base(diff, &manifest)
+    archive::check_against_base(diff, &base.path, &base.id)?
         .map_err(|m| bad(format!("against its base {}: {m}", base.id)))
 }
 

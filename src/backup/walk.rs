@@ -398,7 +398,12 @@ pub fn entry_facts(e: &Entry) -> Option<[u8; 16]> {
 
 impl Fingerprint {
     pub fn add(&mut self, e: &Entry) {
-        if let Some(first) = entry_facts(e) {
+        self.add_facts(entry_facts(e));
+    }
+
+    /// [`add`](Self::add) of an entry whose [`entry_facts`] the caller has already.
+    pub fn add_facts(&mut self, facts: Option<[u8; 16]>) {
+        if let Some(first) = facts {
             self.sum = self.sum.wrapping_add(u128::from_le_bytes(first));
             self.count += 1;
         }
@@ -425,19 +430,20 @@ impl Fingerprint {
 
 /// Walks the set for its fingerprint and total size without reading any file content.
 pub fn survey(set: &BackupSet) -> Result<(String, u64, u64), WalkError> {
-    survey_with(set, &mut |_| {})
+    survey_with(set, &mut |_, _| {})
 }
 
-/// [`survey`] that also shows every entry to `each`.
+/// [`survey`] that also shows every entry, with its [`entry_facts`], to `each`.
 pub fn survey_with(
     set: &BackupSet,
-    each: &mut dyn FnMut(&Entry),
+    each: &mut dyn FnMut(&Entry, Option<[u8; 16]>),
 ) -> Result<(String, u64, u64), WalkError> {
     let mut fp = Fingerprint::default();
     let (mut files, mut bytes) = (0u64, 0u64);
     walk_set(set, |e| {
-        each(&e);
-        fp.add(&e);
+        let facts = entry_facts(&e);
+        each(&e, facts);
+        fp.add_facts(facts);
         if e.kind == Kind::File && !e.sqlite_side_file {
             files += 1;
             bytes += e.meta.size();

@@ -466,27 +466,18 @@ fn check_archive(
             Ok(()) => archive::Expect::Digest(digest),
             Err(_) => archive::Expect::Sidecar,
         };
-        let under = check_one(&base.archive, expect, &base.id)?;
+        check_one(&base.archive, expect, &base.id)?;
         let refused = |why: String| {
             RestoreError::Refused(format!(
                 "{} is a differential on {}, and {why}; nothing was changed",
                 plan.id, base.id
             ))
         };
-        if under.meta.id != base.id || under.meta.base.is_some() {
-            return Err(refused(format!(
-                "{} does not hold that full backup",
-                base.archive.display()
-            )));
-        }
-        let manifest = archive::read_trailer(&base.archive, true)?
-            .manifest
-            .unwrap_or_default();
         let diff = verified
             .diff
             .as_ref()
             .ok_or_else(|| refused("it has no list of deleted entries".into()))?;
-        archive::check_against_base(diff, &manifest).map_err(refused)?;
+        archive::check_against_base(diff, &base.archive, &base.id)?.map_err(refused)?;
     }
     if filter.is_some() && matched == 0 {
         return Err(RestoreError::Refused(format!(

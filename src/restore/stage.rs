@@ -203,6 +203,21 @@ impl Layer {
     }
 }
 
+/// A damaged-archive error about `path`.
+fn corrupt_in(path: &Path) -> impl Fn(String) -> RestoreError + '_ {
+    move |message| {
+        RestoreError::Archive(ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+}
+
+/// Whether `--path` (if any) takes the entry at `path`.
+fn included(filter: Option<&PathFilter>, path: &[u8]) -> bool {
+    filter.is_none_or(|f| f.matches(path))
+}
+
 /// One restore's staging, over the archives of its restore point.
 struct Stager<'a> {
     plan: &'a Plan,
@@ -219,15 +234,10 @@ struct Stager<'a> {
 impl Stager<'_> {
     /// Stages the archive at `archive_path` as `layer`; returns what it held and deleted.
     fn archive(&mut self, archive_path: &Path, layer: &Layer) -> Result<Seen, RestoreError> {
-        let corrupt = |m: String| {
-            RestoreError::Archive(ArchiveError::Corrupt {
-                path: archive_path.to_path_buf(),
-                message: m,
-            })
-        };
+        let corrupt = corrupt_in(archive_path);
         let (plan, filter) = (self.plan, self.filter);
         let (stream, decoder) = archive::decompressed(archive_path)?;
-        let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
+        let included = |path: &[u8]| included(filter, path);
         let mut seen = Seen::default();
         let mut keys: Vec<[u8; 16]> = Vec::new();
         let mut manifest_checked = false;
@@ -265,7 +275,7 @@ impl Stager<'_> {
                             Layer::Under(_) => layer.stages(f, false),
                         }
                 };
-                check_manifest(&mut entry, &keys, &checked).map_err(corrupt)?;
+                check_manifest(&mut entry, &keys, &checked).map_err(&corrupt)?;
                 continue;
             }
             // Anything outside the targets (`.steward/backup.json`, or what a hostile
@@ -307,14 +317,9 @@ impl Stager<'_> {
         entry: &mut tar::Entry<'_, R>,
         buf: &mut [u8],
     ) -> Result<Option<[u8; 16]>, RestoreError> {
-        let corrupt = |m: String| {
-            RestoreError::Archive(ArchiveError::Corrupt {
-                path: archive_path.to_path_buf(),
-                message: m,
-            })
-        };
+        let corrupt = corrupt_in(archive_path);
         let (plan, filter) = (self.plan, self.filter);
-        let included = |path: &[u8]| filter.is_none_or(|f| f.matches(path));
+        let included = |path: &[u8]| included(filter, path);
         let kind = entry.header().entry_type();
         let t = &plan.targets[ti];
         let rel = relative(t, path).to_vec();

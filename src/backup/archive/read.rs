@@ -643,11 +643,32 @@ fn quick_entry(r: &mut impl Read, buf: &mut [u8]) -> io::Result<u128> {
     }
 }
 
-/// Checks a differential against its base's manifest: the base's files, less those the
-/// differential holds itself or deleted, must be exactly the files it carries, with the
-/// same digests. Then extracting the base, then the differential, then deleting
-/// `DELETED` gives the tree of the differential's manifest.
-pub fn check_against_base(diff: &DiffFacts, base_manifest: &[u8]) -> Result<(), String> {
+/// Checks a differential against the full backup `base_id` at `base`: the file must hold
+/// that full backup (its trailer says so), and its manifest must supply exactly what the
+/// differential leaves to it. The outer error: the trailer could not be read; the inner
+/// one: why the pair does not restore.
+pub fn check_against_base(
+    diff: &DiffFacts,
+    base: &Path,
+    base_id: &str,
+) -> Result<Result<(), String>, ArchiveError> {
+    let trailer = super::read_trailer(base, true)?;
+    if trailer.meta.id != base_id || trailer.meta.base.is_some() {
+        return Ok(Err(format!(
+            "{} does not hold the full backup {base_id}",
+            base.display()
+        )));
+    }
+    Ok(against_manifest(
+        diff,
+        &trailer.manifest.unwrap_or_default(),
+    ))
+}
+
+/// The base's files, less those the differential holds itself or deleted, must be exactly
+/// the files it carries, with the same digests. Then extracting the base, then the
+/// differential, then deleting `DELETED` gives the tree of the differential's manifest.
+fn against_manifest(diff: &DiffFacts, base_manifest: &[u8]) -> Result<(), String> {
     let deleted: std::collections::HashSet<&[u8]> = diff
         .deleted
         .split(|b| *b == 0)
