@@ -61,6 +61,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Apply the retention policy: a table of every backup, KEEP or REMOVE and why.
     Prune(PruneArgs),
+    /// Prove the newest good backup of each set restorable: restore it into a scratch
+    /// folder (never over live data, no service stopped), check every file, database and
+    /// dump there, run the set's drill-command, and record the time to restore.
+    Drill(DrillArgs),
     /// Restore a backup: check it, stop the services using the data, swap it in, start them.
     Restore(RestoreArgs),
     /// Offsite copies on S3-compatible storage: upload, list, fetch back.
@@ -91,7 +95,7 @@ pub enum Command {
         json: bool,
     },
     /// Run one job once (the entry point for systemd timers and launchd): check, backup,
-    /// backup:SET, daily, weekly, monthly, verify or prune.
+    /// backup:SET, daily, weekly, monthly, verify, prune, offsite, drill or drill-offsite.
     Run {
         /// The job to run.
         #[arg(
@@ -104,7 +108,10 @@ pub enum Command {
               weekly      the weekly maintenance tasks\n  \
               monthly     the monthly maintenance tasks\n  \
               verify      read the newest backup of each set back in full\n  \
-              prune       apply the retention policy to every set"
+              prune       apply the retention policy to every set\n  \
+              offsite     copy the newest backups to the offsite targets\n  \
+              drill       restore drills of every set, from the local disk\n  \
+              drill-offsite  restore drills from the [drill] offsite target"
         )]
         job: String,
     },
@@ -215,6 +222,24 @@ pub enum BackupsCommand {
         #[arg(value_name = "ID")]
         id: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The sets to drill (default: every set).
+    #[arg(value_name = "SET")]
+    pub sets: Vec<String>,
+    /// Drill from this offsite target instead: the newest trusted copy of each set is
+    /// downloaded, decrypted and restored in the scratch folder.
+    #[arg(long, value_name = "TARGET")]
+    pub offsite: Option<String>,
+    /// With --offsite: the age identity file that decrypts the copies (default:
+    /// [drill] identity).
+    #[arg(long, value_name = "FILE", requires = "offsite")]
+    pub identity: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

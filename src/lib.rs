@@ -10,6 +10,7 @@ pub mod clock;
 mod commands;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod error;
 mod fault;
 pub mod fsutil;

@@ -98,6 +98,7 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
             }
         }
     }
+    drills(config, catalog, &mut out)?;
     let _ = writeln!(
         out,
         "# HELP steward_check_state 0 OK, 1 warning, 2 critical."
@@ -116,6 +117,50 @@ pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError
         );
     }
     Ok(out)
+}
+
+/// The newest drill of each set, local and from offsite: when, its time to restore, and
+/// whether it passed.
+fn drills(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), CatalogError> {
+    let mut newest = Vec::new();
+    for set in &config.backup.sets {
+        for offsite in [false, true] {
+            if let Some(d) = catalog.newest_drill(&set.name, offsite, false)? {
+                newest.push((if offsite { "offsite" } else { "local" }, d));
+            }
+        }
+    }
+    type Value<'a> = &'a dyn Fn(&crate::catalog::DrillRecord) -> String;
+    let series: [(&str, &str, Value<'_>); 3] = [
+        (
+            "steward_drill_timestamp_seconds",
+            "When the newest restore drill per set and source ran.",
+            &|d| d.started_at.to_string(),
+        ),
+        (
+            "steward_drill_duration_seconds",
+            "The newest drill's time to restore (fetch, verify, write) per set and source.",
+            &|d| format!("{:.3}", d.phases.restore_ms() as f64 / 1000.0),
+        ),
+        (
+            "steward_drill_ok",
+            "1 when the newest drill per set and source passed, else 0.",
+            &|d| u8::from(d.ok).to_string(),
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (source, d) in &newest {
+            let _ = writeln!(
+                out,
+                "{name}{{set=\"{}\",source=\"{source}\"}} {}",
+                label(&d.set),
+                value(d)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Writes the textfile atomically (temp file, rename), so the collector never reads half.

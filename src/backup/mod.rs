@@ -12,7 +12,7 @@ pub mod marks;
 mod postgres;
 mod prune;
 mod redis;
-mod sqlite;
+pub mod sqlite;
 pub use sqlite::open_live;
 mod stored;
 pub mod walk;

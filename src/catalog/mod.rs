@@ -1,13 +1,14 @@
 //! The state catalog (`<state>/state.db`): opening, the schema and its migrations. The
 //! tables have a file each: `backups` (a cache of what is on the backup disk; `backups
 //! reindex` rebuilds it from the archives), `runs` (run history), `states` (alert states,
-//! the mail outbox, disk samples).
+//! the mail outbox, disk samples), `drills` (restore drills and restore times).
 //!
 //! WAL with a busy timeout so that the daemon, timers and manual runs can share it; the
 //! schema version lives in `PRAGMA user_version` and migrations run in one transaction.
 
 mod backups;
 mod copies;
+mod drills;
 mod runs;
 mod states;
 
@@ -18,6 +19,7 @@ use rusqlite::{Connection, Row};
 
 pub use backups::{BackupRecord, BackupStatus};
 pub use copies::{OffsiteCopy, PendingUpload};
+pub use drills::{DrillPhases, DrillRecord, RestoreTimes};
 pub use runs::{RunRecord, RunStatus, Trigger, unchanged_summary};
 pub use states::{CheckState, Notice, QueuedMail};
 
@@ -165,6 +167,34 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 11: differential backups name the full backup they build on.
     "ALTER TABLE backups ADD COLUMN base TEXT;",
+    // 12: restore drills, and how long the last real restore of each set kept its
+    // services stopping and starting.
+    "CREATE TABLE drills (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        set_name TEXT NOT NULL,
+        backup_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        fetch_ms INTEGER NOT NULL,
+        verify_ms INTEGER NOT NULL,
+        write_ms INTEGER NOT NULL,
+        check_ms INTEGER NOT NULL,
+        command_ms INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        findings TEXT NOT NULL,
+        output TEXT
+     );
+     CREATE INDEX drills_by_set ON drills (set_name, started_at);
+     CREATE TABLE restore_times (
+        set_name TEXT PRIMARY KEY,
+        at INTEGER NOT NULL,
+        backup_id TEXT NOT NULL,
+        stop_ms INTEGER NOT NULL,
+        start_ms INTEGER NOT NULL
+     );",
 ];
 
 /// An open catalog.

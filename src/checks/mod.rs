@@ -434,6 +434,11 @@ pub fn cycle(config: &Config, catalog: &Catalog, runner: &dyn Runner, now: i64) 
         out.push(reading(name, sev, value, threshold, one));
     }
     offsite_freshness(config, catalog, now, &mut out);
+    for set in config.backup.sets.iter().filter(|s| s.drill) {
+        for offsite in [false, true] {
+            out.extend(drill_reading(config, catalog, &set.name, offsite, now));
+        }
+    }
     Cycle {
         readings: out,
         disks,
@@ -493,6 +498,97 @@ fn offsite_freshness(config: &Config, catalog: &Catalog, now: i64, out: &mut Vec
             ));
         }
     }
+}
+
+/// The name of a set's drill check: `drill SET`, `drill SET offsite`.
+pub fn drill_check_name(set: &str, offsite: bool) -> String {
+    if offsite {
+        format!("drill {set} offsite")
+    } else {
+        format!("drill {set}")
+    }
+}
+
+/// `drill SET` (or `drill SET offsite`): critical when the newest drill failed, a warning
+/// when the newest passing one is older than `[drill] max-age` or there never was one.
+/// `None` while drills are neither scheduled nor ever run for the set (nothing to watch).
+/// The drill job feeds the same reading as soon as it ends, so its failure alerts at once
+/// and the check cycle after it finds the same state (one alert, one recovery).
+pub fn drill_reading(
+    config: &Config,
+    catalog: &Catalog,
+    set: &str,
+    offsite: bool,
+    now: i64,
+) -> Option<Reading> {
+    let job = if offsite {
+        Job::DrillOffsite
+    } else {
+        Job::Drill
+    };
+    let cron = config
+        .schedule
+        .jobs
+        .iter()
+        .find(|(j, _)| *j == job)
+        .map(|(_, c)| c);
+    let newest = catalog.newest_drill(set, offsite, false).ok().flatten();
+    if cron.is_none() && newest.is_none() {
+        return None;
+    }
+    let max = config.drill.max_age;
+    let threshold = format!(
+        "newest drill passed, within {}",
+        humantime::format_duration(max)
+    );
+    let one = Window::default();
+    let (sev, value) = match &newest {
+        Some(d) if !d.ok => (
+            Severity::Crit,
+            format!(
+                "the drill of {} {} ago failed: {}",
+                d.backup_id,
+                show_age(now - d.started_at, true),
+                d.detail
+            ),
+        ),
+        Some(d) if now.saturating_sub(d.started_at).max(0) as u64 > max.as_secs() => (
+            Severity::Warn,
+            format!(
+                "last proven restorable {} ago ({})",
+                show_age(now - d.started_at, true),
+                d.backup_id
+            ),
+        ),
+        Some(d) => (Severity::Ok, proven(d, now)),
+        None => match cron.and_then(|c| pending(catalog, c, &jiff::tz::TimeZone::system(), now)) {
+            Some(first_due) => (
+                Severity::Ok,
+                format!("pending: no drill yet, first due {first_due}"),
+            ),
+            None => (
+                Severity::Warn,
+                "never proven restorable: no drill ran".into(),
+            ),
+        },
+    };
+    Some(reading(
+        drill_check_name(set, offsite),
+        sev,
+        value,
+        threshold,
+        one,
+    ))
+}
+
+/// "proven restorable 3days ago: 41.0 s for 1.2 GiB".
+pub fn proven(d: &crate::catalog::DrillRecord, now: i64) -> String {
+    format!(
+        "proven restorable {} ago: {} for {}",
+        show_age(now - d.started_at, false),
+        crate::drill::show_ms(d.phases.restore_ms()),
+        bytesize::ByteSize(d.bytes).display().iec()
+    )
 }
 
 /// A backup's age against `max`: critical, naming it, when it is older.

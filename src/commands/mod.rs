@@ -99,6 +99,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 a.json,
             )
         }
+        Command::Drill(a) => {
+            let from = match a.offsite {
+                None => jobs::drill::From::Local,
+                Some(target) => jobs::drill::From::Offsite {
+                    target: Some(target),
+                    identity: a.identity,
+                },
+            };
+            let options = jobs::drill::DrillJob { sets: a.sets, from };
+            job(
+                jobs::drill::run(&cfg, &options, ui).map(jobs::Report::Drill),
+                a.json,
+            )
+        }
         Command::Prune(a) => job(
             jobs::prune::run(&cfg, a.set.as_deref(), a.dry_run, ui).map(jobs::Report::Prune),
             a.json,

@@ -62,6 +62,12 @@ pub struct BackupSet {
     pub postgresql: Option<super::PostgresSource>,
     /// When a backup is a differential against the newest full one, and when it is full.
     pub differential: DiffPolicy,
+    /// The application's own proof in a restore drill: a shell command run with
+    /// `STEWARD_DRILL_DIR` pointing at the restored copy (`[drill] command-timeout`).
+    pub drill_command: Option<String>,
+    /// Whether restore drills take this set (`drill = false`: data that is cheaper to
+    /// fetch again than to prove, such as downloaded models).
+    pub drill: bool,
 }
 
 /// Differential backups: only what changed since a full base, until the differential
@@ -196,6 +202,8 @@ pub(super) struct RawSet {
     pub(super) redis: Option<Spanned<super::sources::RawRedis>>,
     pub(super) postgresql: Option<Spanned<super::sources::RawPostgres>>,
     pub(super) differential: Option<Spanned<RawDiff>>,
+    pub(super) drill_command: Option<Spanned<String>>,
+    pub(super) drill: Option<bool>,
 }
 
 impl Validator<'_> {
@@ -334,6 +342,18 @@ impl Validator<'_> {
                     Some(d) => self.differential(d, "backup.set.differential", &global_diff)?,
                     None => global_diff.clone(),
                 },
+                drill_command: match &s.drill_command {
+                    Some(c) if c.get_ref().trim().is_empty() => {
+                        return Err(self.spanned_err(
+                            c,
+                            "backup.set.drill-command",
+                            "is empty; remove it, or give the command".into(),
+                        ));
+                    }
+                    Some(c) => Some(c.get_ref().clone()),
+                    None => None,
+                },
+                drill: s.drill.unwrap_or(true),
             });
         }
         Ok(BackupConfig {

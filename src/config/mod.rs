@@ -11,6 +11,7 @@
 mod alerts;
 mod backup;
 mod checks;
+mod drill;
 mod hooks;
 mod maintenance;
 mod offsite;
@@ -28,6 +29,7 @@ use toml::Spanned;
 pub use alerts::{AlertsConfig, EmailConfig, PasswordSource, PushConfig, Security};
 pub use backup::{BackupConfig, BackupSet, GuardConfig};
 pub use checks::{ChecksConfig, HttpCheck, Limit, NOISY_WINDOW, TcpCheck, Window};
+pub use drill::DrillConfig;
 pub use hooks::Hooks;
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, LockMode, ObjectLock, OffsiteConfig};
@@ -117,6 +119,8 @@ pub struct Config {
     pub offsite: Vec<OffsiteConfig>,
     /// `[restore]`: how long the data a restore replaced is kept aside.
     pub restore: RestoreConfig,
+    /// `[drill]`: restore drills.
+    pub drill: DrillConfig,
     /// Commands around jobs (`[hooks.JOB]`).
     pub hooks: std::collections::BTreeMap<Job, Hooks>,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
@@ -148,6 +152,8 @@ struct RawConfig {
     offsite: Vec<Spanned<RawOffsite>>,
     #[serde(default)]
     restore: RawRestore,
+    #[serde(default)]
+    drill: drill::RawDrill,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     hooks: std::collections::BTreeMap<Spanned<String>, hooks::RawHooks>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -420,6 +426,7 @@ impl Validator<'_> {
         let services = self.services(&raw.service)?;
         let set_names: Vec<String> = backup.sets.iter().map(|s| s.name.clone()).collect();
         let offsite = self.offsite(&raw.offsite, &set_names)?;
+        let drill = self.drill(&raw.drill, &state_dir, &backup, &offsite)?;
         let mut job_hooks = std::collections::BTreeMap::new();
         for (name, h) in &raw.hooks {
             let job: Job = name
@@ -438,6 +445,7 @@ impl Validator<'_> {
                     .keep_rollbacks
                     .map_or(std::time::Duration::from_hours(24 * 7), |d| d.0),
             },
+            drill,
             services,
             alerts,
             maintenance,

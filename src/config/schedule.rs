@@ -57,6 +57,8 @@ pub(super) struct RawSchedule {
     pub(super) verify: Option<Spanned<String>>,
     pub(super) prune: Option<Spanned<String>>,
     pub(super) offsite: Option<Spanned<String>>,
+    pub(super) drill: Option<Spanned<String>>,
+    pub(super) drill_offsite: Option<Spanned<String>>,
     pub(super) catch_up: Option<bool>,
     pub(super) job_timeout: Option<HumanDuration>,
     pub(super) grace_period: Option<HumanDuration>,
@@ -86,6 +88,8 @@ impl Validator<'_> {
             (Job::Verify, &raw.verify),
             (Job::Prune, &raw.prune),
             (Job::Offsite, &raw.offsite),
+            (Job::Drill, &raw.drill),
+            (Job::DrillOffsite, &raw.drill_offsite),
         ] {
             if let Some(s) = v {
                 let key = format!("schedule.{job}");

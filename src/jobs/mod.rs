@@ -6,6 +6,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod drill;
 pub mod maintain;
 pub mod offsite;
 pub mod prune;
@@ -44,6 +45,7 @@ pub enum Report {
     Verify(verify::VerifyReport),
     Offsite(offsite::PushReport),
     Prune(prune::PruneReports),
+    Drill(drill::DrillReport),
     /// Nothing to do, and why.
     Idle(&'static str),
 }
@@ -57,6 +59,7 @@ impl Report {
             Report::Maintain(r) => r.done,
             Report::Verify(r) => r.done(),
             Report::Offsite(r) => r.done(),
+            Report::Drill(r) => r.done(),
             Report::Prune(_) | Report::Idle(_) => Done::OK,
         }
     }
@@ -105,6 +108,25 @@ pub fn run(cfg: &Config, job: &Job, ui: Ui<'_>) -> anyhow::Result<Report> {
             ui,
         )?),
         Job::Prune => Report::Prune(prune::run(cfg, None, false, ui)?),
+        Job::Drill => Report::Drill(drill::run(
+            cfg,
+            &drill::DrillJob {
+                sets: Vec::new(),
+                from: drill::From::Local,
+            },
+            ui,
+        )?),
+        Job::DrillOffsite => Report::Drill(drill::run(
+            cfg,
+            &drill::DrillJob {
+                sets: Vec::new(),
+                from: drill::From::Offsite {
+                    target: None,
+                    identity: None,
+                },
+            },
+            ui,
+        )?),
         Job::Restore => anyhow::bail!("a restore is never scheduled; run `steward restore`"),
     })
 }

@@ -112,6 +112,21 @@ impl RestoreJob<'_> {
         drop(progress);
         match result {
             Ok(r) => {
+                // What the services' side of an incident costs, for the drills' estimate.
+                if plan.in_place && !r.stopped.is_empty() {
+                    let times = crate::catalog::RestoreTimes {
+                        set: plan.set.clone(),
+                        at: crate::clock::now(),
+                        backup_id: r.id.clone(),
+                        stop_ms: r.stop_ms,
+                        start_ms: r.start_ms,
+                    };
+                    if let Err(e) = self.session.catalog.note_restore_times(&times) {
+                        (ui.warn)(&format!(
+                            "recording the restore's service times failed: {e:#}"
+                        ));
+                    }
+                }
                 self.session.finish(
                     run,
                     &Outcome {

@@ -189,6 +189,19 @@ impl<'a> Session<'a> {
         self.deliver(now);
     }
 
+    /// Records readings the job measured itself (a drill's `drill SET`) as a check cycle
+    /// would, and sends due mail.
+    pub fn record_readings(&mut self, readings: &[crate::checks::Reading]) {
+        let now = crate::clock::now();
+        let host = crate::fsutil::hostname();
+        let round = round(self.cfg, &host, now);
+        if let Err(e) = crate::alerts::record(&mut self.catalog, readings, &round) {
+            (self.warn)(&format!("recording the job's check states failed: {e:#}"));
+            return;
+        }
+        self.deliver(now);
+    }
+
     /// Sends what waits in the outbox; `None` when no mail is configured or it failed.
     pub fn deliver(&self, now: i64) -> Option<Delivery> {
         deliver(self.cfg, &self.catalog, now, self.warn)

@@ -49,6 +49,21 @@ pub struct ReportData {
     pub slowest: Vec<(i64, Job, Option<String>)>,
     pub sets: Vec<SetGrowth>,
     pub disks: Vec<DiskForecast>,
+    pub drills: Vec<DrillSummary>,
+}
+
+/// A set's restore drills: the newest passing one, the failures in the period, and the
+/// estimate of a whole incident.
+#[derive(Debug, Serialize)]
+pub struct DrillSummary {
+    pub set: String,
+    /// "proven restorable 3days ago: 41.0 s for 1.2 GiB" (None: never).
+    pub proven: Option<String>,
+    pub drills: usize,
+    pub failed: usize,
+    /// Stopping the services as the last real restore did, the drill's time to restore,
+    /// and starting them again (ms).
+    pub incident_ms: Option<u64>,
 }
 
 /// A set's newest backup in the period and its data growth over it.
@@ -131,7 +146,28 @@ pub fn report_data(config: &Config, catalog: &Catalog, now: i64) -> Result<Repor
             path: shown,
         });
     }
+    let mut drills = Vec::new();
+    for set in &config.backup.sets {
+        let all = catalog
+            .drills(Some(&set.name), 1000)
+            .map_err(|e| fail(name, e))?;
+        let recent: Vec<_> = all.iter().filter(|d| d.started_at >= since).collect();
+        let passed = all.iter().find(|d| d.ok);
+        let times = catalog
+            .restore_times(&set.name)
+            .map_err(|e| fail(name, e))?;
+        drills.push(DrillSummary {
+            set: set.name.clone(),
+            proven: passed.map(|d| crate::checks::proven(d, now)),
+            drills: recent.len(),
+            failed: recent.iter().filter(|d| !d.ok).count(),
+            incident_ms: passed
+                .zip(times)
+                .map(|(d, t)| t.stop_ms + d.phases.restore_ms() + t.start_ms),
+        });
+    }
     Ok(ReportData {
+        drills,
         host: crate::fsutil::hostname(),
         days,
         runs: recent.len(),
@@ -183,6 +219,23 @@ pub fn report(config: &Config, catalog: &Catalog, now: i64) -> Result<String, Ta
             )),
             _ => out.push_str(&format!("  {:<16} no backup in the period\n", g.set)),
         }
+    }
+    out.push_str("\nRestore drills (when did we last prove it):\n");
+    for r in &d.drills {
+        out.push_str(&format!(
+            "  {:<16} {}; {} drills in the period, {} failed{}\n",
+            r.set,
+            r.proven.as_deref().unwrap_or("never proven restorable"),
+            r.drills,
+            r.failed,
+            r.incident_ms
+                .map(|ms| format!(
+                    "; a whole incident about {} (services stopped and started as at the \
+                     last restore)",
+                    crate::drill::show_ms(ms)
+                ))
+                .unwrap_or_default()
+        ));
     }
     out.push_str("\nDisks:\n");
     for k in &d.disks {

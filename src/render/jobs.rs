@@ -33,8 +33,101 @@ pub fn report(out: &mut dyn Write, cfg: &Config, report: &Report, json: bool) ->
             }
             Ok(())
         }
+        Report::Drill(r) => drill(out, r, json),
         Report::Idle(why) => writeln!(out, "{why}"),
     }
+}
+
+/// `drill --json`.
+#[derive(Serialize)]
+struct DrillJson<'a> {
+    drills: &'a [crate::catalog::DrillRecord],
+    skipped: Vec<Skipped<'a>>,
+    swept: &'a [std::path::PathBuf],
+    /// Per set: stopping services + restoring + starting them, in ms.
+    incident_ms: std::collections::BTreeMap<&'a str, u64>,
+    failed: usize,
+}
+
+#[derive(Serialize)]
+struct Skipped<'a> {
+    set: &'a str,
+    why: &'a str,
+}
+
+/// Each set's drill: the verdict and time to restore, then every check on its own line.
+fn drill(out: &mut dyn Write, r: &crate::jobs::drill::DrillReport, json: bool) -> io::Result<()> {
+    if json {
+        return super::json(
+            out,
+            &DrillJson {
+                drills: &r.drills,
+                skipped: r
+                    .skipped
+                    .iter()
+                    .map(|(set, why)| Skipped { set, why })
+                    .collect(),
+                swept: &r.swept,
+                incident_ms: r.incident.iter().map(|(s, ms)| (s.as_str(), *ms)).collect(),
+                failed: r.failed,
+            },
+        );
+    }
+    let ms = crate::drill::show_ms;
+    for p in &r.swept {
+        writeln!(
+            out,
+            "removed {}, left by a drill that was killed",
+            p.display()
+        )?;
+    }
+    for d in &r.drills {
+        let p = &d.phases;
+        let fetch = if p.fetch_ms > 0 {
+            format!("fetch {}, ", ms(p.fetch_ms))
+        } else {
+            String::new()
+        };
+        let verdict = if d.ok {
+            "proven restorable"
+        } else {
+            "DRILL FAILED"
+        };
+        writeln!(
+            out,
+            "{}: {verdict}: {} ({}), {} files, {}; time to restore {} ({fetch}verify {}, \
+             write {}); checks {}{}",
+            d.set,
+            d.backup_id,
+            d.source,
+            d.files,
+            super::bytes(d.bytes),
+            ms(p.restore_ms()),
+            ms(p.verify_ms),
+            ms(p.write_ms),
+            ms(p.check_ms),
+            if p.command_ms > 0 {
+                format!(", drill-command {}", ms(p.command_ms))
+            } else {
+                String::new()
+            }
+        )?;
+        for f in &d.findings {
+            writeln!(out, "  {f}")?;
+        }
+    }
+    for (set, why) in &r.skipped {
+        writeln!(out, "{set}: not drilled: {why}")?;
+    }
+    for (set, total) in &r.incident {
+        writeln!(
+            out,
+            "{set}: a whole incident would take about {} (stopping and starting its services \
+             as measured at its last restore, plus this time to restore)",
+            ms(*total)
+        )?;
+    }
+    Ok(())
 }
 
 /// The job's report: each set's summary, what went offsite, the retention that followed.
@@ -467,6 +560,16 @@ pub fn errors(report: &Report) -> Vec<String> {
             failures.iter().map(|e| format!("error: {e:#}")).collect()
         }
         Report::Maintain(r) if !r.dry_run => r.errors().map(|e| format!("error: {e}")).collect(),
+        Report::Drill(r) if r.failed > 0 => r
+            .drills
+            .iter()
+            .filter(|d| !d.ok)
+            .map(|d| format!("drill of {} ({}) failed: {}", d.set, d.backup_id, d.detail))
+            .chain(
+                (r.failed > r.drills.iter().filter(|d| !d.ok).count())
+                    .then(|| "the job's after hook failed".to_string()),
+            )
+            .collect(),
         Report::Verify(r) if r.failed > 0 => vec![format!(
             "{} of {} backups failed verification",
             r.failed,

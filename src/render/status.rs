@@ -39,6 +39,27 @@ pub fn status(out: &mut dyn Write, st: &Status) -> io::Result<()> {
                 id.as_deref().unwrap_or("none")
             )?;
         }
+        match &s.proven {
+            Some(p) => writeln!(out, "  {p}")?,
+            None => writeln!(out, "  never proven restorable: `steward drill` proves it")?,
+        }
+        for d in s.drills.iter().filter(|d| !d.ok) {
+            writeln!(
+                out,
+                "  the drill of {} ({}) at {} FAILED: {}",
+                d.backup_id,
+                d.source,
+                super::time(d.started_at),
+                d.detail
+            )?;
+        }
+        if let Some(ms) = s.incident_ms {
+            writeln!(
+                out,
+                "  a whole incident: about {} with stopping and starting its services",
+                crate::drill::show_ms(ms)
+            )?;
+        }
         if let Some((id, why)) = &s.suspect {
             writeln!(
                 out,

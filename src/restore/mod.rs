@@ -194,6 +194,10 @@ pub struct Report {
     pub sqlite_checked: Vec<PathBuf>,
     /// Staging folders of earlier, abandoned restores that were removed first.
     pub removed_abandoned: Vec<PathBuf>,
+    /// How long stopping the services took, and starting them again (milliseconds): with
+    /// a drill's time to restore, the estimate of a whole incident.
+    pub stop_ms: u64,
+    pub start_ms: u64,
 }
 
 /// The `--path` filter: relative patterns are taken below the restored set paths.
@@ -298,10 +302,7 @@ pub fn restore(
     let filter = path_filter(&opts.paths, plan)?;
 
     // 1. The whole archive, verified and every entry checked, before anything is written.
-    check_archive(record, plan, opts, filter.as_ref(), progress)?;
-    if interrupted.load(Ordering::SeqCst) {
-        return Err(RestoreError::Interrupted);
-    }
+    check_archive(record, plan, opts, filter.as_ref(), progress, interrupted)?;
     let removed_abandoned = resume::remove_abandoned(config, Some(plan));
 
     // 2. The journal, then staging: every staged file and database checked.
@@ -338,11 +339,13 @@ pub fn restore(
     }
 
     // 3. Stop the services that use the data, each recorded in the journal first.
+    let stopping = std::time::Instant::now();
     let quiesced = match stop_recorded(config, plan, &journal, runner, progress) {
         Ok(q) => q,
         Err(e) => return Err(abandon(config, &mut journal, None, e)),
     };
     journal.stopped = quiesced.stopped();
+    let stop_ms = millis(stopping.elapsed());
     crate::fault::crash_point("restore-services-stopped");
     if interrupted.load(Ordering::SeqCst) {
         return Err(abandon(
@@ -398,7 +401,9 @@ pub fn restore(
     )?;
 
     // 6. Start the services again; the journal goes only once they run.
+    let starting = std::time::Instant::now();
     let started = restart(config, opts, quiesced, runner, progress)?;
+    let start_ms = millis(starting.elapsed());
     Ok(Report {
         id: plan.id.clone(),
         files: staged.files,
@@ -423,17 +428,41 @@ pub fn restore(
             })
             .collect(),
         removed_abandoned,
+        stop_ms,
+        start_ms,
     })
+}
+
+/// A duration in whole milliseconds.
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Step 1: the whole archive verified and every entry checked against the plan's safety
 /// rules; `--path` must match something, the bytes and the identity must be the catalog's.
-fn check_archive(
+/// `interrupted` ends the read early.
+pub fn check_archive(
     record: &BackupRecord,
     plan: &Plan,
     opts: &RestoreOptions,
     filter: Option<&PathFilter>,
     progress: &dyn Progress,
+    interrupted: &AtomicBool,
+) -> Result<(), RestoreError> {
+    let checked = check_read(record, plan, opts, filter, progress, interrupted);
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(RestoreError::Interrupted);
+    }
+    checked
+}
+
+fn check_read(
+    record: &BackupRecord,
+    plan: &Plan,
+    opts: &RestoreOptions,
+    filter: Option<&PathFilter>,
+    progress: &dyn Progress,
+    interrupted: &AtomicBool,
 ) -> Result<(), RestoreError> {
     let prefixes: Vec<Vec<u8>> = plan
         .targets
@@ -451,6 +480,9 @@ fn check_archive(
             path,
             expect,
             &mut |e| {
+                if interrupted.load(Ordering::SeqCst) {
+                    return Err("interrupted".into());
+                }
                 if filter.is_some_and(|f| f.matches(e.path)) {
                     matched += 1;
                 }

@@ -32,6 +32,30 @@ pub struct Staged {
     pub databases: Vec<StagedDb>,
     /// Per-entry units, for `--path` restores.
     pub units: Vec<Unit>,
+    /// Database dumps staged (by their first bytes), for a drill's checks:
+    /// (kind, target, path below it).
+    pub dumps: Vec<(Dump, usize, Vec<u8>)>,
+}
+
+/// A database dump known by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dump {
+    /// A Redis RDB file (`REDIS0011...`).
+    RedisRdb,
+    /// A PostgreSQL custom-format dump (`PGDMP`).
+    PgCustom,
+}
+
+impl Dump {
+    fn of(first: &[u8]) -> Option<Dump> {
+        if first.starts_with(b"REDIS") {
+            Some(Dump::RedisRdb)
+        } else if first.starts_with(b"PGDMP") {
+            Some(Dump::PgCustom)
+        } else {
+            None
+        }
+    }
 }
 
 /// The index of the target holding `path` (the longest prefix).
@@ -369,6 +393,8 @@ impl Stager<'_> {
                         rel: rel.clone(),
                         sha256: hex::encode(digest),
                     });
+                } else if let Some(kind) = Dump::of(&first) {
+                    self.staged.dumps.push((kind, ti, rel.clone()));
                 }
                 self.staged.files += 1;
                 self.staged.bytes += total;

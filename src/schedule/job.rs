@@ -1,6 +1,6 @@
 //! What a job is: the one typed name of everything steward runs on a schedule or by hand,
 //! spelled one way (`check`, `backup`, `backup:SET`, `daily`, `weekly`, `monthly`,
-//! `verify`, `prune`, `restore`) in the schedule, the catalog, alerts, pings, metrics,
+//! `verify`, `prune`, `restore`, `drill`, `drill-offsite`) in the schedule, the catalog, alerts, pings, metrics,
 //! unit names and logs. Imports nothing from the crate.
 
 use std::fmt;
@@ -47,15 +47,19 @@ pub enum Job {
     Offsite,
     /// An interactive restore (never scheduled).
     Restore,
+    /// Restore drills: the newest good backup of each set restored into a scratch folder
+    /// and checked there, from the local disk.
+    Drill,
+    /// The same from the `[drill]` offsite target.
+    DrillOffsite,
 }
 
 /// The jobs `steward run` and `[schedule]` accept, for messages.
-pub const SCHEDULABLE: &str =
-    "check, backup, backup:SET, daily, weekly, monthly, verify, prune, offsite";
+pub const SCHEDULABLE: &str = "check, backup, backup:SET, daily, weekly, monthly, verify, prune, offsite, drill, drill-offsite";
 
 /// The `[pings]` keys: a job's own name, and `maintain` for every period.
-pub const PING_KEYS: [&str; 8] = [
-    "check", "backup", "verify", "maintain", "daily", "weekly", "monthly", "offsite",
+pub const PING_KEYS: [&str; 9] = [
+    "check", "backup", "verify", "maintain", "daily", "weekly", "monthly", "offsite", "drill",
 ];
 
 /// A name that is no job.
@@ -78,6 +82,7 @@ impl Job {
             Job::Verify => "verify",
             Job::Restore => "restore",
             Job::Offsite => "offsite",
+            Job::Drill | Job::DrillOffsite => "drill",
         }
     }
 
@@ -89,6 +94,7 @@ impl Job {
             Job::Maintain(p) => vec!["maintain", p.name()],
             Job::Verify => vec!["verify"],
             Job::Offsite => vec!["offsite"],
+            Job::Drill | Job::DrillOffsite => vec!["drill"],
             Job::Prune | Job::Restore => vec![],
         }
     }
@@ -125,6 +131,8 @@ impl fmt::Display for Job {
             Job::Prune => "prune",
             Job::Restore => "restore",
             Job::Offsite => "offsite",
+            Job::Drill => "drill",
+            Job::DrillOffsite => "drill-offsite",
         })
     }
 }
@@ -143,6 +151,8 @@ impl FromStr for Job {
             "prune" => Job::Prune,
             "restore" => Job::Restore,
             "offsite" => Job::Offsite,
+            "drill" => Job::Drill,
+            "drill-offsite" => Job::DrillOffsite,
             _ => match s.strip_prefix("backup:") {
                 Some(set) if !set.is_empty() => Job::BackupSet(set.to_string()),
                 _ => return Err(UnknownJob(s.to_string())),
@@ -174,6 +184,8 @@ mod tests {
             Job::Prune,
             Job::Restore,
             Job::Offsite,
+            Job::Drill,
+            Job::DrillOffsite,
         ];
         for j in jobs {
             assert_eq!(j.to_string().parse::<Job>(), Ok(j.clone()));
