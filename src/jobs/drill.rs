@@ -309,8 +309,15 @@ fn from_remote(
     interrupted: &AtomicBool,
 ) -> Result<Drilled, DrillError> {
     let source = format!("offsite {}", r.target.name);
-    // Newest first; a suspect copy is never the one a disaster restore would take.
-    let Some(copy) = r.copies.iter().find(|c| c.set == set && !c.suspect) else {
+    // The newest; a suspect copy is never the one a disaster restore would take. Two
+    // backups in one second share a time: their IDs still sort (the later takes the next
+    // free second).
+    let Some(copy) = r
+        .copies
+        .iter()
+        .filter(|c| c.set == set && !c.suspect)
+        .max_by(|a, b| (a.created_at, &a.backup_id).cmp(&(b.created_at, &b.backup_id)))
+    else {
         return Ok(Drilled::Nothing(format!(
             "{set}: no trusted copy on offsite {} to drill",
             r.target.name
@@ -348,7 +355,9 @@ fn from_remote(
                 &r.target.name,
                 c,
                 r.identity.as_deref(),
-                &scratch.archives(),
+                // In a folder named after the set, as on the backup disk (the archive's
+                // identity check wants it so).
+                &scratch.archives().join(&c.set),
                 progress,
             )
             .map(|path| remote_record(c, path))

@@ -20,6 +20,7 @@ mod crash;
 mod daemon;
 mod differential;
 mod docs;
+mod drill;
 mod fuzz;
 mod heal;
 mod hooks;
