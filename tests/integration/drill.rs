@@ -75,7 +75,7 @@ impl World {
         drop(db);
         let scratch = env.root.join("scratch");
         fs::write(env.root.join("running"), "").unwrap();
-        let w = World { data, scratch, env };
+        let w = World { env, data, scratch };
         w.config(set_extra, extra);
         w
     }
@@ -338,7 +338,7 @@ fn the_scratch_folder_is_removed_on_interruption_and_swept_after_sigkill() {
     for signal in ["TERM", "KILL"] {
         let _ = fs::remove_file(&started);
         let mut child = w.env.std_cmd().arg("drill").spawn().unwrap();
-        wait_for("the drill-command", Duration::from_secs(60), || {
+        wait_for("the drill-command", Duration::from_mins(1), || {
             started.exists()
         });
         let copy = crate::common::dir_names(&w.scratch);
