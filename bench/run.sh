@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# steward's backup benchmark: first verified backup, unchanged re-run and full verify,
+# steward's backup benchmark: first verified backup, unchanged re-run, full verify, the
+# verified restore and a restore drill (beside `zstd -dc | tar -x`),
 # against `tar | zstd -T0 -3` (taking turns with it), `zstd -t`, borg (zstd,3) and restic,
 # in one run on one machine, on the shared 2 GB dataset; then peak RSS on a tree of many small files.
 #
@@ -127,6 +128,9 @@ PREP="rm -rf $work/untar; mkdir -p $work/untar" measure "zstd -dc | tar -x" \
   sh -c "zstd -dc -q $out/x.tar.zst | tar -xf - -C $work/untar"
 PREP="rm -rf $work/unsteward" measure "steward restore --to (verified)" \
   "$steward" --config "$work/steward.toml" restore --latest --set host --yes --to "$work/unsteward"
+# A restore drill: the same verified restore into a scratch folder, then the checks on the
+# copy (every database's integrity_check and row counts), the folder removed after.
+PREP="" measure "steward drill" "$steward" --config "$work/steward.toml" drill
 rm -rf "$work/untar" "$work/unsteward"
 
 # --- one check cycle: CPU time (user+sys) per cycle over 20 cycles; the CPU sampling
@@ -253,6 +257,10 @@ if small:
     checks.append((f"small files: steward backup / tar|zstd wall", x, "<= 1.50", x <= 1.50))
 x = ratio("steward restore --to (verified)", "zstd -dc | tar -x")
 checks.append(("verified restore / zstd -dc | tar -x wall", x, "<= 1.30", x <= 1.30))
+x = ratio("steward drill", "zstd -dc | tar -x")
+checks.append(("restore drill / zstd -dc | tar -x wall", x, "(info)", True))
+x = ratio("steward drill", "steward restore --to (verified)")
+checks.append(("restore drill / steward restore --to wall", x, "(info)", True))
 x = ratio("steward backup (unchanged)", "borg create (unchanged)")
 checks.append(("unchanged re-run / borg unchanged re-run", x, "<= 1.00", x <= 1.00))
 x = ratio("steward backup (unchanged)", "restic backup (unchanged)")
