@@ -49,6 +49,7 @@ impl Validator<'_> {
         state_dir: &std::path::Path,
         backup: &BackupConfig,
         offsite: &[OffsiteConfig],
+        scheduled_offsite: Option<&Spanned<String>>,
     ) -> Result<DrillConfig, ConfigError> {
         let scratch = match &raw.scratch {
             Some(s) => {
@@ -130,6 +131,38 @@ impl Validator<'_> {
             Some(i) => Some(self.path(i, "drill.identity")?.value),
             None => None,
         };
+        // A monthly job that can only fail is refused now, not found out in a month.
+        if let Some(when) = scheduled_offsite {
+            let chosen = match (&target, offsite) {
+                (Some(name), _) => offsite.iter().find(|t| &t.name == name),
+                (None, [one]) => Some(one),
+                (None, []) => {
+                    return Err(self.spanned_err(
+                        when,
+                        "schedule.drill-offsite",
+                        "needs an [[offsite]] target to drill from".into(),
+                    ));
+                }
+                (None, _) => {
+                    return Err(self.spanned_err(
+                        when,
+                        "schedule.drill-offsite",
+                        "several [[offsite]] targets are configured: name one with [drill] \
+                         offsite"
+                            .into(),
+                    ));
+                }
+            };
+            if chosen.is_some_and(|t| t.encrypt) && identity.is_none() {
+                return Err(self.spanned_err(
+                    when,
+                    "schedule.drill-offsite",
+                    "the copies are encrypted: give [drill] identity, the age identity file \
+                     that decrypts them"
+                        .into(),
+                ));
+            }
+        }
         Ok(DrillConfig {
             scratch,
             max_age: raw.max_age.map_or(Duration::from_hours(15 * 24), |d| d.0),

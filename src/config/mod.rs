@@ -426,7 +426,13 @@ impl Validator<'_> {
         let services = self.services(&raw.service)?;
         let set_names: Vec<String> = backup.sets.iter().map(|s| s.name.clone()).collect();
         let offsite = self.offsite(&raw.offsite, &set_names)?;
-        let drill = self.drill(&raw.drill, &state_dir, &backup, &offsite)?;
+        let drill = self.drill(
+            &raw.drill,
+            &state_dir,
+            &backup,
+            &offsite,
+            raw.schedule.drill_offsite.as_ref(),
+        )?;
         let mut job_hooks = std::collections::BTreeMap::new();
         for (name, h) in &raw.hooks {
             let job: Job = name

@@ -146,7 +146,17 @@ fn unit_name(job: &Job) -> String {
 /// The folders steward writes to: state, destination, the parents of backed-up paths
 /// (restore stages beside them), databases, logs, scratch folders, the metrics file.
 pub fn writable_paths(config: &Config) -> Vec<PathBuf> {
-    let mut v = vec![config.state_dir.clone(), config.backup.destination.clone()];
+    let mut v = vec![
+        config.state_dir.clone(),
+        config.backup.destination.clone(),
+        // Restore drills make their copy there (its parent: the folder is made on first use).
+        config
+            .drill
+            .scratch
+            .parent()
+            .unwrap_or(&config.drill.scratch)
+            .to_path_buf(),
+    ];
     for s in &config.backup.sets {
         for p in &s.paths {
             v.push(p.value.parent().unwrap_or(&p.value).to_path_buf());

@@ -382,7 +382,8 @@ fn the_scratch_folder_is_removed_on_interruption_and_swept_after_sigkill() {
 }
 
 #[test]
-fn a_scratch_folder_inside_live_data_or_too_small_is_refused_naming_it() {
+fn a_scratch_folder_inside_live_data_an_unknown_key_or_a_drill_that_can_only_fail_is_refused_naming_it()
+ {
     let w = World::new("", "");
     let text = fs::read_to_string(&w.env.config).unwrap().replace(
         &format!("scratch = \"{}\"", w.scratch.display()),
@@ -402,6 +403,14 @@ fn a_scratch_folder_inside_live_data_or_too_small_is_refused_naming_it() {
     fs::write(&w.env.config, text).unwrap();
     let a = w.env.cmd().arg("drill").assert().code(78);
     assert!(stderr(&a).contains("scratch-dir"), "{}", stderr(&a));
+    // A monthly offsite drill that could only fail is refused when the config is read.
+    w.config("", "[schedule]\ndrill-offsite = \"0 7 2 * *\"\n");
+    let a = w.env.cmd().arg("check").assert().code(78);
+    assert!(
+        stderr(&a).contains("schedule.drill-offsite: needs an [[offsite]] target"),
+        "{}",
+        stderr(&a)
+    );
     w.config("", "");
     let a = w.env.cmd().args(["drill", "nope"]).assert().code(2);
     assert!(stderr(&a).contains("no set \"nope\""), "{}", stderr(&a));
@@ -452,4 +461,21 @@ fn offsite_drill(kind: crate::s3::Kind) {
     // Its own check item.
     let a = w.env.cmd().args(["check", "--json"]).assert();
     assert!(stdout(&a).contains("drill s offsite"), "{}", stdout(&a));
+}
+
+#[test]
+fn a_scratch_disk_without_room_for_the_copy_fails_the_drill_before_anything_is_restored() {
+    let w = World::new("", "");
+    let _disk = crate::common::SmallDisk::mount(&w.scratch, "256k");
+    w.env.cmd().arg("backup").assert().success();
+    let v = w.drill(&[], 2);
+    let detail = v["drills"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "the drill's scratch folder {} has",
+            w.scratch.display()
+        )) && detail.contains("nothing was restored"),
+        "{detail}"
+    );
+    assert_eq!(v["drills"][0]["files"], 0);
 }
