@@ -479,3 +479,95 @@ fn a_scratch_disk_without_room_for_the_copy_fails_the_drill_before_anything_is_r
     );
     assert_eq!(v["drills"][0]["files"], 0);
 }
+
+/// A real RDB file: what `redis-server` writes on SAVE.
+fn real_rdb(dir: &Path) -> Vec<u8> {
+    let port = free_port();
+    let run = |args: &[&str]| {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli (tests/run installs redis-server)")
+    };
+    fs::create_dir_all(dir).unwrap();
+    let started = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--daemonize", "yes", "--dir"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(started.success());
+    wait_for("redis", Duration::from_secs(20), || {
+        String::from_utf8_lossy(&run(&["ping"]).stdout).contains("PONG")
+    });
+    run(&["set", "answer", "42"]);
+    run(&["save"]);
+    run(&["shutdown", "nosave"]);
+    fs::read(dir.join("dump.rdb")).unwrap()
+}
+
+#[test]
+fn dumps_are_checked_with_their_own_tools_and_said_skipped_where_those_are_missing() {
+    let w = World::new("", "");
+    let rdb = real_rdb(&w.env.root.join("redis"));
+    fs::write(w.data.join("good.rdb"), &rdb).unwrap();
+    let mut broken = rdb.clone();
+    let mid = broken.len() / 2;
+    broken[mid] ^= 0xff;
+    fs::write(w.data.join("broken.rdb"), &broken).unwrap();
+    fs::write(
+        w.data.join("app.dump"),
+        b"PGDMP\x01\x0e\x00 not a dump at all",
+    )
+    .unwrap();
+    w.env.cmd().arg("backup").assert().success();
+
+    let v = w.drill(&[], 2);
+    let d = &v["drills"][0];
+    let findings = d["findings"].to_string();
+    let detail = d["detail"].as_str().unwrap();
+    let at = |name: &str| format!("{}/{name}", w.data.display());
+    assert!(
+        findings.contains(&format!("{}: redis-check-rdb: ok", at("good.rdb"))),
+        "{findings}"
+    );
+    assert!(
+        detail.contains(&format!("{}: redis-check-rdb failed", at("broken.rdb"))),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!("{}: pg_restore failed", at("app.dump"))),
+        "{detail}"
+    );
+
+    // Without the tools the dumps are not proven, and the drill says so.
+    let empty = w.env.root.join("no-tools");
+    fs::create_dir_all(&empty).unwrap();
+    let a = w
+        .env
+        .cmd()
+        .args(["drill", "--json"])
+        .env("PATH", &empty)
+        .assert()
+        .code(0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let findings = v["drills"][0]["findings"].to_string();
+    assert!(
+        findings.contains(&format!(
+            "{}: skipped: redis-check-rdb is not installed",
+            at("broken.rdb")
+        )) && findings.contains(&format!(
+            "{}: skipped: pg_restore is not installed",
+            at("app.dump")
+        )),
+        "{findings}"
+    );
+}
