@@ -21,6 +21,9 @@ pub struct DrillConfig {
     /// The newest passing drill of a set older than this is a warning (`drill SET`).
     #[serde(serialize_with = "ser_duration")]
     pub max_age: Duration,
+    /// The same for drills from offsite (`drill SET offsite`), which run less often.
+    #[serde(serialize_with = "ser_duration")]
+    pub offsite_max_age: Duration,
     /// How long a set's `drill-command` may run before it is killed (and the drill fails).
     #[serde(serialize_with = "ser_duration")]
     pub command_timeout: Duration,
@@ -34,7 +37,8 @@ pub struct DrillConfig {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub(super) struct RawDrill {
     pub(super) scratch: Option<Spanned<String>>,
-    pub(super) max_age: Option<HumanDuration>,
+    pub(super) max_age: Option<Spanned<HumanDuration>>,
+    pub(super) offsite_max_age: Option<Spanned<HumanDuration>>,
     pub(super) command_timeout: Option<Spanned<HumanDuration>>,
     pub(super) offsite: Option<Spanned<String>>,
     pub(super) identity: Option<Spanned<String>>,
@@ -94,6 +98,19 @@ impl Validator<'_> {
             }
             None => state_dir.join("drill"),
         };
+        let positive = |d: &Option<Spanned<HumanDuration>>, key: &str, default: Duration| match d {
+            Some(t) if t.get_ref().0.is_zero() => {
+                Err(self.spanned_err(t, key, "must be longer than 0s".into()))
+            }
+            Some(t) => Ok(t.get_ref().0),
+            None => Ok(default),
+        };
+        let max_age = positive(&raw.max_age, "drill.max-age", Duration::from_hours(15 * 24))?;
+        let offsite_max_age = positive(
+            &raw.offsite_max_age,
+            "drill.offsite-max-age",
+            Duration::from_hours(40 * 24),
+        )?;
         let command_timeout = match &raw.command_timeout {
             Some(t) if t.get_ref().0.is_zero() => {
                 return Err(self.spanned_err(
@@ -165,7 +182,8 @@ impl Validator<'_> {
         }
         Ok(DrillConfig {
             scratch,
-            max_age: raw.max_age.map_or(Duration::from_hours(15 * 24), |d| d.0),
+            max_age,
+            offsite_max_age,
             command_timeout,
             offsite: target,
             identity,

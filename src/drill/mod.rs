@@ -53,8 +53,14 @@ impl Scratch {
         let mut removed = Vec::new();
         for e in entries.flatten() {
             let name = e.file_name();
+            // Only this user's folders: a shared scratch (`/var/tmp`) may hold anyone's.
             let ours = name.to_string_lossy().starts_with(FOLDER_PREFIX)
-                && e.file_type().is_ok_and(|t| t.is_dir());
+                && e.file_type().is_ok_and(|t| t.is_dir())
+                && e.metadata().is_ok_and(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    // SAFETY: geteuid has no preconditions.
+                    m.uid() == unsafe { libc::geteuid() }
+                });
             if ours && crate::fsutil::remove_tree(&e.path()).is_ok() {
                 removed.push(e.path());
             }
@@ -69,10 +75,22 @@ impl Scratch {
             .map_err(|e| format!("cannot make the scratch folder {}: {e}", root.display()))?;
         room(root, need)?;
         let stamp = crate::clock::stamp(crate::clock::now_ts());
-        let dir = root.join(format!("{FOLDER_PREFIX}{stamp}-{}", std::process::id()));
-        std::fs::create_dir(&dir)
-            .and_then(|()| crate::fsutil::create_private_dir(&dir))
-            .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        // A name nobody can plant beforehand (the time, the process and the clock's
+        // nanoseconds), made new and private: never an entry someone else put there.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = root.join(format!(
+            "{FOLDER_PREFIX}{stamp}-{}-{nanos:x}",
+            std::process::id()
+        ));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+        }
         Ok(Scratch { dir })
     }
 
@@ -133,6 +151,11 @@ pub struct Verdict {
     pub findings: Vec<String>,
     /// What the set's `drill-command` printed.
     pub output: Option<String>,
+    /// The archive (or its base) did not read back whole: the backup itself is damaged,
+    /// not only the drill failed.
+    pub damaged: bool,
+    /// Absolute links into the set's data, pointed into the copy.
+    pub repointed: u64,
 }
 
 impl Verdict {
@@ -167,7 +190,18 @@ pub fn drill(
         if matches!(e, RestoreError::Interrupted) {
             return Err(DrillError::Interrupted);
         }
-        v.fail(shown_in(&crate::error::chain(&e), scratch, plan));
+        v.damaged |= matches!(e, RestoreError::Archive(_));
+        let text = shown_in(&crate::error::chain(&e), scratch, plan);
+        // The copy's paths are shown as the set's: a full disk is the scratch's, said so.
+        if full_disk(&e) {
+            v.fail(format!(
+                "the drill's scratch folder {} filled up ({text}); set [drill] scratch to a \
+                 bigger disk",
+                scratch.path().parent().unwrap_or(scratch.path()).display()
+            ));
+        } else {
+            v.fail(text);
+        }
         Ok(())
     };
     let plan = match restore::plan(cfg, record, base, &opts) {
@@ -190,7 +224,8 @@ pub fn drill(
         plan.bytes,
     );
     let staged = restore::stage::stage(&plan, None, progress, interrupted)
-        .and_then(|s| settle(&plan).map(|()| s));
+        .and_then(|s| settle(&plan).map(|()| s))
+        .and_then(|s| repoint(&plan, scratch, &mut v).map(|()| s));
     v.phases.write_ms = millis(t.elapsed());
     let meta = archive::read_meta(&record.path).ok();
     read_done();
@@ -208,6 +243,12 @@ pub fn drill(
         staged.files,
         bytesize::ByteSize(staged.bytes).display().iec()
     ));
+    if v.repointed > 0 {
+        v.findings.push(format!(
+            "{} absolute links into the set's data point into the copy (never at live data)",
+            v.repointed
+        ));
+    }
     let t = Instant::now();
     check_databases(&plan, &staged, meta.as_ref(), scratch, &mut v);
     check_dumps(cfg, &plan, &staged, scratch, &mut v, interrupted);
@@ -253,6 +294,82 @@ fn settle(plan: &restore::Plan) -> Result<(), RestoreError> {
         let _ = std::fs::remove_dir(&staging);
     }
     Ok(())
+}
+
+/// Whether `e` comes from a full disk (ENOSPC, or EDQUOT: a quota).
+fn full_disk(e: &RestoreError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Absolute symlinks whose target lies inside the set's paths would lead a `drill-command`
+/// (or an app started on the copy) out of the copy and into live data: each is pointed at
+/// the same path inside the copy. Relative links that climb out of the set's paths are made
+/// absolute to where they pointed live, so that they never resolve into the scratch
+/// folder's own parents instead. Links to outside the set are left as they were.
+fn repoint(plan: &restore::Plan, scratch: &Scratch, v: &mut Verdict) -> Result<(), RestoreError> {
+    let tree = scratch.tree();
+    let prefixes: Vec<PathBuf> = plan
+        .targets
+        .iter()
+        .map(|t| PathBuf::from(format!("/{}", t.prefix)))
+        .collect();
+    let inside = |p: &Path| prefixes.iter().any(|x| p.starts_with(x));
+    for t in &plan.targets {
+        for e in walkdir::WalkDir::new(&t.live).follow_links(false) {
+            let Ok(e) = e else { continue };
+            if !e.path_is_symlink() {
+                continue;
+            }
+            let link = e.path();
+            let Ok(target) = std::fs::read_link(link) else {
+                continue;
+            };
+            let Ok(original) = link.strip_prefix(&tree) else {
+                continue;
+            };
+            let original = Path::new("/").join(original);
+            let new = if target.is_absolute() {
+                inside(&target).then(|| tree.join(target.strip_prefix("/").unwrap_or(&target)))
+            } else {
+                let resolved = lexical(&original.parent().unwrap_or(Path::new("/")).join(&target));
+                (!inside(&resolved)).then_some(resolved)
+            };
+            if let Some(new) = new {
+                let io = |source| RestoreError::Io {
+                    path: link.to_path_buf(),
+                    source,
+                };
+                std::fs::remove_file(link).map_err(io)?;
+                std::os::unix::fs::symlink(&new, link).map_err(io)?;
+                v.repointed += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `p` with `.` and `..` taken away by their names alone (what a link means where it is).
+fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Where the staged entry (`target`, `rel`) is in the tree, and the path it was backed up
@@ -375,10 +492,27 @@ fn check_dumps(
             Ok(o) if o.success => v.findings.push(format!("{source}: {tool}: ok")),
             Ok(o) => v.fail(format!(
                 "{source}: {tool} failed: {}",
-                shown_in(&last_lines(&o.output, 3), scratch, Some(plan))
+                shown_in(&telling_lines(&o.output, 3), scratch, Some(plan))
             )),
             Err(e) => v.fail(format!("{source}: cannot run {tool}: {e}")),
         }
+    }
+}
+
+/// The lines of `text` that say what went wrong (those naming an error, else the last
+/// ones), at most `n`, joined.
+fn telling_lines(text: &str, n: usize) -> String {
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error") || l.contains("fatal") || l.contains("corrupt")
+        })
+        .collect();
+    if errors.is_empty() {
+        last_lines(text, n)
+    } else {
+        errors[..errors.len().min(n)].join(" / ")
     }
 }
 
@@ -406,7 +540,8 @@ fn run_command(
         .env("STEWARD_DRILL_SET", &record.set)
         .env("STEWARD_DRILL_BACKUP", &record.id);
     let timeout = cfg.drill.command_timeout;
-    match crate::services::run_captured(cmd, timeout, true, Some(interrupted)) {
+    // What the command left running (an app started on a spare port) goes with the copy.
+    match crate::services::run_captured_reaped(cmd, timeout, Some(interrupted)) {
         Ok(o) => {
             let timed_out = !o.success && o.output.starts_with("timed out after");
             v.output = Some(o.output.clone());
@@ -426,6 +561,57 @@ fn run_command(
         }
         Err(e) => v.fail(format!("drill-command could not run: {e}")),
     }
+}
+
+/// The scratch folder as it really is (links resolved) must stay apart from every set's
+/// data and the backup destination: the config's own check compares the names as written.
+pub fn apart(cfg: &Config) -> Result<(), String> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // The nearest folder of the scratch path that exists, resolved, with the rest after it.
+    let mut probe = cfg.drill.scratch.clone();
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(&probe).is_err() {
+        match (probe.file_name().map(ToOwned::to_owned), probe.parent()) {
+            (Some(n), Some(parent)) => {
+                rest.push(n);
+                probe = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut scratch = real(&probe);
+    scratch.extend(rest.iter().rev());
+    let mut others: Vec<(String, PathBuf)> = cfg
+        .backup
+        .sets
+        .iter()
+        .flat_map(|s| {
+            s.paths.iter().map(move |p| {
+                (
+                    format!("{} of set {:?}", p.value.display(), s.name),
+                    real(&p.value),
+                )
+            })
+        })
+        .collect();
+    others.push((
+        format!(
+            "the backup destination {}",
+            cfg.backup.destination.display()
+        ),
+        real(&cfg.backup.destination),
+    ));
+    for (what, p) in others {
+        if scratch.starts_with(&p) || p.starts_with(&scratch) {
+            return Err(format!(
+                "[drill] scratch {} is {} through a link, which overlaps {what}; a drill's \
+                 copy must stay apart from live data and backups (nothing was drilled)",
+                cfg.drill.scratch.display(),
+                scratch.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Bytes a drill of `record` (and `base`) restores, for the free-space check.
@@ -470,6 +656,11 @@ mod tests {
         assert_eq!(removed, vec![root.path().join("steward-drill-x")]);
         assert!(root.path().join("keep").is_dir());
         assert!(root.path().join("steward-drill-file").is_file());
+    }
+
+    #[test]
+    fn links_are_read_by_their_names() {
+        assert_eq!(lexical(Path::new("/a/b/../../../c/./d")), Path::new("/c/d"));
     }
 
     #[test]

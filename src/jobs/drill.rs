@@ -48,6 +48,8 @@ pub struct DrillReport {
     /// a real restore measured the services' part.
     pub incident: Vec<(String, u64)>,
     pub failed: usize,
+    /// The job's after hook failed.
+    pub hook_failed: bool,
 }
 
 impl DrillReport {
@@ -83,6 +85,7 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
         Job::Drill
     };
     let sets = chosen_sets(cfg, &job.sets)?;
+    crate::drill::apart(cfg).map_err(|m| anyhow::anyhow!(m))?;
     let mut session = Session::begin(cfg, unit.clone(), false, ui)?;
     // Under the drill lock: no other drill is using a folder swept here.
     let swept = Scratch::sweep(&cfg.drill.scratch);
@@ -104,6 +107,7 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
         swept,
         incident: Vec::new(),
         failed: 0,
+        hook_failed: false,
     };
     for set in sets {
         let run = session.start(unit.clone(), Some(&set))?;
@@ -121,6 +125,8 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
             Err(e) => return Err(e.into()),
             Ok(Drilled::Nothing(why)) => {
                 session.finish(run, &outcome(RunStatus::Ok, &why, true))?;
+                // A set asked for by name and not drilled is not a success of the command.
+                report.failed += usize::from(!job.sets.is_empty());
                 report.skipped.push((set, why));
                 continue;
             }
@@ -160,8 +166,12 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
     drop(progress);
     // The job itself ran (what the drills found is in their `drill SET` checks).
     session.alert(&unit, true, "");
-    if !session.end(report.failed == 0) {
-        report.failed = report.failed.max(1);
+    // `end` says false for failed drills too: only a job that went well can tell its
+    // hook failed.
+    let ok = report.failed == 0;
+    if !session.end(ok) && ok {
+        report.hook_failed = true;
+        report.failed = 1;
     }
     Ok(report)
 }
@@ -193,6 +203,7 @@ fn chosen_sets(cfg: &Config, named: &[String]) -> anyhow::Result<Vec<String>> {
             .map(|s| s.name.clone())
             .collect());
     }
+    let mut out: Vec<String> = Vec::new();
     for n in named {
         if !known.contains(n) {
             bail!(
@@ -201,8 +212,11 @@ fn chosen_sets(cfg: &Config, named: &[String]) -> anyhow::Result<Vec<String>> {
                 known.join(", ")
             );
         }
+        if !out.contains(n) {
+            out.push(n.clone());
+        }
     }
-    Ok(named.to_vec())
+    Ok(out)
 }
 
 /// One set's drill: where from, which backup, and the verdict; or why there was nothing
@@ -231,10 +245,21 @@ fn local(
     ui: Ui<'_>,
 ) -> Result<Drilled, DrillError> {
     let source = "local".to_string();
+    // Under the backup lock from the choice to the last read: a prune must not remove the
+    // archive, and a backup that was running is done and may be the one to drill.
+    let held = crate::lock::acquire_for(&cfg.state_dir, Job::Backup.lock(), "drill", false);
+    let mut lock = match held {
+        Ok(l) => Some(l),
+        Err(crate::lock::LockError::Held { .. }) => {
+            (ui.warn)("the drill waits for the backup lock (a backup, prune or restore runs)");
+            crate::lock::acquire_for(&cfg.state_dir, Job::Backup.lock(), "drill", true).ok()
+        }
+        Err(_) => None,
+    };
     let Ok(Some(record)) = session.catalog.newest_good(set) else {
-        return Ok(Drilled::Nothing(format!(
-            "{set}: no good backup to drill yet (see `steward backups list`)"
-        )));
+        return Ok(Drilled::Nothing(
+            "no good backup to drill yet (see `steward backups list`)".into(),
+        ));
     };
     let base = match &record.base {
         Some(id) => session.catalog.backup(id).ok().flatten(),
@@ -245,16 +270,6 @@ fn local(
         Ok(s) => s,
         Err(why) => return Ok(Drilled::Done(source, record.id, refused(why))),
     };
-    // Read under the backup lock: a prune must not remove the archive mid-read.
-    let mut lock =
-        match crate::lock::acquire_for(&cfg.state_dir, Job::Backup.lock(), "drill", false) {
-            Ok(l) => Some(l),
-            Err(crate::lock::LockError::Held { .. }) => {
-                (ui.warn)("the drill waits for the backup lock (a backup, prune or restore runs)");
-                crate::lock::acquire_for(&cfg.state_dir, Job::Backup.lock(), "drill", true).ok()
-            }
-            Err(_) => None,
-        };
     let v = crate::drill::drill(
         cfg,
         (&record, base.as_ref()),
@@ -263,6 +278,14 @@ fn local(
         interrupted,
         &mut || drop(lock.take()),
     )?;
+    if v.damaged {
+        // A damaged archive is the backup's failure too: read back as `verify` does (the
+        // base first), which records it, so neither restore --latest nor the next backup's
+        // unchanged check trusts it any longer.
+        for b in base.iter().chain(std::iter::once(&record)) {
+            let _ = crate::backup::verify_backup(&session.catalog, b, progress);
+        }
+    }
     Ok(Drilled::Done(source, record.id, v))
 }
 
@@ -319,7 +342,7 @@ fn from_remote(
         .max_by(|a, b| (a.created_at, &a.backup_id).cmp(&(b.created_at, &b.backup_id)))
     else {
         return Ok(Drilled::Nothing(format!(
-            "{set}: no trusted copy on offsite {} to drill",
+            "no trusted copy on offsite {} to drill",
             r.target.name
         )));
     };

@@ -61,6 +61,8 @@ pub struct DrillSummary {
     pub proven: Option<String>,
     pub drills: usize,
     pub failed: usize,
+    /// The newest drill failed: what failed (a passing one before it does not hide it).
+    pub newest_failed: Option<String>,
     /// Stopping the services as the last real restore did, the drill's time to restore,
     /// and starting them again (ms).
     pub incident_ms: Option<u64>,
@@ -161,6 +163,10 @@ pub fn report_data(config: &Config, catalog: &Catalog, now: i64) -> Result<Repor
             proven: passed.map(|d| crate::checks::proven(d, now)),
             drills: recent.len(),
             failed: recent.iter().filter(|d| !d.ok).count(),
+            newest_failed: all
+                .first()
+                .filter(|d| !d.ok)
+                .map(|d| format!("{} ({}): {}", d.backup_id, d.source, d.detail)),
             incident_ms: passed
                 .zip(times)
                 .map(|(d, t)| t.stop_ms + d.phases.restore_ms() + t.start_ms),
@@ -236,6 +242,9 @@ pub fn report(config: &Config, catalog: &Catalog, now: i64) -> Result<String, Ta
                 ))
                 .unwrap_or_default()
         ));
+        if let Some(f) = &r.newest_failed {
+            out.push_str(&format!("  {:<16} the NEWEST drill FAILED: {f}\n", ""));
+        }
     }
     out.push_str("\nDisks:\n");
     for k in &d.disks {

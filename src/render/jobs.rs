@@ -566,7 +566,12 @@ pub fn errors(report: &Report) -> Vec<String> {
             .filter(|d| !d.ok)
             .map(|d| format!("drill of {} ({}) failed: {}", d.set, d.backup_id, d.detail))
             .chain(
-                (r.failed > r.drills.iter().filter(|d| !d.ok).count())
+                r.skipped
+                    .iter()
+                    .map(|(set, why)| format!("{set} was not drilled: {why}")),
+            )
+            .chain(
+                r.hook_failed
                     .then(|| "the job's after hook failed".to_string()),
             )
             .collect(),

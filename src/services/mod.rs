@@ -69,10 +69,31 @@ impl Runner for SystemRunner {
 /// most `timeout`; then it is killed (with its whole process group when `group`, for shell
 /// hooks whose children would outlive `sh`).
 pub fn run_captured(
+    cmd: Command,
+    timeout: Duration,
+    group: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> std::io::Result<Outcome> {
+    captured(cmd, timeout, group, stop, false)
+}
+
+/// [`run_captured`] in a process group of its own that is killed when the command ends,
+/// also after it succeeded: nothing it started in the background outlives it (a drill's
+/// app started on a spare port).
+pub fn run_captured_reaped(
+    cmd: Command,
+    timeout: Duration,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> std::io::Result<Outcome> {
+    captured(cmd, timeout, true, stop, true)
+}
+
+fn captured(
     mut cmd: Command,
     timeout: Duration,
     group: bool,
     stop: Option<&std::sync::atomic::AtomicBool>,
+    reap: bool,
 ) -> std::io::Result<Outcome> {
     let mut out = tempfile::tempfile()?;
     cmd.stdin(Stdio::null())
@@ -103,6 +124,11 @@ pub fn run_captured(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    if reap && let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: signalling the process group this child led (gone already, or its
+        // leftovers).
+        unsafe { libc::killpg(pid, libc::SIGKILL) };
+    }
     let mut output = String::new();
     use std::io::Seek;
     out.seek(std::io::SeekFrom::Start(0))?;

@@ -571,3 +571,159 @@ fn dumps_are_checked_with_their_own_tools_and_said_skipped_where_those_are_missi
         "{findings}"
     );
 }
+
+#[test]
+fn regression_an_absolute_link_into_the_set_never_leads_a_drill_command_into_live_data() {
+    let w = World::new("", "");
+    std::os::unix::fs::symlink(w.data.join("docs"), w.data.join("current")).unwrap();
+    let write = format!(
+        "drill-command = \"echo from-drill > \\\"$STEWARD_DRILL_DIR{}/current/from-drill.txt\\\"\"",
+        w.data.display()
+    );
+    w.config(&write, "");
+    w.env.cmd().arg("backup").assert().success();
+    // (The helper asserts the live tree byte-identical after the drill.)
+    let v = w.drill(&[], 0);
+    assert_eq!(v["drills"][0]["ok"], true, "{v:#}");
+    assert!(
+        v["drills"][0]["findings"]
+            .to_string()
+            .contains("1 absolute links into the set's data point into the copy"),
+        "{v:#}"
+    );
+    assert!(!w.data.join("docs/from-drill.txt").exists());
+}
+
+#[test]
+fn regression_a_drill_that_waits_for_a_backup_drills_the_backup_it_waited_for() {
+    let w = World::new("", "");
+    let (started, go) = (w.env.root.join("started"), w.env.root.join("go"));
+    let hook = format!(
+        "[backup.set.hooks]\nbefore = \"touch {}; while [ ! -e {} ]; do sleep 0.05; done\"\n",
+        started.display(),
+        go.display()
+    );
+    // Only the newest backup is kept: the one chosen before the wait would be pruned.
+    w.config(&hook, "[backup.keep]\nlast = 1\n");
+    fs::write(&go, "").unwrap();
+    w.env.cmd().arg("backup").assert().success();
+    fs::remove_file(&go).unwrap();
+    fs::remove_file(&started).unwrap();
+    fs::write(w.data.join("docs/new.txt"), "new\n").unwrap();
+    let mut backup = w.env.std_cmd().arg("backup").spawn().unwrap();
+    wait_for("the backup's hook", Duration::from_mins(1), || {
+        started.exists()
+    });
+    let log = w.env.root.join("drill.err");
+    let drill = w
+        .env
+        .std_cmd()
+        .args(["drill", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the drill to wait", Duration::from_mins(1), || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("waits for the backup lock"))
+    });
+    fs::write(&go, "").unwrap();
+    assert!(backup.wait().unwrap().success());
+    let out = drill.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let newest = w.env.archives("s").pop().unwrap();
+    let id = newest
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    assert_eq!(v["drills"][0]["backup_id"], id.as_str(), "{v:#}");
+    assert_eq!(v["drills"][0]["ok"], true, "{v:#}");
+}
+
+#[test]
+fn regression_a_damaged_archive_a_drill_finds_is_marked_failed_like_verify_does() {
+    let w = World::new("", "");
+    w.env.cmd().arg("backup").assert().success();
+    let archive = w.env.archives("s").pop().unwrap();
+    let mut bytes = fs::read(&archive).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&archive, bytes).unwrap();
+    let v = w.drill(&[], 2);
+    assert_eq!(v["drills"][0]["ok"], false);
+    let list = w.env.list_json();
+    assert_eq!(list[0]["status"], "failed", "{list:#}");
+    // So the next backup is no "unchanged" skip over a damaged archive.
+    let a = w.env.cmd().arg("backup").assert().success();
+    assert!(!stdout(&a).contains("unchanged"), "{}", stdout(&a));
+}
+
+#[test]
+fn regression_a_drill_run_by_hand_without_a_drill_schedule_never_goes_stale() {
+    let w = World::new("", "");
+    w.env.cmd().arg("backup").assert().success();
+    w.drill(&[], 0);
+    let later = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 40 * 86_400)
+        .to_string();
+    let a = w
+        .env
+        .cmd()
+        .args(["check", "--json"])
+        .env("STEWARD_NOW", &later)
+        .assert();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&a)).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("drill s"), "{text}");
+    assert!(!text.contains("last proven restorable"), "{text}");
+}
+
+#[test]
+fn regression_a_scratch_folder_that_is_a_link_into_live_data_is_refused() {
+    let w = World::new("", "");
+    w.env.cmd().arg("backup").assert().success();
+    std::os::unix::fs::symlink(w.data.join("docs"), &w.scratch).unwrap();
+    let a = w.env.cmd().arg("drill").assert().code(2);
+    assert!(
+        stderr(&a).contains("through a link, which overlaps")
+            && stderr(&a).contains("of set \"s\""),
+        "{}",
+        stderr(&a)
+    );
+    assert_eq!(
+        crate::common::dir_names(&w.data.join("docs")),
+        vec!["readme.txt".to_string()]
+    );
+}
+
+#[test]
+fn regression_what_a_drill_command_starts_in_the_background_ends_with_the_drill() {
+    let w = World::new("", "");
+    let pid = w.env.root.join("bg.pid");
+    w.config(
+        &format!(
+            "drill-command = \"sleep 300 >/dev/null 2>&1 & echo $! > {}\"",
+            pid.display()
+        ),
+        "",
+    );
+    w.env.cmd().arg("backup").assert().success();
+    w.drill(&[], 0);
+    let pid = fs::read_to_string(&pid).unwrap().trim().to_string();
+    wait_for(
+        "the background sleep to end",
+        Duration::from_secs(10),
+        || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+        },
+    );
+}
