@@ -96,6 +96,16 @@ impl World {
         ));
     }
 
+    /// The ID of the newest archive of set `s` on the disk.
+    fn newest_id(&self) -> String {
+        let newest = self.env.archives("s").pop().unwrap();
+        newest
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".tar.zst", "")
+    }
+
     /// What the service's commands did so far.
     fn marks(&self) -> String {
         fs::read_to_string(self.env.root.join("marks")).unwrap_or_default()
@@ -136,12 +146,7 @@ fn a_drill_of_a_differential_passes_records_its_timings_and_leaves_live_data_and
     fs::write(w.data.join("docs/new.txt"), "new\n").unwrap();
     let a = w.env.cmd().arg("backup").assert().success();
     assert!(stdout(&a).contains("differential on"), "{}", stdout(&a));
-    let newest = w.env.archives("s").pop().unwrap();
-    let id = newest
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace(".tar.zst", "");
+    let id = w.newest_id();
 
     let v = w.drill(&[], 0);
     let d = &v["drills"][0];
@@ -635,12 +640,7 @@ fn regression_a_drill_that_waits_for_a_backup_drills_the_backup_it_waited_for() 
         fs::read_to_string(&log).unwrap()
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let newest = w.env.archives("s").pop().unwrap();
-    let id = newest
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace(".tar.zst", "");
+    let id = w.newest_id();
     assert_eq!(v["drills"][0]["backup_id"], id.as_str(), "{v:#}");
     assert_eq!(v["drills"][0]["ok"], true, "{v:#}");
 }
