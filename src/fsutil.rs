@@ -209,6 +209,22 @@ pub fn mount_inside(root: &Path) -> Option<PathBuf> {
         .map(walkdir::DirEntry::into_path)
 }
 
+/// `p` made absolute and free of `.` and `..`, by the names alone (no link is followed):
+/// what a configured path, or a symlink's target where the link is, means.
+pub fn lexical(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Removes the tree at `path` (never following a symlink), unless a filesystem is mounted
 /// at it or inside it: that one is not the tree's to empty.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
@@ -219,4 +235,14 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         )));
     }
     std::fs::remove_dir_all(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_read_by_their_names() {
+        assert_eq!(lexical(Path::new("/a/b/../../../c/./d")), Path::new("/c/d"));
+    }
 }

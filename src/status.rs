@@ -142,7 +142,7 @@ pub fn gather(cfg: &Config) -> Result<Status, StatusError> {
             incident_ms: passed
                 .as_ref()
                 .zip(times)
-                .map(|(d, t)| t.stop_ms + d.phases.restore_ms() + t.start_ms),
+                .map(|(d, t)| t.incident_ms(&d.phases)),
             drills,
         });
     }

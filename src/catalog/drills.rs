@@ -71,6 +71,14 @@ pub struct RestoreTimes {
     pub start_ms: u64,
 }
 
+impl RestoreTimes {
+    /// A whole incident's estimate (ms): the services stopped as at this restore, a drill's
+    /// time to restore, the services started again.
+    pub fn incident_ms(&self, drill: &DrillPhases) -> u64 {
+        self.stop_ms + drill.restore_ms() + self.start_ms
+    }
+}
+
 const DRILL_COLUMNS: &str = "id, set_name, backup_id, source, started_at, ok, bytes, files,
     fetch_ms, verify_ms, write_ms, check_ms, command_ms, detail, findings, output";
 

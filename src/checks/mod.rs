@@ -526,12 +526,7 @@ pub fn drill_reading(
     } else {
         Job::Drill
     };
-    let cron = config
-        .schedule
-        .jobs
-        .iter()
-        .find(|(j, _)| *j == job)
-        .map(|(_, c)| c);
+    let cron = job_cron(config, &job);
     let newest = catalog.newest_drill(set, offsite, false).ok().flatten();
     if cron.is_none() && newest.is_none() {
         return None;
@@ -617,16 +612,17 @@ fn freshness(now: i64, created_at: i64, id: &str, max: Duration) -> (Severity, S
 
 /// The schedule that backs up `set`: its own, else the `backup` job's.
 fn backup_cron<'a>(config: &'a Config, set: &str) -> Option<&'a crate::schedule::Cron> {
-    let own = Job::BackupSet(set.to_string());
-    let find = |job: &Job| {
-        config
-            .schedule
-            .jobs
-            .iter()
-            .find(|(j, _)| j == job)
-            .map(|(_, c)| c)
-    };
-    find(&own).or_else(|| find(&Job::Backup))
+    job_cron(config, &Job::BackupSet(set.to_string())).or_else(|| job_cron(config, &Job::Backup))
+}
+
+/// `job`'s own schedule, when it has one.
+fn job_cron<'a>(config: &'a Config, job: &Job) -> Option<&'a crate::schedule::Cron> {
+    config
+        .schedule
+        .jobs
+        .iter()
+        .find(|(j, _)| j == job)
+        .map(|(_, c)| c)
 }
 
 /// For a job that never ran: its first due time (shown) while it is still pending, i.e.

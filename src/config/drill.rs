@@ -111,17 +111,11 @@ impl Validator<'_> {
             "drill.offsite-max-age",
             Duration::from_hours(40 * 24),
         )?;
-        let command_timeout = match &raw.command_timeout {
-            Some(t) if t.get_ref().0.is_zero() => {
-                return Err(self.spanned_err(
-                    t,
-                    "drill.command-timeout",
-                    "must be longer than 0s".into(),
-                ));
-            }
-            Some(t) => t.get_ref().0,
-            None => Duration::from_mins(10),
-        };
+        let command_timeout = positive(
+            &raw.command_timeout,
+            "drill.command-timeout",
+            Duration::from_mins(10),
+        )?;
         let target = match &raw.offsite {
             Some(name) => {
                 if !offsite.iter().any(|t| &t.name == name.get_ref()) {

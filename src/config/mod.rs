@@ -21,7 +21,7 @@ mod sources;
 mod values;
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -480,17 +480,7 @@ pub fn expand_path(s: &str) -> Result<PathBuf, String> {
             "{s:?} is not an absolute path (start it with '/', '~' or a $VARIABLE)"
         ));
     }
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    Ok(out)
+    Ok(crate::fsutil::lexical(&p))
 }
 
 impl Config {

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,12 +27,6 @@ const FOLDER_PREFIX: &str = "steward-drill-";
 pub enum DrillError {
     #[error("interrupted; the drill's copy was removed")]
     Interrupted,
-    #[error("drill scratch folder {path}")]
-    Scratch {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// A drill's own folder inside `[drill] scratch`: `tree/` holds the restored copy,
@@ -75,14 +68,12 @@ impl Scratch {
             .map_err(|e| format!("cannot make the scratch folder {}: {e}", root.display()))?;
         room(root, need)?;
         let stamp = crate::clock::stamp(crate::clock::now_ts());
-        // A name nobody can plant beforehand (the time, the process and the clock's
-        // nanoseconds), made new and private: never an entry someone else put there.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        // A name nobody can plant beforehand (the restore's staging name: the time, the
+        // process and the clock's nanoseconds), made new and private: never an entry
+        // someone else put there.
         let dir = root.join(format!(
-            "{FOLDER_PREFIX}{stamp}-{}-{nanos:x}",
-            std::process::id()
+            "{FOLDER_PREFIX}{}",
+            restore::plan::unique_suffix(&stamp)
         ));
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -159,7 +150,15 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn fail(&mut self, what: String) {
+    /// A verdict that failed before anything was restored.
+    pub fn refused(why: String) -> Verdict {
+        let mut v = Verdict::default();
+        v.fail(why);
+        v
+    }
+
+    /// Records a failure, among the findings too.
+    pub fn fail(&mut self, what: String) {
         self.findings.push(format!("FAILED {what}"));
         self.failures.push(what);
     }
@@ -340,7 +339,9 @@ fn repoint(plan: &restore::Plan, scratch: &Scratch, v: &mut Verdict) -> Result<(
             let new = if target.is_absolute() {
                 inside(&target).then(|| tree.join(target.strip_prefix("/").unwrap_or(&target)))
             } else {
-                let resolved = lexical(&original.parent().unwrap_or(Path::new("/")).join(&target));
+                let resolved = crate::fsutil::lexical(
+                    &original.parent().unwrap_or(Path::new("/")).join(&target),
+                );
                 (!inside(&resolved)).then_some(resolved)
             };
             if let Some(new) = new {
@@ -357,29 +358,12 @@ fn repoint(plan: &restore::Plan, scratch: &Scratch, v: &mut Verdict) -> Result<(
     Ok(())
 }
 
-/// `p` with `.` and `..` taken away by their names alone (what a link means where it is).
-fn lexical(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// Where the staged entry (`target`, `rel`) is in the tree, and the path it was backed up
 /// from.
 fn places(plan: &restore::Plan, target: usize, rel: &[u8]) -> (PathBuf, String) {
-    let t = &plan.targets[target];
-    let mut at = t.live.clone();
-    let mut source = format!("/{}", t.prefix);
+    let at = restore::journal::unit_path(plan, &restore::Unit::entry(target, rel));
+    let mut source = format!("/{}", plan.targets[target].prefix);
     if !rel.is_empty() {
-        at.push(OsStr::from_bytes(rel));
         source.push('/');
         source.push_str(&String::from_utf8_lossy(rel));
     }
@@ -656,11 +640,6 @@ mod tests {
         assert_eq!(removed, vec![root.path().join("steward-drill-x")]);
         assert!(root.path().join("keep").is_dir());
         assert!(root.path().join("steward-drill-file").is_file());
-    }
-
-    #[test]
-    fn links_are_read_by_their_names() {
-        assert_eq!(lexical(Path::new("/a/b/../../../c/./d")), Path::new("/c/d"));
     }
 
     #[test]

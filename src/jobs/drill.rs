@@ -118,13 +118,12 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
         };
         let (source, pair, verdict) = match drilled {
             Err(DrillError::Interrupted) => {
-                session.finish(run, &outcome(RunStatus::Failed, "interrupted", true))?;
+                session.finish(run, &outcome(RunStatus::Failed, "interrupted"))?;
                 session.end(false);
                 bail!("the drill was interrupted; its copy was removed");
             }
-            Err(e) => return Err(e.into()),
             Ok(Drilled::Nothing(why)) => {
-                session.finish(run, &outcome(RunStatus::Ok, &why, true))?;
+                session.finish(run, &outcome(RunStatus::Ok, &why))?;
                 // A set asked for by name and not drilled is not a success of the command.
                 report.failed += usize::from(!job.sets.is_empty());
                 report.skipped.push((set, why));
@@ -148,17 +147,16 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
         if let Some(out) = &record.output {
             session.record_hooks(None, &[format!("drill-command: {}", out.trim_end())]);
         }
-        session.finish(run, &outcome(status, &summary, true))?;
+        session.finish(run, &outcome(status, &summary))?;
         session.record_hooks(None, &[]);
         let now = crate::clock::now();
         if let Some(r) = crate::checks::drill_reading(cfg, &session.catalog, &set, offsite, now) {
             session.record_readings(std::slice::from_ref(&r));
         }
         if let Ok(Some(t)) = session.catalog.restore_times(&set) {
-            report.incident.push((
-                set.clone(),
-                t.stop_ms + record.phases.restore_ms() + t.start_ms,
-            ));
+            report
+                .incident
+                .push((set.clone(), t.incident_ms(&record.phases)));
         }
         report.failed += usize::from(!record.ok);
         report.drills.push(record);
@@ -176,11 +174,13 @@ pub fn run(cfg: &Config, job: &DrillJob, ui: Ui<'_>) -> anyhow::Result<DrillRepo
     Ok(report)
 }
 
-fn outcome(status: RunStatus, summary: &str, alert_ok: bool) -> Outcome<'_> {
+/// A set's run record: the job's own alert state stays OK (what a drill found is in its
+/// `drill SET` check).
+fn outcome(status: RunStatus, summary: &str) -> Outcome<'_> {
     Outcome {
         status,
         summary,
-        alert_ok,
+        alert_ok: true,
         detail: "",
     }
 }
@@ -226,15 +226,6 @@ enum Drilled {
     Done(String, String, Verdict),
 }
 
-/// A failed verdict that never got as far as a restore (no room, a fetch refused).
-fn refused(why: String) -> Verdict {
-    Verdict {
-        findings: vec![format!("FAILED {why}")],
-        failures: vec![why],
-        ..Verdict::default()
-    }
-}
-
 /// The newest good backup of `set` on the backup disk, drilled.
 fn local(
     cfg: &Config,
@@ -268,7 +259,7 @@ fn local(
     let need = crate::drill::size_of(&record);
     let scratch = match Scratch::create(&cfg.drill.scratch, need) {
         Ok(s) => s,
-        Err(why) => return Ok(Drilled::Done(source, record.id, refused(why))),
+        Err(why) => return Ok(Drilled::Done(source, record.id, Verdict::refused(why))),
     };
     let v = crate::drill::drill(
         cfg,
@@ -360,7 +351,7 @@ fn from_remote(
                      as the one it was taken against)",
                     link.backup_id, r.target.name
                 );
-                return Ok(Drilled::Done(source, id, refused(why)));
+                return Ok(Drilled::Done(source, id, Verdict::refused(why)));
             };
             Some(b)
         }
@@ -368,7 +359,7 @@ fn from_remote(
     let need = copy.bytes + base.map_or(0, |b| b.bytes);
     let scratch = match Scratch::create(&cfg.drill.scratch, need) {
         Ok(s) => s,
-        Err(why) => return Ok(Drilled::Done(source, id, refused(why))),
+        Err(why) => return Ok(Drilled::Done(source, id, Verdict::refused(why))),
     };
     let t = std::time::Instant::now();
     let fetched = (|| -> Result<(BackupRecord, Option<BackupRecord>), String> {
@@ -395,13 +386,13 @@ fn from_remote(
         Ok(x) => x,
         Err(why) => {
             let why = format!("fetching from offsite {} failed: {why}", r.target.name);
-            let mut v = refused(why);
+            let mut v = Verdict::refused(why);
             v.phases.fetch_ms = fetch_ms;
             return Ok(Drilled::Done(source, id, v));
         }
     };
     if let Err(why) = scratch.room(crate::drill::size_of(&record)) {
-        return Ok(Drilled::Done(source, id, refused(why)));
+        return Ok(Drilled::Done(source, id, Verdict::refused(why)));
     }
     let mut v = crate::drill::drill(
         cfg,

@@ -167,9 +167,7 @@ pub fn report_data(config: &Config, catalog: &Catalog, now: i64) -> Result<Repor
                 .first()
                 .filter(|d| !d.ok)
                 .map(|d| format!("{} ({}): {}", d.backup_id, d.source, d.detail)),
-            incident_ms: passed
-                .zip(times)
-                .map(|(d, t)| t.stop_ms + d.phases.restore_ms() + t.start_ms),
+            incident_ms: passed.zip(times).map(|(d, t)| t.incident_ms(&d.phases)),
         });
     }
     Ok(ReportData {

@@ -131,7 +131,7 @@ fn overlapping(paths: &[String]) -> Option<(&String, &String)> {
 }
 
 /// A name no earlier restore used: the time, the process and a counter of nanoseconds.
-fn unique_suffix(stamp: &str) -> String {
+pub fn unique_suffix(stamp: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
