@@ -128,7 +128,7 @@ pub fn backup_set(
     progress: &dyn Progress,
 ) -> Result<SetOutcome, BackupError> {
     let started = Instant::now();
-    let dir = prepare_dir(dest, set, progress)?;
+    let dir = prepare_dir(dest, catalog, set, progress)?;
     let (total_bytes, chosen) = match survey(dest, catalog, set, options, progress)? {
         Surveyed::Unchanged(newest) => {
             return Ok(SetOutcome::Unchanged {
@@ -194,10 +194,12 @@ pub fn backup_set(
         }
     };
     let (size, readback) = (written.size, written.readback);
+    catalog.begin_publish(&id, &set.name, &final_path)?;
     let sha256 = match publish(written, &meta, &partials, &final_path, progress) {
         Ok(d) => d,
         Err(e) => {
             let _ = std::fs::remove_file(&partials.index);
+            let _ = catalog.drop_publish_intent(&id);
             return Err(e);
         }
     };
@@ -208,9 +210,10 @@ pub fn backup_set(
         let _ = std::fs::rename(p, index::index_path(dest.state_dir, &id));
     }
     let suspect = meta.suspect();
+    crate::fault::crash_point("backup-after-publish");
 
     let now = crate::clock::now();
-    catalog.put_backup(&BackupRecord {
+    catalog.commit_backup(&BackupRecord {
         id: id.clone(),
         set: set.name.clone(),
         path: final_path.clone(),
@@ -371,6 +374,7 @@ struct Partials {
 /// destination has less free space than `min-free-space`.
 fn prepare_dir(
     dest: Dest<'_>,
+    catalog: &Catalog,
     set: &BackupSet,
     progress: &dyn Progress,
 ) -> Result<PathBuf, BackupError> {
@@ -380,6 +384,7 @@ fn prepare_dir(
     // The change guard's facts and the tree index of a run that was killed.
     remove_partials(&dest.state_dir.join("facts"), progress)?;
     remove_partials(&dest.state_dir.join("index"), progress)?;
+    remove_unrecorded(dest, catalog, set, progress)?;
 
     if dest.backup.min_free_space > 0 {
         let free = crate::fsutil::free_space(&dir).map_err(BackupError::io(&dir))?;
@@ -392,6 +397,39 @@ fn prepare_dir(
         }
     }
     Ok(dir)
+}
+
+/// Cleans up after a run killed between renaming its archive into place and recording
+/// it: that archive was never reported as a backup, and no prune would ever remove an
+/// archive the catalog does not list, so it goes with its sidecar and state files, unless
+/// `backups reindex` has adopted it since. The caller holds the backup lock.
+fn remove_unrecorded(
+    dest: Dest<'_>,
+    catalog: &Catalog,
+    set: &BackupSet,
+    progress: &dyn Progress,
+) -> Result<(), BackupError> {
+    use super::prune::{inside_set_folder, remove_if_present};
+    for (id, path) in catalog.publish_intents(&set.name)? {
+        // Only where this run would have written it: the note is ours, the disk is not.
+        if catalog.backup(&id)?.is_none() && inside_set_folder(dest.backup, &set.name, &path) {
+            let sidecar = archive::sidecar_path(&path);
+            for p in [
+                sidecar.as_path(),
+                path.as_path(),
+                &guard::facts_path(dest.state_dir, &id),
+                &index::index_path(dest.state_dir, &id),
+            ] {
+                remove_if_present(p).map_err(BackupError::io(p))?;
+            }
+            progress.note(&format!(
+                "removed {}: its run was killed before it recorded the backup",
+                path.display()
+            ));
+        }
+        catalog.drop_publish_intent(&id)?;
+    }
+    Ok(())
 }
 
 /// The new backup's ID and creation time. Two runs in one second (a forced re-run): the

@@ -49,7 +49,7 @@ pub struct PruneReport {
     pub bytes_freed: u64,
 }
 
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
+pub(super) fn remove_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -58,7 +58,7 @@ fn remove_if_present(path: &Path) -> std::io::Result<()> {
 
 /// True when `archive` is `<destination>/<set>/<set>-*.tar.zst`: prune never deletes
 /// anything else, whatever the catalog says.
-fn inside_set_folder(backup: &BackupConfig, set: &str, archive: &Path) -> bool {
+pub(super) fn inside_set_folder(backup: &BackupConfig, set: &str, archive: &Path) -> bool {
     let folder = backup.set_dir(set);
     let name = archive
         .file_name()

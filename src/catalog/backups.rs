@@ -1,7 +1,7 @@
 //! The catalog's backups table: what each archive is, its state (verified, suspect,
 //! accepted, pinned), and the queries retention, status and restore ask.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
@@ -84,9 +84,49 @@ const BASE_VERIFIED: &str = "(base IS NULL OR EXISTS (SELECT 1 FROM backups AS b
         WHERE b.id = backups.base AND b.status = 'verified'))";
 
 impl Catalog {
-    /// Adds or replaces a backup.
-    pub fn put_backup(&self, b: &BackupRecord) -> Result<(), CatalogError> {
-        put_backup(&self.conn, b).map_err(|e| self.err(e))
+    /// Notes that backup `id` of `set` is about to be renamed into place at `path`. Until
+    /// [`Catalog::commit_backup`] records it, the archive there belongs to no backup: a
+    /// run killed in between leaves this note for the next run to clean up after.
+    pub fn begin_publish(&self, id: &str, set: &str, path: &Path) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO publish_intents (id, set_name, path) VALUES (?1, ?2, ?3)",
+                params![id, set, path.to_string_lossy()],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a published backup and clears its note, in one transaction.
+    pub fn commit_backup(&self, b: &BackupRecord) -> Result<(), CatalogError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        put_backup(&tx, b).map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM publish_intents WHERE id = ?1", [&b.id])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The notes of `set`'s archives that were renamed into place (or about to be) by a
+    /// run that never recorded them: (id, path).
+    pub fn publish_intents(&self, set: &str) -> Result<Vec<(String, PathBuf)>, CatalogError> {
+        self.rows(
+            "SELECT id, path FROM publish_intents WHERE set_name = ?1 ORDER BY id",
+            params![set],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    PathBuf::from(r.get::<_, String>(1)?),
+                ))
+            },
+        )
+    }
+
+    /// Forgets the note of `id`.
+    pub fn drop_publish_intent(&self, id: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute("DELETE FROM publish_intents WHERE id = ?1", [id])
+            .map(drop)
+            .map_err(|e| self.err(e))
     }
 
     /// Backups, newest first, optionally of one set.

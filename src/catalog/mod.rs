@@ -195,6 +195,13 @@ const MIGRATIONS: &[&str] = &[
         stop_ms INTEGER NOT NULL,
         start_ms INTEGER NOT NULL
      );",
+    // 13: archives about to be renamed into place, so a run killed between the rename
+    // and the backup's row leaves a note the next run finds, not an unlisted archive.
+    "CREATE TABLE publish_intents (
+        id TEXT PRIMARY KEY,
+        set_name TEXT NOT NULL,
+        path TEXT NOT NULL
+     );",
 ];
 
 /// An open catalog.

@@ -479,7 +479,14 @@ fn sigkill_at_20_moments_of_a_differential_backup_lists_nothing_torn() {
         for b in &listed {
             assert_eq!(b["status"], "verified", "kill {k}: {b}");
         }
-        assert_eq!(listed.len(), env.archives("s").len(), "kill {k}");
+        // A kill between the rename and the catalog's row leaves one archive that no
+        // backup owns (yet): at most one, and the next run removes it.
+        let on_disk = env.archives("s").len();
+        assert!(
+            on_disk == listed.len() || on_disk == listed.len() + 1,
+            "kill {k}: {on_disk} archives, {} listed",
+            listed.len()
+        );
         env.cmd().args(["verify", "--latest"]).assert().success();
         // The next run cleans up and takes a whole differential on the same base.
         let a = env.cmd().arg("backup").args(["--force"]).assert().success();
@@ -493,6 +500,11 @@ fn sigkill_at_20_moments_of_a_differential_backup_lists_nothing_torn() {
             names.iter().all(|n| !n.ends_with(".partial")),
             "kill {k}: {names:?}"
         );
+        assert_eq!(
+            env.list_json().as_array().unwrap().len(),
+            env.archives("s").len(),
+            "kill {k}: an archive on the disk that no backup lists"
+        );
     }
     assert!(base.exists());
     assert!(finished < 20, "no kill landed before the end of the run");
@@ -501,6 +513,93 @@ fn sigkill_at_20_moments_of_a_differential_backup_lists_nothing_torn() {
     fs::remove_dir_all(&data).unwrap();
     env.cmd().args(RESTORE).assert().success();
     assert_eq!(tree(&data), want);
+}
+
+/// A set `s` with differentials on over one small file, not backed up yet.
+fn one_file_set() -> Env {
+    let env = Env::new();
+    let data = env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a"), "a\n").unwrap();
+    env.one_set("s", &[&data], DIFF);
+    env
+}
+
+/// Regression (CI, kill 18 of 20): a run killed after renaming its archive into place but
+/// before recording it left an archive no backup listed, which no prune would ever remove.
+#[test]
+fn regression_a_run_killed_between_publishing_and_recording_leaves_no_unlisted_archive() {
+    let env = one_file_set();
+    let a = env
+        .cmd()
+        .arg("backup")
+        .env("STEWARD_NOW", "1800000000")
+        .env("STEWARD_CRASH_AT", "backup-after-publish")
+        .assert()
+        .failure();
+    assert!(a.get_output().status.code().is_none(), "expected an abort");
+    let orphan = env.archives("s").pop().expect("the published archive");
+    let id = orphan
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    assert!(env.state.join("index").join(&id).exists(), "its tree index");
+    assert_eq!(env.list_json().as_array().unwrap().len(), 0);
+    // The next run (a minute later, so under another name) removes it, with its sidecar
+    // and index, and says so.
+    let a = env
+        .cmd()
+        .arg("backup")
+        .env("STEWARD_NOW", "1800000060")
+        .assert()
+        .success();
+    assert!(
+        stderr(&a).contains("its run was killed before it recorded the backup")
+            || stdout(&a).contains("its run was killed before it recorded the backup"),
+        "{}{}",
+        stdout(&a),
+        stderr(&a)
+    );
+    assert!(!orphan.exists());
+    assert!(!PathBuf::from(format!("{}.sha256", orphan.display())).exists());
+    assert!(!env.state.join("index").join(&id).exists());
+    let listed = env.list_json();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(env.archives("s").len(), 1);
+    // A note the catalog no longer needs leaves nothing behind either.
+    let a = env
+        .cmd()
+        .args(["backup", "--force"])
+        .env("STEWARD_NOW", "1800000120")
+        .assert()
+        .success();
+    assert!(!stdout(&a).contains("was killed") && !stderr(&a).contains("was killed"));
+    assert_eq!(env.archives("s").len(), 2);
+}
+
+/// What `backups reindex` adopted after such a kill is a backup like any other: the next
+/// run keeps it.
+#[test]
+fn an_unrecorded_archive_adopted_by_reindex_is_kept_by_the_next_run() {
+    let env = one_file_set();
+    env.cmd()
+        .arg("backup")
+        .env("STEWARD_CRASH_AT", "backup-after-publish")
+        .assert()
+        .failure();
+    let orphan = env.archives("s").pop().unwrap();
+    env.cmd().args(["backups", "reindex"]).assert().success();
+    env.cmd().args(["backup", "--force"]).assert().success();
+    assert!(orphan.exists());
+    let listed = env.list_json().to_string();
+    let id = orphan
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".tar.zst", "");
+    assert!(listed.contains(&id), "{listed}");
+    assert_eq!(env.archives("s").len(), 2);
 }
 
 /// Regression: a file of the base that is a FIFO now (skipped, as a full backup would)
