@@ -115,6 +115,21 @@ pub enum Command {
         )]
         job: String,
     },
+    /// Serve the status page (`/`), `/metrics` and `/health` over HTTP, read-only, until
+    /// stopped. Loopback unless [serve] token-file is set.
+    Serve {
+        /// The address and port (default: [serve] listen, else 127.0.0.1:9910).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Every host of the fleet ([fleet]): its state as its signed status object in the
+    /// bucket says, how long ago, and whether the signature is trusted. Exit 0 when every
+    /// host is heard and trusted, 2 when one is silent or untrusted.
+    Fleet {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Jobs (last run, next run, skipped ticks), newest backups and open problems.
     Status {
         /// Print the result as JSON.

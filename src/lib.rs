@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod drill;
 pub mod error;
 mod fault;
+pub mod fleet;
 pub mod fsutil;
 pub mod hooks;
 pub mod jobs;
@@ -26,6 +27,7 @@ pub mod render;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod serve;
 pub mod services;
 pub mod severity;
 pub mod status;
@@ -40,7 +42,11 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
 /// The exit code for an error: the most specific cause in its chain decides.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if cause.is::<config::ConfigError>() {
+        if cause.is::<config::ConfigError>()
+            || cause
+                .downcast_ref::<serve::ServeError>()
+                .is_some_and(serve::ServeError::is_config)
+        {
             return ExitCode::from(error::CONFIG);
         }
     }

@@ -15,107 +15,113 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The textfile's content.
+/// One metric family: its help, its type and every sample together, as the exposition
+/// format wants (promtool refuses a sample without its family's HELP, or a family split).
+fn family(out: &mut String, name: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// The textfile's content (and `steward serve`'s `/metrics`).
 pub fn render(config: &Config, catalog: &Catalog) -> Result<String, CatalogError> {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP steward_job_last_success_timestamp_seconds When the job last succeeded."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE steward_job_last_success_timestamp_seconds gauge"
-    );
-    let mut durations = String::new();
+    let (mut success, mut durations) = (Vec::new(), Vec::new());
     for (job, _) in &config.schedule.jobs {
         let runs = catalog.runs(Some(job), 200)?;
         if let Some(ok) = runs
             .iter()
             .find(|r| matches!(r.status, RunStatus::Ok | RunStatus::Warning))
         {
-            let _ = writeln!(
-                out,
-                "steward_job_last_success_timestamp_seconds{{job=\"{}\"}} {}",
-                label(&job.to_string()),
-                ok.finished_at.unwrap_or(ok.started_at)
-            );
+            success.push((
+                format!("job=\"{}\"", label(&job.to_string())),
+                ok.finished_at.unwrap_or(ok.started_at).to_string(),
+            ));
         }
         if let Some(last) = runs
             .iter()
             .find(|r| r.finished_at.is_some() && r.status != RunStatus::Skipped)
         {
-            let _ = writeln!(
-                durations,
-                "steward_job_last_duration_seconds{{job=\"{}\",status=\"{}\"}} {}",
-                label(&job.to_string()),
-                label(last.status.word()),
-                last.finished_at.unwrap_or(last.started_at) - last.started_at
-            );
+            durations.push((
+                format!(
+                    "job=\"{}\",status=\"{}\"",
+                    label(&job.to_string()),
+                    label(last.status.word())
+                ),
+                (last.finished_at.unwrap_or(last.started_at) - last.started_at).to_string(),
+            ));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP steward_job_last_duration_seconds How long the last run took."
+    family(
+        &mut out,
+        "steward_job_last_success_timestamp_seconds",
+        "When the job last succeeded.",
+        &success,
     );
-    let _ = writeln!(out, "# TYPE steward_job_last_duration_seconds gauge");
-    out.push_str(&durations);
-    let _ = writeln!(
-        out,
-        "# HELP steward_backup_bytes Size of the newest verified archive per set."
+    family(
+        &mut out,
+        "steward_job_last_duration_seconds",
+        "How long the last run took.",
+        &durations,
     );
-    let _ = writeln!(out, "# TYPE steward_backup_bytes gauge");
+    let (mut bytes, mut times) = (Vec::new(), Vec::new());
     for set in &config.backup.sets {
         if let Some(b) = catalog.newest_verified(&set.name)? {
-            let _ = writeln!(
-                out,
-                "steward_backup_bytes{{set=\"{}\"}} {}",
-                label(&set.name),
-                b.archive_bytes
-            );
-            let _ = writeln!(
-                out,
-                "steward_backup_timestamp_seconds{{set=\"{}\"}} {}",
-                label(&set.name),
-                b.created_at
-            );
+            let l = format!("set=\"{}\"", label(&set.name));
+            bytes.push((l.clone(), b.archive_bytes.to_string()));
+            times.push((l, b.created_at.to_string()));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP steward_offsite_timestamp_seconds When the backup of the newest offsite copy per set and target was taken."
+    family(
+        &mut out,
+        "steward_backup_bytes",
+        "Size of the newest verified archive per set.",
+        &bytes,
     );
-    let _ = writeln!(out, "# TYPE steward_offsite_timestamp_seconds gauge");
+    family(
+        &mut out,
+        "steward_backup_timestamp_seconds",
+        "When the newest verified backup per set was taken.",
+        &times,
+    );
+    let mut copies = Vec::new();
     for t in &config.offsite {
         for set in config.backup.sets.iter().filter(|s| t.covers(&s.name)) {
             if let Some(c) = catalog.newest_offsite_copy(&t.name, &set.name)? {
-                let _ = writeln!(
-                    out,
-                    "steward_offsite_timestamp_seconds{{set=\"{}\",target=\"{}\"}} {}",
-                    label(&set.name),
-                    label(&t.name),
-                    c.created_at
-                );
+                copies.push((
+                    format!("set=\"{}\",target=\"{}\"", label(&set.name), label(&t.name)),
+                    c.created_at.to_string(),
+                ));
             }
         }
     }
-    drills(config, catalog, &mut out)?;
-    let _ = writeln!(
-        out,
-        "# HELP steward_check_state 0 OK, 1 warning, 2 critical."
+    family(
+        &mut out,
+        "steward_offsite_timestamp_seconds",
+        "When the backup of the newest offsite copy per set and target was taken.",
+        &copies,
     );
-    let _ = writeln!(out, "# TYPE steward_check_state gauge");
-    for s in catalog.check_states()? {
-        let v = match s.state {
-            Severity::Ok => 0,
-            Severity::Warn => 1,
-            Severity::Crit => 2,
-        };
-        let _ = writeln!(
-            out,
-            "steward_check_state{{check=\"{}\"}} {v}",
-            label(&s.name)
-        );
-    }
+    drills(config, catalog, &mut out)?;
+    let states: Vec<(String, String)> = catalog
+        .check_states()?
+        .into_iter()
+        .map(|s| {
+            let v = match s.state {
+                Severity::Ok => 0,
+                Severity::Warn => 1,
+                Severity::Crit => 2,
+            };
+            (format!("check=\"{}\"", label(&s.name)), v.to_string())
+        })
+        .collect();
+    family(
+        &mut out,
+        "steward_check_state",
+        "0 OK, 1 warning, 2 critical.",
+        &states,
+    );
     Ok(out)
 }
 
@@ -149,16 +155,16 @@ fn drills(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), Ca
         ),
     ];
     for (name, help, value) in series {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} gauge");
-        for (source, d) in &newest {
-            let _ = writeln!(
-                out,
-                "{name}{{set=\"{}\",source=\"{source}\"}} {}",
-                label(&d.set),
-                value(d)
-            );
-        }
+        let samples: Vec<(String, String)> = newest
+            .iter()
+            .map(|(source, d)| {
+                (
+                    format!("set=\"{}\",source=\"{source}\"", label(&d.set)),
+                    value(d),
+                )
+            })
+            .collect();
+        family(out, name, help, &samples);
     }
     Ok(())
 }

@@ -202,6 +202,11 @@ const MIGRATIONS: &[&str] = &[
         set_name TEXT NOT NULL,
         path TEXT NOT NULL
      );",
+    // 14: the fleet as the last check read it from the bucket, for the status page.
+    "CREATE TABLE fleet_peers (
+        host TEXT PRIMARY KEY,
+        view TEXT NOT NULL
+     );",
 ];
 
 /// An open catalog.

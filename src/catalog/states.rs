@@ -184,6 +184,28 @@ impl Catalog {
         )
     }
 
+    /// Replaces the fleet as last read: (host, its view as JSON, the fleet module's).
+    pub fn save_fleet(&self, rows: &[(String, String)]) -> Result<(), CatalogError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM fleet_peers", [])
+            .map_err(|e| self.err(e))?;
+        for (host, view) in rows {
+            tx.execute(
+                "INSERT INTO fleet_peers (host, view) VALUES (?1, ?2)",
+                params![host, view],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The fleet as last read, one JSON view per host, by host.
+    pub fn fleet(&self) -> Result<Vec<String>, CatalogError> {
+        self.rows("SELECT view FROM fleet_peers ORDER BY host", [], |r| {
+            r.get(0)
+        })
+    }
+
     /// Forgets runs and disk samples older than `before`; returns how many rows went.
     pub fn forget_before(&self, before: i64) -> Result<usize, CatalogError> {
         let runs = self

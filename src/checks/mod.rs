@@ -676,7 +676,7 @@ fn freshest_run(config: &Config, catalog: &Catalog, job: &Job) -> Option<i64> {
 }
 
 /// An age for a message, one way everywhere.
-fn show_age(secs: i64, up: bool) -> String {
+pub fn show_age(secs: i64, up: bool) -> String {
     let secs = secs.max(0) as u64;
     // Exact below an hour, to the minute below a day, to the hour above: the precision
     // a reader needs, rounded down when it is within a limit and up when overdue, so an

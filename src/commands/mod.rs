@@ -11,6 +11,7 @@ mod offsite;
 mod progress;
 mod restore;
 mod run;
+mod serve;
 mod show;
 
 use std::path::PathBuf;
@@ -133,6 +134,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report { json } => run::report(&cfg, json),
         Command::Run { job } => run::run(&cfg, &job),
         Command::Status { json } => run::status(&cfg, json),
+        Command::Serve { listen } => serve::serve(cfg, listen),
+        Command::Fleet { json } => serve::fleet(&cfg, json),
         Command::Schedule { between, job, json } => run::schedule(&cfg, &between, &job, json),
         Command::Daemon => daemon::run(cfg),
         Command::Install(c) => install::install(&cfg, c),

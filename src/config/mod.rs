@@ -16,6 +16,7 @@ mod hooks;
 mod maintenance;
 mod offsite;
 mod schedule;
+mod serve;
 mod services;
 mod sources;
 mod values;
@@ -34,6 +35,7 @@ pub use hooks::Hooks;
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, LockMode, ObjectLock, OffsiteConfig};
 pub use schedule::ScheduleConfig;
+pub use serve::{DEFAULT_LISTEN, FleetConfig, ServeConfig, is_loopback};
 pub use services::{Manager, RestartPolicy, ServiceConfig};
 pub use sources::{PostgresSource, RedisSource};
 pub use values::{parse_duration, parse_size};
@@ -121,6 +123,10 @@ pub struct Config {
     pub restore: RestoreConfig,
     /// `[drill]`: restore drills.
     pub drill: DrillConfig,
+    /// `[serve]`: the status page (served by the daemon when the section is there).
+    pub serve: ServeConfig,
+    /// `[fleet]`: this host's status in a shared bucket, and its peers'.
+    pub fleet: Option<FleetConfig>,
     /// Commands around jobs (`[hooks.JOB]`).
     pub hooks: std::collections::BTreeMap<Job, Hooks>,
     /// healthchecks.io-style ping URLs per job (`<url>/start`, `<url>`, `<url>/fail`).
@@ -154,6 +160,10 @@ struct RawConfig {
     restore: RawRestore,
     #[serde(default)]
     drill: drill::RawDrill,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serve: Option<Spanned<serve::RawServe>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet: Option<Spanned<serve::RawFleet>>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     hooks: std::collections::BTreeMap<Spanned<String>, hooks::RawHooks>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -433,6 +443,8 @@ impl Validator<'_> {
             &offsite,
             raw.schedule.drill_offsite.as_ref(),
         )?;
+        let serve = self.serve(raw.serve.as_ref())?;
+        let fleet = self.fleet(raw.fleet.as_ref(), &offsite)?;
         let mut job_hooks = std::collections::BTreeMap::new();
         for (name, h) in &raw.hooks {
             let job: Job = name
@@ -452,6 +464,8 @@ impl Validator<'_> {
                     .map_or(std::time::Duration::from_hours(24 * 7), |d| d.0),
             },
             drill,
+            serve,
+            fleet,
             services,
             alerts,
             maintenance,

@@ -144,6 +144,32 @@ async fn daemon(cfg: Config, log: Log) -> anyhow::Result<()> {
         waiting: Vec::new(),
         log,
     }));
+    // `[serve]`: the status page in the daemon's own runtime, answering with the config
+    // the daemon runs on (reloads included; a new address needs a restart).
+    let (stop_serving, serving) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let s = lock(&state);
+        match s.config.serve.listen {
+            Some(addr) => {
+                let shared = state.clone();
+                let source: crate::serve::ConfigSource =
+                    Arc::new(move || lock(&shared).config.clone());
+                let bound = crate::serve::bind(addr, s.config.serve.token_file.as_deref(), source)
+                    .with_context(|| format!("serving on {addr} ([serve] listen)"))?;
+                log(
+                    json,
+                    &format!(
+                        "serving the status page on http://{}/",
+                        bound.local_addr().unwrap_or(addr)
+                    ),
+                );
+                Some(tokio::spawn(crate::serve::serve(bound, async {
+                    let _ = serving.await;
+                })))
+            }
+            None => None,
+        }
+    };
     let sched = JobScheduler::new()
         .await
         .context("starting the scheduler")?;
@@ -243,6 +269,13 @@ async fn daemon(cfg: Config, log: Log) -> anyhow::Result<()> {
     }
     let mut sched = sched;
     let _ = sched.shutdown().await;
+    let _ = stop_serving.send(());
+    // A browser's open connection may not hold the stop for long.
+    if let Some(server) = server
+        && let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), server).await
+    {
+        log(json, &format!("the status page stopped with an error: {e}"));
+    }
     log(json, "daemon stopped");
     Ok(())
 }

@@ -128,6 +128,7 @@ pub fn run(cfg: &Config, job: &BackupJob, ui: Ui<'_>) -> anyhow::Result<BackupRe
         .collect();
     report.offsite = super::offsite::after_backup(&mut session, cfg, &created, ui);
     report.failures.append(&mut report.offsite.failures);
+    super::publish_fleet(cfg, &session.catalog, ui.warn);
     super::end(session, &mut report.failures);
     Ok(report)
 }

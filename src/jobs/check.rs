@@ -23,6 +23,7 @@ pub struct CheckReport {
 
 /// Runs one check cycle.
 pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
+    let warn = ui.warn;
     let mut session = Session::begin(cfg, Job::Check, false, ui)?;
     let catalog = &mut session.catalog;
     let now = crate::clock::now();
@@ -30,6 +31,13 @@ pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
     let mut readings = cycle.readings;
     let healed = crate::checks::heal(cfg, catalog, &readings, &crate::services::SystemRunner, now);
     readings.extend(healed);
+    // The peers' status objects: who has gone quiet (`fleet HOST`).
+    if let Some(fleet) = &cfg.fleet {
+        match crate::fleet::read(cfg, catalog, now) {
+            Ok(views) => readings.extend(crate::fleet::readings(&views, fleet)),
+            Err(e) => readings.extend(crate::fleet::unreadable(fleet, &crate::error::chain(&e))),
+        }
+    }
     let host = crate::fsutil::hostname();
     let (states, events) =
         crate::alerts::record(catalog, &readings, &super::round(cfg, &host, now))?;
@@ -37,6 +45,7 @@ pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
     for d in &cycle.disks {
         catalog.add_disk_sample(&d.path.to_string_lossy(), now, d.used, d.free)?;
     }
+    super::publish_fleet(cfg, catalog, warn);
     let mail = session.deliver(now);
     let hooks_ok = session.end(true);
     let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);

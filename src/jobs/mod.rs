@@ -159,6 +159,20 @@ pub fn lock_held(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Leaves this host's signed status in the fleet's bucket (`[fleet]`). A failure is a
+/// warning, not the job's: the peers then see this host go quiet, which is what the fleet
+/// is for.
+pub fn publish_fleet(cfg: &Config, catalog: &crate::catalog::Catalog, warn: Warn<'_>) {
+    if cfg.fleet.is_some()
+        && let Err(e) = crate::fleet::publish(cfg, catalog, crate::clock::now())
+    {
+        warn(&format!(
+            "the fleet status was not written: {}",
+            crate::error::chain(&e)
+        ));
+    }
+}
+
 /// A job's failures as one [`Done`]: failed when there is any.
 fn done_by(failures: &[anyhow::Error]) -> Done {
     if failures.is_empty() {

@@ -168,6 +168,22 @@ fn key_for(t: &OffsiteConfig, host: &str, set: &str, file: &str, encrypted: bool
     key
 }
 
+/// The name of a host's fleet status object, `<prefix>/<host>/status.json`.
+pub const STATUS_OBJECT: &str = "status.json";
+
+/// Where `host`'s fleet status object lives on `t`.
+pub fn status_key(t: &OffsiteConfig, host: &str) -> String {
+    format!("{}{STATUS_OBJECT}", host_prefix(t, Some(host)))
+}
+
+/// Whether `key` is a host's fleet status object (`<prefix>/<host>/status.json`), which
+/// is not a copy's description.
+pub fn is_status_key(t: &OffsiteConfig, key: &str) -> bool {
+    key.strip_prefix(&host_prefix(t, None))
+        .and_then(|rest| rest.strip_suffix(STATUS_OBJECT))
+        .is_some_and(|host| host.len() > 1 && host.ends_with('/') && host.matches('/').count() == 1)
+}
+
 /// Where a backup's copy lives on `t`.
 pub fn object_key(t: &OffsiteConfig, b: &BackupRecord) -> String {
     let file = b.path.file_name().map_or_else(
@@ -272,7 +288,7 @@ fn described(
     #[allow(clippy::case_sensitive_file_extension_comparisons)]
     for o in objects
         .iter()
-        .filter(|o| o.key.ends_with(".json") && read(&o.key))
+        .filter(|o| o.key.ends_with(".json") && !is_status_key(t, &o.key) && read(&o.key))
     {
         let problem = |message: String| Problem {
             key: o.key.clone(),

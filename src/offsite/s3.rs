@@ -532,6 +532,48 @@ impl Store {
         Ok(out)
     }
 
+    /// The "folders" right under `prefix` (S3's common prefixes for the delimiter `/`),
+    /// each ending in `/`, in key order.
+    pub fn folders(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let what = format!("listing the folders under {prefix}");
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut action = ListObjectsV2::new(&self.bucket, Some(&self.creds));
+            action.with_prefix(prefix);
+            action.with_delimiter("/");
+            if let Some(t) = &token {
+                action.with_continuation_token(t.clone());
+            }
+            let a = self.call(&what, &action, Vec::new(), &[], 64 << 20)?;
+            let root = self.xml(&what, &a)?;
+            if !root.is("ListBucket") {
+                return Err(self.transport(
+                    &what,
+                    format!("unreadable answer: root element {:?}", root.name),
+                ));
+            }
+            let encoded = root.text_of("EncodingType") == Some("url");
+            for c in root.all("CommonPrefixes") {
+                if let Some(p) = c.text_of("Prefix") {
+                    out.push(if encoded {
+                        percent_decode(p)
+                    } else {
+                        p.to_string()
+                    });
+                }
+            }
+            let truncated = root.text_of("IsTruncated") == Some("true");
+            match root.text_of("NextContinuationToken") {
+                Some(t) if truncated && !t.is_empty() && token.as_deref() != Some(t) => {
+                    token = Some(t.to_string());
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// The unfinished multipart uploads under `prefix`: (key, upload ID).
     pub fn uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, S3Error> {
         let what = format!("listing unfinished uploads under {prefix}");

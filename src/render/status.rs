@@ -111,3 +111,33 @@ pub fn status(out: &mut dyn Write, st: &Status) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `steward fleet` as a table: each host, its state (or why it is not believed), when it
+/// last wrote, and the signature's verdict. Hostile host names are shown escaped.
+pub fn fleet(out: &mut dyn Write, views: &[crate::fleet::PeerView], now: i64) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<20} {:<10} {:<22} SIGNATURE",
+        "HOST", "STATE", "LAST HEARD"
+    )?;
+    for v in views {
+        let state = v.label();
+        let heard = v.time.map_or_else(
+            || "never".to_string(),
+            |t| format!("{} ago", crate::checks::show_age(now - t, false)),
+        );
+        writeln!(
+            out,
+            "{:<20} {:<10} {:<22} {}",
+            format!(
+                "{}{}",
+                v.host.escape_debug(),
+                if v.own { " (this)" } else { "" }
+            ),
+            state,
+            heard,
+            v.trust.describe().escape_debug()
+        )?;
+    }
+    Ok(())
+}

@@ -40,6 +40,7 @@ mod restic;
 mod restore;
 mod robust;
 mod runbook;
+mod serve;
 mod suspect;
 mod sweep;
 mod verify;

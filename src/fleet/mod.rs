@@ -1,0 +1,496 @@
+//! The fleet: after each check and backup run a host leaves one small signed status object
+//! in its offsite bucket (`<prefix>/<host>/status.json`: its worst state, newest good
+//! backup per set, the time), and reads its peers' to see who has gone quiet, a dead
+//! man's switch without a third-party service.
+//!
+//! The bucket is not trusted. A status is believed only when it is signed by the key the
+//! config gives for that very host (`[fleet.peers]`; this host's own key for itself) and
+//! names that host; anything else is shown as untrusted, never as healthy. The signature
+//! travels inside the object (one PUT), so a reader never sees a status beside the
+//! signature of the one before it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{Config, FleetConfig, OffsiteConfig};
+use crate::offsite::{Signer, Store, Trust as Keys};
+use crate::severity::Severity;
+
+/// A status object larger than this is not read.
+const STATUS_LIMIT: u64 = 64 << 10;
+/// A status from further in the future than this is not believed as current.
+const CLOCK_SLACK: i64 = 5 * 60;
+
+/// Why the fleet could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error(transparent)]
+    Offsite(#[from] crate::offsite::OffsiteError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("[fleet] target {0:?} is not an [[offsite]] target")]
+    NoTarget(String),
+}
+
+impl From<crate::offsite::S3Error> for FleetError {
+    fn from(e: crate::offsite::S3Error) -> Self {
+        FleetError::Offsite(e.into())
+    }
+}
+
+/// What a host says about itself (the signed part).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    pub format: u32,
+    pub host: String,
+    /// Unix seconds when it was written.
+    pub time: i64,
+    /// `OK`, `WARNING` or `CRITICAL`.
+    pub worst: String,
+    /// The checks that are not OK: (name, state).
+    pub problems: Vec<(String, String)>,
+    /// Per set: its newest good backup, if any.
+    pub sets: Vec<(String, Option<String>)>,
+}
+
+/// The object in the bucket: the status's exact bytes and their minisign signature.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    status: String,
+    minisig: Option<String>,
+}
+
+/// How far a peer's status is to be believed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "trust", content = "detail")]
+pub enum Trust {
+    /// Signed by that host's configured key and naming that host.
+    Trusted,
+    /// Nothing under its folder yet.
+    Missing,
+    /// Not signed.
+    Unsigned,
+    /// Signed, but not by the key configured for the host (or no key is configured).
+    UnknownKey(String),
+    /// The signature or the object does not hold up.
+    Bad(String),
+}
+
+impl Trust {
+    /// Whether what the status says may be shown as the host's state.
+    pub fn trusted(&self) -> bool {
+        matches!(self, Trust::Trusted)
+    }
+
+    /// One word, for the page and JSON.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Trust::Trusted => "trusted",
+            Trust::Missing => "missing",
+            Trust::Unsigned => "unsigned",
+            Trust::UnknownKey(_) => "unknown-key",
+            Trust::Bad(_) => "bad",
+        }
+    }
+
+    /// A sentence.
+    pub fn describe(&self) -> String {
+        match self {
+            Trust::Trusted => "signed by its key".into(),
+            Trust::Missing => "no status object".into(),
+            Trust::Unsigned => "not signed: untrusted".into(),
+            Trust::UnknownKey(m) | Trust::Bad(m) => format!("untrusted: {m}"),
+        }
+    }
+}
+
+/// One host of the fleet as this host last read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerView {
+    pub host: String,
+    /// This host itself.
+    pub own: bool,
+    /// A peer named in `[fleet.peers]` (others were only found in the bucket).
+    pub expected: bool,
+    pub trust: Trust,
+    /// When its trusted status was written.
+    pub time: Option<i64>,
+    pub worst: Option<Severity>,
+    pub problems: Vec<(String, String)>,
+    pub sets: Vec<(String, Option<String>)>,
+    /// When this host read it.
+    pub read_at: i64,
+    /// No trusted status newer than `max-silence` (filled in when shown).
+    #[serde(default)]
+    pub silent: bool,
+}
+
+impl PeerView {
+    /// What the host's state column says: `UNTRUSTED` (a status is there, but not
+    /// believed), `SILENT` (none, or too old), else the state its status gives.
+    pub fn label(&self) -> &'static str {
+        match (&self.trust, self.silent) {
+            (Trust::Missing, _) | (Trust::Trusted, true) => "SILENT",
+            (Trust::Trusted, false) => self.worst.map_or("?", Severity::word),
+            _ => "UNTRUSTED",
+        }
+    }
+}
+
+fn target<'a>(cfg: &'a Config, fleet: &FleetConfig) -> Result<&'a OffsiteConfig, FleetError> {
+    cfg.offsite
+        .iter()
+        .find(|t| t.name == fleet.target)
+        .ok_or_else(|| FleetError::NoTarget(fleet.target.clone()))
+}
+
+fn severity(word: &str) -> Option<Severity> {
+    [Severity::Ok, Severity::Warn, Severity::Crit]
+        .into_iter()
+        .find(|s| s.word() == word)
+}
+
+/// This host's status now, from the catalog.
+pub fn own_status(cfg: &Config, catalog: &Catalog, now: i64) -> Result<HostStatus, CatalogError> {
+    let states = catalog.check_states()?;
+    let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);
+    let mut sets = Vec::new();
+    for s in &cfg.backup.sets {
+        sets.push((s.name.clone(), catalog.newest_good(&s.name)?.map(|b| b.id)));
+    }
+    Ok(HostStatus {
+        format: 1,
+        host: crate::fsutil::hostname(),
+        time: now,
+        worst: worst.word().to_string(),
+        problems: states
+            .into_iter()
+            .filter(|s| s.state != Severity::Ok)
+            .map(|s| (s.name, s.state.word().to_string()))
+            .collect(),
+        sets,
+    })
+}
+
+/// Writes this host's signed status to the fleet's bucket.
+pub fn publish(cfg: &Config, catalog: &Catalog, now: i64) -> Result<(), FleetError> {
+    let Some(fleet) = &cfg.fleet else {
+        return Ok(());
+    };
+    let t = target(cfg, fleet)?;
+    let status = own_status(cfg, catalog, now)?;
+    let text = serde_json::to_string(&status).unwrap_or_default();
+    let signer = Signer::load_or_create(&cfg.state_dir)?;
+    let minisig = signer.sign(
+        text.as_bytes(),
+        &format!("steward fleet status of {} at {now}", status.host),
+    )?;
+    let body = serde_json::to_vec(&Envelope {
+        status: text,
+        minisig: Some(minisig),
+    })
+    .unwrap_or_default();
+    let store = Store::open(t)?;
+    store.put(&crate::offsite::status_key(t, &status.host), &body, None)?;
+    Ok(())
+}
+
+/// Judges one status object's bytes found under `host`'s folder.
+fn judge(
+    host: &str,
+    data: &[u8],
+    key: Option<&str>,
+    own: Option<&Signer>,
+) -> (Trust, Option<HostStatus>) {
+    let Ok(env) = serde_json::from_slice::<Envelope>(data) else {
+        return (Trust::Bad("not a steward status object".into()), None);
+    };
+    let Some(sig) = env.minisig else {
+        return (Trust::Unsigned, None);
+    };
+    let keys = match (own, key) {
+        (Some(signer), _) => Keys::new(&[], Some(signer)),
+        (None, Some(k)) => Keys::new(&[k.to_string()], None),
+        (None, None) => {
+            return (
+                Trust::UnknownKey(format!("no key is configured for {host} ([fleet.peers])")),
+                None,
+            );
+        }
+    };
+    if let Err(m) = keys.check(env.status.as_bytes(), sig.as_bytes()) {
+        return if m.contains("not trusted") {
+            (Trust::UnknownKey(m), None)
+        } else {
+            (Trust::Bad(m), None)
+        };
+    }
+    match serde_json::from_str::<HostStatus>(&env.status) {
+        Ok(s) if s.host != host => (
+            Trust::Bad(format!("it says it is {:?}, under {host}'s folder", s.host)),
+            None,
+        ),
+        Ok(s) if s.format != 1 || severity(&s.worst).is_none() => {
+            (Trust::Bad("an unknown status format".into()), None)
+        }
+        Ok(s) => (Trust::Trusted, Some(s)),
+        Err(e) => (Trust::Bad(format!("unreadable status: {e}")), None),
+    }
+}
+
+/// Reads every host's status under the fleet's prefix (and each configured peer's, found
+/// there or not), judges it, and keeps the result in the catalog for the page.
+pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, FleetError> {
+    let Some(fleet) = &cfg.fleet else {
+        return Ok(Vec::new());
+    };
+    let t = target(cfg, fleet)?;
+    let store = Store::open(t)?;
+    let me = crate::fsutil::hostname();
+    let signer = Signer::load(&cfg.state_dir)?;
+    let base = crate::offsite::host_prefix(t, None);
+    let mut hosts: Vec<String> = store
+        .folders(&base)?
+        .into_iter()
+        .filter_map(|f| {
+            f.strip_prefix(&base)
+                .and_then(|h| h.strip_suffix('/'))
+                .map(str::to_string)
+        })
+        .filter(|h| !h.is_empty())
+        .collect();
+    for h in fleet.peers.keys().chain(std::iter::once(&me)) {
+        let folder = crate::offsite::host_prefix(t, Some(h));
+        let h = folder
+            .strip_prefix(&base)
+            .and_then(|x| x.strip_suffix('/'))
+            .unwrap_or(h)
+            .to_string();
+        if !hosts.contains(&h) {
+            hosts.push(h);
+        }
+    }
+    hosts.sort();
+    let mut views = Vec::new();
+    let my_folder = crate::offsite::host_prefix(t, Some(&me));
+    let mine = my_folder
+        .strip_prefix(&base)
+        .and_then(|x| x.strip_suffix('/'))
+        .unwrap_or(&me)
+        .to_string();
+    for host in hosts {
+        let own = host == mine;
+        let key = fleet.peers.get(&host).map(String::as_str);
+        let (trust, status) =
+            match store.get_small(&crate::offsite::status_key(t, &host), STATUS_LIMIT) {
+                Ok(data) => judge(&host, &data, key, if own { signer.as_ref() } else { None }),
+                Err(e) if e.not_found() => (Trust::Missing, None),
+                Err(e) => return Err(e.into()),
+            };
+        // A signed status from the future is not evidence that the host is alive now.
+        let (trust, status) = match status {
+            Some(s) if s.time > now + CLOCK_SLACK => (
+                Trust::Bad(format!(
+                    "written at {}, in the future",
+                    crate::render::time(s.time)
+                )),
+                None,
+            ),
+            other => (trust, other),
+        };
+        views.push(PeerView {
+            expected: own || key.is_some(),
+            own,
+            worst: status.as_ref().and_then(|s| severity(&s.worst)),
+            time: status.as_ref().map(|s| s.time),
+            problems: status
+                .as_ref()
+                .map(|s| s.problems.clone())
+                .unwrap_or_default(),
+            sets: status.map(|s| s.sets).unwrap_or_default(),
+            trust,
+            host,
+            read_at: now,
+            silent: false,
+        });
+    }
+    let rows: Vec<(String, String)> = views
+        .iter()
+        .map(|v| (v.host.clone(), serde_json::to_string(v).unwrap_or_default()))
+        .collect();
+    catalog.save_fleet(&rows)?;
+    Ok(mark_silent(views, fleet, now))
+}
+
+fn mark_silent(mut views: Vec<PeerView>, fleet: &FleetConfig, now: i64) -> Vec<PeerView> {
+    let max = fleet.max_silence.as_secs() as i64;
+    for v in &mut views {
+        v.silent = !v.trust.trusted() || v.time.is_none_or(|t| now - t > max);
+    }
+    views
+}
+
+/// The fleet as the last read left it (for the page), silence judged at `now`.
+pub fn seen(
+    catalog: &Catalog,
+    fleet: &FleetConfig,
+    now: i64,
+) -> Result<Vec<PeerView>, CatalogError> {
+    let views = catalog
+        .fleet()?
+        .iter()
+        .filter_map(|row| serde_json::from_str(row).ok())
+        .collect();
+    Ok(mark_silent(views, fleet, now))
+}
+
+/// The `fleet HOST` check readings: a configured peer, this host itself, or any host found
+/// in the bucket with an untrusted status, is critical when it is silent or untrusted.
+/// This host's own status not written yet (the first check) is fine: it is written next.
+pub fn readings(views: &[PeerView], fleet: &FleetConfig) -> Vec<crate::checks::Reading> {
+    let max = crate::checks::show_age(fleet.max_silence.as_secs() as i64, false);
+    views
+        .iter()
+        .filter(|v| v.expected || !matches!(v.trust, Trust::Trusted | Trust::Missing))
+        .map(|v| {
+            let (severity, value) = if v.own && v.trust == Trust::Missing {
+                (
+                    Severity::Ok,
+                    format!("{} (this host): its first status is written now", v.host),
+                )
+            } else if !v.trust.trusted() {
+                (
+                    Severity::Crit,
+                    format!("{}: {}", v.host, v.trust.describe()),
+                )
+            } else if v.silent {
+                (
+                    Severity::Crit,
+                    format!(
+                        "{} silent: last heard {} ago",
+                        v.host,
+                        crate::checks::show_age(v.read_at - v.time.unwrap_or(0), true)
+                    ),
+                )
+            } else {
+                (
+                    Severity::Ok,
+                    format!(
+                        "{} heard {} ago ({})",
+                        v.host,
+                        crate::checks::show_age(v.read_at - v.time.unwrap_or(0), false),
+                        v.worst.map_or("?", Severity::word)
+                    ),
+                )
+            };
+            reading(
+                &v.host,
+                severity,
+                value,
+                format!("heard within {max}, signed"),
+            )
+        })
+        .collect()
+}
+
+/// The check item of peer `host`.
+pub fn check_name(host: &str) -> String {
+    format!("fleet {host}")
+}
+
+fn reading(
+    host: &str,
+    severity: Severity,
+    value: String,
+    threshold: String,
+) -> crate::checks::Reading {
+    crate::checks::Reading {
+        name: check_name(host),
+        severity,
+        value,
+        threshold,
+        window: crate::config::Window::default(),
+    }
+}
+
+/// The reading when the bucket could not be read at all: every configured peer unknown.
+pub fn unreadable(fleet: &FleetConfig, why: &str) -> Vec<crate::checks::Reading> {
+    fleet
+        .peers
+        .keys()
+        .map(|h| {
+            reading(
+                h,
+                Severity::Warn,
+                format!("the fleet's bucket could not be read: {why}"),
+                "readable".into(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hosts_own_key_makes_a_status_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Signer::load_or_create(&dir.path().join("a")).unwrap();
+        let b = Signer::load_or_create(&dir.path().join("b")).unwrap();
+        let status = |host: &str| HostStatus {
+            format: 1,
+            host: host.into(),
+            time: 100,
+            worst: "OK".into(),
+            problems: vec![],
+            sets: vec![],
+        };
+        let wrap = |s: &HostStatus, signer: Option<&Signer>| {
+            let text = serde_json::to_string(s).unwrap();
+            serde_json::to_vec(&Envelope {
+                minisig: signer.map(|k| k.sign(text.as_bytes(), "t").unwrap()),
+                status: text,
+            })
+            .unwrap()
+        };
+        let ka = a.public();
+        assert_eq!(
+            judge("a", &wrap(&status("a"), Some(&a)), Some(&ka), None).0,
+            Trust::Trusted
+        );
+        assert_eq!(
+            judge("a", &wrap(&status("a"), None), Some(&ka), None).0,
+            Trust::Unsigned
+        );
+        // b signs a status for a: b's key is not a's.
+        assert!(matches!(
+            judge("a", &wrap(&status("a"), Some(&b)), Some(&ka), None).0,
+            Trust::UnknownKey(_)
+        ));
+        // a's status copied under b's folder, signed by a and checked with a's key: the
+        // host inside does not match the folder.
+        assert!(matches!(
+            judge("b", &wrap(&status("a"), Some(&a)), Some(&ka), None).0,
+            Trust::Bad(_)
+        ));
+        // A body changed after signing.
+        let mut forged = wrap(&status("a"), Some(&a));
+        let pos = forged.windows(4).position(|w| w == b"100,").unwrap();
+        forged[pos] = b'9';
+        assert!(matches!(
+            judge("a", &forged, Some(&ka), None).0,
+            Trust::Bad(_)
+        ));
+        assert!(matches!(
+            judge("a", b"garbage", Some(&ka), None).0,
+            Trust::Bad(_)
+        ));
+        assert!(matches!(
+            judge("c", &wrap(&status("c"), Some(&a)), None, None).0,
+            Trust::UnknownKey(_)
+        ));
+    }
+}
