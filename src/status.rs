@@ -84,6 +84,35 @@ impl Status {
     }
 }
 
+/// Per offsite target covering `set`: the newest copy's backup ID.
+pub fn newest_copies(
+    cfg: &Config,
+    catalog: &Catalog,
+    set: &str,
+) -> Result<Vec<(String, Option<String>)>, CatalogError> {
+    cfg.offsite
+        .iter()
+        .filter(|t| t.covers(set))
+        .map(|t| {
+            catalog
+                .newest_offsite_copy(&t.name, set)
+                .map(|c| (t.name.clone(), c.map(|c| c.backup_id)))
+        })
+        .collect()
+}
+
+/// The newest drill of `set` from either source (the newest passing one with `passed`).
+pub fn newest_drill(
+    catalog: &Catalog,
+    set: &str,
+    passed: bool,
+) -> Option<crate::catalog::DrillRecord> {
+    [false, true]
+        .into_iter()
+        .filter_map(|o| catalog.newest_drill(set, o, passed).ok().flatten())
+        .max_by_key(|d| d.started_at)
+}
+
 /// Gathers the status from the catalog and the config.
 pub fn gather(cfg: &Config) -> Result<Status, StatusError> {
     let catalog = Catalog::open(&cfg.state_dir)?;
@@ -110,10 +139,7 @@ pub fn gather(cfg: &Config) -> Result<Status, StatusError> {
             .into_iter()
             .filter_map(|o| catalog.newest_drill(&s.name, o, false).transpose())
             .collect::<Result<_, _>>()?;
-        let passed = [false, true]
-            .into_iter()
-            .filter_map(|o| catalog.newest_drill(&s.name, o, true).ok().flatten())
-            .max_by_key(|d| d.started_at);
+        let passed = newest_drill(&catalog, &s.name, true);
         let times = catalog.restore_times(&s.name)?;
         let b = catalog.newest_verified(&s.name)?;
         let suspect = catalog
@@ -128,16 +154,7 @@ pub fn gather(cfg: &Config) -> Result<Status, StatusError> {
             created_at: b.map(|b| b.created_at),
             newest_good: catalog.newest_good(&s.name)?.map(|g| g.id),
             suspect,
-            offsite: cfg
-                .offsite
-                .iter()
-                .filter(|t| t.covers(&s.name))
-                .map(|t| {
-                    catalog
-                        .newest_offsite_copy(&t.name, &s.name)
-                        .map(|c| (t.name.clone(), c.map(|c| c.backup_id)))
-                })
-                .collect::<Result<_, _>>()?,
+            offsite: newest_copies(cfg, &catalog, &s.name)?,
             proven: passed.as_ref().map(|d| crate::checks::proven(d, now_s)),
             incident_ms: passed
                 .as_ref()

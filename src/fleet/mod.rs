@@ -122,6 +122,11 @@ pub struct PeerView {
     pub sets: Vec<(String, Option<String>)>,
     /// When this host read it.
     pub read_at: i64,
+    /// When this host first looked for it (a peer that never wrote is silent only once
+    /// `max-silence` has passed since, so setting up two hosts one after the other does
+    /// not alert).
+    #[serde(default)]
+    pub looking_since: i64,
     /// No trusted status newer than `max-silence` (filled in when shown).
     #[serde(default)]
     pub silent: bool,
@@ -273,6 +278,12 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
         }
     }
     hosts.sort();
+    let before: std::collections::HashMap<String, i64> = catalog
+        .fleet()?
+        .iter()
+        .filter_map(|row| serde_json::from_str::<PeerView>(row).ok())
+        .map(|v| (v.host, v.looking_since))
+        .collect();
     let mut views = Vec::new();
     let my_folder = crate::offsite::host_prefix(t, Some(&me));
     let mine = my_folder
@@ -294,7 +305,7 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
             Some(s) if s.time > now + CLOCK_SLACK => (
                 Trust::Bad(format!(
                     "written at {}, in the future",
-                    crate::render::time(s.time)
+                    crate::clock::show(s.time, "%Y-%m-%d %H:%M:%SZ")
                 )),
                 None,
             ),
@@ -311,6 +322,7 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
                 .unwrap_or_default(),
             sets: status.map(|s| s.sets).unwrap_or_default(),
             trust,
+            looking_since: before.get(&host).copied().unwrap_or(now).min(now),
             host,
             read_at: now,
             silent: false,
@@ -327,7 +339,11 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
 fn mark_silent(mut views: Vec<PeerView>, fleet: &FleetConfig, now: i64) -> Vec<PeerView> {
     let max = fleet.max_silence.as_secs() as i64;
     for v in &mut views {
-        v.silent = !v.trust.trusted() || v.time.is_none_or(|t| now - t > max);
+        v.silent = match (&v.trust, v.time) {
+            (Trust::Missing, _) => now - v.looking_since > max,
+            (Trust::Trusted, Some(t)) => now - t > max,
+            _ => true,
+        };
     }
     views
 }
@@ -346,19 +362,19 @@ pub fn seen(
     Ok(mark_silent(views, fleet, now))
 }
 
-/// The `fleet HOST` check readings: a configured peer, this host itself, or any host found
-/// in the bucket with an untrusted status, is critical when it is silent or untrusted.
-/// This host's own status not written yet (the first check) is fine: it is written next.
+/// The `fleet HOST` check readings of the other hosts: a configured peer, or any host
+/// found in the bucket with an untrusted status, is critical when it is silent or
+/// untrusted. (This host's own item is [`own_reading`], after its status is written.)
 pub fn readings(views: &[PeerView], fleet: &FleetConfig) -> Vec<crate::checks::Reading> {
     let max = crate::checks::show_age(fleet.max_silence.as_secs() as i64, false);
     views
         .iter()
-        .filter(|v| v.expected || !matches!(v.trust, Trust::Trusted | Trust::Missing))
+        .filter(|v| !v.own && (v.expected || !matches!(v.trust, Trust::Trusted | Trust::Missing)))
         .map(|v| {
-            let (severity, value) = if v.own && v.trust == Trust::Missing {
+            let (severity, value) = if v.trust == Trust::Missing && !v.silent {
                 (
                     Severity::Ok,
-                    format!("{} (this host): its first status is written now", v.host),
+                    format!("{}: no status yet; silent after {max} without one", v.host),
                 )
             } else if !v.trust.trusted() {
                 (
@@ -413,6 +429,36 @@ fn reading(
         threshold,
         window: crate::config::Window::default(),
     }
+}
+
+/// This host's own `fleet HOST` item, once its status was (or was not) written: a
+/// warning when it could not be (the peers will see this host go quiet), critical when
+/// the status found in its folder before was not its own (someone else writes there).
+pub fn own_reading(
+    views: Option<&[PeerView]>,
+    published: &Result<(), FleetError>,
+) -> crate::checks::Reading {
+    let me = crate::fsutil::hostname();
+    let own = views.and_then(|v| v.iter().find(|v| v.own));
+    let (severity, value) = match (published, own) {
+        (Err(e), _) => (
+            Severity::Warn,
+            format!(
+                "{me} (this host): its status could not be written: {}",
+                crate::error::chain(e)
+            ),
+        ),
+        (Ok(()), Some(v)) if !matches!(v.trust, Trust::Trusted | Trust::Missing) => (
+            Severity::Crit,
+            format!(
+                "{me} (this host): the status in its folder was not its own ({}); \
+                 written again",
+                v.trust.describe()
+            ),
+        ),
+        (Ok(()), _) => (Severity::Ok, format!("{me} (this host): status written")),
+    };
+    reading(&me, severity, value, "written, signed".into())
 }
 
 /// The reading when the bucket could not be read at all: every configured peer unknown.

@@ -23,7 +23,6 @@ pub struct CheckReport {
 
 /// Runs one check cycle.
 pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
-    let warn = ui.warn;
     let mut session = Session::begin(cfg, Job::Check, false, ui)?;
     let catalog = &mut session.catalog;
     let now = crate::clock::now();
@@ -32,20 +31,33 @@ pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
     let healed = crate::checks::heal(cfg, catalog, &readings, &crate::services::SystemRunner, now);
     readings.extend(healed);
     // The peers' status objects: who has gone quiet (`fleet HOST`).
+    let mut fleet_views = None;
     if let Some(fleet) = &cfg.fleet {
         match crate::fleet::read(cfg, catalog, now) {
-            Ok(views) => readings.extend(crate::fleet::readings(&views, fleet)),
+            Ok(views) => {
+                readings.extend(crate::fleet::readings(&views, fleet));
+                fleet_views = Some(views);
+            }
             Err(e) => readings.extend(crate::fleet::unreadable(fleet, &crate::error::chain(&e))),
         }
     }
     let host = crate::fsutil::hostname();
-    let (states, events) =
-        crate::alerts::record(catalog, &readings, &super::round(cfg, &host, now))?;
+    let round = super::round(cfg, &host, now);
+    let (mut states, mut events) = crate::alerts::record(catalog, &readings, &round)?;
+    // This host's own status, with the states just recorded; whether that worked is its
+    // own item, recorded once per cycle after the write.
+    if cfg.fleet.is_some() {
+        let published = crate::fleet::publish(cfg, catalog, now);
+        let own = crate::fleet::own_reading(fleet_views.as_deref(), &published);
+        let (s, e) = crate::alerts::record(catalog, &[own], &round)?;
+        states.retain(|x| !s.iter().any(|n| n.name == x.name));
+        states.extend(s);
+        events.extend(e);
+    }
     // The disks the cycle measured feed the capacity forecast of the report.
     for d in &cycle.disks {
         catalog.add_disk_sample(&d.path.to_string_lossy(), now, d.used, d.free)?;
     }
-    super::publish_fleet(cfg, catalog, warn);
     let mail = session.deliver(now);
     let hooks_ok = session.end(true);
     let worst = states.iter().map(|s| s.state).max().unwrap_or(Severity::Ok);

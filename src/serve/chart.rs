@@ -15,9 +15,9 @@ const HEIGHT: f64 = 160.0;
 const LEFT: f64 = 40.0;
 const BOTTOM: f64 = 20.0;
 
-/// One disk's chart. `samples` are (Unix seconds, used bytes, free bytes), oldest first;
-/// `full_on` the projected day it fills, as text.
-pub fn svg(path: &str, samples: &[(i64, u64, u64)], full_on: Option<&str>) -> String {
+/// One disk's chart. `samples` are (Unix seconds, used bytes, free bytes), oldest first.
+/// (The projected day it fills is the caption's, beside it.)
+pub fn svg(path: &str, samples: &[(i64, u64, u64)]) -> String {
     let points = merge(samples);
     let (t0, t1) = match (points.first(), points.last()) {
         (Some(a), Some(b)) => (a.0, b.0.max(a.0 + 1)),
@@ -60,14 +60,6 @@ pub fn svg(path: &str, samples: &[(i64, u64, u64)], full_on: Option<&str>) -> St
         points.len(),
         line.trim_end()
     );
-    if let Some(day) = full_on {
-        let _ = write!(
-            out,
-            r##"<text x="{}" y="14" font-size="11" text-anchor="end" fill="#b00">full on {}</text>"##,
-            WIDTH - 4.0,
-            escape(day)
-        );
-    }
     out.push_str("</svg>");
     out
 }
@@ -108,9 +100,8 @@ mod tests {
     #[test]
     fn one_point_per_sample_and_merged_beyond_the_width() {
         let few: Vec<_> = (0..10).map(|i| (i * 300, 50 + i as u64, 50)).collect();
-        let s = svg("/srv", &few, Some("2027-01-01"));
+        let s = svg("/srv", &few);
         assert!(s.contains(r#"data-samples="10""#), "{s}");
-        assert!(s.contains("full on 2027-01-01"));
         let many: Vec<_> = (0..100_000)
             .map(|i| (i * 300, if i == 5_000 { 99 } else { 10 }, 90))
             .collect();
@@ -122,7 +113,7 @@ mod tests {
 
     #[test]
     fn a_hostile_path_is_escaped() {
-        let s = svg("<script>\"", &[], None);
+        let s = svg("<script>\"", &[]);
         assert!(!s.contains("<script>"));
     }
 }

@@ -152,7 +152,9 @@ pub fn gather(cfg: &Config) -> Result<Page, CatalogError> {
     let catalog = Catalog::open(&cfg.state_dir)?;
     let now = crate::clock::now();
     let stale = stale_checks(cfg, &catalog, now)?;
-    let checks = catalog.check_states()?;
+    let mut checks = catalog.check_states()?;
+    // What needs a look first.
+    checks.sort_by(|a, b| b.state.cmp(&a.state).then_with(|| a.name.cmp(&b.name)));
     let mut worst = checks.iter().map(|c| c.state).max().unwrap_or(Severity::Ok);
     if stale.is_some() {
         worst = Severity::Crit;
@@ -165,14 +167,8 @@ pub fn gather(cfg: &Config) -> Result<Page, CatalogError> {
             .into_iter()
             .next()
             .filter(|b| newest_good.as_ref().is_none_or(|g| g.id != b.id));
-        let passed = [false, true]
-            .into_iter()
-            .filter_map(|o| catalog.newest_drill(&s.name, o, true).ok().flatten())
-            .max_by_key(|d| d.started_at);
-        let newest_drill = [false, true]
-            .into_iter()
-            .filter_map(|o| catalog.newest_drill(&s.name, o, false).ok().flatten())
-            .max_by_key(|d| d.started_at);
+        let passed = crate::status::newest_drill(&catalog, &s.name, true);
+        let newest_drill = crate::status::newest_drill(&catalog, &s.name, false);
         sets.push(SetRow {
             set: s.name.clone(),
             newest_good,
@@ -181,16 +177,7 @@ pub fn gather(cfg: &Config) -> Result<Page, CatalogError> {
             drill_failed: newest_drill
                 .filter(|d| !d.ok)
                 .map(|d| format!("{} ({}): {}", d.backup_id, d.source, d.detail)),
-            offsite: cfg
-                .offsite
-                .iter()
-                .filter(|t| t.covers(&s.name))
-                .map(|t| {
-                    catalog
-                        .newest_offsite_copy(&t.name, &s.name)
-                        .map(|c| (t.name.clone(), c.map(|c| c.backup_id)))
-                })
-                .collect::<Result<_, _>>()?,
+            offsite: crate::status::newest_copies(cfg, &catalog, &s.name)?,
         });
     }
     let suspect = catalog
@@ -415,7 +402,7 @@ pub fn html(p: &Page) -> String {
                                 @if let Some(f) = &d.full_on { "full on " (f) " at this rate" }
                                 @else if d.samples.len() < 2 { span class="muted" { "not enough samples yet" } }
                                 @else { "not filling up" } }
-                            (PreEscaped(super::chart::svg(&d.path, &d.samples, d.full_on.as_deref())))
+                            (PreEscaped(super::chart::svg(&d.path, &d.samples)))
                         }
                     }
                     @if p.disks.is_empty() { p class="muted" { "No disk is watched ([checks.disk] paths)." } }

@@ -21,6 +21,7 @@ mod daemon;
 mod differential;
 mod docs;
 mod drill;
+mod fleet;
 mod fuzz;
 mod heal;
 mod hooks;
