@@ -154,18 +154,31 @@ async fn daemon(cfg: Config, log: Log) -> anyhow::Result<()> {
                 let shared = state.clone();
                 let source: crate::serve::ConfigSource =
                     Arc::new(move || lock(&shared).config.clone());
-                let bound = crate::serve::bind(addr, s.config.serve.token_file.as_deref(), source)
-                    .with_context(|| format!("serving on {addr} ([serve] listen)"))?;
-                log(
-                    json,
-                    &format!(
-                        "serving the status page on http://{}/",
-                        bound.local_addr().unwrap_or(addr)
-                    ),
-                );
-                Some(tokio::spawn(crate::serve::serve(bound, async {
-                    let _ = serving.await;
-                })))
+                // The page is not worth the schedule: without it, the jobs still run.
+                match crate::serve::bind(addr, s.config.serve.token_file.as_deref(), source) {
+                    Ok(bound) => {
+                        log(
+                            json,
+                            &format!(
+                                "serving the status page on http://{}/",
+                                bound.local_addr().unwrap_or(addr)
+                            ),
+                        );
+                        Some(tokio::spawn(crate::serve::serve(bound, async {
+                            let _ = serving.await;
+                        })))
+                    }
+                    Err(e) => {
+                        log(
+                            json,
+                            &format!(
+                                "the status page is not served ([serve] listen = {addr}): {}",
+                                crate::error::chain(&e)
+                            ),
+                        );
+                        None
+                    }
+                }
             }
             None => None,
         }

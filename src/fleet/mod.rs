@@ -18,6 +18,8 @@ use crate::severity::Severity;
 
 /// A status object larger than this is not read.
 const STATUS_LIMIT: u64 = 64 << 10;
+/// Hosts read besides the configured peers, at most.
+const MAX_UNEXPECTED: usize = 100;
 /// A status from further in the future than this is not believed as current.
 const CLOCK_SLACK: i64 = 5 * 60;
 
@@ -144,11 +146,28 @@ impl PeerView {
     }
 }
 
-fn target<'a>(cfg: &'a Config, fleet: &FleetConfig) -> Result<&'a OffsiteConfig, FleetError> {
-    cfg.offsite
+/// The fleet's target, with short timeouts: its objects are small, and a check cycle
+/// must not wait minutes on a bucket that does not answer.
+fn target(cfg: &Config, fleet: &FleetConfig) -> Result<OffsiteConfig, FleetError> {
+    let mut t = cfg
+        .offsite
         .iter()
         .find(|t| t.name == fleet.target)
-        .ok_or_else(|| FleetError::NoTarget(fleet.target.clone()))
+        .cloned()
+        .ok_or_else(|| FleetError::NoTarget(fleet.target.clone()))?;
+    t.timeout = t.timeout.min(std::time::Duration::from_secs(15));
+    t.retries = t.retries.min(1);
+    Ok(t)
+}
+
+/// Whether `name` is a folder steward could have written (`<prefix>/<host>/`).
+fn host_folder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn severity(word: &str) -> Option<Severity> {
@@ -184,7 +203,7 @@ pub fn publish(cfg: &Config, catalog: &Catalog, now: i64) -> Result<(), FleetErr
     let Some(fleet) = &cfg.fleet else {
         return Ok(());
     };
-    let t = target(cfg, fleet)?;
+    let t = &target(cfg, fleet)?;
     let status = own_status(cfg, catalog, now)?;
     let text = serde_json::to_string(&status).unwrap_or_default();
     let signer = Signer::load_or_create(&cfg.state_dir)?;
@@ -251,7 +270,7 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
     let Some(fleet) = &cfg.fleet else {
         return Ok(Vec::new());
     };
-    let t = target(cfg, fleet)?;
+    let t = &target(cfg, fleet)?;
     let store = Store::open(t)?;
     let me = crate::fsutil::hostname();
     let signer = Signer::load(&cfg.state_dir)?;
@@ -264,8 +283,27 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
                 .and_then(|h| h.strip_suffix('/'))
                 .map(str::to_string)
         })
-        .filter(|h| !h.is_empty())
+        // A folder steward cannot have written holds no status of a host.
+        .filter(|h| host_folder_name(h))
         .collect();
+    // Folders planted by whoever can write the bucket must not make each check read
+    // without end: the configured peers and this host, then at most this many others.
+    let unexpected = hosts
+        .iter()
+        .filter(|h| !fleet.peers.contains_key(*h))
+        .count();
+    let mut skipped = 0;
+    if unexpected > MAX_UNEXPECTED {
+        let mut others = 0;
+        hosts.retain(|h| {
+            let keep = fleet.peers.contains_key(h) || {
+                others += 1;
+                others <= MAX_UNEXPECTED
+            };
+            skipped += usize::from(!keep);
+            keep
+        });
+    }
     for h in fleet.peers.keys().chain(std::iter::once(&me)) {
         let folder = crate::offsite::host_prefix(t, Some(h));
         let h = folder
@@ -298,7 +336,13 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
             match store.get_small(&crate::offsite::status_key(t, &host), STATUS_LIMIT) {
                 Ok(data) => judge(&host, &data, key, if own { signer.as_ref() } else { None }),
                 Err(e) if e.not_found() => (Trust::Missing, None),
-                Err(e) => return Err(e.into()),
+                // The bucket not answering is not this object's fault: nothing is known.
+                Err(e) if e.transient() => return Err(e.into()),
+                // Too large, refused, garbled: what is there is not a status to believe.
+                Err(e) => (
+                    Trust::Bad(format!("unreadable: {}", crate::error::chain(&e))),
+                    None,
+                ),
             };
         // A signed status from the future is not evidence that the host is alive now.
         let (trust, status) = match status {
@@ -326,6 +370,24 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
             host,
             read_at: now,
             silent: false,
+        });
+    }
+    if skipped > 0 {
+        views.push(PeerView {
+            host: format!("({skipped} more folders)"),
+            own: false,
+            expected: false,
+            trust: Trust::Bad(format!(
+                "{skipped} more folders under the prefix were not read (at most \
+                 {MAX_UNEXPECTED} hosts besides the configured peers)"
+            )),
+            time: None,
+            worst: None,
+            problems: Vec::new(),
+            sets: Vec::new(),
+            read_at: now,
+            looking_since: now,
+            silent: true,
         });
     }
     let rows: Vec<(String, String)> = views

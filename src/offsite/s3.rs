@@ -36,6 +36,13 @@ pub enum S3Error {
     },
     #[error("offsite {target}: credentials: {0}", target = .1)]
     Credentials(String, String),
+    /// The object is larger than the caller would ever read: not the server's trouble.
+    #[error("offsite {target}: {what}: the answer is larger than {limit} bytes; refused")]
+    TooLarge {
+        target: String,
+        what: String,
+        limit: u64,
+    },
 }
 
 impl S3Error {
@@ -44,7 +51,7 @@ impl S3Error {
         match self {
             S3Error::Transport { .. } => true,
             S3Error::Status { status, .. } => *status >= 500 || *status == 429,
-            S3Error::Credentials(..) => false,
+            S3Error::Credentials(..) | S3Error::TooLarge { .. } => false,
         }
     }
 
@@ -308,10 +315,11 @@ impl Store {
                 .read_to_end(&mut out)
                 .map_err(|e| self.broke(&r.what, &e))?;
             if out.len() as u64 > limit && status.is_success() {
-                return Err(self.transport(
-                    &r.what,
-                    format!("the answer is larger than {limit} bytes; refused"),
-                ));
+                return Err(S3Error::TooLarge {
+                    target: self.target.clone(),
+                    what: r.what.clone(),
+                    limit,
+                });
             }
             out
         };

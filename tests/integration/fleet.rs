@@ -180,6 +180,17 @@ fn quiet_peer(kind: Kind) {
         "{body}"
     );
     assert!(!body.contains("data-host=\"beta\" data-trust=\"trusted\""));
+    // An object too large to be a status is that host's problem, not the whole read's.
+    server.tamper(BUCKET, "steward/gamma/status.json", &vec![b'x'; 100 << 10]);
+    let (v, _) = alpha.fleet(t0 + 37 * 60);
+    assert_eq!(view(&v, "gamma")["trust"]["trust"], "bad", "{v:#}");
+    assert!(
+        view(&v, "gamma")["trust"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{v:#}"
+    );
     // A status forged in alpha's own folder is found by alpha's next check, and
     // replaced by its own.
     server.tamper(

@@ -510,3 +510,53 @@ fn the_daemon_serves_the_page_when_serve_listen_is_set_and_stops_it_with_itself(
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// Regression: a status page that cannot bind (its port taken) must not stop the daemon,
+/// or a busy port would silence every backup and check.
+#[test]
+fn regression_a_taken_port_leaves_the_daemon_running_its_jobs_without_the_page() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (env, _, _) = world(&format!("\n[serve]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let mut daemon = env
+        .std_cmd()
+        .arg("daemon")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut err = BufReader::new(daemon.stderr.take().unwrap());
+    let mut out = BufReader::new(daemon.stdout.take().unwrap());
+    // The daemon's log goes to one of them; read both until it says it started.
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut line = String::new();
+        while out.read_line(&mut line).unwrap_or(0) > 0 {
+            seen.push_str(&line);
+            line.clear();
+        }
+        seen
+    });
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap_or(0) > 0 {
+        lines.push(line.clone());
+        line.clear();
+        if lines.iter().any(|l| l.contains("daemon started")) {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let rest: String = err
+        .lines()
+        .map_while(Result::ok)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let status = daemon.wait().unwrap();
+    let all = format!("{}{rest}{}", lines.concat(), reader.join().unwrap());
+    assert!(status.success(), "{status:?}: {all}");
+    assert!(all.contains("the status page is not served"), "{all}");
+    assert!(all.contains("daemon started"), "{all}");
+    drop(taken);
+}
