@@ -199,12 +199,32 @@ pub fn own_status(cfg: &Config, catalog: &Catalog, now: i64) -> Result<HostStatu
 }
 
 /// Writes this host's signed status to the fleet's bucket.
-pub fn publish(cfg: &Config, catalog: &Catalog, now: i64) -> Result<(), FleetError> {
+///
+/// Skipped (`Ok(false)`) while the status in the bucket, as the last read found it, says
+/// the same and is younger than a quarter of `max-silence`: a check every minute need not
+/// write every minute (each write costs a request, and a version in a locked bucket).
+pub fn publish(cfg: &Config, catalog: &Catalog, now: i64) -> Result<bool, FleetError> {
     let Some(fleet) = &cfg.fleet else {
-        return Ok(());
+        return Ok(false);
     };
     let t = &target(cfg, fleet)?;
     let status = own_status(cfg, catalog, now)?;
+    let fresh = fleet.max_silence.as_secs() as i64 / 4;
+    let unchanged = catalog
+        .fleet()?
+        .iter()
+        .filter_map(|row| serde_json::from_str::<PeerView>(row).ok())
+        .find(|v| v.own)
+        .is_some_and(|v| {
+            v.trust.trusted()
+                && v.time.is_some_and(|at| at <= now && now - at < fresh)
+                && v.worst.map(Severity::word) == Some(status.worst.as_str())
+                && v.problems == status.problems
+                && v.sets == status.sets
+        });
+    if unchanged {
+        return Ok(false);
+    }
     let text = serde_json::to_string(&status).unwrap_or_default();
     let signer = Signer::load_or_create(&cfg.state_dir)?;
     let minisig = signer.sign(
@@ -218,7 +238,7 @@ pub fn publish(cfg: &Config, catalog: &Catalog, now: i64) -> Result<(), FleetErr
     .unwrap_or_default();
     let store = Store::open(t)?;
     store.put(&crate::offsite::status_key(t, &status.host), &body, None)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Judges one status object's bytes found under `host`'s folder.
@@ -498,7 +518,7 @@ fn reading(
 /// the status found in its folder before was not its own (someone else writes there).
 pub fn own_reading(
     views: Option<&[PeerView]>,
-    published: &Result<(), FleetError>,
+    published: &Result<bool, FleetError>,
 ) -> crate::checks::Reading {
     let me = crate::fsutil::hostname();
     let own = views.and_then(|v| v.iter().find(|v| v.own));
@@ -510,7 +530,7 @@ pub fn own_reading(
                 crate::error::chain(e)
             ),
         ),
-        (Ok(()), Some(v)) if !matches!(v.trust, Trust::Trusted | Trust::Missing) => (
+        (Ok(_), Some(v)) if !matches!(v.trust, Trust::Trusted | Trust::Missing) => (
             Severity::Crit,
             format!(
                 "{me} (this host): the status in its folder was not its own ({}); \
@@ -518,7 +538,11 @@ pub fn own_reading(
                 v.trust.describe()
             ),
         ),
-        (Ok(()), _) => (Severity::Ok, format!("{me} (this host): status written")),
+        (Ok(true), _) => (Severity::Ok, format!("{me} (this host): status written")),
+        (Ok(false), _) => (
+            Severity::Ok,
+            format!("{me} (this host): the status in the bucket is current"),
+        ),
     };
     reading(&me, severity, value, "written, signed".into())
 }

@@ -214,3 +214,38 @@ fn quiet_peer(kind: Kind) {
         .success();
     fs::remove_dir_all(root.path().join("s3")).ok();
 }
+
+/// A check every minute writes the status only when it changed or a quarter of
+/// `max-silence` has passed: a month of minutes is not 43,000 writes.
+#[test]
+fn the_status_is_written_when_it_changes_or_ages_not_on_every_check() {
+    let root = tempfile::tempdir().unwrap();
+    let server = S3Server::start(&root.path().join("s3"), &[BUCKET]);
+    let alpha = host(&server, "alpha");
+    let other = host(&server, "other");
+    let data = alpha.env.root.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("a"), "1\n").unwrap();
+    let set = format!(
+        "[[backup.set]]\nname = \"s\"\npaths = [\"{}\"]\n",
+        data.display()
+    );
+    configure(&alpha, &server, "other", &key(&other), &set);
+    let t0 = 1_900_000_000_i64;
+    let object = || server.object(BUCKET, "steward/alpha/status.json");
+    alpha.cmd(t0).arg("backup").assert().success();
+    alpha.cmd(t0 + 10).arg("check").assert().code(0);
+    let first = object();
+    alpha.cmd(t0 + 70).arg("check").assert().code(0);
+    assert_eq!(object(), first, "rewritten a minute later, unchanged");
+    // Something changed: a new newest good backup is written at once.
+    fs::write(data.join("a"), "2\n").unwrap();
+    alpha.cmd(t0 + 130).arg("backup").assert().success();
+    let changed = object();
+    assert_ne!(changed, first);
+    // Unchanged but older than max-silence / 4 (30m / 4): written again.
+    alpha.cmd(t0 + 190).arg("check").assert().code(0);
+    assert_eq!(object(), changed);
+    alpha.cmd(t0 + 10 * 60).arg("check").assert().code(0);
+    assert_ne!(object(), changed);
+}
