@@ -139,6 +139,16 @@ impl Catalog {
         )
     }
 
+    /// The suspect backups nobody accepted, newest first.
+    pub fn suspect_backups(&self) -> Result<Vec<BackupRecord>, CatalogError> {
+        self.rows(
+            "SELECT * FROM backups WHERE suspect IS NOT NULL AND accepted = 0
+                 ORDER BY created_at DESC, id DESC",
+            [],
+            backup_from_row,
+        )
+    }
+
     /// One backup by id.
     pub fn backup(&self, id: &str) -> Result<Option<BackupRecord>, CatalogError> {
         self.conn

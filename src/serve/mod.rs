@@ -63,6 +63,9 @@ struct App {
     config: ConfigSource,
     token: Option<Arc<str>>,
     csp: Arc<str>,
+    /// One catalog read at a time: a burst of requests waits its turn instead of opening
+    /// a connection (and a thread, and its allocator arena) each.
+    one_at_a_time: Arc<tokio::sync::Semaphore>,
 }
 
 /// Reads the token from `path`: one line, at least 16 characters, in a file others cannot
@@ -140,6 +143,7 @@ pub fn bind(
             config,
             token: token.map(Into::into),
             csp: csp().into(),
+            one_at_a_time: Arc::new(tokio::sync::Semaphore::new(1)),
         },
     })
 }
@@ -253,6 +257,9 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Config) -> Result<T, String> + Send + 'static,
 ) -> Result<T, Response> {
     let source = app.config.clone();
+    let Ok(_turn) = app.one_at_a_time.clone().acquire_owned().await else {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response());
+    };
     match tokio::task::spawn_blocking(move || f(&source())).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()),

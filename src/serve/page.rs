@@ -181,7 +181,7 @@ pub fn gather(cfg: &Config) -> Result<Page, CatalogError> {
         });
     }
     let suspect = catalog
-        .backups(None)?
+        .suspect_backups()?
         .into_iter()
         .filter(BackupRecord::is_suspect)
         .collect();
