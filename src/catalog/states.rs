@@ -184,6 +184,16 @@ impl Catalog {
         )
     }
 
+    /// Forgets the check states `names` (items nothing measures any more).
+    pub fn forget_states(&self, names: &[String]) -> Result<(), CatalogError> {
+        for n in names {
+            self.conn
+                .execute("DELETE FROM check_states WHERE name = ?1", [n])
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Replaces the fleet as last read: (host, its view as JSON, the fleet module's).
     pub fn save_fleet(&self, rows: &[(String, String)]) -> Result<(), CatalogError> {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;

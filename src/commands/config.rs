@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crate::cli::ConfigCommand;
 use crate::config::Config;
 
@@ -13,6 +15,17 @@ pub fn run(cfg: &Config, cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
         for m in cfg.missing_set_paths(set) {
             eprintln!("steward: warning: {m}");
         }
+    }
+    // The page's token file is read only where the page is served, so that a mistake
+    // there costs the page, not the jobs; here it is refused like the config it is.
+    if let Some(path) = &cfg.serve.token_file
+        && let Err(m) = crate::config::read_token(path)
+    {
+        return Err(crate::serve::ServeError::Token {
+            path: path.clone(),
+            message: m,
+        })
+        .context("serve.token-file");
     }
     if json {
         super::print_json(cfg)?;

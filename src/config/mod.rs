@@ -35,7 +35,7 @@ pub use hooks::Hooks;
 pub use maintenance::{LogsTask, MaintenanceConfig, SqliteAction, Task};
 pub use offsite::{CredentialSource, LockMode, ObjectLock, OffsiteConfig};
 pub use schedule::ScheduleConfig;
-pub use serve::{DEFAULT_LISTEN, FleetConfig, ServeConfig, is_loopback};
+pub use serve::{DEFAULT_LISTEN, FleetConfig, ServeConfig, is_loopback, read_token};
 pub use services::{Manager, RestartPolicy, ServiceConfig};
 pub use sources::{PostgresSource, RedisSource};
 pub use values::{parse_duration, parse_size};

@@ -61,6 +61,32 @@ pub(super) struct RawFleet {
     pub(super) peers: BTreeMap<String, Spanned<String>>,
 }
 
+/// Reads a `[serve] token-file`: one token of 16 or more characters without spaces, in
+/// a file neither its group nor others can read. The error says what is wrong.
+pub fn read_token(path: &std::path::Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a file".into());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "can be read by its group or others (mode {:o}); chmod 600 it",
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let token = text.trim();
+    if token.len() < 16 || token.contains(char::is_whitespace) {
+        return Err(
+            "must hold one token of 16 or more characters without spaces (e.g. \
+                    `openssl rand -hex 24`)"
+                .into(),
+        );
+    }
+    Ok(token.to_string())
+}
+
 /// Whether `addr` only this machine can reach.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
@@ -80,6 +106,8 @@ impl Validator<'_> {
             });
         };
         let r = raw.get_ref();
+        // The file itself is read where the page is served (and by `config check`): a
+        // token file with the wrong mode must cost the page, never the backups.
         let token_file = r
             .token_file
             .as_ref()
@@ -181,14 +209,34 @@ impl Validator<'_> {
                     "must be longer than 0s".into(),
                 ));
             }
+            Some(t) if t.get_ref().0 < Duration::from_mins(5) => {
+                return Err(self.spanned_err(
+                    t,
+                    "fleet.max-silence",
+                    "must be 5m or longer (a peer is heard at its check cycle)".into(),
+                ));
+            }
             Some(t) => t.get_ref().0,
             None => Duration::from_hours(1),
         };
         let mut peers = BTreeMap::new();
         for (host, key) in &r.peers {
             let k = format!("fleet.peers.{host}");
-            if host.is_empty() || host.contains('/') {
-                return Err(self.spanned_err(key, &k, format!("{host:?} is not a host name")));
+            let folder_name = !host.is_empty()
+                && host != "."
+                && host != ".."
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !folder_name {
+                return Err(self.spanned_err(
+                    key,
+                    &k,
+                    format!(
+                        "{host:?} is not a host name as steward writes it (letters, digits, \
+                         '-', '_' and '.')"
+                    ),
+                ));
             }
             if minisign::PublicKey::from_base64(key.get_ref().trim()).is_err() {
                 return Err(self.spanned_err(

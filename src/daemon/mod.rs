@@ -342,7 +342,7 @@ async fn arm_all(sched: &JobScheduler, state: &State) {
         (jobs, s.generation)
     };
     for job in jobs {
-        arm(sched.clone(), state.clone(), job, generation).await;
+        arm(sched.clone(), state.clone(), job, generation, None).await;
     }
 }
 
@@ -353,9 +353,10 @@ fn arm(
     state: State,
     job: Job,
     generation: u64,
+    fired: Option<jiff::Timestamp>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        let (delay, json, log) = {
+        let (delay, json, log, next) = {
             let s = lock(&state);
             if s.stopping || s.generation != generation {
                 return;
@@ -365,15 +366,21 @@ fn arm(
             };
             let tz = jiff::tz::TimeZone::system();
             let now = jiff::Timestamp::now();
-            let Some(next) = cron.next_after(now, &tz) else {
+            // The scheduler fires a one-shot up to a second early: the next run comes
+            // after the instant just served, not after "now", or one tick runs twice.
+            let after = fired.map_or(now, |f| f.max(now));
+            let Some(next) = cron.next_after(after, &tz) else {
                 (s.log)(
                     s.config.schedule.log_json,
                     &format!("{job}: the schedule never fires again"),
                 );
                 return;
             };
-            let delay = next.duration_since(now).unsigned_abs();
-            (delay, s.config.schedule.log_json, s.log)
+            // Whole seconds from the current whole second: the scheduler adds the
+            // delay's seconds to the current second, so a fractional delay fires early.
+            let delay =
+                Duration::from_secs(u64::try_from(next.as_second() - now.as_second()).unwrap_or(0));
+            (delay, s.config.schedule.log_json, s.log, next)
         };
         let (st, jb, sc) = (state.clone(), job.clone(), sched.clone());
         let one_shot = CronJob::new_one_shot_async(delay, move |_id, _l| {
@@ -386,7 +393,7 @@ fn arm(
                     }
                 }
                 start_job(&st, &jb, "schedule");
-                arm(sc, st, jb, generation).await;
+                arm(sc, st, jb, generation, Some(next)).await;
             })
         });
         match one_shot {

@@ -124,6 +124,10 @@ pub struct PeerView {
     pub sets: Vec<(String, Option<String>)>,
     /// When this host read it.
     pub read_at: i64,
+    /// The newest trusted status time this host has seen from it: an older one put back
+    /// later is a replay, not news.
+    #[serde(default)]
+    pub newest_seen: Option<i64>,
     /// When this host first looked for it (a peer that never wrote is silent only once
     /// `max-silence` has passed since, so setting up two hosts one after the other does
     /// not alert).
@@ -139,6 +143,7 @@ impl PeerView {
     /// believed), `SILENT` (none, or too old), else the state its status gives.
     pub fn label(&self) -> &'static str {
         match (&self.trust, self.silent) {
+            (Trust::Missing, _) if !self.silent => "PENDING",
             (Trust::Missing, _) | (Trust::Trusted, true) => "SILENT",
             (Trust::Trusted, false) => self.worst.map_or("?", Severity::word),
             _ => "UNTRUSTED",
@@ -155,8 +160,8 @@ fn target(cfg: &Config, fleet: &FleetConfig) -> Result<OffsiteConfig, FleetError
         .find(|t| t.name == fleet.target)
         .cloned()
         .ok_or_else(|| FleetError::NoTarget(fleet.target.clone()))?;
-    t.timeout = t.timeout.min(std::time::Duration::from_secs(15));
-    t.retries = t.retries.min(1);
+    t.timeout = t.timeout.min(std::time::Duration::from_secs(10));
+    t.retries = 0;
     Ok(t)
 }
 
@@ -236,7 +241,7 @@ pub fn publish(cfg: &Config, catalog: &Catalog, now: i64) -> Result<bool, FleetE
         minisig: Some(minisig),
     })
     .unwrap_or_default();
-    let store = Store::open(t)?;
+    let store = Store::open_small(t)?;
     store.put(&crate::offsite::status_key(t, &status.host), &body, None)?;
     Ok(true)
 }
@@ -266,7 +271,16 @@ fn judge(
     };
     if let Err(m) = keys.check(env.status.as_bytes(), sig.as_bytes()) {
         return if m.contains("not trusted") {
-            (Trust::UnknownKey(m), None)
+            let whose = if own.is_some() {
+                "this host's own key".to_string()
+            } else {
+                format!("{host}'s key in [fleet.peers]")
+            };
+            let id = m.split_whitespace().nth(3).unwrap_or("?");
+            (
+                Trust::UnknownKey(format!("signed by key {id}, which is not {whose}")),
+                None,
+            )
         } else {
             (Trust::Bad(m), None)
         };
@@ -291,7 +305,7 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
         return Ok(Vec::new());
     };
     let t = &target(cfg, fleet)?;
-    let store = Store::open(t)?;
+    let store = Store::open_small(t)?;
     let me = crate::fsutil::hostname();
     let signer = Signer::load(&cfg.state_dir)?;
     let base = crate::offsite::host_prefix(t, None);
@@ -336,11 +350,11 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
         }
     }
     hosts.sort();
-    let before: std::collections::HashMap<String, i64> = catalog
+    let before: std::collections::HashMap<String, (i64, Option<i64>)> = catalog
         .fleet()?
         .iter()
         .filter_map(|row| serde_json::from_str::<PeerView>(row).ok())
-        .map(|v| (v.host, v.looking_since))
+        .map(|v| (v.host, (v.looking_since, v.newest_seen)))
         .collect();
     let mut views = Vec::new();
     let my_folder = crate::offsite::host_prefix(t, Some(&me));
@@ -373,8 +387,26 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
                 )),
                 None,
             ),
+            Some(s)
+                if before
+                    .get(&host)
+                    .and_then(|b| b.1)
+                    .is_some_and(|seen| s.time < seen) =>
+            {
+                (
+                    Trust::Bad(format!(
+                        "an older status (written {}) than one already read: put back by someone",
+                        crate::clock::show(s.time, "%Y-%m-%d %H:%M:%SZ")
+                    )),
+                    None,
+                )
+            }
             other => (trust, other),
         };
+        let newest_seen = status
+            .as_ref()
+            .map(|s| s.time)
+            .max(before.get(&host).and_then(|b| b.1));
         views.push(PeerView {
             expected: own || key.is_some(),
             own,
@@ -386,7 +418,8 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
                 .unwrap_or_default(),
             sets: status.map(|s| s.sets).unwrap_or_default(),
             trust,
-            looking_since: before.get(&host).copied().unwrap_or(now).min(now),
+            newest_seen,
+            looking_since: before.get(&host).map_or(now, |b| b.0).min(now),
             host,
             read_at: now,
             silent: false,
@@ -394,7 +427,7 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
     }
     if skipped > 0 {
         views.push(PeerView {
-            host: format!("({skipped} more folders)"),
+            host: "(more folders)".into(),
             own: false,
             expected: false,
             trust: Trust::Bad(format!(
@@ -407,6 +440,7 @@ pub fn read(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Vec<PeerView>, 
             sets: Vec::new(),
             read_at: now,
             looking_since: now,
+            newest_seen: None,
             silent: true,
         });
     }
@@ -451,7 +485,7 @@ pub fn readings(views: &[PeerView], fleet: &FleetConfig) -> Vec<crate::checks::R
     let max = crate::checks::show_age(fleet.max_silence.as_secs() as i64, false);
     views
         .iter()
-        .filter(|v| !v.own && (v.expected || !matches!(v.trust, Trust::Trusted | Trust::Missing)))
+        .filter(|v| !v.own && v.expected)
         .map(|v| {
             let (severity, value) = if v.trust == Trust::Missing && !v.silent {
                 (
@@ -490,7 +524,74 @@ pub fn readings(views: &[PeerView], fleet: &FleetConfig) -> Vec<crate::checks::R
                 format!("heard within {max}, signed"),
             )
         })
+        .chain(std::iter::once(others(views)))
         .collect()
+}
+
+/// The name of the one item for every host under the prefix that is not a configured
+/// peer (a name no host folder can have).
+pub const OTHERS: &str = "(others)";
+
+/// `fleet (others)`: critical while any folder under the prefix that belongs to no
+/// configured peer holds a status that is not believed (someone else writes the bucket).
+/// One item however many such folders, so a bucket writer cannot fill the alerts.
+fn others(views: &[PeerView]) -> crate::checks::Reading {
+    let bad: Vec<&PeerView> = views
+        .iter()
+        .filter(|v| !v.expected && !matches!(v.trust, Trust::Trusted | Trust::Missing))
+        .collect();
+    let (severity, value) = if bad.is_empty() {
+        (
+            Severity::Ok,
+            "no status under the prefix that a configured peer did not sign".to_string(),
+        )
+    } else {
+        let names: Vec<&str> = bad.iter().take(5).map(|v| v.host.as_str()).collect();
+        (
+            Severity::Crit,
+            format!(
+                "{} folder(s) that are no configured peer's hold an untrusted status: {}{}",
+                bad.len(),
+                names.join(", "),
+                if bad.len() > names.len() { ", ..." } else { "" }
+            ),
+        )
+    };
+    reading(
+        OTHERS,
+        severity,
+        value,
+        "only configured peers write".into(),
+    )
+}
+
+/// The `fleet ...` items in `states` that no reading of this cycle names any more (a
+/// peer taken out of `[fleet.peers]`, a host name changed): recovered with a note while
+/// not OK, so the alert that was raised is answered, then forgotten.
+pub fn gone(
+    states: &[crate::catalog::CheckState],
+    readings: &[crate::checks::Reading],
+    own: &str,
+) -> (Vec<crate::checks::Reading>, Vec<String>) {
+    let mut recover = Vec::new();
+    let mut forget = Vec::new();
+    for s in states.iter().filter(|s| s.name.starts_with("fleet ")) {
+        if s.name == check_name(own) || readings.iter().any(|r| r.name == s.name) {
+            continue;
+        }
+        if s.state == Severity::Ok {
+            forget.push(s.name.clone());
+        } else {
+            let host = s.name.trim_start_matches("fleet ");
+            recover.push(reading(
+                host,
+                Severity::Ok,
+                format!("{host} is no longer watched"),
+                "-".into(),
+            ));
+        }
+    }
+    (recover, forget)
 }
 
 /// The check item of peer `host`.

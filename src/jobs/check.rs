@@ -30,25 +30,32 @@ pub fn run(cfg: &Config, ui: Ui<'_>) -> anyhow::Result<CheckReport> {
     let mut readings = cycle.readings;
     let healed = crate::checks::heal(cfg, catalog, &readings, &crate::services::SystemRunner, now);
     readings.extend(healed);
-    // The peers' status objects: who has gone quiet (`fleet HOST`).
-    let mut fleet_views = None;
+    let host = crate::fsutil::hostname();
+    let round = super::round(cfg, &host, now);
+    // The peers' status objects: who has gone quiet (`fleet HOST`). Each request has a
+    // short timeout, so a bucket that does not answer delays this cycle by seconds.
+    let mut views = None;
     if let Some(fleet) = &cfg.fleet {
         match crate::fleet::read(cfg, catalog, now) {
-            Ok(views) => {
-                readings.extend(crate::fleet::readings(&views, fleet));
-                fleet_views = Some(views);
+            Ok(v) => {
+                let mut r = crate::fleet::readings(&v, fleet);
+                let (recover, forget) = crate::fleet::gone(&catalog.check_states()?, &r, &host);
+                catalog.forget_states(&forget)?;
+                r.extend(recover);
+                readings.extend(r);
+                views = Some(v);
             }
             Err(e) => readings.extend(crate::fleet::unreadable(fleet, &crate::error::chain(&e))),
         }
     }
-    let host = crate::fsutil::hostname();
-    let round = super::round(cfg, &host, now);
+    // One record (and one mail) for the cycle.
     let (mut states, mut events) = crate::alerts::record(catalog, &readings, &round)?;
-    // This host's own status, with the states just recorded; whether that worked is its
-    // own item, recorded once per cycle after the write.
     if cfg.fleet.is_some() {
+        // This host's own status, with the states just recorded; whether that worked is
+        // its own item, recorded after the write (it changes only when writing fails or
+        // someone else wrote this host's folder).
         let published = crate::fleet::publish(cfg, catalog, now);
-        let own = crate::fleet::own_reading(fleet_views.as_deref(), &published);
+        let own = crate::fleet::own_reading(views.as_deref(), &published);
         let (s, e) = crate::alerts::record(catalog, &[own], &round)?;
         states.retain(|x| !s.iter().any(|n| n.name == x.name));
         states.extend(s);

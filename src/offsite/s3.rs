@@ -192,6 +192,17 @@ pub fn lock_date(t: i64) -> String {
 impl Store {
     /// Reads the credentials and prepares requests to the target's bucket.
     pub fn open(t: &OffsiteConfig) -> Result<Store, S3Error> {
+        Store::open_with(t, t.timeout.max(Duration::from_mins(5)))
+    }
+
+    /// The same for small objects only: a server that takes longer than `timeout` to
+    /// start answering is given up on too (a large upload's completion may take minutes;
+    /// a status object's never does).
+    pub fn open_small(t: &OffsiteConfig) -> Result<Store, S3Error> {
+        Store::open_with(t, t.timeout)
+    }
+
+    fn open_with(t: &OffsiteConfig, recv_response: Duration) -> Result<Store, S3Error> {
         let creds = credentials(t)?;
         let endpoint = t.endpoint.parse::<url::Url>().map_err(|e| {
             S3Error::Credentials(format!("endpoint {}: {e}", t.endpoint), t.name.clone())
@@ -212,7 +223,7 @@ impl Store {
                 .timeout_connect(Some(t.timeout))
                 .timeout_per_read(Some(t.timeout))
                 .timeout_per_write(Some(t.timeout))
-                .timeout_recv_response(Some(t.timeout.max(Duration::from_mins(5))))
+                .timeout_recv_response(Some(recv_response))
                 .http_status_as_error(false)
                 .proxy(None)
                 .build(),

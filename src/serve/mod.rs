@@ -33,12 +33,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read the token file {path}")]
-    TokenRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("token file {path}: {message}")]
     Token { path: PathBuf, message: String },
     #[error(
@@ -68,34 +62,12 @@ struct App {
     one_at_a_time: Arc<tokio::sync::Semaphore>,
 }
 
-/// Reads the token from `path`: one line, at least 16 characters, in a file others cannot
-/// read.
+/// Reads the token from `path` ([`crate::config::read_token`]'s rules).
 pub fn read_token(path: &Path) -> Result<String, ServeError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| ServeError::TokenRead {
+    crate::config::read_token(path).map_err(|message| ServeError::Token {
         path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.permissions().mode() & 0o004 != 0 {
-        return Err(ServeError::Token {
-            path: path.to_path_buf(),
-            message: "can be read by every user; chmod 600 it".into(),
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ServeError::TokenRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let token = text.trim();
-    if token.len() < 16 || token.contains(char::is_whitespace) {
-        return Err(ServeError::Token {
-            path: path.to_path_buf(),
-            message: "must hold one token of 16 or more characters without spaces (e.g. \
-                      `openssl rand -hex 24`)"
-                .into(),
-        });
-    }
-    Ok(token.to_string())
+        message,
+    })
 }
 
 /// The Content-Security-Policy: nothing from anywhere, the one inline stylesheet by hash.
@@ -148,6 +120,15 @@ pub fn bind(
     })
 }
 
+/// Connections served at once; more wait in the kernel's backlog, holding none of the
+/// process's file descriptors (the daemon's jobs need those).
+const MAX_CONNECTIONS: usize = 32;
+/// A client gets this long to send its request's headers...
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and a connection this long in all: one request, no keep-alive, so idle or
+/// trickling connections cannot hold the server.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
     bound: Bound,
@@ -162,9 +143,39 @@ pub async fn serve(
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => return Ok(()),
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => {
+                // Out of descriptors (or a connection reset before it was taken): wait
+                // a moment rather than spin or stop serving.
+                let Ok((stream, _)) = r else {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                };
+                stream
+            }
+            () = &mut shutdown => return Ok(()),
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
+        });
+    }
 }
 
 /// Equal without telling by its timing how much of it matched.
@@ -181,10 +192,12 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    if let Some(t) = value.strip_prefix("Bearer ") {
-        return same(t.trim().as_bytes(), token.as_bytes());
+    // The scheme is case-insensitive (RFC 9110).
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return same(rest.trim().as_bytes(), token.as_bytes());
     }
-    if let Some(b) = value.strip_prefix("Basic ") {
+    if let Some(b) = scheme.eq_ignore_ascii_case("basic").then_some(rest) {
         let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
             return false;
         };
@@ -196,11 +209,12 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     false
 }
 
-/// Whether the Host header names this machine (`localhost`, `127.x`, `[::1]`).
-fn local_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+/// Whether `host` (a Host header or a URI's authority) names this machine
+/// (`localhost`, `127.x`, `[::1]`, with or without a port).
+fn local_name(host: &str) -> bool {
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
         return false;
-    };
+    }
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or_default()
     } else {
@@ -212,11 +226,24 @@ fn local_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether the request says, once, that it is for this machine: one Host header naming
+/// it, and an absolute request URI (if any) naming it too.
+fn local_host(headers: &HeaderMap) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h.to_str().is_ok_and(local_name),
+        _ => false,
+    }
+}
+
 /// Authentication, and the headers every answer carries.
 async fn guard(State(app): State<App>, req: Request, next: Next) -> Response {
     let allowed = match &app.token {
         Some(t) => authorized(req.headers(), t),
-        None => local_host(req.headers()),
+        None => {
+            local_host(req.headers())
+                && req.uri().authority().is_none_or(|a| local_name(a.as_str()))
+        }
     };
     let mut resp = if allowed {
         next.run(req).await
@@ -351,6 +378,11 @@ mod tests {
         assert!(authorized(&h, t));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert!(!authorized(&h, t));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer 0123456789abcdef"),
+        );
+        assert!(authorized(&h, t), "the scheme is case-insensitive");
     }
 
     #[test]
@@ -366,5 +398,10 @@ mod tests {
         assert!(!host("evil.example:9910"));
         assert!(!host("127.0.0.1.evil.example"));
         assert!(!local_host(&HeaderMap::new()));
+        assert!(!host("127.0.0.1:9910 evil.example"));
+        let mut two = HeaderMap::new();
+        two.append(header::HOST, HeaderValue::from_static("localhost"));
+        two.append(header::HOST, HeaderValue::from_static("evil.example"));
+        assert!(!local_host(&two), "two Host headers");
     }
 }

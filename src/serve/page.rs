@@ -91,22 +91,28 @@ fn stale_checks(cfg: &Config, catalog: &Catalog, now: i64) -> Result<Option<Stri
     let Some((_, cron)) = cfg.schedule.jobs.iter().find(|(j, _)| *j == Job::Check) else {
         return Ok(None);
     };
-    let Some(last) = catalog.last_run_any(&Job::Check)? else {
+    // Never ran: it counts from when steward first recorded anything here.
+    let last = catalog.last_run_any(&Job::Check)?.map(|r| r.started_at);
+    let Some(since) = last.or(catalog.first_run_at()?) else {
         return Ok(None);
     };
     let tz = jiff::tz::TimeZone::system();
-    let Ok(after) = jiff::Timestamp::from_second(last.started_at) else {
+    let Ok(after) = jiff::Timestamp::from_second(since) else {
         return Ok(None);
     };
     let Some(due) = cron.next_after(after, &tz) else {
         return Ok(None);
     };
-    Ok((now > due.as_second() + CHECK_GRACE).then(|| {
-        format!(
+    Ok((now > due.as_second() + CHECK_GRACE).then(|| match last {
+        Some(at) => format!(
             "the check job last ran at {} and was due again at {}: these states are old",
-            crate::render::time(last.started_at),
+            crate::render::time(at),
             crate::render::time(due.as_second())
-        )
+        ),
+        None => format!(
+            "the check job has never run (it was due at {}): these states are not current",
+            crate::render::time(due.as_second())
+        ),
     }))
 }
 
@@ -189,10 +195,21 @@ pub fn gather(cfg: &Config) -> Result<Page, CatalogError> {
     let ts = jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let mut jobs = Vec::new();
     for (job, cron) in &cfg.schedule.jobs {
+        // The backup job's runs are recorded per set (`backup:SET`).
+        let mut last = catalog.last_run_any(job)?;
+        if *job == Job::Backup {
+            for set in &cfg.backup.sets {
+                if let Some(r) = catalog.last_run_any(&Job::BackupSet(set.name.clone()))?
+                    && last.as_ref().is_none_or(|l| r.started_at > l.started_at)
+                {
+                    last = Some(r);
+                }
+            }
+        }
         jobs.push(JobRow {
             job: job.clone(),
             schedule: cron.source.clone(),
-            last: catalog.last_run_any(job)?,
+            last,
             next: cron.next_after(ts, &tz).map(jiff::Timestamp::as_second),
         });
     }

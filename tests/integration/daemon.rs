@@ -341,3 +341,47 @@ fn regression_sigterm_stops_a_backup_inside_a_large_file() {
     let left: Vec<_> = fs::read_dir(&dir).unwrap().filter_map(Result::ok).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Regression: the scheduler fires a one-shot up to a second early, and the next run was
+/// armed after "now", which was still before the instant just served: one tick ran the
+/// job two or three times (`check: started` at :59, :59 and :00).
+#[test]
+fn regression_one_tick_runs_its_job_once() {
+    let env = Env::new();
+    env.write_config(
+        "[schedule]\ncheck = \"*/3 * * * * *\"\ncatch-up = false\n[checks.cpu]\nwarn = 100\ncrit = 100\n",
+    );
+    // Start late in a second, so the first run is armed with a fractional delay (the
+    // moment is fault injection, not synchronisation).
+    let frac = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis()
+    };
+    while frac() < 700 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let d = Daemon::start(&env);
+    wait_for("five scheduled checks", Duration::from_mins(1), || {
+        d.log().matches("check: started").count() >= 5
+    });
+    let log = d.log();
+    assert!(d.stop().success());
+    let starts: Vec<i64> = log
+        .lines()
+        // A second fire of one tick either starts the job again or, while the first
+        // still runs, is skipped: both are ticks.
+        .filter(|l| l.contains("check: started") || l.contains("check: still running"))
+        .map(|l| {
+            let stamp = l.split_whitespace().next().unwrap();
+            stamp.parse::<jiff::Timestamp>().unwrap().as_second()
+        })
+        .collect();
+    for w in starts.windows(2) {
+        assert!(
+            w[1] - w[0] >= 2,
+            "two starts of one tick: {starts:?}\n{log}"
+        );
+    }
+}

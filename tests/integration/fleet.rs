@@ -102,6 +102,7 @@ fn quiet_peer(kind: Kind) {
     assert_eq!(view(&v, "alpha")["own"], true);
     assert_eq!(smtp.messages().len(), 0);
 
+    let first_beta = server.object(BUCKET, "steward/beta/status.json");
     // beta stops. Within max-silence nothing is said; after it, alpha mails.
     alpha.cmd(t0 + 20 * 60).arg("check").assert().code(0);
     assert_eq!(smtp.messages().len(), 0);
@@ -130,6 +131,19 @@ fn quiet_peer(kind: Kind) {
         "{content}"
     );
 
+    // beta's first status, genuine and signed, put back over its newer one: a replay.
+    let newer_beta = server.object(BUCKET, "steward/beta/status.json");
+    server.tamper(BUCKET, "steward/beta/status.json", &first_beta);
+    let (v, code) = alpha.fleet(t0 + 33 * 60 + 30);
+    assert_eq!(code, 2, "{v:#}");
+    assert!(
+        view(&v, "beta")["trust"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("older status"),
+        "{v:#}"
+    );
+    server.tamper(BUCKET, "steward/beta/status.json", &newer_beta);
     // Someone with write access to the bucket replaces beta's status with a healthy,
     // fresh, unsigned one, and plants a host of their own.
     let status = format!(
@@ -159,7 +173,12 @@ fn quiet_peer(kind: Kind) {
         out.contains("fleet beta") && out.contains("not signed"),
         "{out}"
     );
-    assert!(out.contains("fleet gamma"), "{out}");
+    // Planted hosts are one item, however many.
+    assert!(!out.contains("fleet gamma"), "{out}");
+    assert!(
+        out.contains("fleet (others)") && out.contains("gamma"),
+        "{out}"
+    );
     // The text table says so too, and the page.
     let a = alpha.cmd(t0 + 36 * 60).arg("fleet").assert().code(2);
     let table = stdout(&a);
@@ -208,10 +227,44 @@ fn quiet_peer(kind: Kind) {
     assert_eq!(view(&v, "alpha")["trust"]["trust"], "trusted", "{v:#}");
     // The offsite listing is not confused by the status objects beside the copies.
     alpha
-        .cmd(t0 + 37 * 60)
+        .cmd(t0 + 39 * 60)
         .args(["offsite", "list"])
         .assert()
         .success();
+    // The planted folder goes, and beta leaves the fleet: both items recover (mailed),
+    // and are then forgotten.
+    server.remove(BUCKET, "steward/gamma/status.json");
+    // Retiring beta: out of [fleet.peers], its status object deleted (else it is a
+    // status no configured peer signed, in `fleet (others)`).
+    server.remove(BUCKET, "steward/beta/status.json");
+    configure(
+        &alpha,
+        &server,
+        "delta",
+        &kb,
+        &mail_config(&alpha.env, port),
+    );
+    let before = smtp.messages().len();
+    let a = alpha.cmd(t0 + 40 * 60).args(["check", "--json"]).assert();
+    let out = stdout(&a);
+    assert!(out.contains("beta is no longer watched"), "{out}");
+    let m = smtp.messages();
+    let recovery = m[before..]
+        .iter()
+        .map(|x| x["content"].as_str().unwrap())
+        .find(|c| c.contains("fleet beta"))
+        .unwrap_or_else(|| panic!("{m:#?}"));
+    assert!(
+        recovery.contains("RECOVERED") && recovery.contains("fleet (others)"),
+        "{recovery}"
+    );
+    alpha.cmd(t0 + 41 * 60).arg("check").assert().code(0);
+    let a = alpha
+        .cmd(t0 + 41 * 60)
+        .args(["status", "--json"])
+        .assert()
+        .success();
+    assert!(!stdout(&a).contains("fleet beta"), "{}", stdout(&a));
     fs::remove_dir_all(root.path().join("s3")).ok();
 }
 

@@ -209,6 +209,22 @@ fn world(extra: &str) -> (Env, PathBuf, String) {
     (env, disk, newest)
 }
 
+/// A token file of `mode` and the config `text` with `[serve]` on every address using it.
+fn with_token(env: &Env, text: &str, mode: u32) -> PathBuf {
+    let token = env.root.join("token");
+    fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    fs::write(
+        &env.config,
+        format!(
+            "{text}\n[serve]\nlisten = \"0.0.0.0:9910\"\ntoken-file = \"{}\"\n",
+            token.display()
+        ),
+    )
+    .unwrap();
+    token
+}
+
 /// The points of the capacity chart's line.
 fn chart_points(dom: &str) -> (usize, usize) {
     let at = dom.find("class=\"used\"").expect("the chart's line");
@@ -408,17 +424,7 @@ fn a_reachable_address_without_a_token_is_refused_and_with_one_a_request_without
     );
 
     // A token others can read is refused too.
-    let token = env.root.join("token");
-    fs::write(&token, "0123456789abcdef0123\n").unwrap();
-    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    fs::write(
-        &env.config,
-        format!(
-            "{text}\n[serve]\nlisten = \"0.0.0.0:9910\"\ntoken-file = \"{}\"\n",
-            token.display()
-        ),
-    )
-    .unwrap();
+    let token = with_token(&env, &text, 0o644);
     let a = env
         .cmd()
         .args(["serve", "--listen", "0.0.0.0:0"])
@@ -559,4 +565,49 @@ fn regression_a_taken_port_leaves_the_daemon_running_its_jobs_without_the_page()
     assert!(all.contains("the status page is not served"), "{all}");
     assert!(all.contains("daemon started"), "{all}");
     drop(taken);
+}
+
+/// Regression (review): idle connections were held without limit before any
+/// authentication, until the daemon had no file descriptor left to start a job. Now a
+/// connection gets 10 s for its headers and 30 s in all, and at most 32 are served at once.
+#[test]
+fn regression_idle_connections_are_dropped_and_never_keep_the_page_from_answering() {
+    let (env, _, _) = world("");
+    let served = Served::start(&env, "127.0.0.1:0", &[]);
+    let idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", served.port)).unwrap())
+        .collect();
+    // A real request is answered (after the idle ones' header timeout at worst).
+    let (code, _, _) = get(served.port, "/health", &[]);
+    assert_eq!(code, 200);
+    // The first idle connections were closed by the server: a read sees the end.
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = first
+        .read(&mut buf)
+        .expect("an idle connection still open after 40 s");
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}
+
+#[test]
+fn a_token_file_its_group_can_read_is_refused_by_config_check_naming_it() {
+    let (env, _, _) = world("");
+    let text = fs::read_to_string(&env.config).unwrap();
+    let token = with_token(&env, &text, 0o640);
+    let a = env.cmd().args(["config", "check"]).assert().code(78);
+    let err = crate::common::stderr(&a);
+    assert!(
+        err.contains("serve.token-file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    fs::write(&token, "short\n").unwrap();
+    fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let a = env.cmd().args(["config", "check"]).assert().code(78);
+    assert!(crate::common::stderr(&a).contains("16 or more"));
+    fs::remove_file(&token).unwrap();
+    env.cmd().args(["config", "check"]).assert().code(78);
 }
